@@ -1,0 +1,59 @@
+# asr_nb: the two commands a new user needs are `make demo` and `make test`.
+# Both install everything first (idempotent: re-running skips what is done).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS := espeak-ng sox libsndfile1
+
+.PHONY: install system venv demo test test-nbs test-py sync-check bench docs clean
+
+install: system venv
+
+system:
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! ldconfig -p | grep -q libsndfile; then \
+	  echo "installing system packages: $(APT_PKGS)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
+	fi
+
+$(STAMP): settings.ini setup.py constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: the tiny end-to-end recipe on the built-in synthetic corpus.
+demo: install
+	$(BIN)/asr_nb_demo
+
+## Everything CI checks: notebooks clean, package in sync, notebook tests, pytest.
+test: install sync-check test-nbs test-py
+
+sync-check:
+	@before=$$(find nbs asr_nb -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' | sort | xargs md5sum); \
+	$(BIN)/nbdev_clean >/dev/null && \
+	mid=$$(find nbs asr_nb -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' | sort | xargs md5sum); \
+	if [ "$$before" != "$$mid" ]; then echo "FAIL: nbdev_clean changed notebooks (run nbdev_clean and commit)"; diff <(echo "$$before") <(echo "$$mid"); exit 1; fi; \
+	$(BIN)/nbdev_export && \
+	after=$$(find nbs asr_nb -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' | sort | xargs md5sum); \
+	if [ "$$mid" != "$$after" ]; then echo "FAIL: nbdev_export changed asr_nb/ (notebooks and package out of sync)"; diff <(echo "$$mid") <(echo "$$after"); exit 1; fi; \
+	echo "sync-check: notebooks clean, package in sync"
+
+test-nbs:
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+test-py:
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+docs: install
+	$(BIN)/nbdev_docs
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info _proc _docs
