@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS := espeak-ng sox libsndfile1
 
-.PHONY: install system venv demo test test-nbs test-py sync-check bench docs clean
+.PHONY: install system venv demo test test-nbs test-py sync-check readme bench docs clean
 
 install: system venv
 
@@ -41,13 +41,19 @@ sync-check:
 	$(BIN)/nbdev_export && \
 	after=$$(find nbs asr_nb -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' | sort | xargs md5sum); \
 	if [ "$$mid" != "$$after" ]; then echo "FAIL: nbdev_export changed asr_nb/ (notebooks and package out of sync)"; diff <(echo "$$mid") <(echo "$$after"); exit 1; fi; \
-	echo "sync-check: notebooks clean, package in sync"
+	$(MAKE) -s readme && if ! git diff --quiet -- README.md 2>/dev/null; then echo "FAIL: README.md differs from nbs/index.ipynb (run make readme and commit)"; git diff --stat -- README.md; exit 1; fi; \
+	echo "sync-check: notebooks clean, package in sync, README generated from nbs/index.ipynb"
 
 test-nbs:
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
 test-py:
 	$(BIN)/python -m pytest -q tests
+
+## README.md is generated from nbs/index.ipynb (its markdown cells; nbdev_readme needs quarto, which cannot be installed offline).
+readme:
+	@$(BIN)/python -c "import nbformat; nb = nbformat.read('nbs/index.ipynb', as_version=4); \
+	open('README.md', 'w', encoding='utf-8').write('\n\n'.join(c.source.strip() for c in nb.cells if c.cell_type == 'markdown') + '\n')"
 
 bench: install
 	$(BIN)/python bench/run_all.py
