@@ -65,7 +65,7 @@ def _check_positive(obj, *names, allow_zero=False):
         if v < 0 or (v == 0 and not allow_zero):
             raise ConfigError(f"{n}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
 
-# %% ../nbs/00_core.ipynb #b77aa857
+# %% ../nbs/00_core.ipynb #fe686491
 @dataclass
 class FeatureConfig:
     "Audio front-end: Kaldi-compatible log-mel filterbank."
@@ -108,9 +108,11 @@ class TokenizerConfig:
     kind: str = "char"          # 'char' or 'bpe'
     lang: str = "en"            # 'en' (letters + word boundary) or 'zh' (one unit per character)
     bpe_vocab_size: int = 300   # sentencepiece vocabulary size when kind='bpe'
+    bpe_model_type: str = "unigram" # sentencepiece model_type: 'unigram' (ESPnet's default) or 'bpe'
     space_token: str = "<space>" # word-boundary unit for English characters
     def __post_init__(self):
         _check_choice(self, "kind", ("char", "bpe")); _check_choice(self, "lang", ("en", "zh"))
+        _check_choice(self, "bpe_model_type", ("unigram", "bpe"))
         _check_positive(self, "bpe_vocab_size")
 
 @dataclass
