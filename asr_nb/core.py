@@ -138,7 +138,7 @@ class DataConfig:
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
         if self.min_frames > self.max_frames: raise ConfigError(f"min_frames: {self.min_frames} > max_frames {self.max_frames}")
 
-# %% ../nbs/00_core.ipynb #83d260cf
+# %% ../nbs/00_core.ipynb #badfd2d8
 @dataclass
 class ModelConfig:
     "Encoder, decoder and loss. Defaults: ESPnet's Conformer (kernel 15) AISHELL recipe."
@@ -211,6 +211,7 @@ class TrainConfig:
     valid_interval: int = 0        # steps between validations (0 = each epoch only)
     save_interval: int = 0         # steps between checkpoints (0 = each epoch only)
     keep_n_best: int = 10          # checkpoints kept, ranked by best_metric
+    keep_last_n: int = 1           # also keep the N newest checkpoints (for last-N averaging)
     best_metric: str = "valid_loss" # 'valid_loss' | 'valid_acc' | 'valid_cer'
     resume: bool = True            # continue automatically from the last checkpoint in the exp dir
     resume_from: str = ""          # explicit checkpoint to resume (full state)
@@ -221,7 +222,7 @@ class TrainConfig:
     def __post_init__(self):
         _check_choice(self, "amp", ("none", "bf16", "fp16", "auto"))
         _check_choice(self, "best_metric", ("valid_loss", "valid_acc", "valid_cer"))
-        _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "init_lr_factor")
+        _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
         _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", allow_zero=True)
         d = self.device.split(":")[0]
         if d not in ("auto", "cpu", "cuda", "npu", "mps"):
