@@ -18,7 +18,7 @@ __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'ConfigError', 'FeatureConfig'
            'config_from_dict', 'apply_overrides', 'atomic_write_text', 'load_config', 'save_config', 'seed_everything',
            'get_logger', 'setup_logging']
 
-# %% ../nbs/00_core.ipynb #effbaab1
+# %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
 
 def make_pad_mask(lengths: torch.Tensor, # (B,) valid lengths
@@ -26,9 +26,9 @@ def make_pad_mask(lengths: torch.Tensor, # (B,) valid lengths
                  ) -> torch.Tensor: # (B, T) bool, True at padding positions
     "Boolean mask that is True where a position is padding."
     if lengths.dim() != 1: raise ValueError(f"lengths must be 1-D, got shape {tuple(lengths.shape)}")
-    T = int(lengths.max()) if max_len is None else int(max_len)
-    if lengths.numel() == 0: T = 0 if max_len is None else T
-    steps = torch.arange(T, device=lengths.device)  # (T,)
+    if max_len is None: max_len = lengths.max() if lengths.numel() else 0
+    # no int() here: under torch.jit/onnx tracing the width stays symbolic (dynamic length axes)
+    steps = torch.arange(max_len, device=lengths.device)  # (T,)
     return steps.unsqueeze(0) >= lengths.unsqueeze(1)  # (B, T)
 
 # %% ../nbs/00_core.ipynb #c235d0ba

@@ -104,13 +104,18 @@ def compute_cmvn(utts: Iterable,                  # `Utterance`s (audio, start, 
                  cfg: FeatureConfig = FeatureConfig(),
                  out_path: str | os.PathLike | None = None, # where to write cmvn.npz (None = don't save)
                  max_utts: int | None = None,     # use only the first N utterances
+                 strict: bool = False,            # raise on unreadable audio instead of skipping it with a warning
                 ) -> dict:                        # mean, istd (D,) float32; count; sum, sumsq (D,) float64
     "Accumulate global mean and inverse std of fbank features in float64; save them as npz."
     s1 = np.zeros(cfg.n_mels, np.float64); s2 = np.zeros(cfg.n_mels, np.float64); n = 0; used = 0
     for i, u in enumerate(utts):
         if max_utts is not None and i >= max_utts: break
         path, start, end = _utt_audio(u)
-        x = fbank(load_audio(path, start, end, cfg.sample_rate), cfg, dither=0.0).double().numpy()  # (T, D)
+        try: wav = load_audio(path, start, end, cfg.sample_rate)
+        except AudioError as e:
+            if strict: raise
+            get_logger("features").warning(f"cmvn: skipping {getattr(u, 'key', path)}: {e}"); continue
+        x = fbank(wav, cfg, dither=0.0).double().numpy()  # (T, D)
         s1 += x.sum(0); s2 += (x * x).sum(0); n += x.shape[0]; used += 1
         if used % 1000 == 0: get_logger("features").info(f"cmvn: {used} utterances, {n} frames")
     if n == 0: raise ValueError("compute_cmvn: no frames (empty utterance list or all utterances too short)")

@@ -170,12 +170,19 @@ def test_cmvn_with_segments(tmp_path):
     assert abs(float(y.mean())) < 1e-3
 
 
-def test_cmvn_bad_audio_names_file(tmp_path):
+def test_cmvn_bad_audio_names_file(tmp_path, caplog):
     p = tmp_path / "bad.wav"
     p.write_bytes(b"nonsense")
-    with pytest.raises(AudioError, match="bad.wav"):
-        compute_cmvn([str(p)], FeatureConfig(), tmp_path / "cmvn.npz")
+    good = tmp_path / "good.wav"
+    sf.write(good, (0.1 * np.random.default_rng(2).standard_normal(16000)).astype(np.float32), 16000)
+    with pytest.raises(AudioError, match="bad.wav"):                      # strict: stop, name the file
+        compute_cmvn([str(p), str(good)], FeatureConfig(), tmp_path / "cmvn.npz", strict=True)
     assert not (tmp_path / "cmvn.npz").exists()
+    with caplog.at_level("WARNING", logger="asr_nb"):                     # default: skip it, say so, keep going
+        stats = compute_cmvn([str(p), str(good)], FeatureConfig(), tmp_path / "cmvn.npz")
+    assert int(stats["count"]) == 98 and "bad.wav" in caplog.text
+    with pytest.raises(ValueError, match="no frames"):                    # nothing readable at all: clear error
+        compute_cmvn([str(p)], FeatureConfig())
 
 
 def test_load_cmvn_garbage(tmp_path):

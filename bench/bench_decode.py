@@ -1,0 +1,95 @@
+"""Decoding speed: real-time factor of every search method, batch 1 and batched, beam 10.
+
+The model is the ESPnet2-size 4.6 M Conformer of conf/espnet_4p6m.yaml (6 x d144 encoder, 3-block decoder,
+300 BPE units), randomly initialised: speed does not depend on the weights, except through the length of the
+output. So that every method does the work of a real transcript, the attention-based searches have their output
+length pinned to `--len-ratio` x encoder frames (minlenratio = maxlenratio; 0.15 x 25 frames/s ~ 3.75 BPE units/s,
+about English read speech with 300 units). Audio: `--utts` synthetic utterances (sums of gliding tones and noise) of
+2-6 s written as 16 kHz wav files and decoded with `asr_nb.decode.decode_dataset` (file reading and fbank included
+in `rtf`; `rtf_decode` counts encoder + search only). RTF = processing seconds / audio seconds; lower is faster.
+
+    python bench/bench_decode.py                          # CPU, 2 threads -> bench/results/decode.json
+    python bench/bench_decode.py --device cuda --threads 0 --out bench/results/decode_cuda.json
+"""
+from __future__ import annotations
+import argparse, json, math, platform, statistics, tempfile, time
+from dataclasses import replace
+from pathlib import Path
+import numpy as np
+import soundfile as sf
+import torch
+from asr_nb.core import DecodeConfig, load_config
+from asr_nb.data import Utterance
+from asr_nb.decode import METHODS, decode_dataset
+from asr_nb.model import ASRModel, count_parameters
+from asr_nb.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def synth_utts(out_dir: Path, n: int, min_dur: float, max_dur: float, seed: int = 0, sr: int = 16000) -> list[Utterance]:
+    "n wav files of gliding tones plus noise, lengths uniform in [min_dur, max_dur] seconds."
+    rng = np.random.default_rng(seed)
+    utts = []
+    for i in range(n):
+        dur = rng.uniform(min_dur, max_dur)
+        t = np.arange(int(dur * sr)) / sr
+        x = sum(0.1 * np.sin(2 * np.pi * (f0 + slope * t) * t) * (1 + np.sin(2 * np.pi * am * t)) / 2
+                for f0, slope, am in rng.uniform([100, -50, 2], [800, 300, 6], (4, 3)))
+        x = (x + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+        sf.write(out_dir / f"u{i:03d}.wav", x, sr)
+        utts.append(Utterance(f"u{i:03d}", str(out_dir / f"u{i:03d}.wav"), ""))
+    return utts
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "conf" / "espnet_4p6m.yaml"))
+    ap.add_argument("--vocab", type=int, default=300)
+    ap.add_argument("--utts", type=int, default=20)
+    ap.add_argument("--min-dur", type=float, default=2.0)
+    ap.add_argument("--max-dur", type=float, default=6.0)
+    ap.add_argument("--beam", type=int, default=10)
+    ap.add_argument("--batch-sizes", default="1,10")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--len-ratio", type=float, default=0.15, help="attention output length / encoder frames")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is reported")
+    ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0 = leave torch's default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    out = Path(a.out or ROOT / "bench" / "results" / ("decode.json" if dev.type == "cpu" else f"decode_{dev.type}.json"))
+    cfg = load_config(a.config, [])
+    torch.manual_seed(0)
+    model = ASRModel(cfg.model, a.vocab).to(dev).eval()
+    tok = Tokenizer(["<blank>", "<unk>", *[f"u{i}" for i in range(a.vocab - 3)], "<sos/eos>"])
+    tok.detokenize = lambda toks: " ".join(toks)   # ids -> text only; the units are placeholders
+    base = replace(cfg.decode, beam=a.beam, minlenratio=a.len_ratio, maxlenratio=a.len_ratio, lm_weight=0.0)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        utts = synth_utts(Path(d), a.utts, a.min_dur, a.max_dur)
+        decode_dataset(model, tok, utts[:2], replace(base, method="joint"), cfg.features, batch_size=2)  # warm-up
+        for method in a.methods.split(","):
+            for bs in [int(x) for x in a.batch_sizes.split(",")]:
+                runs = [decode_dataset(model, tok, utts, replace(base, method=method), cfg.features, batch_size=bs)[1]
+                        for _ in range(a.repeats)]
+                med = lambda k: statistics.median(r[k] for r in runs)
+                rows.append(dict(method=method, batch_size=bs, beam=a.beam, rtf=med("rtf"), rtf_decode=med("rtf_decode"),
+                                 decode_seconds=med("decode_seconds"), audio_seconds=runs[0]["audio_seconds"]))
+                print(f"{method:16s} batch {bs:3d}  RTF {rows[-1]['rtf']:.4f}  (decode only {rows[-1]['rtf_decode']:.4f})",
+                      flush=True)
+    res = dict(title=f"Decoding real-time factor ({dev.type})",
+               command="python bench/bench_decode.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+               rows=rows, device=str(dev), threads=torch.get_num_threads(), torch=torch.__version__,
+               python=platform.python_version(), params=count_parameters(model)["total"], vocab=a.vocab,
+               utts=a.utts, audio_seconds=rows[0]["audio_seconds"] if rows else 0.0, len_ratio=a.len_ratio,
+               ctc_weight=base.ctc_weight,
+               notes=("Random-init model of conf/espnet_4p6m.yaml size; attention output length pinned to len_ratio x "
+                      "encoder frames; rtf includes audio reading and fbank, rtf_decode is encoder + search. "
+                      "Lower is faster."))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Training-step benchmark of the ESPnet2-size 4.6 M Conformer (conf/espnet_4p6m.yaml).
+
+One step = forward (CMVN, SpecAugment, encoder, CTC + attention loss) + backward + Adam step, on a batch of
+32 utterances x 200 frames x 80 fbank with 20-token transcripts and a 300-unit vocabulary. Reports the median of
+`--steps` steps after `--warmup` steps, fp32 and bf16 autocast, for the SDPA path ("fast") and the plain
+masked-softmax reference path ("plain") measured in the same run, so their ratio is meaningful on a busy machine. `main_thread_cpu` (thread CPU time of the
+main thread) is the least noisy number on a shared machine when run with `--threads 1`.
+
+    python bench/bench_model.py                    # CPU, 2 threads -> bench/results/model.json
+    python bench/bench_model.py --device cuda --threads 0 --out bench/results/model_cuda.json
+"""
+from __future__ import annotations
+import argparse, itertools, json, os, platform, statistics, time
+from pathlib import Path
+import torch
+from asr_nb.core import Batch, load_config
+from asr_nb.conformer import set_impl
+from asr_nb.model import ASRModel, count_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def make_batch(B: int, T: int, L: int, V: int, device: torch.device, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(B, T, 80, generator=g) * 3 + 10  # raw-fbank-like scale (CMVN undoes it)
+    toks = torch.randint(1, V - 1, (B, L), generator=g)
+    return Batch(feats.to(device), torch.full((B,), T, device=device), toks.to(device),
+                 torch.full((B,), L, device=device), [str(i) for i in range(B)])
+
+def tune_glibc_malloc():
+    "Keep freed memory in the heap (no mmap/munmap per large tensor): page faults otherwise dominate on CPU."
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 2 ** 30) and libc.mallopt(M_TRIM_THRESHOLD, 2 ** 30))
+
+def sync(device: torch.device):
+    if device.type == "cuda": torch.cuda.synchronize()
+
+def time_steps(model, batch, device, dtype, warmup: int, steps: int) -> list[float]:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), eps=1e-9, fused=True)
+    model.train()
+    out, times, cpu = None, [], []
+    for i in range(warmup + steps):
+        sync(device); t0, c0 = time.perf_counter(), time.thread_time()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(batch)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        sync(device); dt, dc = time.perf_counter() - t0, time.thread_time() - c0
+        if i >= warmup: times.append(dt); cpu.append(dc)
+    if not torch.isfinite(out["loss"]): raise RuntimeError("non-finite loss in benchmark")
+    return times, cpu
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "conf" / "espnet_4p6m.yaml"))
+    ap.add_argument("--vocab", type=int, default=300)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--tokens", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--threads", default="2,1", help="comma list of torch.set_num_threads values (0 = torch's default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--impls", default="fast,plain")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--no-specaug", action="store_true")
+    ap.add_argument("--malloc", default="tuned", choices=["tuned", "default"],
+                    help="tuned: glibc mallopt so large tensors reuse heap memory (see tune_glibc_malloc)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "model.json"))
+    a = ap.parse_args(argv)
+    malloc_tuned = a.malloc == "tuned" and platform.system() == "Linux" and tune_glibc_malloc()
+    device = torch.device(a.device)
+    cfg = load_config(a.config)
+    torch.manual_seed(0)
+    cmvn = (torch.full((80,), 10.0), torch.full((80,), 1 / 3))
+    model = ASRModel(cfg.model, a.vocab, None if a.no_specaug else cfg.specaug, cmvn).to(device)
+    batch = make_batch(a.batch, a.frames, a.tokens, a.vocab, device)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    res = dict(config=os.path.relpath(a.config, ROOT), vocab=a.vocab, params=count_parameters(model),
+               batch=a.batch, frames=a.frames, tokens=a.tokens, warmup=a.warmup, steps=a.steps,
+               threads=a.threads, device=str(device), specaug=not a.no_specaug, malloc_tuned=malloc_tuned,
+               optimizer="Adam(fused=True)",
+               torch=torch.__version__, machine=platform.processor() or platform.machine(),
+               date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results={})
+    if device.type == "cuda": res["gpu"] = torch.cuda.get_device_name(device)
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    for th, dt in itertools.product([int(t) for t in a.threads.split(",")], a.dtypes.split(",")):
+        if th: torch.set_num_threads(th)
+        for impl in a.impls.split(","):
+            model.load_state_dict(state)
+            set_impl(model, "sdpa" if impl == "fast" else "plain")
+            la0 = os.getloadavg()[0]
+            ts, cpu = time_steps(model, batch, device, dtypes[dt], a.warmup, a.steps)
+            r = dict(median_s=statistics.median(ts), min_s=min(ts), max_s=max(ts),
+                     main_thread_cpu_median_s=statistics.median(cpu), loadavg_1m=[la0, os.getloadavg()[0]])
+            res["results"][f"{impl}_{dt}_t{th}"] = r
+            print(f"{impl:5s} {dt} {th} threads: median {r['median_s']:.3f} s/step (min {r['min_s']:.3f}, "
+                  f"max {r['max_s']:.3f}; main-thread CPU {r['main_thread_cpu_median_s']:.3f} s), load {la0:.1f}", flush=True)
+        f, p = res["results"].get(f"fast_{dt}_t{th}"), res["results"].get(f"plain_{dt}_t{th}")
+        if f and p:
+            res["results"][f"speedup_{dt}_t{th}"] = dict(
+                wall=p["median_s"] / f["median_s"], main_thread_cpu=p["main_thread_cpu_median_s"] / f["main_thread_cpu_median_s"])
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"params {res['params']['total']/1e6:.2f} M -> {a.out}")
+    return res
+
+if __name__ == "__main__":
+    main()

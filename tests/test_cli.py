@@ -1,0 +1,237 @@
+"""The console scripts end to end on a very small synthesised corpus, and every user-error path.
+
+The chain: synth -> train (a few steps at tiny dimensions) -> average -> decode (every method) -> score -> export (ONNX,
+checked against PyTorch) -> transcribe through onnxruntime. Errors: bad config key, missing/unusable data dir, corrupt
+audio, empty test set, missing experiment dir, bad arguments -- each one line on stderr and exit status 2 (validate: 1).
+"""
+import json, os, shutil, subprocess, sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from asr_nb import cli
+from asr_nb.cli import (average_main, decode_main, demo_main, export_main, jsonl2scp_main, score_main, scp2jsonl_main,
+                        synth_main, train_main, transcribe_main, validate_main, VERBS, METHODS)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT/'conf'/'tiny.yaml')
+# tiny dimensions: the point is the plumbing, not accuracy
+TINY_OVERRIDES = ['model.d_model=32', 'model.attention_heads=2', 'model.linear_units=64', 'model.num_blocks=1',
+                  'model.decoder_blocks=1', 'model.decoder_linear_units=64', 'model.cnn_kernel=3',
+                  'train.max_epochs=2', 'train.log_interval=1', 'train.keep_n_best=3', 'train.tensorboard=false',
+                  'data.max_frames_in_batch=3000', 'optim.warmup_steps=2', 'train.num_threads=1']
+
+
+def run(main, argv, capsys):
+    "Call a console-script main; return (exit code, stdout, stderr)."
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_one_line_error(rc, err, *needles, code=2):
+    assert rc == code, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and 'error:' in lines[0] and 'Traceback' not in err, err
+    for n in needles: assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp('corpus')/'synth'
+    assert synth_main(['--out', str(d), '--n-train', '30', '--n-dev', '6', '--n-test', '6', '--seed', '3']) == 0
+    return {s: d/s for s in ('train', 'dev', 'test')}
+
+
+@pytest.fixture(scope='module')
+def exp(corpus, tmp_path_factory):
+    e = tmp_path_factory.mktemp('exp')/'tiny'
+    rc = train_main(['--config', TINY, '--train', str(corpus['train']), '--valid', str(corpus['dev']), '--exp', str(e),
+                     *TINY_OVERRIDES])
+    assert rc == 0
+    return e
+
+
+# ---------------------------------------------------------------- the chain
+
+def test_train_writes_experiment(exp):
+    for f in ('config.yaml', 'cmvn.npz', 'units.txt'): assert (exp/f).is_file(), f
+    assert list((exp/'checkpoints').glob('*.pt'))
+    assert 'd_model: 32' in (exp/'config.yaml').read_text()  # the overrides are in the resolved config
+
+
+def test_average(exp, capsys):
+    rc, out, err = run(average_main, ['--exp', exp, '--n', 2, '--by', 'valid_loss'], capsys)
+    assert rc == 0, err
+    assert Path(out.strip().splitlines()[-1]).is_file()
+    assert (exp/'model_avg.pt').is_file()
+
+
+def test_decode_every_method_and_score(exp, corpus, tmp_path, capsys):
+    test_average(exp, capsys)
+    out_dir = tmp_path/'decode'
+    rc, out, err = run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'all', '--beam', 2,
+                                     '--batch-size', 4, '--out', out_dir], capsys)
+    assert rc == 0, err
+    keys = sorted(l.split()[0] for l in (corpus['test']/'text').read_text().splitlines())
+    for m in METHODS:
+        assert m in out
+        hyp = (out_dir/m/'text').read_text().splitlines()
+        assert sorted(l.split()[0] for l in hyp) == keys
+        res = json.loads((out_dir/m/'result.json').read_text())
+        assert res['n'] == len(keys) and res['rtf'] > 0 and res['cer'] >= 0 and res['method'] == m
+        assert 'REF:' in (out_dir/m/'report.txt').read_text()
+    rc, out, err = run(score_main, ['--ref', corpus['test']/'text', '--hyp', out_dir/'ctc_greedy'/'text', '--json'], capsys)
+    assert rc == 0, err
+    assert json.loads(out)['cer'] == pytest.approx(json.loads((out_dir/'ctc_greedy'/'result.json').read_text())['cer'])
+
+
+def test_score_perfect_and_errors(corpus, tmp_path, capsys):
+    ref = corpus['test']/'text'
+    rc, out, err = run(score_main, ['--ref', ref, '--hyp', ref], capsys)
+    assert rc == 0 and 'CER 0.00 %' in out and 'WER 0.00 %' in out
+    bad = tmp_path/'hyp'; bad.write_text('nosuchutt hello\n')
+    assert_one_line_error(*run(score_main, ['--ref', ref, '--hyp', bad], capsys)[::2], 'not in the references')
+    assert_one_line_error(*run(score_main, ['--ref', ref, '--hyp', tmp_path/'nope'], capsys)[::2], 'hypothesis file not found')
+
+
+def test_export_and_onnx_transcribe(exp, corpus, tmp_path, capsys):
+    from asr_nb.export import Recognizer
+    onnx_dir = tmp_path/'onnx'
+    rc, out, err = run(export_main, ['--exp', exp, '--out', onnx_dir], capsys)
+    assert rc == 0, err
+    info = json.loads(out)
+    assert info['encoder_max_abs_diff'] < 1e-4 and info['decoder_max_abs_diff'] < 1e-4, info
+    wavs = [l.split(maxsplit=1)[1] for l in (corpus['test']/'wav.scp').read_text().splitlines()][:3]
+    ort_texts = Recognizer.from_onnx(onnx_dir).transcribe(wavs)
+    pt_texts = Recognizer.from_exp(exp).transcribe(wavs)
+    assert ort_texts == pt_texts
+    # the -m entry point with timestamps, in a fresh interpreter (no PyTorch model loaded there)
+    p = subprocess.run([sys.executable, '-m', 'asr_nb.cli', 'transcribe', '--onnx', str(onnx_dir), '--timestamps', *wavs],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 3 and [l.split('\t')[1] for l in lines] == ort_texts
+    for l in lines:  # token times: unit@start, increasing
+        times = [float(t.rsplit('@', 1)[1]) for t in l.split('\t')[2].split()]
+        assert times == sorted(times)
+    assert_one_line_error(*run(transcribe_main, ['--onnx', onnx_dir, tmp_path/'nope.wav'], capsys)[::2], 'audio file not found')
+    assert_one_line_error(*run(transcribe_main, ['--onnx', tmp_path, wavs[0]], capsys)[::2], 'meta.json')
+
+
+def test_data_verbs_round_trip(corpus, tmp_path, capsys):
+    j = tmp_path/'test.jsonl'
+    assert run(scp2jsonl_main, [corpus['test'], j], capsys)[0] == 0
+    assert run(jsonl2scp_main, [j, tmp_path/'back'], capsys)[0] == 0
+    for f in ('wav.scp', 'text'): assert (tmp_path/'back'/f).read_text() == (corpus['test']/f).read_text()
+    rc, out, err = run(validate_main, [corpus['test']], capsys)
+    assert rc == 0 and '6 good, 0 bad' in out, out + err
+
+
+def test_help_documents_every_option(capsys):
+    for verb, main in VERBS.items():
+        rc, out, _ = run(main, ['--help'], capsys)
+        assert rc == 0 and 'usage:' in out, verb
+    rc, out, _ = run(train_main, ['--help'], capsys)
+    for opt in ('--config', '--train', '--valid', '--exp', 'key=value'): assert opt in out
+
+
+# ---------------------------------------------------------------- error paths
+
+def test_bad_config_key(corpus, tmp_path, capsys):
+    args = ['--config', TINY, '--train', corpus['train'], '--valid', corpus['dev'], '--exp', tmp_path/'e']
+    assert_one_line_error(*run(train_main, args + ['model.d_modle=3'], capsys)[::2], "model.d_modle", "model.d_model")
+    assert_one_line_error(*run(train_main, args + ['train.max_epochs=many'], capsys)[::2], 'train.max_epochs')
+    assert_one_line_error(*run(train_main, args + ['max_epochs'], capsys)[::2], 'not of the form')
+    y = tmp_path/'bad.yaml'; y.write_text('model:\n  num_blokcs: 3\n')
+    assert_one_line_error(*run(train_main, ['--config', y] + args[2:], capsys)[::2], 'bad.yaml', 'num_blocks')
+    assert_one_line_error(*run(train_main, ['--config', tmp_path/'nope.yaml'] + args[2:], capsys)[::2], 'config file not found')
+    assert not (tmp_path/'e').exists()  # nothing was started
+
+
+def test_missing_or_unusable_data_dir(corpus, exp, tmp_path, capsys):
+    base = ['--config', TINY, '--valid', corpus['dev'], '--exp', tmp_path/'e']
+    assert_one_line_error(*run(train_main, base + ['--train', tmp_path/'nope'], capsys)[::2], 'training data not found')
+    (tmp_path/'junk').mkdir(); (tmp_path/'junk'/'readme').write_text('x')
+    assert_one_line_error(*run(train_main, base + ['--train', tmp_path/'junk'], capsys)[::2], 'not a Kaldi data dir')
+    assert_one_line_error(*run(decode_main, ['--exp', exp, '--data', tmp_path/'nope', '--out', tmp_path/'o'], capsys)[::2],
+                          'test data not found')
+    assert_one_line_error(*run(decode_main, ['--exp', tmp_path/'noexp', '--data', corpus['test'], '--out', tmp_path/'o'], capsys)[::2],
+                          'experiment dir not found')
+    assert_one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--out', tmp_path/'o', '--method', 'greedy'],
+                               capsys)[::2], 'unknown decoding method')
+    broken = tmp_path/'broken'; shutil.copytree(corpus['test'], broken)
+    (broken/'text').write_text((broken/'text').read_text() + 'orphan-utt hello\n')
+    (broken/'wav.scp').write_text((broken/'wav.scp').read_text() + 'dup-line\n')
+    rc, out, err = run(validate_main, [broken], capsys)
+    assert rc == 1 and 'orphan-utt' in out and 'malformed_line' in out, out + err
+
+
+def test_corrupt_audio(corpus, exp, tmp_path, capsys):
+    d = tmp_path/'corrupt'; shutil.copytree(corpus['test'], d)
+    lines = (d/'wav.scp').read_text().splitlines()
+    key, wav = lines[0].split(maxsplit=1)
+    bad = tmp_path/'bad.wav'; bad.write_bytes(b'RIFF\x00\x00\x00\x00WAVEjunk' * 10)
+    (d/'wav.scp').write_text('\n'.join([f"{key} {bad}"] + lines[1:]) + '\n')
+    rc, out, err = run(validate_main, [d], capsys)
+    assert rc == 1 and key in out, out
+    # default: the unreadable utterance is reported and skipped, the rest is decoded
+    rc, out, err = run(decode_main, ['--exp', exp, '--data', d, '--out', tmp_path/'o'], capsys)
+    assert rc == 0 and key in err and 'skipped 1' in err, err
+    res = json.loads((tmp_path/'o'/'result.json').read_text())
+    assert res['n'] == len(lines) - 1 and key in res['skipped']
+    # --strict: one error line naming the utterance
+    assert_one_line_error(*run(decode_main, ['--exp', exp, '--data', d, '--out', tmp_path/'o2', '--strict'], capsys)[::2], key)
+    # strict data config stops training before it starts
+    tr = tmp_path/'corrupt_train'; shutil.copytree(corpus['train'], tr)
+    tl = (tr/'wav.scp').read_text().splitlines(); k0 = tl[0].split()[0]
+    (tr/'wav.scp').write_text('\n'.join([f"{k0} {bad}"] + tl[1:]) + '\n')
+    rc, out, err = run(train_main, ['--config', TINY, '--train', tr, '--valid', corpus['dev'], '--exp', tmp_path/'e',
+                                    'data.strict=true', *TINY_OVERRIDES], capsys)
+    assert rc == 2 and 'Traceback' not in err and k0 in err and err.strip().splitlines()[-1].startswith('asr_nb_train: error:'), err
+    # default (not strict): the bad utterance is skipped, training runs on the rest
+    rc, out, err = run(train_main, ['--config', TINY, '--train', tr, '--valid', corpus['dev'], '--exp', tmp_path/'e2',
+                                    *TINY_OVERRIDES, 'train.max_steps=1'], capsys)
+    assert rc == 0 and k0 in err, err
+
+
+def test_empty_test_set(exp, corpus, tmp_path, capsys):
+    empty = tmp_path/'empty'; empty.mkdir()
+    (empty/'wav.scp').write_text(''); (empty/'text').write_text('')
+    assert_one_line_error(*run(decode_main, ['--exp', exp, '--data', empty, '--out', tmp_path/'o'], capsys)[::2],
+                          'holds no utterances')
+    # every utterance unreadable: nothing left to decode
+    gone = tmp_path/'gone'; gone.mkdir()
+    (gone/'wav.scp').write_text(f"u1 {tmp_path/'missing1.wav'}\nu2 {tmp_path/'missing2.wav'}\n")
+    (gone/'text').write_text('u1 hello\nu2 world\n')
+    rc, out, err = run(decode_main, ['--exp', exp, '--data', gone, '--out', tmp_path/'o'], capsys)
+    assert rc == 2 and 'nothing to decode' in err and 'Traceback' not in err, err
+
+
+def test_console_script_subprocess(tmp_path):
+    "The installed script (or `python -m asr_nb.cli`) prints one line and exits 2 on a bad key."
+    exe = Path(sys.executable).parent/'asr_nb_train'
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'asr_nb.cli', 'train']
+    p = subprocess.run(cmd + ['--train', str(tmp_path), '--valid', str(tmp_path), '--exp', str(tmp_path/'e'),
+                              'optim.lrr=1'], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().count('\n') == 0 and "optim.lr" in p.stderr, p.stderr
+
+
+def test_demo_end_to_end_small(tmp_path, capsys):
+    "asr_nb_demo = synth -> validate -> train -> average -> decode (every method) -> table, here at toy scale."
+    rc, out, err = run(demo_main, ['--workdir', tmp_path/'demo', '--n-train', 30, '--n-dev', 5, '--n-test', 5,
+                                   '--n-average', 2, *TINY_OVERRIDES, 'decode.beam=2'], capsys)
+    assert rc == 0, err
+    for stage in ('synth', 'validate', 'train', 'average', 'decode'): assert f'== stage {stage} done' in out
+    res = json.loads((tmp_path/'demo'/'results.json').read_text())
+    assert list(res['results']) == list(METHODS) and set(res['timings']) == {'synth', 'validate', 'train', 'average', 'decode'}
+    assert all(r['n'] == 5 for r in res['results'].values())
+    table = (tmp_path/'demo'/'results.md').read_text()
+    assert '| joint |' in table and '| total |' in table and table.strip() in out
+    # a second run reuses the corpus and the finished training
+    rc, out, err = run(demo_main, ['--workdir', tmp_path/'demo', '--n-train', 30, '--n-dev', 5, '--n-test', 5,
+                                   '--n-average', 2, '--methods', 'ctc_greedy', *TINY_OVERRIDES], capsys)
+    assert rc == 0, err
+    assert 'resumed from' in (tmp_path/'demo'/'exp'/'train.log').read_text()
+    assert list(json.loads((tmp_path/'demo'/'results.json').read_text())['results']) == ['ctc_greedy']
