@@ -362,8 +362,7 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
     ds.filter_report = report
     sampler = BucketBatchSampler([u.num_frames for u in kept], report.token_lens, dc, rank=rank, world_size=world_size,
                                  seed=seed, shuffle=train and dc.shuffle, feat_dim=cfg.features.n_mels,
-                                 drop_last=getattr(dc, "drop_last", False),  # not (yet) a DataConfig field
-                                 length_jitter=getattr(dc, "length_jitter", 0.0) if train else 0.0,
+                                 drop_last=dc.drop_last, length_jitter=dc.length_jitter if train else 0.0,
                                  keys=[u.key for u in kept])
     sampler.add_epoch_listener(ds.set_epoch)
     nw = dc.num_workers

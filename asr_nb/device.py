@@ -13,7 +13,7 @@ from .core import get_logger
 # %% auto #0
 __all__ = ['DeviceError', 'available_devices', 'local_rank', 'pick_device', 'amp_dtype', 'autocast', 'make_grad_scaler',
            'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed', 'cleanup_distributed', 'synchronize',
-           'memory_stats', 'reset_peak_memory']
+           'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
 
 # %% ../nbs/01_device.ipynb #227982ea
 class DeviceError(RuntimeError):
@@ -163,3 +163,14 @@ def reset_peak_memory(device: torch.device):
     "Restart peak tracking on accelerators (the CPU peak is the process lifetime's)."
     be = _backend(device.type)
     if device.type in ("cuda", "npu"): be.reset_peak_memory_stats(device)
+
+# %% ../nbs/01_device.ipynb #bd7345a1
+def tune_cpu_allocator(threshold: int = 2**30, # bytes: blocks below this are kept in the heap for reuse
+                      ) -> bool: # whether the setting was applied
+    "Let glibc keep freed large blocks for reuse instead of unmapping them (CPU training speed)."
+    if not sys.platform.startswith("linux"): return False
+    import ctypes
+    try: libc = ctypes.CDLL("libc.so.6")
+    except OSError: return False  # not glibc (e.g. musl)
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold) and libc.mallopt(M_TRIM_THRESHOLD, threshold))

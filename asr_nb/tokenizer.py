@@ -200,7 +200,7 @@ def build_tokenizer(cfg: TokenizerConfig,  # kind, lang, bpe_vocab_size, space_t
     "Learn a tokenizer from training text as `cfg` says, and save it into `out_dir`."
     if cfg.kind == "char": tok = CharTokenizer.build(texts, cfg.lang, cfg.space_token)
     elif cfg.kind == "bpe":
-        tok = BpeTokenizer.train(texts, cfg.bpe_vocab_size, getattr(cfg, "bpe_model_type", "unigram"))
+        tok = BpeTokenizer.train(texts, cfg.bpe_vocab_size, cfg.bpe_model_type)
     else: raise TokenizerError(f"tokenizer.kind must be 'char' or 'bpe', got '{cfg.kind}'")
     if out_dir is not None: tok.save(out_dir)
     return tok
