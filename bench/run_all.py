@@ -49,7 +49,7 @@ def report():
         parts += [f"## {d.get('title', f.stem)}", ""]
         if d.get("command"): parts += [f"Command: `{d['command']}`", ""]
         if d.get("rows"): parts += [_table(d["rows"]), ""]
-        extra = {k: v for k, v in d.items() if k not in ("title", "command", "rows", "notes") and not isinstance(v, (dict, list))}
+        extra = {k: v for k, v in d.items() if k not in ("title", "command", "rows", "notes", "date") and not isinstance(v, (dict, list))}
         if extra: parts += [f"- {k}: {_fmt(v)}" for k, v in extra.items()] + [""]
         if d.get("notes"): parts += [d["notes"] if isinstance(d["notes"], str) else "\n".join(d["notes"]), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
