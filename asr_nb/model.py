@@ -135,8 +135,15 @@ class ASRModel(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         "Hybrid loss of a padded batch."
-        feats, feat_lens, tokens, token_lens = batch[0], batch[1], batch[2], batch[3]
-        enc, enc_lens = self.encode(feats, feat_lens)
+        enc, enc_lens = self.encode(batch[0], batch[1])
+        return self.losses(enc, enc_lens, batch[2], batch[3])
+
+    def losses(self, enc: torch.Tensor, # (B, T', d) encoder output
+               enc_lens: torch.Tensor, # (B,)
+               tokens: torch.Tensor, # (B, L) padded with IGNORE_ID
+               token_lens: torch.Tensor, # (B,)
+              ) -> dict[str, torch.Tensor]:
+        "The hybrid loss from encoder output (validation reuses `enc` for CTC decoding instead of encoding twice)."
         zero = enc.new_zeros((), dtype=torch.float32)
         if self.ctc_weight > 0: loss_ctc, num_inf = ctc_loss(self.ctc(enc), enc_lens, tokens, token_lens, self.blank_id)
         else: loss_ctc, num_inf = zero, torch.zeros((), dtype=torch.long, device=enc.device)

@@ -277,8 +277,8 @@ def validate(model: nn.Module, # ASRModel (a DDP wrapper is unwrapped)
     for b in loader:
         b = b.to(device)
         with D.autocast(device, dtype):
-            out = m(b)
-            enc, enc_lens = m.encode(b.feats, b.feat_lens)
+            enc, enc_lens = m.encode(b.feats, b.feat_lens)  # once: for the loss and for CTC greedy decoding
+            out = m.losses(enc, enc_lens, b.tokens, b.token_lens)
             lp = m.ctc_log_probs(enc).float()  # (B, T', V)
         B, ntok = b.feats.shape[0], int(b.token_lens.sum())
         acc = out.get("acc")
