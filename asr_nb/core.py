@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fba98908
 from __future__ import annotations
-import dataclasses, difflib, logging, os, random, sys, tempfile
+import contextlib, dataclasses, difflib, logging, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
@@ -13,10 +13,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
+__all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
            'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict',
-           'config_from_dict', 'apply_overrides', 'atomic_write_text', 'load_config', 'save_config', 'seed_everything',
-           'get_logger', 'setup_logging']
+           'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config',
+           'seed_everything', 'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -47,7 +47,10 @@ class Batch(NamedTuple):
                      self.tokens.to(device, non_blocking=nb), self.token_lens.to(device, non_blocking=nb), self.keys)
 
 # %% ../nbs/00_core.ipynb #4563157e
-class ConfigError(ValueError):
+class UserError(ValueError):
+    "A failure the user caused and can fix. The message is one line naming the file (and line, key or utterance); the CLI prints it and exits 2."
+
+class ConfigError(UserError):
     "A bad config file, key or value; the message names the key."
 
 def _suggest(name: str, valid, prefix: str = "") -> str:
@@ -342,17 +345,36 @@ def apply_overrides(cfg: ExpConfig, overrides: list[str] | None) -> ExpConfig:
     return config_from_dict(d)
 
 # %% ../nbs/00_core.ipynb #4d0410b1
-def atomic_write_text(path: str | os.PathLike, text: str):
-    "Write `text` to `path` atomically: temp file in the same folder, fsync, rename."
+def _fsync_dir(path: Path):
+    "Make a rename in `path` durable (no-op where directories cannot be opened)."
+    try: fd = os.open(path, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, # final file; its folder is created
+                 mode: str = "wb", # 'wb' or 'w' (text, UTF-8)
+                ):
+    """Yield a file object whose content replaces `path` only if the block finishes: a temp file in the same
+    folder, flushed and fsync'ed, then `os.replace`d over `path`. On any error (ENOSPC, a kill, an exception)
+    `path` keeps its old content and the temp file is removed. Every writer in asr_nb goes through here."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
         raise
+
+def atomic_write_text(path: str | os.PathLike, text: str):
+    "Write `text` to `path` atomically (see `atomic_write`)."
+    with atomic_write(path, "w") as f: f.write(text)
 
 def load_config(path: str | os.PathLike | None = None, # YAML file; None = defaults
                 overrides: list[str] | None = None,     # `section.key=value` strings

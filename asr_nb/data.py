@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
+from .core import UserError
 
 # %% auto #0
 __all__ = ['FRAME_SHIFT_S', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
@@ -25,7 +26,7 @@ __all__ = ['FRAME_SHIFT_S', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS'
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
 
-class DataError(ValueError):
+class DataError(UserError):
     "Bad corpus input; the message names the file and line (or the utterance)."
 
 @dataclass

@@ -14,14 +14,14 @@ import torch.nn as nn
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 import soundfile as sf
-from .core import FeatureConfig, atomic_write_text, get_logger
+from .core import FeatureConfig, UserError, atomic_write_text, get_logger
 
 # %% auto #0
 __all__ = ['AudioError', 'load_audio', 'speed_perturb', 'num_frames', 'fbank', 'compute_cmvn', 'load_cmvn', 'GlobalCMVN',
            'cache_features', 'read_feats_scp', 'load_cached']
 
 # %% ../nbs/04_features.ipynb #5daab42d
-class AudioError(ValueError):
+class AudioError(UserError):
     "Audio that cannot be used; the message names the file."
 
 def load_audio(path: str | os.PathLike,    # any file libsndfile reads (wav, flac, ogg, ...)

@@ -4,17 +4,19 @@
 
 # %% ../nbs/09_model.ipynb #dcdf4e22
 from __future__ import annotations
-import math
+import importlib, math
+from typing import Callable, Protocol, runtime_checkable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import IGNORE_ID, Batch, ModelConfig, SpecAugConfig
-from .conformer import build_encoder
+from .conformer import build_encoder, subsampled_lengths
 from .decoder import TransformerDecoder
 
 # %% auto #0
-__all__ = ['ctc_min_frames', 'ctc_loss', 'LabelSmoothingLoss', 'add_sos_eos', 'th_accuracy', 'CTCHead', 'ASRModel',
-           'count_parameters']
+__all__ = ['MODELS', 'ctc_min_frames', 'ctc_loss', 'ctc_greedy_search', 'attention_greedy_search', 'LabelSmoothingLoss',
+           'add_sos_eos', 'th_accuracy', 'CTCHead', 'ASRModel', 'ASRFamily', 'model_class', 'build_model',
+           'model_length_rule', 'count_parameters']
 
 # %% ../nbs/09_model.ipynb #938b3d85
 def ctc_min_frames(targets: torch.Tensor, # (B, L) labels padded with IGNORE_ID
@@ -37,6 +39,34 @@ def ctc_loss(log_probs: torch.Tensor, # (B, T, V) log-softmax outputs
                       blank=blank, reduction="sum", zero_infinity=True)
     num_inf = (ctc_min_frames(targets, target_lens) > lengths).sum()
     return loss / log_probs.size(0), num_inf
+
+# %% ../nbs/09_model.ipynb #c4d402c4
+def ctc_greedy_search(log_probs: torch.Tensor, # (B, T, V) CTC log-posteriors (or logits)
+                      lens: torch.Tensor, # (B,) valid frames
+                      blank_id: int = 0,
+                     ) -> list[list[int]]: # token ids per utterance
+    "Best-path CTC decoding (Graves et al., 2006): argmax per frame, merge repeats, drop blanks. The one CTC greedy in asr_nb."
+    best = log_probs.argmax(-1).cpu()  # (B, T)
+    T = best.size(1)
+    valid = torch.arange(T) < lens.cpu().unsqueeze(1)  # (B, T)
+    new = torch.ones_like(valid); new[:, 1:] = best[:, 1:] != best[:, :-1]  # first frame of each run
+    keep = valid & new & (best != blank_id)
+    return [row[k].tolist() for row, k in zip(best, keep)]
+
+def attention_greedy_search(model: nn.Module, # has .decoder (with `forward_one_step`), .sos_id, .eos_id
+                            enc: torch.Tensor, # (B, T', d) encoder output
+                            enc_lens: torch.Tensor, # (B,)
+                            max_len: int, # most tokens per utterance
+                           ) -> list[list[int]]:
+    "Greedy attention decoding with the decoder's cached step: feed back the argmax until every utterance ends."
+    ys = torch.full((enc.size(0), 1), model.sos_id, dtype=torch.long, device=enc.device)
+    cache, done = None, torch.zeros(enc.size(0), dtype=torch.bool, device=enc.device)
+    for _ in range(max_len):
+        logp, cache = model.decoder.forward_one_step(ys, enc, enc_lens, cache)
+        nxt = logp.argmax(-1).masked_fill(done, model.eos_id)
+        ys, done = torch.cat([ys, nxt[:, None]], dim=1), done | (nxt == model.eos_id)
+        if done.all(): break
+    return [[t for t in row[1:] if t != model.eos_id] for row in ys.tolist()]
 
 # %% ../nbs/09_model.ipynb #8fed8c08
 class LabelSmoothingLoss(nn.Module):
@@ -96,7 +126,8 @@ class CTCHead(nn.Module):
         return torch.log_softmax(self.ctc_lo(enc).float(), dim=-1)
 
 class ASRModel(nn.Module):
-    "Hybrid CTC/attention ASR model: `forward(batch)` -> dict(loss, loss_ctc, loss_att, acc, num_inf_ctc)."
+    """Hybrid CTC/attention ASR model (Watanabe et al., 2017; ESPnet/WeNet's Conformer recipes), the `ctc_attention`
+    family: `forward(batch)` -> dict(loss, loss_ctc, loss_att, acc, num_inf_ctc)."""
     def __init__(self, cfg: ModelConfig, # model config
                  vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
                  specaug: SpecAugConfig | None = None, # SpecAugment settings (None: no augmentation)
@@ -120,6 +151,22 @@ class ASRModel(nn.Module):
         use_dec = cfg.decoder_blocks > 0 and cfg.ctc_weight < 1.0
         self.decoder = TransformerDecoder(vocab_size, cfg) if use_dec else None
         self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, cfg.lsm_weight, cfg.length_normalized_loss)
+        # what searches may use: a CTC head that was trained (ctc_weight > 0) and an attention decoder
+        self.capabilities = frozenset({"ctc"} if cfg.ctc_weight > 0 else set()) | frozenset({"decoder"} if self.decoder is not None else set())
+
+    @classmethod
+    def from_config(cls, cfg, vocab_size: int, cmvn=None) -> "ASRModel": # cfg: ExpConfig
+        "The registry's constructor: the whole experiment config in, the model out."
+        return cls(cfg.model, vocab_size, specaug=cfg.specaug, cmvn=cmvn)
+
+    @staticmethod
+    def length_rule(cfg): # cfg: ExpConfig -> (frame lengths (B,) -> encoder lengths (B,))
+        "Encoder frames for input frames, without building the model (the data checks use it)."
+        return lambda lens: subsampled_lengths(torch.as_tensor(lens), cfg.model.subsampling)
+
+    def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor: # (B,) input frames -> (B,) encoder frames
+        "Encoder frames the model emits for `feat_lens` input frames (the conv2d subsampling arithmetic)."
+        return subsampled_lengths(feat_lens, self.cfg.subsampling)
 
     def encode(self, feats: torch.Tensor, # (B, T, D) raw fbank
                feat_lens: torch.Tensor, # (B,)
@@ -132,6 +179,11 @@ class ASRModel(nn.Module):
     def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor: # (B, T', d) -> (B, T', V) float32
         "CTC log-posteriors of the encoder frames."
         return self.ctc(enc)
+
+    def greedy_search(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]: # (B, T', d), (B,) -> ids
+        "The cheapest decoding, used for `valid_cer`: CTC greedy with a trained CTC head, else attention greedy."
+        if "ctc" in self.capabilities: return ctc_greedy_search(self.ctc(enc), enc_lens, self.blank_id)
+        return attention_greedy_search(self, enc, enc_lens, max_len=int(enc_lens.max()) if len(enc_lens) else 0)
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         "Hybrid loss of a padded batch."
@@ -156,6 +208,44 @@ class ASRModel(nn.Module):
         loss = loss_ctc if self.decoder is None else (loss_att if w == 0 else w * loss_ctc + (1 - w) * loss_att)
         return dict(loss=loss, loss_ctc=loss_ctc.detach(), loss_att=loss_att.detach(), acc=acc.float(), num_inf_ctc=num_inf)
 
+# %% ../nbs/09_model.ipynb #4e66fd7f
+@runtime_checkable
+class ASRFamily(Protocol):
+    "What every model family implements (see the prose above). Shapes: feats (B, T, D), enc (B, T', d), lengths (B,)."
+    vocab_size: int
+    blank_id: int
+    sos_id: int
+    eos_id: int
+    capabilities: frozenset  # subset of {"ctc", "decoder"}
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]: ...
+    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def losses(self, enc: torch.Tensor, enc_lens: torch.Tensor, tokens: torch.Tensor, token_lens: torch.Tensor) -> dict[str, torch.Tensor]: ...
+    def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor: ...
+    def greedy_search(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]: ...
+
+MODELS: dict[str, str] = {  # model.family -> "module:Class"; the class has `from_config(cfg, vocab_size, cmvn)` and `length_rule(cfg)`
+    "ctc_attention": "asr_nb.model:ASRModel",
+}
+
+def model_class(family: str) -> type:
+    "The class registered for `family` (imported on first use)."
+    from asr_nb.core import ConfigError, _suggest
+    if family not in MODELS:
+        raise ConfigError(f"model.family: '{family}' is not one of {sorted(MODELS)}{_suggest(family, MODELS)}")
+    mod, name = MODELS[family].split(":")
+    return getattr(importlib.import_module(mod), name)
+
+def build_model(cfg, # ExpConfig (the family reads model, specaug, features)
+                vocab_size: int, # units including <blank> and <sos/eos>
+                cmvn: tuple[torch.Tensor, torch.Tensor] | None = None, # (mean (D,), istd (D,)) front-end statistics
+               ) -> nn.Module:
+    "Build the model of `cfg.model.family`; used by training, `load_model` and export."
+    return model_class(getattr(cfg.model, "family", "ctc_attention")).from_config(cfg, vocab_size, cmvn)
+
+def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
+    "Input frames (B,) -> encoder frames (B,) for `cfg`'s family, without building the model."
+    return model_class(getattr(cfg.model, "family", "ctc_attention")).length_rule(cfg)
+
 # %% ../nbs/09_model.ipynb #5fc3ba2b
 def count_parameters(model: nn.Module) -> dict[str, int]:
     "Parameters per top-level part and in total."
@@ -163,26 +253,3 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
     parts = {n: c for n, c in parts.items() if c}
     parts["total"] = sum(p.numel() for p in model.parameters())
     return parts
-
-# %% ../nbs/09_model.ipynb #033d692c
-def _ctc_greedy(lp: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    "Best path: argmax per frame, merge repeats, drop blanks (a minimal reference for tests)."
-    out = []
-    for b in range(lp.size(0)):
-        best, prev, hyp = lp[b, : lens[b]].argmax(-1).tolist(), None, []
-        for t in best:
-            if t != prev and t != blank: hyp.append(t)
-            prev = t
-        out.append(hyp)
-    return out
-
-def _att_greedy(model: ASRModel, enc: torch.Tensor, lens: torch.Tensor, max_len: int) -> list[list[int]]:
-    "Greedy attention decoding with the cached step (a minimal reference for tests)."
-    ys = torch.full((enc.size(0), 1), model.sos_id, dtype=torch.long, device=enc.device)
-    cache, done = None, torch.zeros(enc.size(0), dtype=torch.bool, device=enc.device)
-    for _ in range(max_len):
-        logp, cache = model.decoder.forward_one_step(ys, enc, lens, cache)
-        nxt = logp.argmax(-1).masked_fill(done, model.eos_id)
-        ys, done = torch.cat([ys, nxt[:, None]], dim=1), done | (nxt == model.eos_id)
-        if done.all(): break
-    return [[t for t in row[1:] if t != model.eos_id] for row in ys.tolist()]
