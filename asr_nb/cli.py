@@ -4,34 +4,37 @@
 
 # %% ../nbs/16_cli.ipynb #69cb13bf
 from __future__ import annotations
-import argparse, functools, json, os, shutil, sys, time
+import argparse, errno, functools, json, os, shutil, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
-from .core import ConfigError, load_config
+from .core import ConfigError, UserError, load_config
 
 # %% auto #0
-__all__ = ['METHODS', 'VERBS', 'CLIError', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances', 'train_parser',
-           'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods',
-           'decode_data', 'score_hyps', 'decode_main', 'format_result_line', 'score_parser', 'score_main',
-           'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'format_table', 'run_tiny_recipe', 'demo_main', 'main']
+__all__ = ['METHODS', 'VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances',
+           'train_parser', 'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser',
+           'parse_methods', 'decode_data', 'score_hyps', 'decode_main', 'format_result_line', 'score_parser',
+           'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main',
+           'transcribe_main', 'find_conf', 'format_table', 'run_tiny_recipe', 'demo_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
-class CLIError(Exception):
-    "A user-facing error: the console script prints it as one line and exits with status 2."
+class CLIError(UserError):
+    "A user-facing error raised by the CLI itself: printed as one line, exit status 2."
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # disk full, quota exceeded, read-only file system
 
 def _user_error_types() -> tuple[type, ...]:
-    "Exception types that mean 'bad input' rather than 'bug'."
-    types: list[type] = [CLIError, ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
-    for mod, name in (('asr_nb.data', 'DataError'), ('asr_nb.features', 'AudioError'), ('asr_nb.tokenizer', 'TokenizerError'),
-                      ('asr_nb.device', 'DeviceError')):
-        try: types.append(getattr(__import__(mod, fromlist=[name]), name))
-        except (ImportError, AttributeError): pass
+    "Exception types that mean 'bad input' rather than 'bug': every `UserError`, missing or forbidden files, unreadable audio."
+    types: list[type] = [UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
     try:
         import soundfile
         types.append(soundfile.LibsndfileError)  # unreadable audio that reached the reader
     except (ImportError, AttributeError): pass
     return tuple(types)
+
+def is_user_error(e: BaseException) -> bool:
+    "True for failures the user can fix (bad input, a full disk); False for bugs, which keep their traceback."
+    if isinstance(e, _user_error_types()): return True
+    return isinstance(e, OSError) and (e.errno in _DISK_ERRNOS or bool(getattr(e, 'filename', None)))
 
 def _one_line(e: BaseException) -> str:
     "The message of `e` on one line (file errors name the path)."
@@ -51,7 +54,8 @@ def cli_entry(prog: str # the script name printed before the error
             try: return int(fn(args) or 0)
             except SystemExit as e:  # argparse: --help (0) and usage errors (2)
                 return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-            except _user_error_types() as e:
+            except Exception as e:
+                if not is_user_error(e): raise  # a bug: keep the traceback
                 print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
                 return 2
             except KeyboardInterrupt:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
-from .core import ModelConfig, make_pad_mask
+from .core import EncoderConfig, make_pad_mask
 
 # %% auto #0
 __all__ = ['subsampled_lengths', 'Conv2dSubsampling', 'Dropout', 'RelPositionalEncoding', 'AbsPositionalEncoding',
@@ -266,14 +266,21 @@ class ConvolutionModule(nn.Module):
         self.activation = _activation(activation)
         self.pointwise_conv2 = nn.Conv1d(d_model, d_model, 1)
 
+    def _depthwise(self, x: torch.Tensor) -> torch.Tensor: # (B, T, d) -> (B, d, T)
+        """The depthwise conv as a 2-D conv over a channels-last view: in fp32 on CPU many times faster than `conv1d`.
+        It always runs in fp32: torch 2.11's bf16 kernel for this layout is slow and, with 2 threads, can hang forever."""
+        conv, dt = self.depthwise_conv, x.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.conv2d(x.float().transpose(1, 2).unsqueeze(2), conv.weight.float().unsqueeze(2), conv.bias.float(),
+                         padding=(0, conv.padding[0]), groups=conv.weight.size(0))  # (B, d, 1, T)
+        return y.squeeze(2).to(dt)
+
     def forward(self, x: torch.Tensor, # (B, T, d)
                 pad: torch.Tensor | None = None, # (B, T, 1) bool, True at padding
                ) -> torch.Tensor: # (B, T, d)
         x = F.glu(F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias), dim=-1)  # (B, T, d)
         if pad is not None: x = x.masked_fill(pad, 0.0)
-        w = self.depthwise_conv.weight.unsqueeze(2)  # (d, 1, 1, k): as a 2-D conv, twice as fast on CPU
-        x = F.conv2d(x.transpose(1, 2).unsqueeze(2), w, self.depthwise_conv.bias, padding=(0, self.depthwise_conv.padding[0]),
-                     groups=w.size(0)).squeeze(2)  # (B, d, T)
+        x = self._depthwise(x)  # (B, d, T)
         if self.norm_type == "batch_norm": x = self.norm(x).transpose(1, 2)
         else: x = self.norm(x.transpose(1, 2))  # (B, T, d)
         return F.linear(self.activation(x), self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
@@ -328,12 +335,13 @@ class ConformerBlock(nn.Module):
 # %% ../nbs/07_conformer.ipynb #db93574b
 class ConformerEncoder(nn.Module):
     "Conformer (or Transformer) encoder: `(B, T, idim), (B,)` -> `(B, T', d), (B,)`."
-    def __init__(self, cfg: ModelConfig, # model config (encoder fields)
+    def __init__(self, cfg: EncoderConfig, # the encoder section of the model config
+                 input_dim: int = 80, # feature dimension (the front end's `dim`)
                 ):
         super().__init__()
-        d, conformer = cfg.d_model, cfg.encoder == "conformer"
-        self.cfg, self.output_size = cfg, d
-        self.embed = Conv2dSubsampling(cfg.input_dim, d, cfg.subsampling)
+        d, conformer = cfg.d_model, cfg.kind == "conformer"
+        self.cfg, self.input_dim, self.output_size = cfg, input_dim, d
+        self.embed = Conv2dSubsampling(input_dim, d, cfg.subsampling)
         if cfg.pos_enc == "rel_pos": self.pos_enc = RelPositionalEncoding(d, cfg.positional_dropout)
         elif cfg.pos_enc == "abs_pos": self.pos_enc = AbsPositionalEncoding(d, cfg.positional_dropout)
         elif cfg.pos_enc == "rope": self.pos_enc = RotaryPositionalEncoding(d, cfg.attention_heads, cfg.positional_dropout)
@@ -349,8 +357,8 @@ class ConformerEncoder(nn.Module):
     def forward(self, x: torch.Tensor, # (B, T, idim) padded features
                 lengths: torch.Tensor, # (B,) frames
                ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T', d), (B,) subsampled lengths
-        if x.dim() != 3 or x.size(-1) != self.cfg.input_dim:
-            raise ValueError(f"expected features (B, T, {self.cfg.input_dim}), got {tuple(x.shape)}")
+        if x.dim() != 3 or x.size(-1) != self.input_dim:
+            raise ValueError(f"expected features (B, T, {self.input_dim}), got {tuple(x.shape)}")
         if bool((subsampled_lengths(lengths, self.embed.factor) < 1).any()):
             raise ValueError(f"input too short for {self.embed.factor}x subsampling: lengths {lengths.tolist()}")
         x, lengths = self.embed(x, lengths)  # (B, T', d)
@@ -365,11 +373,11 @@ class ConformerEncoder(nn.Module):
         return self.after_norm(x), lengths
 
 class TransformerEncoder(ConformerEncoder):
-    "The plain Transformer encoder: `ConformerEncoder` with `encoder='transformer'` (no macaron, no conv module)."
-    def __init__(self, cfg: ModelConfig):
+    "The plain Transformer encoder: `ConformerEncoder` with `kind='transformer'` (no macaron, no conv module)."
+    def __init__(self, cfg: EncoderConfig, input_dim: int = 80):
         from dataclasses import replace
-        super().__init__(replace(cfg, encoder="transformer"))
+        super().__init__(replace(cfg, kind="transformer"), input_dim)
 
-def build_encoder(cfg: ModelConfig) -> ConformerEncoder:
-    "The encoder named by `cfg.encoder`."
-    return TransformerEncoder(cfg) if cfg.encoder == "transformer" else ConformerEncoder(cfg)
+def build_encoder(cfg: EncoderConfig, input_dim: int = 80) -> ConformerEncoder:
+    "The encoder named by `cfg.kind`."
+    return (TransformerEncoder if cfg.kind == "transformer" else ConformerEncoder)(cfg, input_dim)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fba98908
 from __future__ import annotations
-import contextlib, dataclasses, difflib, logging, os, random, sys, tempfile
+import contextlib, dataclasses, difflib, logging, math, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
@@ -14,9 +14,9 @@ import yaml
 
 # %% auto #0
 __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
-           'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict',
-           'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config',
-           'seed_everything', 'get_logger', 'setup_logging']
+           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
+           'DecodeConfig', 'ExpConfig', 'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write',
+           'atomic_write_text', 'load_config', 'save_config', 'seed_everything', 'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -62,11 +62,25 @@ def _check_choice(obj, name: str, choices):
     if v not in choices:
         raise ConfigError(f"{name}: '{v}' is not one of {list(choices)}{_suggest(str(v), [str(c) for c in choices])}")
 
+def _check_finite(obj):
+    "Every float field is a finite number: NaN passes every range check (all comparisons are false), inf passes `> 0`."
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        vs = v if isinstance(v, list) else [v]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in vs):
+            raise ConfigError(f"{f.name}: must be a finite number, got {v}")
+
 def _check_positive(obj, *names, allow_zero=False):
+    _check_finite(obj)
     for n in names:
         v = getattr(obj, n)
         if v < 0 or (v == 0 and not allow_zero):
             raise ConfigError(f"{n}: must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+
+def _check_unit_interval(obj, *names):
+    _check_finite(obj)
+    for n in names:
+        if not 0 <= getattr(obj, n) < 1: raise ConfigError(f"{n}: must be in [0, 1), got {getattr(obj, n)}")
 
 # %% ../nbs/00_core.ipynb #fe686491
 @dataclass
@@ -140,17 +154,17 @@ class DataConfig:
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
         if self.min_frames > self.max_frames: raise ConfigError(f"min_frames: {self.min_frames} > max_frames {self.max_frames}")
+        if self.length_jitter >= 1: raise ConfigError(f"length_jitter: must be < 1 (a relative jitter of the sort length), got {self.length_jitter}")
 
 # %% ../nbs/00_core.ipynb #badfd2d8
 @dataclass
-class ModelConfig:
-    "Encoder, decoder and loss. Defaults: ESPnet's Conformer (kernel 15) AISHELL recipe."
-    encoder: str = "conformer"      # 'conformer' or 'transformer'
-    input_dim: int = 80             # feature dimension
+class EncoderConfig:
+    "The encoder. Defaults: ESPnet's Conformer (kernel 15) AISHELL recipe; its input size comes from the front end."
+    kind: str = "conformer"         # 'conformer' or 'transformer'
     d_model: int = 256              # attention dimension (adim)
     attention_heads: int = 4        # aheads
-    linear_units: int = 2048        # encoder feed-forward units (eunits)
-    num_blocks: int = 12            # encoder blocks (elayers)
+    linear_units: int = 2048        # feed-forward units (eunits)
+    num_blocks: int = 12            # blocks (elayers)
     dropout: float = 0.1
     positional_dropout: float = 0.1
     attention_dropout: float = 0.0
@@ -161,28 +175,80 @@ class ModelConfig:
     cnn_kernel: int = 15            # depthwise kernel size (odd)
     cnn_norm: str = "batch_norm"    # 'batch_norm' or 'layer_norm' in the conv module
     activation: str = "swish"       # 'swish' or 'relu'
-    decoder_blocks: int = 6         # attention decoder blocks (dlayers); 0 = CTC only
-    decoder_linear_units: int = 2048 # decoder feed-forward units (dunits)
-    decoder_dropout: float = 0.1
-    ctc_weight: float = 0.3         # loss = ctc_weight * ctc + (1 - ctc_weight) * attention
-    lsm_weight: float = 0.1         # label smoothing of the attention loss
-    length_normalized_loss: bool = False # divide the attention loss by tokens instead of utterances
-    grad_checkpoint: bool = False   # recompute encoder blocks in backward to save memory
+    grad_checkpoint: bool = False   # recompute blocks in backward to save memory
     def __post_init__(self):
-        _check_choice(self, "encoder", ("conformer", "transformer"))
+        _check_choice(self, "kind", ("conformer", "transformer"))
         _check_choice(self, "subsampling", (4, 6, 8))
         _check_choice(self, "pos_enc", ("rel_pos", "abs_pos", "rope"))
         _check_choice(self, "cnn_norm", ("batch_norm", "layer_norm"))
         _check_choice(self, "activation", ("swish", "relu"))
-        _check_positive(self, "input_dim", "d_model", "attention_heads", "linear_units", "num_blocks", "decoder_linear_units")
-        _check_positive(self, "decoder_blocks", allow_zero=True)
+        _check_positive(self, "d_model", "attention_heads", "linear_units", "num_blocks")
         if self.d_model % self.attention_heads: raise ConfigError(f"d_model: {self.d_model} is not divisible by attention_heads {self.attention_heads}")
-        if self.cnn_kernel % 2 == 0: raise ConfigError(f"cnn_kernel: must be odd, got {self.cnn_kernel}")
-        for n in ("dropout", "positional_dropout", "attention_dropout", "decoder_dropout", "lsm_weight"):
-            if not 0 <= getattr(self, n) < 1: raise ConfigError(f"{n}: must be in [0, 1), got {getattr(self, n)}")
-        if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
-        if self.decoder_blocks == 0 and self.ctc_weight != 1: raise ConfigError("ctc_weight: must be 1.0 when decoder_blocks is 0 (no attention decoder)")
+        if self.cnn_kernel % 2 == 0 or self.cnn_kernel < 1: raise ConfigError(f"cnn_kernel: must be odd and positive, got {self.cnn_kernel}")
+        _check_unit_interval(self, "dropout", "positional_dropout", "attention_dropout")
 
+@dataclass
+class DecoderConfig:
+    "The attention decoder (a Transformer decoder over the encoder output)."
+    num_blocks: int = 6             # decoder blocks (dlayers); 0 = no decoder (a CTC-only model)
+    linear_units: int = 2048        # feed-forward units (dunits)
+    attention_heads: int = 0        # 0 = the encoder's attention_heads
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    def __post_init__(self):
+        _check_positive(self, "num_blocks", "attention_heads", allow_zero=True); _check_positive(self, "linear_units")
+        _check_unit_interval(self, "dropout", "attention_dropout")
+
+@dataclass
+class LossConfig:
+    "The hybrid CTC/attention loss: ctc_weight * CTC + (1 - ctc_weight) * label-smoothed cross entropy."
+    ctc_weight: float = 0.3         # 1 = CTC only; 0 = attention only (the CTC head is then untrained)
+    lsm_weight: float = 0.1         # label smoothing of the attention loss
+    length_normalized_loss: bool = False # divide the attention loss by tokens instead of utterances
+    def __post_init__(self):
+        if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
+        _check_unit_interval(self, "lsm_weight")
+
+@dataclass
+class ModelConfig:
+    "The model: a family (a `MODELS` entry in `asr_nb.model`) and its sections."
+    family: str = "ctc_attention"   # 'ctc_attention' (Conformer/Transformer CTC/attention); more in asr_nb.model.MODELS
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    # TEMPORARY read-only aliases while the seams branches merge (removed before the session ends)
+    d_model = property(lambda self: self.encoder.d_model)
+    subsampling = property(lambda self: self.encoder.subsampling)
+    cnn_kernel = property(lambda self: self.encoder.cnn_kernel)
+    ctc_weight = property(lambda self: self.loss.ctc_weight)
+    def __post_init__(self):
+        if self.decoder.num_blocks == 0 and self.loss.ctc_weight != 1:
+            raise ConfigError("loss.ctc_weight: must be 1.0 when decoder.num_blocks is 0 (no attention decoder)")
+        heads = self.decoder.attention_heads or self.encoder.attention_heads
+        if self.decoder.num_blocks and self.encoder.d_model % heads:
+            raise ConfigError(f"decoder.attention_heads: d_model {self.encoder.d_model} is not divisible by {heads}")
+
+# The flat model keys of asr_nb 0.1 (and their ESPnet-like names), still read from old configs and checkpoints.
+_FLAT_MODEL_KEYS = {**{k: ("encoder", k) for k in ("d_model", "attention_heads", "linear_units", "num_blocks", "dropout",
+                       "positional_dropout", "attention_dropout", "subsampling", "pos_enc", "macaron", "cnn_module",
+                       "cnn_kernel", "cnn_norm", "activation", "grad_checkpoint")},
+                    "decoder_blocks": ("decoder", "num_blocks"), "decoder_linear_units": ("decoder", "linear_units"),
+                    "decoder_dropout": ("decoder", "dropout"), "ctc_weight": ("loss", "ctc_weight"),
+                    "lsm_weight": ("loss", "lsm_weight"), "length_normalized_loss": ("loss", "length_normalized_loss")}
+
+def _nest_model_dict(d: dict) -> dict:
+    "Move flat (0.1-style) model keys into their sections; `encoder: conformer` becomes `encoder.kind`; `input_dim` (now the front end's) is dropped."
+    if not isinstance(d, dict): return d
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    if isinstance(out.get("encoder"), str): out["encoder"] = {"kind": out["encoder"]}
+    out.pop("input_dim", None)
+    for old, (sec, new) in _FLAT_MODEL_KEYS.items():
+        if old in out:
+            out.setdefault(sec, {})
+            if isinstance(out[sec], dict): out[sec].setdefault(new, out.pop(old))
+    return out
+
+# %% ../nbs/00_core.ipynb #006e1e4e
 @dataclass
 class OptimConfig:
     "Optimiser and learning-rate schedule."
@@ -263,6 +329,15 @@ class ExpConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    def __post_init__(self):
+        for f in fields(self): _check_section(getattr(self, f.name), f.name)
+
+def _check_section(sec, name: str):
+    "Finite numbers in every section and subsection; the error names `section.key`."
+    try: _check_finite(sec)
+    except ConfigError as e: raise ConfigError(f"{name}.{e}") from None
+    for f in fields(sec):
+        if is_dataclass(getattr(sec, f.name)): _check_section(getattr(sec, f.name), f"{name}.{f.name}")
 
 def config_to_dict(cfg) -> dict:
     "A plain nested dict (YAML- and `torch.save`-safe) of a config dataclass."
@@ -305,10 +380,13 @@ def _field_types(cls) -> dict:
 
 def _build(cls, d: dict, prefix: str):
     if not isinstance(d, dict): raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {d!r}")
+    if cls is ModelConfig: d = _nest_model_dict(d)
     types, kwargs = _field_types(cls), {}
     for k, v in d.items():
         if k not in types:
-            hint = _suggest(str(k), types, prefix) or f"; valid keys: {', '.join(types)}"
+            flat = difflib.get_close_matches(str(k), list(_FLAT_MODEL_KEYS), n=1, cutoff=0.6) if cls is ModelConfig else []
+            hint = ((f" (did you mean '{prefix}{'.'.join(_FLAT_MODEL_KEYS[flat[0]])}'?)" if flat else "") or _suggest(str(k), types, prefix)
+                    or f"; valid keys: {', '.join(types)}")
             raise ConfigError(f"unknown key '{prefix}{k}'{hint}")
         t = types[k]
         kwargs[k] = _build(t, v, f"{prefix}{k}.") if is_dataclass(t) else _convert(v, t, f"{prefix}{k}")
@@ -320,24 +398,36 @@ def config_from_dict(d: dict | None, cls=ExpConfig):
     return _build(cls, d or {}, "")
 
 # %% ../nbs/00_core.ipynb #b02cda2b
+def _leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    "Every `section.key` (and `section.sub.key`) path of a config dict."
+    return [p for k, v in d.items() for p in (_leaf_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])]
+
+def _override_path(key: str) -> list[str]:
+    "The path of an override key; asr_nb 0.1's flat model keys (`model.d_model`) map to their sections."
+    parts = key.strip().split(".")
+    if len(parts) == 2 and parts[0] == "model":
+        if parts[1] in _FLAT_MODEL_KEYS: return ["model", *_FLAT_MODEL_KEYS[parts[1]]]
+        if parts[1] == "encoder": return ["model", "encoder", "kind"]
+    return parts
+
 def apply_overrides(cfg: ExpConfig, overrides: list[str] | None) -> ExpConfig:
-    "A new config with `section.key=value` overrides applied."
+    "A new config with `section.key=value` overrides applied; an unknown key is refused with the closest valid one."
     d = config_to_dict(cfg)
     for o in overrides or []:
         if "=" not in o: raise ConfigError(f"override '{o}': expected section.key=value")
         key, raw = o.split("=", 1)
-        parts = key.strip().split(".")
-        node, path = d, []
+        parts, node = _override_path(key), d
         for p in parts[:-1]:
-            path.append(p)
-            if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"unknown key '{'.'.join(path)}'{_suggest(p, node if isinstance(node, dict) else [])}")
-            node = node[p]
+            node = node.get(p) if isinstance(node, dict) else None
         last = parts[-1]
         if not isinstance(node, dict) or last not in node or isinstance(node[last], dict):
-            valid = node if isinstance(node, dict) else []
-            raise ConfigError(f"unknown key '{key}'{_suggest(last, valid, key[:len(key)-len(last)])}" if len(parts) > 1 else
-                              f"override '{o}': '{key}' is a section; use {key}.<key>=value")
+            if isinstance(node, dict) and isinstance(node.get(last), dict):
+                raise ConfigError(f"override '{o}': '{key}' is a section; use {key}.<key>=value")
+            if len(parts) == 1: raise ConfigError(f"override '{o}': expected section.key=value")
+            leaves = _leaf_keys(d)
+            close = difflib.get_close_matches(key.strip(), leaves, n=1, cutoff=0.6) or \
+                    [k for k in leaves if k.rsplit(".", 1)[-1] in difflib.get_close_matches(last, [l.rsplit(".", 1)[-1] for l in leaves], n=1, cutoff=0.8)][:1]
+            raise ConfigError(f"unknown key '{key.strip()}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
         try: value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError: value = raw
         if isinstance(node[last], str): value = raw  # keep strings verbatim (paths, '1e-3' typed as str stays str)

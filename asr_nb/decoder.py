@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import ModelConfig, make_pad_mask
+from .core import DecoderConfig, make_pad_mask
 from .conformer import AbsPositionalEncoding, Dropout, FeedForward, MultiHeadedAttention
 
 # %% auto #0
@@ -49,15 +49,16 @@ def causal_mask(length: int, # L
 class TransformerDecoder(nn.Module):
     "Attention decoder: `(memory, memory_lens, ys_in, ys_in_lens)` -> logits `(B, L, V)`."
     def __init__(self, vocab_size: int, # output units, `<sos/eos>` included
-                 cfg: ModelConfig, # d_model, attention_heads, decoder_blocks, decoder_linear_units, decoder_dropout
+                 cfg: DecoderConfig, # num_blocks, linear_units, attention_heads (0: `attention_heads`), dropout
+                 d_model: int, # the encoder's output size
+                 attention_heads: int = 4, # used when cfg.attention_heads is 0
                 ):
         super().__init__()
-        d = cfg.d_model
+        d, heads = d_model, cfg.attention_heads or attention_heads
         self.vocab_size = vocab_size
-        self.embed = nn.Sequential(nn.Embedding(vocab_size, d), AbsPositionalEncoding(d, cfg.decoder_dropout))
-        self.decoders = nn.ModuleList([DecoderLayer(d, cfg.attention_heads, cfg.decoder_linear_units,
-                                                    cfg.decoder_dropout, cfg.attention_dropout)
-                                       for _ in range(cfg.decoder_blocks)])
+        self.embed = nn.Sequential(nn.Embedding(vocab_size, d), AbsPositionalEncoding(d, cfg.dropout))
+        self.decoders = nn.ModuleList([DecoderLayer(d, heads, cfg.linear_units, cfg.dropout, cfg.attention_dropout)
+                                       for _ in range(cfg.num_blocks)])
         self.after_norm = nn.LayerNorm(d, eps=1e-12)
         self.output_layer = nn.Linear(d, vocab_size)
 

@@ -5,18 +5,19 @@
 # %% ../nbs/09_model.ipynb #dcdf4e22
 from __future__ import annotations
 import importlib, math
+from dataclasses import replace
 from typing import Callable, Protocol, runtime_checkable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import IGNORE_ID, Batch, ModelConfig, SpecAugConfig
+from .core import IGNORE_ID, Batch, DecoderConfig, EncoderConfig, LossConfig, ModelConfig, SpecAugConfig
 from .conformer import build_encoder, subsampled_lengths
 from .decoder import TransformerDecoder
 
 # %% auto #0
 __all__ = ['MODELS', 'ctc_min_frames', 'ctc_loss', 'ctc_greedy_search', 'attention_greedy_search', 'LabelSmoothingLoss',
            'add_sos_eos', 'th_accuracy', 'CTCHead', 'ASRModel', 'ASRFamily', 'model_class', 'build_model',
-           'model_length_rule', 'count_parameters']
+           'model_length_rule', 'frontend_dim', 'count_parameters']
 
 # %% ../nbs/09_model.ipynb #938b3d85
 def ctc_min_frames(targets: torch.Tensor, # (B, L) labels padded with IGNORE_ID
@@ -128,16 +129,17 @@ class CTCHead(nn.Module):
 class ASRModel(nn.Module):
     """Hybrid CTC/attention ASR model (Watanabe et al., 2017; ESPnet/WeNet's Conformer recipes), the `ctc_attention`
     family: `forward(batch)` -> dict(loss, loss_ctc, loss_att, acc, num_inf_ctc)."""
-    def __init__(self, cfg: ModelConfig, # model config
+    def __init__(self, cfg: ModelConfig, # model config (encoder, decoder and loss sections)
                  vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
                  specaug: SpecAugConfig | None = None, # SpecAugment settings (None: no augmentation)
                  cmvn: tuple[torch.Tensor, torch.Tensor] | None = None, # (mean (D,), istd (D,)) global CMVN
+                 input_dim: int = 80, # feature dimension D (the front end's `dim`)
                 ):
         super().__init__()
         if vocab_size < 3: raise ValueError(f"vocab_size must be at least 3 (<blank>, a unit, <sos/eos>), got {vocab_size}")
         self.cfg, self.vocab_size = cfg, vocab_size
         self.blank_id, self.sos_id, self.eos_id = 0, vocab_size - 1, vocab_size - 1
-        self.ctc_weight = cfg.ctc_weight
+        self.ctc_weight = cfg.loss.ctc_weight
         if cmvn is not None:
             from asr_nb.features import GlobalCMVN
             self.cmvn = GlobalCMVN(*cmvn)
@@ -146,27 +148,28 @@ class ASRModel(nn.Module):
             from asr_nb.specaug import SpecAugment
             self.specaug = SpecAugment(specaug)
         else: self.specaug = None
-        self.encoder = build_encoder(cfg)
-        self.ctc = CTCHead(cfg.d_model, vocab_size)
-        use_dec = cfg.decoder_blocks > 0 and cfg.ctc_weight < 1.0
-        self.decoder = TransformerDecoder(vocab_size, cfg) if use_dec else None
-        self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, cfg.lsm_weight, cfg.length_normalized_loss)
+        enc, dec, loss = cfg.encoder, cfg.decoder, cfg.loss
+        self.encoder = build_encoder(enc, input_dim)
+        self.ctc = CTCHead(enc.d_model, vocab_size)
+        use_dec = dec.num_blocks > 0 and loss.ctc_weight < 1.0
+        self.decoder = TransformerDecoder(vocab_size, dec, enc.d_model, enc.attention_heads) if use_dec else None
+        self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, loss.lsm_weight, loss.length_normalized_loss)
         # what searches may use: a CTC head that was trained (ctc_weight > 0) and an attention decoder
-        self.capabilities = frozenset({"ctc"} if cfg.ctc_weight > 0 else set()) | frozenset({"decoder"} if self.decoder is not None else set())
+        self.capabilities = frozenset({"ctc"} if loss.ctc_weight > 0 else set()) | frozenset({"decoder"} if self.decoder is not None else set())
 
     @classmethod
     def from_config(cls, cfg, vocab_size: int, cmvn=None) -> "ASRModel": # cfg: ExpConfig
         "The registry's constructor: the whole experiment config in, the model out."
-        return cls(cfg.model, vocab_size, specaug=cfg.specaug, cmvn=cmvn)
+        return cls(cfg.model, vocab_size, specaug=cfg.specaug, cmvn=cmvn, input_dim=frontend_dim(cfg))
 
     @staticmethod
     def length_rule(cfg): # cfg: ExpConfig -> (frame lengths (B,) -> encoder lengths (B,))
         "Encoder frames for input frames, without building the model (the data checks use it)."
-        return lambda lens: subsampled_lengths(torch.as_tensor(lens), cfg.model.subsampling)
+        return lambda lens: subsampled_lengths(torch.as_tensor(lens), cfg.model.encoder.subsampling)
 
     def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor: # (B,) input frames -> (B,) encoder frames
         "Encoder frames the model emits for `feat_lens` input frames (the conv2d subsampling arithmetic)."
-        return subsampled_lengths(feat_lens, self.cfg.subsampling)
+        return subsampled_lengths(feat_lens, self.cfg.encoder.subsampling)
 
     def encode(self, feats: torch.Tensor, # (B, T, D) raw fbank
                feat_lens: torch.Tensor, # (B,)
@@ -196,17 +199,17 @@ class ASRModel(nn.Module):
                token_lens: torch.Tensor, # (B,)
               ) -> dict[str, torch.Tensor]:
         "The hybrid loss from encoder output (validation reuses `enc` for CTC decoding instead of encoding twice)."
-        zero = enc.new_zeros((), dtype=torch.float32)
-        if self.ctc_weight > 0: loss_ctc, num_inf = ctc_loss(self.ctc(enc), enc_lens, tokens, token_lens, self.blank_id)
-        else: loss_ctc, num_inf = zero, torch.zeros((), dtype=torch.long, device=enc.device)
+        out, w = {}, self.ctc_weight
+        if w > 0:
+            loss_ctc, out["num_inf_ctc"] = ctc_loss(self.ctc(enc), enc_lens, tokens, token_lens, self.blank_id)
+            out["loss_ctc"] = loss_ctc.detach()
         if self.decoder is not None:
             ys_in, ys_out, ys_in_lens = add_sos_eos(tokens, token_lens, self.sos_id, self.eos_id)
             logits = self.decoder(enc, enc_lens, ys_in, ys_in_lens)  # (B, L+1, V)
-            loss_att, acc = self.criterion_att(logits, ys_out), th_accuracy(logits.detach(), ys_out)
-        else: loss_att, acc = zero, zero
-        w = self.ctc_weight
+            loss_att = self.criterion_att(logits, ys_out)
+            out.update(loss_att=loss_att.detach(), acc=th_accuracy(logits.detach(), ys_out).float())
         loss = loss_ctc if self.decoder is None else (loss_att if w == 0 else w * loss_ctc + (1 - w) * loss_att)
-        return dict(loss=loss, loss_ctc=loss_ctc.detach(), loss_att=loss_att.detach(), acc=acc.float(), num_inf_ctc=num_inf)
+        return dict(loss=loss, **out)
 
 # %% ../nbs/09_model.ipynb #4e66fd7f
 @runtime_checkable
@@ -245,6 +248,10 @@ def build_model(cfg, # ExpConfig (the family reads model, specaug, features)
 def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
     "Input frames (B,) -> encoder frames (B,) for `cfg`'s family, without building the model."
     return model_class(getattr(cfg.model, "family", "ctc_attention")).length_rule(cfg)
+
+def frontend_dim(cfg) -> int:
+    "The feature dimension the model's input layer takes: the front end's (so it can never disagree with the features)."
+    return cfg.features.n_mels
 
 # %% ../nbs/09_model.ipynb #5fc3ba2b
 def count_parameters(model: nn.Module) -> dict[str, int]:

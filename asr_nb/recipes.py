@@ -50,7 +50,7 @@ def aishell_recipe(data_root: str | os.PathLike, # holds data_aishell/ (wav/ and
 
 # %% ../nbs/21_recipe_aishell.ipynb #dbf03c01
 LIBRISPEECH_OVERRIDES = ['tokenizer.kind=bpe', 'tokenizer.lang=en', 'tokenizer.bpe_vocab_size=5000',
-                         'model.d_model=512', 'model.attention_heads=8', 'model.cnn_kernel=31',
+                         'model.encoder.d_model=512', 'model.encoder.attention_heads=8', 'model.encoder.cnn_kernel=31',
                          'specaug.freq_mask_width=27', 'specaug.time_mask_ratio=0.05', 'specaug.num_time_masks=10',
                          'optim.scheduler=warmup_decay', 'optim.lr=0.0025', 'optim.warmup_steps=40000',
                          'data.batch_type=bins', 'data.bins=35000000', 'data.max_tokens=400', 'train.max_epochs=35',

@@ -18,8 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"tiny": ROOT/"conf"/"tiny.yaml", "espnet_4p6m": ROOT/"conf"/"espnet_4p6m.yaml"}
 # used when conf/tiny.yaml is missing (the recipe owns that file)
-TINY_FALLBACK = ["model.d_model=144", "model.attention_heads=4", "model.linear_units=576", "model.num_blocks=4",
-                 "model.decoder_blocks=2", "model.decoder_linear_units=576", "optim.scheduler=warmup_decay"]
+TINY_FALLBACK = ["model.encoder.d_model=144", "model.encoder.attention_heads=4", "model.encoder.linear_units=576", "model.encoder.num_blocks=4",
+                 "model.decoder.num_blocks=2", "model.decoder.linear_units=576", "optim.scheduler=warmup_decay"]
 
 def load_cfg(name: str):
     from asr_nb.core import load_config

@@ -17,8 +17,8 @@ from asr_nb.cli import (average_main, decode_main, demo_main, export_main, jsonl
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT/'conf'/'tiny.yaml')
 # tiny dimensions: the point is the plumbing, not accuracy
-TINY_OVERRIDES = ['model.d_model=32', 'model.attention_heads=2', 'model.linear_units=64', 'model.num_blocks=1',
-                  'model.decoder_blocks=1', 'model.decoder_linear_units=64', 'model.cnn_kernel=3',
+TINY_OVERRIDES = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64', 'model.encoder.num_blocks=1',
+                  'model.decoder.num_blocks=1', 'model.decoder.linear_units=64', 'model.encoder.cnn_kernel=3',
                   'train.max_epochs=2', 'train.log_interval=1', 'train.keep_n_best=3', 'train.tensorboard=false',
                   'data.max_frames_in_batch=3000', 'optim.warmup_steps=2', 'train.num_threads=1']
 
@@ -141,7 +141,7 @@ def test_help_documents_every_option(capsys):
 
 def test_bad_config_key(corpus, tmp_path, capsys):
     args = ['--config', TINY, '--train', corpus['train'], '--valid', corpus['dev'], '--exp', tmp_path/'e']
-    assert_one_line_error(*run(train_main, args + ['model.d_modle=3'], capsys)[::2], "model.d_modle", "model.d_model")
+    assert_one_line_error(*run(train_main, args + ['model.d_modle=3'], capsys)[::2], "model.d_modle", "model.encoder.d_model")
     assert_one_line_error(*run(train_main, args + ['train.max_epochs=many'], capsys)[::2], 'train.max_epochs')
     assert_one_line_error(*run(train_main, args + ['max_epochs'], capsys)[::2], 'not of the form')
     y = tmp_path/'bad.yaml'; y.write_text('model:\n  num_blokcs: 3\n')

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from asr_nb.core import DecodeConfig, FeatureConfig, ModelConfig
+from asr_nb.core import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
 from asr_nb.data import Utterance
 from asr_nb.decode import (METHODS, CTCPrefixScorer, Hypothesis, attention_beam_search, attention_rescoring,
                            ctc_greedy_search, ctc_prefix_beam_search, decode_batch, decode_dataset, _lae)
@@ -24,8 +24,8 @@ V = 10
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, attention_heads=2, linear_units=64, num_blocks=2, decoder_blocks=2,
-                      decoder_linear_units=64, cnn_kernel=3, dropout=0.0, positional_dropout=0.0, decoder_dropout=0.0)
+    cfg = config_from_dict(dict(d_model=32, attention_heads=2, linear_units=64, num_blocks=2, decoder_blocks=2,
+                      decoder_linear_units=64, cnn_kernel=3, dropout=0.0, positional_dropout=0.0, decoder_dropout=0.0), ModelConfig)
     return ASRModel(cfg, V).eval()
 
 @pytest.fixture(scope="module")
@@ -262,9 +262,9 @@ def test_every_method_recovers_what_an_overfit_model_learned():
     "Train a tiny model to memorise 4 utterances (repeated unit included): every search must return the targets."
     from asr_nb.core import Batch
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, attention_heads=2, linear_units=64, num_blocks=2, decoder_blocks=1,
+    cfg = config_from_dict(dict(d_model=32, attention_heads=2, linear_units=64, num_blocks=2, decoder_blocks=1,
                       decoder_linear_units=64, cnn_kernel=3, dropout=0.0, positional_dropout=0.0, decoder_dropout=0.0,
-                      lsm_weight=0.0)
+                      lsm_weight=0.0), ModelConfig)
     m = ASRModel(cfg, 8)
     g = torch.Generator().manual_seed(0)
     lens = torch.tensor([80, 64, 50, 40])

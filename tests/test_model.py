@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from asr_nb.core import Batch, ModelConfig, SpecAugConfig, load_config, make_pad_mask
+from asr_nb.core import Batch, ModelConfig, SpecAugConfig, config_from_dict, load_config, make_pad_mask
 from asr_nb.conformer import (ConformerEncoder, MultiHeadedAttention, RelPositionalEncoding, build_encoder,
                               set_impl, subsampled_lengths)
 from asr_nb.decoder import TransformerDecoder
@@ -19,7 +19,8 @@ TINY = dict(d_model=32, attention_heads=4, linear_units=64, num_blocks=2, cnn_ke
 
 
 def tiny_cfg(**over) -> ModelConfig:
-    return ModelConfig(**{**TINY, **over})
+    "A tiny model config; keys may be asr_nb 0.1's flat names (config_from_dict nests them)."
+    return config_from_dict({**TINY, **over}, ModelConfig)
 
 
 def rel_attention_bruteforce(mha: MultiHeadedAttention, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,7 @@ def test_rel_pos_attention_matches_formula(impl):
 @pytest.mark.parametrize("over", [{}, {"pos_enc": "abs_pos"}, {"pos_enc": "rope"}, {"encoder": "transformer"}])
 def test_encoder_padding_invariance_and_sdpa(factor, over):
     torch.manual_seed(1)
-    enc = build_encoder(tiny_cfg(subsampling=factor, **over)).eval()
+    enc = build_encoder(tiny_cfg(subsampling=factor, **over).encoder).eval()
     lens = torch.tensor([150, 97, 40, 123])
     x = torch.randn(4, 150, 80)
     with torch.no_grad():
@@ -73,7 +74,7 @@ def test_encoder_padding_invariance_and_sdpa(factor, over):
 
 def test_decoder_incremental_equals_full_with_padded_memory():
     torch.manual_seed(2)
-    dec = TransformerDecoder(20, tiny_cfg(decoder_blocks=3)).eval()
+    dec = TransformerDecoder(20, tiny_cfg(decoder_blocks=3).decoder, 32, 4).eval()
     mem, mlens = torch.randn(3, 11, 32), torch.tensor([11, 6, 3])
     ys = torch.randint(1, 19, (3, 8)); ys[:, 0] = 19
     with torch.no_grad():
@@ -145,8 +146,9 @@ def test_conf_parameter_counts():
         n_small = count_parameters(ASRModel(small, 300))["total"]
     assert abs(n_aishell / 1e6 - 46.25) < 0.1          # ESPnet: 46.25 M (with 83-dim fbank+pitch input)
     assert 4.5 < n_small / 1e6 < 4.9
-    assert (aishell.d_model, aishell.num_blocks, aishell.decoder_blocks, aishell.cnn_kernel) == (256, 12, 6, 15)
-    assert (small.d_model, small.num_blocks, small.linear_units, small.decoder_blocks) == (144, 6, 576, 3)
+    e = aishell.encoder
+    assert (e.d_model, e.num_blocks, aishell.decoder.num_blocks, e.cnn_kernel) == (256, 12, 6, 15)
+    assert (small.encoder.d_model, small.encoder.num_blocks, small.encoder.linear_units, small.decoder.num_blocks) == (144, 6, 576, 3)
 
 
 def test_too_short_input_is_a_clear_error():
@@ -174,7 +176,7 @@ def test_cuda_sdpa_equals_plain_and_bf16_runs():
 
 def test_bf16_fast_path_close_to_plain_path():
     torch.manual_seed(7)
-    enc = build_encoder(tiny_cfg()).eval()
+    enc = build_encoder(tiny_cfg().encoder).eval()
     x, lens = torch.randn(3, 90, 80), torch.tensor([90, 70, 33])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         fast, ylens = enc(x, lens)
@@ -186,7 +188,7 @@ def test_bf16_fast_path_close_to_plain_path():
 def test_encoder_onnx_export_dynamic_shapes(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(8)
-    enc = ConformerEncoder(tiny_cfg()).eval()
+    enc = ConformerEncoder(tiny_cfg().encoder).eval()
     x, l = torch.randn(2, 100, 80), torch.tensor([100, 70])
     f = tmp_path / "enc.onnx"
     torch.onnx.export(enc, (x, l), str(f), input_names=["x", "l"], output_names=["y", "yl"], opset_version=17,
@@ -198,3 +200,37 @@ def test_encoder_onnx_export_dynamic_shapes(tmp_path):
         ref, ref_l = enc(xx, ll)
         assert yl.tolist() == ref_l.tolist()
         assert abs(y - ref.detach().numpy()).max() < 1e-4
+
+
+HANG_SCRIPT = r'''
+import torch
+from asr_nb.conformer import ConvolutionModule
+torch.set_num_threads(2); torch.manual_seed(0)
+cm = ConvolutionModule(144, 15)
+x = torch.randn(31, 46, 144, requires_grad=True)
+for _ in range(10):
+    with torch.autocast("cpu", torch.bfloat16):
+        y = cm(x)
+    y.float().square().mean().backward()
+print("done")
+'''
+
+def test_bf16_depthwise_conv_does_not_hang():
+    "torch 2.11's bf16 channels-last depthwise conv2d never returns with 2 threads; the conv module must not use it."
+    import subprocess, sys
+    r = subprocess.run([sys.executable, "-c", HANG_SCRIPT], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and "done" in r.stdout, r.stderr
+
+
+def test_bf16_depthwise_conv_runs_in_fp32():
+    "The check that fails on the old code path: under bf16 autocast the depthwise convolution receives fp32 tensors."
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from asr_nb.conformer import ConvolutionModule
+    seen = []
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if "convolution" in str(func) and len(args) > 8 and args[8] > 1: seen.append((args[0].dtype, args[1].dtype))  # groups > 1
+            return func(*args, **(kwargs or {}))
+    cm = ConvolutionModule(16, 5)
+    with torch.autocast("cpu", torch.bfloat16), Spy(): cm(torch.randn(2, 9, 16))
+    assert seen and all(d == (torch.float32, torch.float32) for d in seen), seen

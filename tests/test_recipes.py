@@ -9,8 +9,8 @@ from asr_nb.data import DataError, read_data_dir
 from asr_nb.recipes import (aishell_recipe, librispeech_recipe, make_mini_aishell, make_mini_librispeech, results_table,
                             stage_average, stage_decode, stage_prepare, stage_train, stage_validate, torchrun_command)
 
-TINY = ['model.d_model=32', 'model.attention_heads=2', 'model.linear_units=64', 'model.num_blocks=1',
-        'model.decoder_blocks=1', 'model.decoder_linear_units=64', 'model.cnn_kernel=3', 'train.max_steps=1',
+TINY = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64', 'model.encoder.num_blocks=1',
+        'model.decoder.num_blocks=1', 'model.decoder.linear_units=64', 'model.encoder.cnn_kernel=3', 'train.max_steps=1',
         'data.batch_type=length', 'data.max_frames_in_batch=4000', 'train.tensorboard=false', 'train.num_threads=1']
 
 
@@ -36,7 +36,7 @@ def test_aishell_stages(tmp_path):
     make_mini_aishell(tmp_path/'corpus')
     r = aishell_recipe(tmp_path/'corpus', tmp_path/'work')
     cfg = r.cfg()
-    assert cfg.features.speed_perturb == [0.9, 1.0, 1.1] and cfg.model.cnn_kernel == 15 and cfg.tokenizer.lang == 'zh'
+    assert cfg.features.speed_perturb == [0.9, 1.0, 1.1] and cfg.model.encoder.cnn_kernel == 15 and cfg.tokenizer.lang == 'zh'
     dirs = _run_stages(r)
     assert sorted(dirs) == ['dev', 'test', 'train']
     text = (dirs['train']/'text').read_text(encoding='utf-8').splitlines()
@@ -50,7 +50,7 @@ def test_librispeech_stages(tmp_path):
                                                       'test-clean', 'test-other'))
     r = librispeech_recipe(tmp_path/'corpus', tmp_path/'work')
     cfg = r.cfg()
-    assert (cfg.tokenizer.kind, cfg.model.d_model, cfg.model.cnn_kernel, cfg.specaug.num_time_masks) == ('bpe', 512, 31, 10)
+    assert (cfg.tokenizer.kind, cfg.model.encoder.d_model, cfg.model.encoder.cnn_kernel, cfg.specaug.num_time_masks) == ('bpe', 512, 31, 10)
     dirs = _run_stages(r, ['tokenizer.bpe_vocab_size=30', 'features.speed_perturb=[1.0]'])
     assert len(read_data_dir(dirs['train_960'])) == 12  # both training splits merged
     assert all(u.text == u.text.lower() for u in read_data_dir(dirs['test_other']))

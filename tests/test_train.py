@@ -15,8 +15,8 @@ from asr_nb.average import average_checkpoints, average_exp
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 # A tiny Conformer: a few seconds for a dozen epochs of 40 utterances on one CPU core.
-TINY = ["model.d_model=32", "model.attention_heads=2", "model.linear_units=64", "model.num_blocks=2",
-        "model.decoder_blocks=1", "model.decoder_linear_units=64", "model.cnn_kernel=7",
+TINY = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=64", "model.encoder.num_blocks=2",
+        "model.decoder.num_blocks=1", "model.decoder.linear_units=64", "model.encoder.cnn_kernel=7",
         "optim.scheduler=warmup_decay", "optim.lr=0.005", "optim.warmup_steps=15", "data.batch_type=example",
         "data.batch_size=8", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1"]
 RUNNER = """
