@@ -285,6 +285,7 @@ class ConvolutionModule(nn.Module):
         else: x = self.norm(x.transpose(1, 2))  # (B, T, d)
         return F.linear(self.activation(x), self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
 
+# %% ../nbs/07_conformer.ipynb #1b0a5c92
 class FeedForward(nn.Module):
     "Position-wise feed-forward: linear -> activation -> dropout -> linear (ESPnet `w_1`, `w_2`)."
     def __init__(self, d_model: int, units: int, dropout: float = 0.1, activation: str = "swish"):

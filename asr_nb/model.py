@@ -126,6 +126,7 @@ class CTCHead(nn.Module):
     def forward(self, enc: torch.Tensor) -> torch.Tensor: # (B, T, d) -> (B, T, V) float32 log-probs
         return torch.log_softmax(self.ctc_lo(enc).float(), dim=-1)
 
+# %% ../nbs/09_model.ipynb #f819889c
 class ASRModel(nn.Module):
     """Hybrid CTC/attention ASR model (Watanabe et al., 2017; ESPnet/WeNet's Conformer recipes), the `ctc_attention`
     family: `forward(batch)` -> dict(loss, loss_ctc, loss_att, acc, num_inf_ctc)."""
