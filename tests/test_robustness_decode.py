@@ -277,3 +277,14 @@ def test_decode_data_with_a_bare_model_counts_the_same(exp):
     r = decode_data(model, utts, 'ctc_greedy', tokenizer=tok, feat_cfg=cfg.features)['ctc_greedy']
     assert (r['n'], r['too_short'], r['scored'], r['unscored']) == (3, 1, 2, 1)
     assert r['hyps']['blip'] == '' and math.isclose(r['audio_seconds'], 1.35, rel_tol=1e-6)
+
+
+def test_encoder_length_rule_of_an_exported_model():
+    "An onnxruntime recognizer has no PyTorch model: the too-short count uses `model_length_rule` with its subsampling."
+    from types import SimpleNamespace
+    from asr_nb.core import FeatureConfig
+    from asr_nb.decode import _encoder_frames
+    from asr_nb.features import num_frames
+    onnx_like = SimpleNamespace(model=None, subsampling=4, feat_cfg=FeatureConfig())
+    assert [num_frames(n) for n in (800, 1360, 16000)] == [3, 7, 98]
+    assert _encoder_frames(onnx_like, [800, 1360, 16000]) == [0, 1, 23]   # ((T - 1) // 2 - 1) // 2
