@@ -288,3 +288,13 @@ def test_encoder_length_rule_of_an_exported_model():
     onnx_like = SimpleNamespace(model=None, subsampling=4, feat_cfg=FeatureConfig())
     assert [num_frames(n) for n in (800, 1360, 16000)] == [3, 7, 98]
     assert _encoder_frames(onnx_like, [800, 1360, 16000]) == [0, 1, 23]   # ((T - 1) // 2 - 1) // 2
+
+
+def test_ids_missing_from_text_are_decoded_not_scored(exp, tmp_path, capsys):
+    "A `text` that lacks some ids (or has an empty line for one): those are decoded, written and counted, not dropped."
+    data = make_data(tmp_path/'partial', {'u1': 0.6, 'u2': 0.5, 'u3': 0.4}, {'u1': 'hello', 'u3': ''})
+    rc, out, err = run(decode_main, ['--exp', exp, '--data', data, '--out', tmp_path/'o'], capsys)
+    assert rc == 0, err
+    assert [l.split()[0] for l in (tmp_path/'o'/'text').read_text().splitlines()] == ['u1', 'u2', 'u3']
+    res = json.loads((tmp_path/'o'/'result.json').read_text())
+    assert (res['n'], res['scored'], res['unscored']) == (3, 1, 2) and res['cer'] is not None
