@@ -10,11 +10,11 @@ from typing import Callable, Sequence
 from .core import ConfigError, UserError, load_config
 
 # %% auto #0
-__all__ = ['METHODS', 'VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances',
-           'train_parser', 'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser',
-           'parse_methods', 'decode_data', 'score_hyps', 'decode_main', 'format_result_line', 'score_parser',
-           'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main',
-           'transcribe_main', 'find_conf', 'format_table', 'run_tiny_recipe', 'demo_main', 'main']
+__all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances', 'train_parser',
+           'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods',
+           'decode_utterances', 'decode_main', 'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main',
+           'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main', 'find_conf',
+           'run_tiny_recipe', 'demo_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -202,22 +202,36 @@ def average_main(argv: Sequence[str]) -> int:
     return 0
 
 # %% ../nbs/16_cli.ipynb #a8f6fb7c
-METHODS = ('ctc_greedy', 'ctc_prefix_beam', 'attention', 'joint', 'rescoring')
+def __getattr__(name: str):
+    "`cli.METHODS`: the names of `asr_nb.decode.SEARCHES`, read on first use (keeps `import asr_nb.cli` free of torch)."
+    if name == 'METHODS': return _methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def _methods() -> tuple[str, ...]:
+    from asr_nb.decode import SEARCHES
+    return tuple(SEARCHES)
 
 def decode_parser() -> argparse.ArgumentParser:
+    from asr_nb.decode import SEARCHES
+    methods = '\n'.join(f"  {m:<16s} {s.help} (needs {' + '.join(sorted(s.needs))})" for m, s in SEARCHES.items())
     p = _parser('asr_nb_decode', 'Decode a data set with a trained experiment; write hypotheses, a CER/WER report and the RTF.',
+                f'methods:\n{methods}\n\n'
                 'examples:\n  asr_nb_decode --exp exp/tiny --data data/test --method joint --beam 10 --out exp/tiny/decode_test\n'
                 '  asr_nb_decode --exp exp/tiny --data data/test --method ctc_greedy,rescoring --out exp/tiny/decode_test decode.ctc_weight=0.5')
     p.add_argument('--exp', required=True, metavar='DIR', help='experiment dir (config.yaml, tokenizer, cmvn, weights)')
-    p.add_argument('--data', required=True, metavar='DATA', help='data to decode: Kaldi data dir or .jsonl manifest (text optional for scoring)')
+    p.add_argument('--data', required=True, metavar='DATA', help='data to decode: Kaldi data dir (text optional: without it, no scoring) or .jsonl manifest')
     p.add_argument('--method', default='ctc_greedy', metavar='M[,M...]',
-                   help=f"decoding method(s), comma-separated: {', '.join(METHODS)}, or all; several write OUT/<method>/")
+                   help=f"decoding method(s), comma-separated: {', '.join(SEARCHES)}, or all (those the model can run); "
+                        "several write OUT/<method>/")
     p.add_argument('--out', required=True, metavar='DIR', help='output dir for text, report.txt, result.json')
     p.add_argument('--beam', type=int, default=None, help='beam size (default: decode.beam of the experiment config)')
     p.add_argument('--batch-size', type=int, default=None, help='utterances per batch (default: decode.batch_size)')
     p.add_argument('--ctc-weight', type=float, default=None, help='CTC weight for joint search and rescoring (default: decode.ctc_weight)')
-    p.add_argument('--lm-path', default=None, help='language model for shallow fusion (neural LM dir or ARPA file)')
+    p.add_argument('--lm-path', default=None, help='language model for shallow fusion (neural LM file or ARPA file)')
     p.add_argument('--lm-weight', type=float, default=None, help='shallow-fusion weight (default: decode.lm_weight)')
+    p.add_argument('--lang', default=None, choices=['auto', 'en', 'zh'],
+                   help="CER space rule: zh drops spaces, en keeps them, auto decides once from the references "
+                        "(default: zh for a zh tokenizer, else auto)")
     p.add_argument('--weights', default=None, help='weights file (default: model_avg.pt if present, else the last checkpoint)')
     p.add_argument('--device', default='cpu', help="device: cpu, cuda, npu, mps or auto")
     p.add_argument('--strict', action='store_true', help='stop when any utterance is unreadable instead of skipping it')
@@ -225,13 +239,15 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
-def parse_methods(spec: str # 'all' or comma-separated method names
+def parse_methods(spec: str, # 'all' or comma-separated method names
+                  capabilities: frozenset | set | None = None, # 'all' = the methods these allow (None: every method)
                  ) -> list[str]:
-    "The decoding methods named by `spec`, checked."
+    "The decoding methods named by `spec`, checked against `asr_nb.decode.SEARCHES`."
+    from asr_nb.decode import SEARCHES, methods_for
     names = [m.strip() for m in spec.split(',') if m.strip()]
-    if 'all' in names: return list(METHODS)
-    bad = [m for m in names if m not in METHODS]
-    if bad or not names: raise CLIError(f"unknown decoding method {bad[0] if bad else spec!r}; choose from {', '.join(METHODS)} or all")
+    if 'all' in names: return list(SEARCHES if capabilities is None else methods_for(capabilities))
+    bad = [m for m in names if m not in SEARCHES]
+    if bad or not names: raise CLIError(f"unknown decoding method {bad[0] if bad else spec!r}; choose from {', '.join(SEARCHES)} or all")
     return list(dict.fromkeys(names))
 
 def _decode_overrides(a: argparse.Namespace) -> list[str]:
@@ -246,115 +262,80 @@ def _decode_overrides(a: argparse.Namespace) -> list[str]:
     return ov + list(a.overrides)
 
 # %% ../nbs/16_cli.ipynb #2b85d338
-def decode_data(rec, # an `asr_nb.export.Recognizer`
-                utts: list, # `asr_nb.data.Utterance`s
-                method: str, # one of METHODS
-                out_dir: str | os.PathLike | None = None, # writes text, report.txt, result.json when given
-                *, batch_size: int | None = None, # utterances per batch (default: the recognizer's decode.batch_size)
-                strict: bool = False, # raise on unreadable audio instead of skipping it
-                log: Callable[[str], None] | None = None, # progress / warning lines
-               ) -> dict:
-    "Decode `utts` with `rec`; score against their transcripts; return dict(cer, wer, rtf, n, skipped, hyps, ...)."
-    from asr_nb.features import load_audio
-    from asr_nb.data import DataError
-    bs = batch_size or rec.decode_cfg.batch_size
-    order = sorted(range(len(utts)), key=lambda i: -(utts[i].num_frames or 0))  # similar lengths share a batch
-    hyps, skipped, audio_s, compute_s = {}, {}, 0.0, 0.0
-    for s in range(0, len(order), bs):
-        batch, wavs = [], []
-        for i in order[s:s + bs]:
-            u = utts[i]
-            try: wav = load_audio(u.audio, u.start, u.end, sample_rate=rec.sample_rate)
-            except (DataError, RuntimeError, OSError, ValueError) as e:
-                if strict: raise DataError(f"utterance {u.key}: unreadable audio {u.audio}: {_one_line(e)}") from None
-                skipped[u.key] = _one_line(e); continue
-            if wav.numel() == 0:
-                if strict: raise DataError(f"utterance {u.key}: empty audio {u.audio}")
-                skipped[u.key] = 'empty audio'; continue
-            batch.append(u); wavs.append(wav); audio_s += wav.numel() / rec.sample_rate
-        if not batch: continue
-        t0 = time.perf_counter()
-        texts = rec.transcribe(wavs, method=method, sample_rate=rec.sample_rate)
-        compute_s += time.perf_counter() - t0
-        hyps.update({u.key: t for u, t in zip(batch, texts)})
-    if skipped and log:
-        log(f"warning: skipped {len(skipped)} unreadable utterance(s): " +
-            "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + (" ..." if len(skipped) > 3 else ""))
-    if not hyps: raise CLIError(f"nothing to decode: all {len(utts)} utterance(s) were unreadable or empty")
-    refs = {u.key: u.text for u in utts if u.key in hyps and u.text is not None}
-    res = dict(method=method, n=len(hyps), skipped=skipped, audio_seconds=round(audio_s, 3),
-               decode_seconds=round(compute_s, 3), rtf=compute_s / max(audio_s, 1e-9), hyps=hyps)
-    res.update(score_hyps(refs, hyps, lang=rec.lang) if refs else dict(cer=None, wer=None, report=''))
-    if out_dir is not None: _write_decode(res, Path(out_dir))
-    return res
-
-def score_hyps(refs: dict[str, str], # utt-id -> reference
-               hyps: dict[str, str], # utt-id -> hypothesis
-               lang: str = 'en' # 'zh': CER without spaces
-              ) -> dict:
-    "CER and WER in percent (with S/D/I counts) and the per-utterance report, through `asr_nb.metrics`."
-    from asr_nb.metrics import score_texts
-    c = score_texts(refs, hyps, unit='char', remove_space=True if lang == 'zh' else None)
-    w = score_texts(refs, hyps, unit='word')
-    counts = lambda t: dict(n=t.ref_len, sub=t.sub, dele=t.dele, ins=t.ins)
-    return dict(cer=c.rate, wer=w.rate, cer_counts=counts(c.total), wer_counts=counts(w.total),
-                report=f"{c.summary()}\n{w.summary()}\n\n{c.details()}")
-
-def _write_decode(res: dict, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out/'text').write_text(''.join(f"{k} {v}\n" for k, v in sorted(res['hyps'].items())), encoding='utf-8')
-    (out/'report.txt').write_text(res.get('report', ''), encoding='utf-8')
-    keep = {k: v for k, v in res.items() if k not in ('hyps', 'report')}
-    (out/'result.json').write_text(json.dumps(_jsonable(keep), indent=1), encoding='utf-8')
+def decode_utterances(path: str | os.PathLike # a Kaldi data dir (`text` optional) or a .jsonl manifest
+                     ) -> list:
+    "The utterances to decode: every id of wav.scp (or segments); an id without a transcript gets `text=None` (decoded, not scored)."
+    p = Path(path)
+    if not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, 'test data')
+    # TODO(integrator): switch to asr_nb.data's reader once it reads dirs with a partial or no `text` (helper `dataqual`);
+    # meanwhile this uses data's one `key value` reader, wav.scp check and segment parser, and metrics' (= data's) text reader.
+    from dataclasses import replace
+    from asr_nb.data import DataError, Utterance, _check_wav_entry, _parse_segment, _read_kv
+    from asr_nb.metrics import read_text
+    wav = {}
+    for k, (ln, v) in _read_kv(p/'wav.scp').items():
+        if (why := _check_wav_entry(v)) is not None: raise DataError(f"{p/'wav.scp'}:{ln}: {why}")
+        wav[k] = v
+    if not (p/'segments').is_file(): utts = [Utterance(k, wav[k], None) for k in sorted(wav)]
+    else:
+        utts = []
+        for k, (ln, v) in sorted(_read_kv(p/'segments').items()):
+            try: rec, s, e = _parse_segment(v)
+            except ValueError as err: raise DataError(f"{p/'segments'}:{ln}: {err}") from None
+            if rec not in wav: raise DataError(f"{p/'segments'}:{ln}: recording '{rec}' not in wav.scp")
+            utts.append(Utterance(k, wav[rec], None, start=s, end=e))
+    if (p/'text').is_file():
+        text = read_text(p/'text')
+        utts = [replace(u, text=text.get(u.key)) for u in utts]
+    if not utts: raise CLIError(f"test data {p} holds no utterances")
+    return utts
 
 # %% ../nbs/16_cli.ipynb #36de2197
 @cli_entry('asr_nb_decode')
 def decode_main(argv: Sequence[str]) -> int:
-    "Console script `asr_nb_decode`."
+    "Console script `asr_nb_decode`: argument parsing around `asr_nb.decode.decode_data`."
     a = decode_parser().parse_args(argv)
-    methods = parse_methods(a.method)
+    parse_methods(a.method)                                      # unknown names: refused before anything is loaded
     exp = _check_exp(a.exp)
     if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
     overrides = _decode_overrides(a)
-    utts = check_data(a.data, 'test data')
+    utts = decode_utterances(a.data)
     from asr_nb.export import Recognizer
+    from asr_nb.decode import decode_data
     if a.threads:
         import torch
         torch.set_num_threads(a.threads)
     rec = Recognizer.from_exp(exp, weights=a.weights, device=a.device, overrides=overrides)
-    warn = lambda m: print(m, file=sys.stderr)
-    for m in methods:
-        out = Path(a.out) if len(methods) == 1 else Path(a.out)/m
-        r = decode_data(rec, utts, m, out, strict=a.strict, log=warn)
-        print(format_result_line(r) + f"  -> {out}")
+    methods = parse_methods(a.method, rec.capabilities)
+    res = decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
+                      log=lambda m: print(m, file=sys.stderr))
+    for r in res.values(): print(format_result_line(r) + f"  -> {r['out_dir']}")
     return 0
 
 def format_result_line(r: dict) -> str:
-    "One line per method: CER, WER, RTF, count."
+    "One line per method: CER, WER ('n/a' when nothing was scored), RTF, counts."
     pct = lambda x: '   n/a' if x is None else f"{x:6.2f}"
-    return f"{r['method']:<16s} CER {pct(r['cer'])} %  WER {pct(r['wer'])} %  RTF {r['rtf']:.4f}  n={r['n']}"
+    extra = ''.join(f"  {k.replace('_', ' ')}={r[k]}" for k in ('unscored', 'too_short') if r.get(k))
+    return f"{r['method']:<16s} CER {pct(r['cer'])} %  WER {pct(r['wer'])} %  RTF {r['rtf']:.4f}  n={r['n']}{extra}"
 
 # %% ../nbs/16_cli.ipynb #84744875
 def _read_text(path: str | os.PathLike, what: str) -> dict[str, str]:
-    "A Kaldi `text` file as {utt-id: transcript}; one clear error on a malformed line."
+    "A Kaldi `text` file as {utt-id: transcript} through the one reader (`asr_nb.metrics.read_text`, i.e. asr_nb.data's)."
     p = Path(path)
     if not p.is_file(): raise CLIError(f"{what} file not found: {p}")
-    out = {}
-    for n, line in enumerate(p.read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip(): continue
-        parts = line.strip().split(maxsplit=1)
-        if parts[0] in out: raise CLIError(f"{p}:{n}: duplicate utterance id {parts[0]!r}")
-        out[parts[0]] = parts[1] if len(parts) > 1 else ''
-    return out
+    from asr_nb.metrics import read_text
+    return read_text(p)
 
 def score_parser() -> argparse.ArgumentParser:
     p = _parser('asr_nb_score', 'Score hypotheses against references (Kaldi text files): CER and WER with S/D/I counts.',
                 'example:\n  asr_nb_score --ref data/test/text --hyp exp/tiny/decode_test/text --report report.txt')
     p.add_argument('--ref', required=True, metavar='TEXT', help='reference transcripts: lines "utt-id words..."')
     p.add_argument('--hyp', required=True, metavar='TEXT', help='hypotheses in the same format')
-    p.add_argument('--lang', default='en', choices=['en', 'zh'], help='zh: CER ignores spaces (the standard for Chinese)')
+    p.add_argument('--lang', default='auto', choices=['auto', 'en', 'zh'],
+                   help='CER space rule: zh drops spaces (the standard for Chinese), en keeps them, '
+                        'auto decides once from the references (any CJK character: zh)')
     p.add_argument('--report', default=None, metavar='FILE', help='write the per-utterance aligned REF/HYP report here')
-    p.add_argument('--json', action='store_true', help='print the totals as JSON')
+    p.add_argument('--json', action='store_true', help='print the totals as JSON (null where nothing could be scored)')
     return p
 
 @cli_entry('asr_nb_score')
@@ -367,11 +348,16 @@ def score_main(argv: Sequence[str]) -> int:
     if extra: raise CLIError(f"{len(extra)} hypothesis id(s) not in the references, e.g. {extra[0]!r}")
     if not refs: raise CLIError(f"no references in {a.ref}")
     if missing: print(f"warning: {len(missing)} reference(s) without hypothesis scored as deletions, e.g. {missing[0]!r}", file=sys.stderr)
+    from asr_nb.decode import score_hyps
     r = score_hyps(refs, {k: hyps.get(k, '') for k in refs}, lang=a.lang)
-    if a.report: Path(a.report).write_text(r['report'], encoding='utf-8')
+    if a.report:
+        from asr_nb.core import atomic_write_text
+        atomic_write_text(a.report, r['report'])
     keep = {k: v for k, v in r.items() if k != 'report'}
+    pct = lambda x: 'n/a' if x is None else f"{x:.2f} %"
     print(json.dumps(_jsonable(keep), indent=1) if a.json else
-          f"CER {r['cer']:.2f} %  WER {r['wer']:.2f} %  ({len(refs)} utterances)")
+          f"CER {pct(r['cer'])}  WER {pct(r['wer'])}  ({r['scored']} utterances scored"
+          + (f", {r['unscored']} with an empty reference left out)" if r['unscored'] else ")"))
     return 0
 
 # %% ../nbs/16_cli.ipynb #6cdd4233
@@ -481,7 +467,7 @@ def transcribe_main(argv: Sequence[str]) -> int:
     src.add_argument('--exp', metavar='DIR', help='experiment dir (PyTorch)')
     src.add_argument('--onnx', metavar='DIR', help='exported dir (onnxruntime; ctc_greedy and ctc_prefix_beam)')
     p.add_argument('audio', nargs='+', help='audio files (wav, flac, ...)')
-    p.add_argument('--method', default='ctc_greedy', choices=list(METHODS), help='decoding method')
+    p.add_argument('--method', default='ctc_greedy', choices=list(_methods()), help='decoding method (asr_nb.decode.SEARCHES)')
     p.add_argument('--timestamps', action='store_true', help='also print CTC token times (seconds)')
     a = p.parse_args(argv)
     for f in a.audio:
@@ -512,26 +498,13 @@ class _Stage:
         self.timings[self.name] = time.perf_counter() - self.t0
         if exc[0] is None: self.log(f"== stage {self.name} done in {self.timings[self.name]:.1f} s")
 
-def format_table(results: dict[str, dict], # method -> decode_data result
-                 timings: dict[str, float] | None = None # stage -> seconds
-                ) -> str:
-    "The result table (markdown) and, if given, the stage wall times."
-    pct = lambda x: 'n/a' if x is None else f"{x:.2f}"
-    rows = ["| method | CER % | WER % | RTF | decode s | utts |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    rows += [f"| {m} | {pct(r['cer'])} | {pct(r['wer'])} | {r['rtf']:.4f} | {r['decode_seconds']:.1f} | {r['n']} |"
-             for m, r in results.items()]
-    if timings:
-        rows += ["", "| stage | wall s |", "| --- | ---: |"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-        rows.append(f"| total | {sum(timings.values()):.1f} |")
-    return "\n".join(rows)
-
 # %% ../nbs/16_cli.ipynb #2335a356
 def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/, exp/, results.{json,md}
                     config: str | os.PathLike | None = None, # default: conf/tiny.yaml
                     *, n_train: int = 1600, # corpus sizes (utterances)
                     n_dev: int = 100, n_test: int = 100,
                     seed: int = 0, # corpus seed
-                    methods: Sequence[str] = METHODS, # decoding methods for the table
+                    methods: Sequence[str] | None = None, # decoding methods for the table (None: every one the model can run)
                     n_average: int = 5, # checkpoints averaged (best by valid_loss)
                     overrides: Sequence[str] = (), # config overrides, e.g. ['train.max_epochs=2']
                     fresh: bool = False, # delete `workdir` first
@@ -564,10 +537,11 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
         log(f"averaged weights: {avg}")
     with _Stage('decode', timings, log):
         from asr_nb.export import Recognizer
+        from asr_nb.decode import decode_data
         rec = Recognizer.from_exp(exp, weights=avg, device='cpu')
-        for m in methods:
-            results[m] = decode_data(rec, test_utts, m, exp/'decode_test'/m, log=log)
-            log(format_result_line(results[m]))
+        results = decode_data(rec, test_utts, list(methods or rec.methods), exp/'decode_test', subdirs=True, log=log)
+        for r in results.values(): log(format_result_line(r))
+    from asr_nb.decode import format_table
     table = format_table(results, timings)
     log("\n" + table)
     keep = {m: {k: v for k, v in r.items() if k not in ('hyps', 'report')} for m, r in results.items()}

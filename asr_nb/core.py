@@ -300,7 +300,7 @@ class TrainConfig:
 @dataclass
 class DecodeConfig:
     "Decoding."
-    method: str = "ctc_greedy"     # 'ctc_greedy' | 'ctc_prefix_beam' | 'attention' | 'joint' | 'rescoring'
+    method: str = "ctc_greedy"     # a name in asr_nb.decode.SEARCHES: ctc_greedy, ctc_prefix_beam, attention, joint, rescoring
     beam: int = 10
     batch_size: int = 1
     ctc_weight: float = 0.3        # CTC weight in joint search and rescoring
@@ -312,7 +312,8 @@ class DecodeConfig:
     length_norm: bool = False      # rank finished hypotheses by score / length
     nbest: int = 1
     def __post_init__(self):
-        _check_choice(self, "method", ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "rescoring"))
+        from asr_nb.decode import SEARCHES   # the one list of methods lives with the searches (read lazily)
+        _check_choice(self, "method", tuple(SEARCHES))
         _check_positive(self, "beam", "batch_size", "nbest")
         _check_positive(self, "lm_weight", "maxlenratio", "minlenratio", allow_zero=True)
         if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")

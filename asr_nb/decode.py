@@ -6,21 +6,23 @@
 from __future__ import annotations
 import math, time
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch import nn
-from .core import DecodeConfig, FeatureConfig, make_pad_mask
+from .core import ConfigError, DecodeConfig, FeatureConfig, UserError, make_pad_mask
 from .device import synchronize
 from .metrics import score_texts
+from .model import ctc_greedy_search
 from .tokenizer import Tokenizer
 
 # %% auto #0
-__all__ = ['NEG', 'METHODS', 'Hypothesis', 'LanguageModel', 'ctc_greedy_search', 'ctc_prefix_beam_search', 'CTCPrefixScorer',
-           'attention_beam_search', 'attention_rescoring', 'decode_batch', 'decode_dataset', 'compare_methods',
-           'format_table']
+__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'CTCPrefixScorer',
+           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch',
+           'DecodeError', 'score_hyps', 'decode_data', 'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -49,22 +51,15 @@ def _select_cache(cache, idx:Tensor):
     raise TypeError(f"cannot select rows of a decoder cache of type {type(cache).__name__}")
 
 # %% ../nbs/13_decode.ipynb #bf99f55c
-def ctc_greedy_search(ctc_logp:Tensor,  # (B, T, V) CTC log-posteriors
+def greedy_hypotheses(ctc_logp:Tensor,  # (B, T, V) CTC log-posteriors
                       lens:Tensor,      # (B,) valid frames
                       blank_id:int=0,
                      ) -> list[list[Hypothesis]]:
-    "Best path: argmax per frame, merge repeats, drop blanks. Score = log-prob of that single path."
-    best, idx = ctc_logp.max(-1)                                    # (B, T), (B, T)
-    pad = make_pad_mask(lens.to(idx.device), idx.size(1))            # (B, T)
-    path_score = best.float().masked_fill(pad, 0.).sum(-1)           # (B,)
-    keep = idx != blank_id                                           # (B, T)
-    keep[:, 1:] &= idx[:, 1:] != idx[:, :-1]                         # first frame of each run
-    keep &= ~pad
-    out = []
-    for b in range(idx.size(0)):
-        toks, s = idx[b][keep[b]].tolist(), float(path_score[b])
-        out.append([Hypothesis(toks, s, ctc_score=s)])
-    return out
+    "`asr_nb.model.ctc_greedy_search` as one `Hypothesis` per utterance; score = log-prob of the best path."
+    ids = ctc_greedy_search(ctc_logp, lens, blank_id)                         # list of (L_b,) token ids
+    pad = make_pad_mask(lens.to(ctc_logp.device), ctc_logp.size(1))           # (B, T)
+    path_score = ctc_logp.max(-1)[0].float().masked_fill(pad, 0.).sum(-1).tolist()  # (B,)
+    return [[Hypothesis(t, s, ctc_score=s)] for t, s in zip(ids, path_score)]
 
 # %% ../nbs/13_decode.ipynb #11a32566
 def _lae(*xs:float) -> float:
@@ -373,7 +368,52 @@ def attention_rescoring(model:nn.Module, enc:Tensor, enc_lens:Tensor,
     return out
 
 # %% ../nbs/13_decode.ipynb #65a56d98
-METHODS = ('ctc_greedy', 'ctc_prefix_beam', 'attention', 'joint', 'rescoring')
+@dataclass(frozen=True)
+class Search:
+    "One decoding method: its function and what the model must have."
+    fn: Callable     # (model, enc (B, T', d), enc_lens (B,), ctc_logp (B, T', V) | None, cfg, lm) -> n-best lists
+    needs: frozenset # subset of the model's `capabilities`: "ctc" (a trained CTC head), "decoder" (attention decoder)
+    uses_lm: bool    # shallow fusion with an LM when decode.lm_weight > 0
+    help: str        # one line for --help
+
+def _s_greedy(m, enc, el, lp, cfg, lm): return greedy_hypotheses(lp, el, m.blank_id)
+def _s_prefix(m, enc, el, lp, cfg, lm):
+    return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=lm, lm_weight=cfg.lm_weight,
+                                  penalty=cfg.penalty, sos_id=m.sos_id)
+def _s_attention(m, enc, el, lp, cfg, lm, ctc_weight=0.0):
+    return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, lm, cfg.lm_weight, cfg.penalty,
+                                 cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
+def _s_joint(m, enc, el, lp, cfg, lm): return _s_attention(m, enc, el, lp, cfg, lm, cfg.ctc_weight)
+def _s_rescore(m, enc, el, lp, cfg, lm):
+    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, lm, cfg.lm_weight, cfg.nbest)
+
+_C, _D, _CD = frozenset({"ctc"}), frozenset({"decoder"}), frozenset({"ctc", "decoder"})
+SEARCHES: dict[str, Search] = {
+    "ctc_greedy":      Search(_s_greedy, _C, False, "best CTC path (fastest)"),
+    "ctc_prefix_beam": Search(_s_prefix, _C, True, "CTC prefix beam search"),
+    "attention":       Search(_s_attention, _D, True, "attention beam search"),
+    "joint":           Search(_s_joint, _CD, True, "joint CTC/attention beam search (decode.ctc_weight)"),
+    "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
+}
+_NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder"}
+_LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder"}
+
+def methods_for(capabilities:frozenset|set) -> tuple[str, ...]:
+    "The methods a model with these `capabilities` can run, in table order."
+    return tuple(m for m, s in SEARCHES.items() if s.needs <= set(capabilities))
+
+def check_method(method:str, capabilities:frozenset|set, what:str="this model") -> Search:
+    "The `Search` of `method`, or a one-line `ConfigError` saying what is missing and which methods would work."
+    if method not in SEARCHES:
+        raise ConfigError(f"unknown decoding method '{method}'; choose one of {', '.join(SEARCHES)}")
+    s = SEARCHES[method]
+    missing = sorted(s.needs - set(capabilities))
+    if missing:
+        ok = methods_for(capabilities)
+        raise ConfigError(f"method '{method}' needs {' and '.join(_NEED_WORDS[k] for k in missing)}; {what} "
+                          f"{' and '.join(_LACK_WORDS[k] for k in missing)}"
+                          + (f": use one of {', '.join(ok)}" if ok else ": it can run no decoding method"))
+    return s
 
 @torch.inference_mode()
 def decode_batch(model:nn.Module, feats:Tensor,   # (B, T, n_mels) raw fbank (the model applies CMVN)
@@ -381,27 +421,21 @@ def decode_batch(model:nn.Module, feats:Tensor,   # (B, T, n_mels) raw fbank (th
                  cfg:DecodeConfig,      # method, beam, ctc_weight, lm_weight, penalty, length limits, nbest
                  lm:LanguageModel|None=None,
                 ) -> list[list[Hypothesis]]:
-    "Encode a batch and run the search `cfg.method`; n-best lists (best first) per utterance."
-    if cfg.method not in METHODS: raise ValueError(f"unknown decoding method {cfg.method!r}; choose one of {METHODS}")
+    "Encode a batch and run the search `cfg.method` from `SEARCHES`; n-best lists (best first) per utterance."
+    s = check_method(cfg.method, model.capabilities)
     enc, enc_lens = model.encode(feats, feat_lens)                        # (B, T', d), (B,)
-    blank = getattr(model, 'blank_id', 0)
-    ctc_logp = model.ctc_log_probs(enc) if cfg.method != 'attention' else None  # (B, T', V)
-    if cfg.method == 'ctc_greedy': return ctc_greedy_search(ctc_logp, enc_lens, blank)
-    if cfg.method == 'ctc_prefix_beam':
-        return ctc_prefix_beam_search(ctc_logp, enc_lens, cfg.beam, cfg.nbest, blank, lm=lm, lm_weight=cfg.lm_weight,
-                                      penalty=cfg.penalty, sos_id=model.sos_id)
-    if cfg.method == 'rescoring':
-        return attention_rescoring(model, enc, enc_lens, ctc_logp, cfg.beam, cfg.ctc_weight, lm, cfg.lm_weight, cfg.nbest)
-    w = cfg.ctc_weight if cfg.method == 'joint' else 0.0
-    return attention_beam_search(model, enc, enc_lens, cfg.beam, ctc_logp, w, lm, cfg.lm_weight, cfg.penalty,
-                                 cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
+    ctc_logp = model.ctc_log_probs(enc) if "ctc" in s.needs else None    # (B, T', V)
+    return s.fn(model, enc, enc_lens, ctc_logp, cfg, lm if s.uses_lm else None)
 
 # %% ../nbs/13_decode.ipynb #73bc8452
+class DecodeError(UserError):
+    "A data set that cannot be decoded (nothing readable); one line naming the data."
+
 def _device_of(model:nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device('cpu')
 
-def _approx_len(u) -> float:
+def _approx_seconds(u) -> float:
     "Utterance length in seconds for sorting (num_frames, the segment, or the file header)."
     if u.num_frames is not None: return u.num_frames / 100
     if u.start is not None and u.end is not None: return u.end - u.start
@@ -409,61 +443,148 @@ def _approx_len(u) -> float:
     try: return sf.info(u.audio).duration - (u.start or 0.0)
     except Exception: return 0.0
 
-def decode_dataset(model:nn.Module, tokenizer:Tokenizer, # ASRModel and the Tokenizer it was trained with
-                   utts:Sequence,              # `Utterance`s (key, audio, text; start/end for segments)
-                   cfg:DecodeConfig,           # the search
-                   feat_cfg:FeatureConfig,     # features of training (dither is turned off)
-                   lm:LanguageModel|None=None,
-                   batch_size:int|None=None,   # default cfg.batch_size
-                   nbest:bool=False,           # also return the n-best lists in stats['nbest']
-                  ) -> tuple[dict[str, str], dict]:
-    "Decode utterances in length-sorted batches; ({key: text}, stats with timing, RTF and CER/WER when texts are known)."
-    from asr_nb.features import load_audio, fbank  # features sits below decoding in the notebook order
-    model.eval()
-    dev, bs = _device_of(model), batch_size or cfg.batch_size
-    order = sorted(utts, key=lambda u: -_approx_len(u))   # similar lengths share a batch: little padding
-    hyps, nbests, audio_s, t_feat, t_dec = {}, {}, 0.0, 0.0, 0.0
-    for s in range(0, len(order), bs):
-        chunk = order[s:s + bs]
-        t0 = time.perf_counter()
-        wavs = [load_audio(u.audio, u.start, u.end, feat_cfg.sample_rate) for u in chunk]
-        feats = [fbank(w, feat_cfg, dither=0.0) for w in wavs]                       # (T, n_mels) each
-        x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)                   # (B, T, n_mels)
-        lens = torch.tensor([f.size(0) for f in feats])
-        audio_s += sum(w.numel() for w in wavs) / feat_cfg.sample_rate
-        synchronize(dev); t1 = time.perf_counter()
-        res = decode_batch(model, x.to(dev), lens.to(dev), cfg, lm)
-        synchronize(dev); t2 = time.perf_counter()
-        t_feat += t1 - t0; t_dec += t2 - t1
-        for u, hs in zip(chunk, res):
-            hyps[u.key] = tokenizer.decode(hs[0].tokens) if hs else ''
-            if nbest: nbests[u.key] = hs
-    stats = dict(method=cfg.method, beam=cfg.beam, batch_size=bs, ctc_weight=cfg.ctc_weight, lm_weight=cfg.lm_weight,
-                 num_utts=len(utts), audio_seconds=audio_s, feature_seconds=t_feat, decode_seconds=t_dec,
-                 rtf=(t_feat + t_dec) / max(audio_s, 1e-9), rtf_decode=t_dec / max(audio_s, 1e-9), device=str(dev))
-    if utts and any(u.text for u in utts):             # transcripts known: score
-        refs = {u.key: u.text for u in utts}
-        stats['cer'] = score_texts(refs, hyps, 'char').rate
-        stats['wer'] = score_texts(refs, hyps, 'word').rate
-    if nbest: stats['nbest'] = nbests
-    return hyps, stats
+class _ModelEngine:
+    "A bare model with its tokenizer and features behind the `transcribe` a `Recognizer` offers (notebooks, benchmarks)."
+    def __init__(self, model:nn.Module, tokenizer:Tokenizer, feat_cfg:FeatureConfig, decode_cfg:DecodeConfig, lm=None):
+        self.model, self.tokenizer, self.feat_cfg, self.decode_cfg, self.lm = model.eval(), tokenizer, feat_cfg, decode_cfg, lm
+        self.sample_rate, self.device = feat_cfg.sample_rate, _device_of(model)
+        self.capabilities, self.lang = model.capabilities, getattr(tokenizer, 'lang', 'en')
+
+    def transcribe(self, wavs:list[Tensor], method:str, **_) -> list[str]:
+        "Text of each signal (N,) at `sample_rate`; '' for a signal that gives the encoder no frame."
+        from asr_nb.features import fbank  # features sits below decoding in the notebook order
+        feats = [fbank(w, self.feat_cfg, dither=0.0) for w in wavs]                 # (T, n_mels) each
+        lens = torch.tensor([f.size(0) for f in feats])                              # (B,)
+        ok = torch.nonzero(self.model.output_lengths(lens) > 0).flatten().tolist()
+        out = [''] * len(wavs)
+        if ok:
+            x = nn.utils.rnn.pad_sequence([feats[i] for i in ok], batch_first=True)  # (B', T, n_mels)
+            res = decode_batch(self.model, x.to(self.device), lens[ok].to(self.device),
+                               replace(self.decode_cfg, method=method), self.lm)
+            for i, hs in zip(ok, res): out[i] = self.tokenizer.decode(hs[0].tokens) if hs else ''
+        return out
+
+def _encoder_frames(engine, num_samples:list[int]) -> list[int]:
+    "Encoder frames each signal gives: the front end's frame count, then the model's length rule."
+    from asr_nb.features import num_frames
+    from asr_nb.model import model_length_rule
+    lens = torch.tensor([num_frames(n, engine.feat_cfg) for n in num_samples])      # (B,) 10 ms frames
+    m = getattr(engine, 'model', None)
+    if m is not None: return m.output_lengths(lens).tolist()
+    from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig   # an exported model: its subsampling (meta.json) is the rule
+    return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=engine.subsampling))))(lens).tolist()
 
 # %% ../nbs/13_decode.ipynb #498492c7
-def compare_methods(model:nn.Module, tokenizer:Tokenizer, utts:Sequence, cfg:DecodeConfig, feat_cfg:FeatureConfig,
-                    methods:Sequence[str]=METHODS,  # searches to run, each with cfg's other settings
-                    lm:LanguageModel|None=None, batch_size:int|None=None) -> list[dict]:
-    "Run `decode_dataset` once per method: rows of method, CER, WER, RTF (what the recipes tabulate)."
-    from dataclasses import replace
-    rows = []
-    for m in methods:
-        _, st = decode_dataset(model, tokenizer, utts, replace(cfg, method=m), feat_cfg, lm, batch_size)
-        rows.append({k: st.get(k) for k in ('method', 'beam', 'batch_size', 'cer', 'wer', 'rtf', 'decode_seconds')})
-    return rows
+def score_hyps(refs:dict[str, str|None], # utt-id -> reference (None or '' : no reference)
+               hyps:dict[str, str],      # utt-id -> hypothesis
+               lang:str='auto',          # CER space rule: 'zh' drops spaces, 'en' keeps them, 'auto' decides once from the references
+              ) -> dict:
+    "CER and WER in percent (None when nothing can be scored) with S/D/I counts, the count left unscored, and the report."
+    if lang not in ('auto', 'en', 'zh'): raise ValueError(f"lang must be 'auto', 'en' or 'zh', got {lang!r}")
+    refs = {k: ('' if v is None else v) for k, v in refs.items()}
+    c = score_texts(refs, hyps, unit='char', remove_space={'zh': True, 'en': False}.get(lang))
+    w = score_texts(refs, hyps, unit='word')
+    counts = lambda t: dict(n=t.ref_len, sub=t.sub, dele=t.dele, ins=t.ins)
+    return dict(cer=c.rate, wer=w.rate, scored=c.total.sent, unscored=len(c.unscored), cer_counts=counts(c.total),
+                wer_counts=counts(w.total), report=f"{c.summary()}\n{w.summary()}\n\n{c.details()}")
 
-def format_table(rows:list[dict], cols:Sequence[str]|None=None) -> str:
-    "A Markdown table of dict rows (floats with 2 or 4 digits)."
-    cols = list(cols or rows[0].keys())
-    def f(v): return '' if v is None else (f"{v:.4f}" if isinstance(v, float) and abs(v) < 1 else
-                                           f"{v:.2f}" if isinstance(v, float) else str(v))
-    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
-    return '\n'.join(lines + ['| ' + ' | '.join(f(r.get(c)) for c in cols) + ' |' for r in rows])
+def _jsonable(x):
+    if isinstance(x, dict): return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None: return x
+    return str(x)
+
+def _write_decode(res:dict, out:Path) -> None:
+    "text, report.txt and result.json of one method (atomic writes)."
+    import json
+    from asr_nb.core import atomic_write_text
+    atomic_write_text(out/'text', ''.join(f"{k} {v}".rstrip() + '\n' for k, v in sorted(res['hyps'].items())))
+    atomic_write_text(out/'report.txt', res.get('report', ''))
+    keep = {k: v for k, v in res.items() if k not in ('hyps', 'report')}
+    atomic_write_text(out/'result.json', json.dumps(_jsonable(keep), indent=1) + '\n')
+
+# %% ../nbs/13_decode.ipynb #f5558223
+def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool) -> tuple[list, list[Tensor]]:
+    "Audio of each utterance at `sample_rate`; unreadable or empty ones go to `skipped` (or raise with `strict`)."
+    from asr_nb.data import DataError
+    from asr_nb.features import load_audio
+    keep, wavs = [], []
+    for u in batch:
+        if u.key in skipped: continue
+        try: w = load_audio(u.audio, u.start, u.end, sample_rate=sample_rate)
+        except (UserError, RuntimeError, OSError, ValueError) as e:
+            why = ' '.join(str(e).split()) or type(e).__name__
+            if strict: raise DataError(f"utterance {u.key}: unreadable audio {u.audio}: {why}") from None
+            skipped[u.key] = why; continue
+        if w.numel() == 0:
+            if strict: raise DataError(f"utterance {u.key}: empty audio {u.audio}")
+            skipped[u.key] = 'empty audio'; continue
+        keep.append(u); wavs.append(w)
+    return keep, wavs
+
+def _examples(keys:Sequence[str], n:int=3) -> str: return ', '.join(keys[:n]) + (' ...' if len(keys) > n else '')
+
+def decode_data(engine,                         # a `Recognizer`, or a model (`ASRFamily`) with `tokenizer` and `feat_cfg`
+                utts:Sequence,                  # `Utterance`s (text None or '' : decoded, not scored)
+                methods:str|Sequence[str]|None=None, # names in SEARCHES (default: the engine's decode.method)
+                out_dir:str|Path|None=None,     # writes text, report.txt, result.json (several methods: out_dir/<method>/)
+                *, tokenizer:Tokenizer|None=None, feat_cfg:FeatureConfig|None=None, # for a bare model
+                decode_cfg:DecodeConfig|None=None, lm:LanguageModel|None=None,     # for a bare model (default DecodeConfig())
+                batch_size:int|None=None,       # utterances per batch (default decode.batch_size)
+                strict:bool=False,              # stop at the first unreadable utterance instead of skipping it
+                lang:str|None=None,             # CER space rule ('zh', 'en', 'auto'); default: 'zh' for zh tokenizers, else auto
+                name:str|None=None,             # how refusals name the model, e.g. the experiment dir
+                subdirs:bool|None=None,         # one sub dir per method (default: when there are several)
+                log:Callable[[str], None]|None=None, # warning lines (too short, skipped)
+               ) -> dict[str, dict]:
+    "Decode `utts` with each method: {method: dict(hyps, cer, wer, rtf, n, skipped, too_short, unscored, ...)}."
+    if not hasattr(engine, 'transcribe'):
+        if tokenizer is None or feat_cfg is None: raise ValueError("decoding a bare model needs its tokenizer and feat_cfg")
+        engine = _ModelEngine(engine, tokenizer, feat_cfg, decode_cfg or DecodeConfig(), lm)
+    methods = [methods] if isinstance(methods, str) else list(methods or [engine.decode_cfg.method])
+    for m in methods: check_method(m, engine.capabilities, f"this model ({name})" if name else "this model")
+    if not utts: raise DecodeError("nothing to decode: no utterances")
+    lang = lang or ('zh' if engine.lang == 'zh' else 'auto')
+    bs, sr = batch_size or engine.decode_cfg.batch_size, engine.sample_rate
+    order = sorted(utts, key=lambda u: -_approx_seconds(u))       # similar lengths share a batch: little padding
+    skipped, results = {}, {}
+    for m in methods:
+        hyps, audio_s, wall, short = {}, 0.0, 0.0, []
+        for s in range(0, len(order), bs):
+            t0 = time.perf_counter()                                # the user's wait starts with reading the audio
+            batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
+            if not batch: continue
+            texts = engine.transcribe(wavs, method=m, sample_rate=sr, batch_size=len(wavs))
+            synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
+            n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
+            for u, w, t, e in zip(batch, wavs, texts, n_enc):
+                hyps[u.key] = t; audio_s += w.numel() / sr
+                if e < 1: short.append(u.key)
+        if not hyps: raise DecodeError(f"nothing to decode: all {len(utts)} utterance(s) were unreadable or empty")
+        res = dict(method=m, n=len(hyps), skipped=dict(skipped), too_short=len(short), audio_seconds=round(audio_s, 3),
+                   wall_seconds=round(wall, 3), rtf=wall / max(audio_s, 1e-9), hyps=hyps)
+        res.update(score_hyps({u.key: u.text for u in utts if u.key in hyps}, hyps, lang))
+        if log and short: log(f"warning: {m}: {len(short)} utterance(s) too short for the model (no encoder frame; "
+                              f"empty hypothesis): {_examples(short)}")
+        if log and res['unscored']: log(f"warning: {m}: {res['unscored']} utterance(s) without a reference: decoded, not scored")
+        if out_dir is not None:
+            res['out_dir'] = str(Path(out_dir)/m if (subdirs if subdirs is not None else len(methods) > 1) else Path(out_dir))
+            _write_decode(res, Path(res['out_dir']))
+        results[m] = res
+    if log and skipped: log(f"warning: skipped {len(skipped)} unreadable utterance(s): " +
+                            "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + (" ..." if len(skipped) > 3 else ""))
+    return results
+
+# %% ../nbs/13_decode.ipynb #61bcdf1a
+def format_table(results:dict[str, dict],          # method -> a `decode_data` result
+                 timings:dict[str, float]|None=None, # stage -> seconds (the recipes' stage wall times)
+                ) -> str:
+    "The Markdown table of methods (CER/WER, 'n/a' when nothing was scored; RTF; wall seconds), then the stage times."
+    pct = lambda x: 'n/a' if x is None else f"{x:.2f}"
+    rows = ["| method | CER % | WER % | RTF | wall s | utts |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    rows += [f"| {m} | {pct(r['cer'])} | {pct(r['wer'])} | {r['rtf']:.4f} | {r['wall_seconds']:.1f} | {r['n']} |"
+             for m, r in results.items()]
+    if timings:
+        rows += ["", "| stage | wall s |", "| --- | ---: |"] + [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+        rows.append(f"| total | {sum(timings.values()):.1f} |")
+    return "\n".join(rows)

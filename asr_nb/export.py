@@ -149,7 +149,8 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     tok.save(out)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
                 subsampling=cfg.model.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
-                sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.d_model)
+                sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.d_model,
+                capabilities=sorted(model.capabilities))
     (out/'meta.json').write_text(json.dumps(meta, indent=1))
     info = {k: str(v) for k, v in paths.items()}
     if check:
@@ -201,10 +202,15 @@ class Recognizer:
     @property
     def sample_rate(self) -> int: return self.feat_cfg.sample_rate
     @property
+    def capabilities(self) -> frozenset:
+        "What the searches may use: the model's `capabilities`; onnxruntime runs the encoder + CTC graph only."
+        if self.model is not None: return frozenset(self.model.capabilities)
+        return frozenset(getattr(self, 'onnx_capabilities', {"ctc"})) & {"ctc"}
+    @property
     def methods(self) -> tuple[str, ...]:
-        "Decoding methods this engine offers."
-        return ('ctc_greedy', 'ctc_prefix_beam', 'attention', 'joint', 'rescoring') if self.model is not None \
-            else ('ctc_greedy', 'ctc_prefix_beam')
+        "Decoding methods this engine offers (`asr_nb.decode.SEARCHES` filtered by `capabilities`)."
+        from asr_nb.decode import methods_for
+        return methods_for(self.capabilities)
 
     @classmethod
     def from_exp(cls, exp_dir: str | os.PathLike, # experiment dir
@@ -235,7 +241,9 @@ class Recognizer:
         cfg = config_from_dict(dict(features=meta['features'], decode=meta['decode'], tokenizer=meta['tokenizer']))
         cfg = apply_overrides(cfg, list(overrides))
         tok = load_tokenizer(d, cfg.tokenizer.space_token)
-        return cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers))
+        rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers))
+        rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
+        return rec
 
     def __repr__(self):
         return (f"Recognizer({'pytorch' if self.model is not None else 'onnxruntime'}, vocab={self.tokenizer.vocab_size}, "
@@ -261,11 +269,11 @@ class Recognizer:
             lp, _, enc_lens = self.encode(feats, lens)
             return [ctc_greedy_ids(lp[b, :int(n)].numpy(), self.blank_id) for b, n in enumerate(enc_lens)], lp, enc_lens
         with torch.no_grad():
-            if self.model is not None and method in ('attention', 'joint', 'rescoring'):
+            if self.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):  # every other search: decode_batch
                 hyps = dec.decode_batch(self.model, feats.to(self.device), lens.to(self.device), cfg, self.lm)
                 return [h[0].tokens if h else [] for h in hyps], None, None
             lp, _, enc_lens = self.encode(feats, lens)                                # (B, T', V), (B,)
-            if method == 'ctc_greedy': hyps = dec.ctc_greedy_search(lp, enc_lens, self.blank_id)
+            if method == 'ctc_greedy': hyps = dec.greedy_hypotheses(lp, enc_lens, self.blank_id)
             else: hyps = dec.ctc_prefix_beam_search(lp, enc_lens, cfg.beam, 1, self.blank_id, lm=self.lm,
                                                     lm_weight=cfg.lm_weight, penalty=cfg.penalty, sos_id=self.tokenizer.sos_id)
         return [h[0].tokens if h else [] for h in hyps], lp, enc_lens
@@ -280,7 +288,8 @@ class Recognizer:
         single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
         items = [inputs] if single else list(inputs)
         method = method or self.decode_cfg.method
-        if method not in self.methods: raise ValueError(f"method {method!r} is not available here; choose from {', '.join(self.methods)}")
+        from asr_nb.decode import check_method
+        check_method(method, self.capabilities, 'this model' if self.model is not None else 'this ONNX export')
         bs, outs = batch_size or self.decode_cfg.batch_size, []
         frame_s = self.feat_cfg.frame_shift_ms / 1000 * self.subsampling               # seconds per encoder frame
         for s in range(0, len(items), bs):

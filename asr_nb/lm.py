@@ -13,11 +13,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from .core import IGNORE_ID, get_logger
+from .core import IGNORE_ID, UserError, get_logger
 
 # %% auto #0
-__all__ = ['LMConfig', 'LSTMLM', 'lm_perplexity', 'train_lm', 'save_lm', 'ArpaError', 'read_arpa', 'NgramLM', 'build_arpa',
-           'load_lm']
+__all__ = ['LMConfig', 'LSTMLM', 'lm_perplexity', 'train_lm', 'save_lm', 'LMError', 'ArpaError', 'read_arpa', 'NgramLM',
+           'build_arpa', 'load_lm']
 
 # %% ../nbs/14_lm.ipynb #201d6efd
 @dataclass
@@ -136,31 +136,40 @@ def save_lm(lm:LSTMLM, path:str|Path):
     torch.save(dict(kind='lstm', vocab_size=lm.vocab_size, cfg=asdict(lm.cfg), state_dict=lm.state_dict()), path)
 
 # %% ../nbs/14_lm.ipynb #acb50993
-class ArpaError(ValueError): pass
+class LMError(UserError):
+    "A language model file that cannot be used; the message names the file."
+
+class ArpaError(LMError):
+    "A malformed or unreadable ARPA file; the message names the file and line."
 
 def read_arpa(path:str|Path) -> tuple[int, dict[tuple[str, ...], tuple[float, float]]]:
-    "Parse an ARPA file: (order, {ngram words: (log10 prob, log10 backoff)})."
-    lines = Path(path).read_text(encoding='utf-8').splitlines()
+    "Parse an ARPA file: (order, {ngram words: (log10 prob, log10 backoff)}). Raises `ArpaError` naming file:line."
     counts, grams, sec, seen_data = {}, {}, None, False
-    for ln, line in enumerate(lines, 1):
-        s = line.strip()
-        if not s: continue
-        if s == '\\data\\': seen_data = True; sec = 'data'; continue
-        if s == '\\end\\': break
-        if s.startswith('\\') and s.endswith('-grams:'):
-            try: sec = int(s[1:-7])
-            except ValueError: raise ArpaError(f"{path}:{ln}: bad section header {s!r}") from None
-            continue
-        if sec == 'data':
-            if not s.startswith('ngram ') or '=' not in s: raise ArpaError(f"{path}:{ln}: expected 'ngram N=count', got {s!r}")
-            n, c = s[6:].split('='); counts[int(n)] = int(c); continue
-        if not isinstance(sec, int): raise ArpaError(f"{path}:{ln}: text outside a section: {s!r}")
-        parts = s.split()
-        if len(parts) not in (sec + 1, sec + 2): raise ArpaError(f"{path}:{ln}: a {sec}-gram line needs {sec + 1} or {sec + 2} fields")
-        try: p, bo = float(parts[0]), float(parts[sec + 1]) if len(parts) == sec + 2 else 0.0
-        except ValueError: raise ArpaError(f"{path}:{ln}: bad number in {s!r}") from None
-        grams[tuple(parts[1:sec + 1])] = (p, bo)
-    if not seen_data or not counts: raise ArpaError(f"{path}: no \\data\\ header")
+    with open(path, 'rb') as f:
+        for ln, raw in enumerate(f, 1):
+            try: s = raw.decode('utf-8').lstrip('\ufeff' if ln == 1 else '').strip()
+            except UnicodeDecodeError as e:
+                raise ArpaError(f"{path}:{ln}: invalid UTF-8 ({e.reason} at byte {e.start}); ARPA files must be UTF-8") from None
+            if not s: continue
+            if s == '\\data\\': seen_data = True; sec = 'data'; continue
+            if s == '\\end\\': break
+            if s.startswith('\\') and s.endswith('-grams:'):
+                try: sec = int(s[1:-7])
+                except ValueError: raise ArpaError(f"{path}:{ln}: bad section header {s!r}") from None
+                continue
+            if sec == 'data':
+                n, _, c = s[6:].partition('=')
+                if not s.startswith('ngram ') or not (n.strip().isdigit() and c.strip().isdigit()):
+                    raise ArpaError(f"{path}:{ln}: expected 'ngram N=count', got {s!r}")
+                counts[int(n)] = int(c); continue
+            if not isinstance(sec, int): raise ArpaError(f"{path}:{ln}: text outside a section: {s!r}")
+            parts = s.split()
+            if len(parts) not in (sec + 1, sec + 2): raise ArpaError(f"{path}:{ln}: a {sec}-gram line needs {sec + 1} or {sec + 2} fields")
+            try: p, bo = float(parts[0]), float(parts[sec + 1]) if len(parts) == sec + 2 else 0.0
+            except ValueError: raise ArpaError(f"{path}:{ln}: bad number in {s!r}") from None
+            if not (math.isfinite(p) and math.isfinite(bo)): raise ArpaError(f"{path}:{ln}: non-finite number in {s!r}")
+            grams[tuple(parts[1:sec + 1])] = (p, bo)
+    if not seen_data or not counts: raise ArpaError(f"{path}: no \\data\\ header (not an ARPA file?)")
     for n, c in counts.items():
         got = sum(1 for g in grams if len(g) == n)
         if got != c: raise ArpaError(f"{path}: \\data\\ says {c} {n}-grams, found {got}")
@@ -279,9 +288,10 @@ def load_lm(path:str|Path,                # `*.arpa` or a file written by `save_
     if path.suffix == '.arpa':
         if units is None: raise ValueError("an ARPA LM needs the tokenizer's units")
         return NgramLM(path, units)
-    ck = torch.load(path, map_location=device, weights_only=True)
-    if ck.get('kind') != 'lstm': raise ValueError(f"{path}: not an asr_nb LM checkpoint")
+    try: ck = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e: raise LMError(f"{path}: not a readable LM checkpoint ({type(e).__name__}); LMs are *.arpa or files of save_lm") from None
+    if not isinstance(ck, dict) or ck.get('kind') != 'lstm': raise LMError(f"{path}: not an asr_nb LM checkpoint")
     if units is not None and len(units) != ck['vocab_size']:
-        raise ValueError(f"{path}: LM has {ck['vocab_size']} units, the tokenizer {len(units)}")
+        raise LMError(f"{path}: LM has {ck['vocab_size']} units, the tokenizer {len(units)}")
     lm = LSTMLM(ck['vocab_size'], LMConfig(**ck['cfg'])).to(device)
     lm.load_state_dict(ck['state_dict']); return lm.eval()

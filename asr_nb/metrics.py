@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 # %% auto #0
-__all__ = ['EditOp', 'align', 'EditStats', 'edit_stats', 'normalize_text', 'to_units', 'error_rate', 'wer', 'cer', 'read_text',
-           'write_text', 'format_alignment', 'UttScore', 'ScoreReport', 'score_texts', 'score_files']
+__all__ = ['EditOp', 'align', 'EditStats', 'edit_stats', 'normalize_text', 'space_rule', 'to_units', 'error_rate', 'wer', 'cer',
+           'read_text', 'write_text', 'format_alignment', 'UttScore', 'ScoreReport', 'score_texts', 'score_files']
 
 # %% ../nbs/12_metrics.ipynb #ac4288e1
 @dataclass
@@ -58,15 +58,16 @@ class EditStats:
     @property
     def errors(self) -> int: return self.sub + self.dele + self.ins
     @property
-    def rate(self) -> float:
-        "Error rate in percent."
-        return 100.0 * self.errors / self.ref_len if self.ref_len else 100.0 * self.errors
+    def rate(self) -> float|None:
+        "Error rate in percent; None (n/a) when no reference unit was scored."
+        return 100.0 * self.errors / self.ref_len if self.ref_len else None
     def __add__(self, o:EditStats) -> EditStats:
         return EditStats(*(getattr(self, k) + getattr(o, k) for k in
                            ('ref_len', 'sub', 'dele', 'ins', 'cor', 'sent', 'sent_err')))
     def kaldi_line(self, name:str='WER') -> str:
         "The summary line of Kaldi's `compute-wer`."
-        return f"%{name} {self.rate:.2f} [ {self.errors} / {self.ref_len}, {self.ins} ins, {self.dele} del, {self.sub} sub ]"
+        r = 'n/a' if self.rate is None else f"{self.rate:.2f}"
+        return f"%{name} {r} [ {self.errors} / {self.ref_len}, {self.ins} ins, {self.dele} del, {self.sub} sub ]"
 
 def edit_stats(ref:Sequence, hyp:Sequence) -> EditStats:
     "S/D/I counts of the minimal alignment of `ref` and `hyp`."
@@ -91,9 +92,13 @@ def normalize_text(text:str,
         if keep_apostrophe: text = re.sub(r"(^|\s)'+|'+(\s|$)", r'\1\2', text)
     return ' '.join(text.split())
 
+def space_rule(refs:Sequence[str]) -> bool:
+    "The CER space rule of a corpus, decided once from its references: drop spaces iff any reference has CJK characters."
+    return any(_CJK.search(r) for r in refs)
+
 def to_units(text:str,
              unit:str='char',               # 'char' or 'word'
-             remove_space:bool|None=None,   # chars only: None = drop spaces iff the text has CJK characters
+             remove_space:bool|None=None,   # chars only: None = drop spaces iff this text has CJK (corpora: `space_rule`)
             ) -> list[str]:
     "Split normalised text into the units that are scored."
     if unit == 'word': return text.split()
@@ -107,32 +112,28 @@ def error_rate(refs:Sequence[str], hyps:Sequence[str],
                lowercase:bool=False, remove_punct:bool=False,
                remove_space:bool|None=None,  # see `to_units`
               ) -> EditStats:
-    "Corpus totals of S/D/I over parallel reference and hypothesis strings."
+    "Corpus totals of S/D/I over parallel strings; empty references are left out (they have no error rate)."
     if len(refs) != len(hyps): raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    refs, hyps = [normalize_text(x, lowercase, remove_punct) for x in refs], [normalize_text(x, lowercase, remove_punct) for x in hyps]
+    if remove_space is None: remove_space = space_rule(refs)   # one rule for the whole corpus
     tot = EditStats()
     for r, h in zip(refs, hyps):
-        r, h = (normalize_text(x, lowercase, remove_punct) for x in (r, h))
-        tot = tot + edit_stats(to_units(r, unit, remove_space), to_units(h, unit, remove_space))
+        if r: tot = tot + edit_stats(to_units(r, unit, remove_space), to_units(h, unit, remove_space))
     return tot
 
-def wer(refs:Sequence[str], hyps:Sequence[str], **kw) -> float:
-    "Corpus word error rate in percent."
+def wer(refs:Sequence[str], hyps:Sequence[str], **kw) -> float|None:
+    "Corpus word error rate in percent (None when every reference is empty)."
     return error_rate(refs, hyps, 'word', **kw).rate
 
-def cer(refs:Sequence[str], hyps:Sequence[str], **kw) -> float:
-    "Corpus character error rate in percent."
+def cer(refs:Sequence[str], hyps:Sequence[str], **kw) -> float|None:
+    "Corpus character error rate in percent (None when every reference is empty)."
     return error_rate(refs, hyps, 'char', **kw).rate
 
 # %% ../nbs/12_metrics.ipynb #cf9fbd8d
 def read_text(path:str|Path) -> dict[str, str]:
-    "Read a Kaldi `text` file into {utt-id: transcript} (empty transcript allowed)."
-    out = {}
-    for n, line in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
-        if not line.strip(): continue
-        parts = line.strip().split(maxsplit=1)
-        if parts[0] in out: raise ValueError(f"{path}:{n}: duplicate key {parts[0]!r}")
-        out[parts[0]] = parts[1] if len(parts) > 1 else ''
-    return out
+    "Read a Kaldi `text` file into {utt-id: transcript} (empty transcript allowed) with the data module's one reader."
+    from asr_nb.data import _read_kv   # BOM, CRLF, invalid UTF-8 and duplicate ids: `DataError` naming file:line
+    return {k: v for k, (_, v) in _read_kv(path, value_required=False).items()}
 
 def write_text(texts:dict[str, str], path:str|Path):
     "Write {utt-id: transcript} as a Kaldi `text` file (keys sorted)."
@@ -168,9 +169,10 @@ class ScoreReport:
     utts: list[UttScore]
     missing: list[str] = field(default_factory=list)  # reference keys without a hypothesis
     extra: list[str] = field(default_factory=list)    # hypothesis keys without a reference
+    unscored: list[str] = field(default_factory=list) # reference keys whose reference is empty (left out of the totals)
 
     @property
-    def rate(self) -> float: return self.total.rate
+    def rate(self) -> float|None: return self.total.rate
     def summary(self) -> str:
         "Kaldi `compute-wer` style summary."
         name = 'WER' if self.unit == 'word' else 'CER'
@@ -178,7 +180,7 @@ class ScoreReport:
         ser = 100.0 * t.sent_err / t.sent if t.sent else 0.0
         return '\n'.join([t.kaldi_line(name), f"%SER {ser:.2f} [ {t.sent_err} / {t.sent} ]",
                           f"Scored {t.sent} sentences, {len(self.missing)} not present in hyp, "
-                          f"{len(self.extra)} hyp without ref."])
+                          f"{len(self.extra)} hyp without ref, {len(self.unscored)} with an empty ref (not scored)."])
     def details(self) -> str:
         "Per-utterance blocks with aligned REF/HYP/EVAL lines."
         name, out = ('WER' if self.unit == 'word' else 'CER'), []
@@ -192,10 +194,13 @@ class ScoreReport:
 def score_texts(refs:dict[str, str], hyps:dict[str, str],
                 unit:str='char', lowercase:bool=False, remove_punct:bool=False,
                 remove_space:bool|None=None) -> ScoreReport:
-    "Score {key: text} hypotheses against references, key by key."
-    utts, tot = [], EditStats()
+    "Score {key: text} hypotheses against references, key by key; empty references are listed in `unscored`, not scored."
+    utts, tot, unscored = [], EditStats(), []
+    norm = {k: normalize_text(v, lowercase, remove_punct) for k, v in refs.items()}
+    if remove_space is None: remove_space = space_rule(list(norm.values()))   # one rule for the corpus
     for k in sorted(refs):
-        r = normalize_text(refs[k], lowercase, remove_punct)
+        r = norm[k]
+        if not r: unscored.append(k); continue
         h = normalize_text(hyps.get(k, ''), lowercase, remove_punct)
         ru, hu = to_units(r, unit, remove_space), to_units(h, unit, remove_space)
         ops = align(ru, hu)
@@ -205,7 +210,7 @@ def score_texts(refs:dict[str, str], hyps:dict[str, str],
         st = EditStats(len(ru), c.count('S'), c.count('D'), c.count('I'), c.count('C'), 1,
                        int(len(ru) != c.count('C') or len(hu) != c.count('C')))
         utts.append(UttScore(k, st, ops, k not in hyps)); tot = tot + st
-    return ScoreReport(unit, tot, utts, sorted(set(refs) - set(hyps)), sorted(set(hyps) - set(refs)))
+    return ScoreReport(unit, tot, utts, sorted(set(refs) - set(hyps)), sorted(set(hyps) - set(refs)), unscored)
 
 def score_files(ref_text_path:str|Path, hyp_text_path:str|Path, unit:str='char', **kw) -> ScoreReport:
     "Score two Kaldi `text` files (what `asr_nb_score` prints)."

@@ -127,14 +127,15 @@ def stage_decode(r: Recipe, methods: Sequence[str] = ('joint', 'rescoring'), # d
                  overrides: Sequence[str] = (), # decode.* overrides, e.g. ['decode.beam=10', 'decode.ctc_weight=0.5']
                  device: str = 'auto', log: Callable[[str], None] = print) -> dict:
     "Stage 5: decode every test split with every method; returns {(split, method): result} and writes exp/decode_<split>/<method>."
-    from asr_nb.cli import decode_data, check_data, format_result_line
+    from asr_nb.cli import decode_utterances, format_result_line
+    from asr_nb.decode import decode_data
     from asr_nb.export import Recognizer
     rec, res = Recognizer.from_exp(r.exp_dir, device=device, overrides=overrides), {}
     for split in r.test_splits:
-        utts = check_data(r.split(split), f'{split} data')
-        for m in methods:
-            res[split, m] = out = decode_data(rec, utts, m, r.exp_dir/f'decode_{split}'/m, log=log)
-            log(f"{split:<12s} " + format_result_line(out))
+        out = decode_data(rec, decode_utterances(r.split(split)), list(methods), r.exp_dir/f'decode_{split}', subdirs=True, log=log)
+        for m, o in out.items():
+            res[split, m] = o
+            log(f"{split:<12s} " + format_result_line(o))
     return res
 
 def results_table(res: dict) -> str:

@@ -5,8 +5,8 @@ The model is the ESPnet2-size 4.6 M Conformer of conf/espnet_4p6m.yaml (6 x d144
 output. So that every method does the work of a real transcript, the attention-based searches have their output
 length pinned to `--len-ratio` x encoder frames (minlenratio = maxlenratio; 0.15 x 25 frames/s ~ 3.75 BPE units/s,
 about English read speech with 300 units). Audio: `--utts` synthetic utterances (sums of gliding tones and noise) of
-2-6 s written as 16 kHz wav files and decoded with `asr_nb.decode.decode_dataset` (file reading and fbank included
-in `rtf`; `rtf_decode` counts encoder + search only). RTF = processing seconds / audio seconds; lower is faster.
+2-6 s written as 16 kHz wav files and decoded with `asr_nb.decode.decode_data`, the one decoding path. RTF is its one
+definition: the wall time a user waits (reading audio, fbank, encoder, search) / audio seconds; lower is faster.
 
     python bench/bench_decode.py                          # CPU, 2 threads -> bench/results/decode.json
     python bench/bench_decode.py --device cuda --threads 0 --out bench/results/decode_cuda.json
@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from asr_nb.core import DecodeConfig, load_config
 from asr_nb.data import Utterance
-from asr_nb.decode import METHODS, decode_dataset
+from asr_nb.decode import SEARCHES, decode_data
 from asr_nb.model import ASRModel, count_parameters
 from asr_nb.tokenizer import Tokenizer
 
@@ -49,7 +49,7 @@ def main(argv=None):
     ap.add_argument("--max-dur", type=float, default=6.0)
     ap.add_argument("--beam", type=int, default=10)
     ap.add_argument("--batch-sizes", default="1,10")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(SEARCHES))
     ap.add_argument("--len-ratio", type=float, default=0.15, help="attention output length / encoder frames")
     ap.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is reported")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0 = leave torch's default)")
@@ -68,15 +68,15 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as d:
         utts = synth_utts(Path(d), a.utts, a.min_dur, a.max_dur)
-        decode_dataset(model, tok, utts[:2], replace(base, method="joint"), cfg.features, batch_size=2)  # warm-up
+        kw = dict(tokenizer=tok, feat_cfg=cfg.features, decode_cfg=base)
+        decode_data(model, utts[:2], "joint", batch_size=2, **kw)  # warm-up
         for method in a.methods.split(","):
             for bs in [int(x) for x in a.batch_sizes.split(",")]:
-                runs = [decode_dataset(model, tok, utts, replace(base, method=method), cfg.features, batch_size=bs)[1]
-                        for _ in range(a.repeats)]
+                runs = [decode_data(model, utts, method, batch_size=bs, **kw)[method] for _ in range(a.repeats)]
                 med = lambda k: statistics.median(r[k] for r in runs)
-                rows.append(dict(method=method, batch_size=bs, beam=a.beam, rtf=med("rtf"), rtf_decode=med("rtf_decode"),
-                                 decode_seconds=med("decode_seconds"), audio_seconds=runs[0]["audio_seconds"]))
-                print(f"{method:16s} batch {bs:3d}  RTF {rows[-1]['rtf']:.4f}  (decode only {rows[-1]['rtf_decode']:.4f})",
+                rows.append(dict(method=method, batch_size=bs, beam=a.beam, rtf=med("rtf"),
+                                 wall_seconds=med("wall_seconds"), audio_seconds=runs[0]["audio_seconds"]))
+                print(f"{method:16s} batch {bs:3d}  RTF {rows[-1]['rtf']:.4f}",
                       flush=True)
     res = dict(title=f"Decoding real-time factor ({dev.type})",
                command="python bench/bench_decode.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
@@ -85,7 +85,7 @@ def main(argv=None):
                utts=a.utts, audio_seconds=rows[0]["audio_seconds"] if rows else 0.0, len_ratio=a.len_ratio,
                ctc_weight=base.ctc_weight,
                notes=("Random-init model of conf/espnet_4p6m.yaml size; attention output length pinned to len_ratio x "
-                      "encoder frames; rtf includes audio reading and fbank, rtf_decode is encoder + search. "
+                      "encoder frames; rtf = wall time including audio reading and fbank / audio seconds. "
                       "Lower is faster."))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

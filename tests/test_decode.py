@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from asr_nb.core import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
 from asr_nb.data import Utterance
-from asr_nb.decode import (METHODS, CTCPrefixScorer, Hypothesis, attention_beam_search, attention_rescoring,
-                           ctc_greedy_search, ctc_prefix_beam_search, decode_batch, decode_dataset, _lae)
+from asr_nb.decode import (SEARCHES, CTCPrefixScorer, Hypothesis, attention_beam_search, attention_rescoring,
+                           greedy_hypotheses, ctc_prefix_beam_search, decode_batch, decode_data, _lae)
 from asr_nb.lm import LMConfig, LSTMLM, NgramLM, build_arpa, load_lm, save_lm, train_lm
 from asr_nb.metrics import align, cer, error_rate, score_files, wer, write_text
 from asr_nb.model import ASRModel
@@ -103,7 +103,7 @@ def test_peaky_posteriors_are_recovered(model):
     lp = torch.full((1, T, V), -12.0)
     lp[0, torch.arange(T), torch.tensor(path)] = 0.0
     lp = lp.log_softmax(-1)
-    assert ctc_greedy_search(lp, torch.tensor([T]))[0][0].tokens == seq
+    assert greedy_hypotheses(lp, torch.tensor([T]))[0][0].tokens == seq
     assert ctc_prefix_beam_search(lp, torch.tensor([T]), beam=5)[0][0].tokens == seq
     enc = torch.zeros(1, T, 32)
     j = attention_beam_search(model, enc, torch.tensor([T]), beam=5, ctc_logp=lp, ctc_weight=1.0)
@@ -112,7 +112,7 @@ def test_peaky_posteriors_are_recovered(model):
 def test_batched_equals_per_utterance_all_methods(model, batch, lms):
     feats, lens = batch
     _, lstm, ngram = lms
-    for method in METHODS:
+    for method in SEARCHES:
         for lm in (None, lstm, ngram):
             cfg = DecodeConfig(method=method, beam=4, nbest=3, ctc_weight=0.4, lm_weight=0.3 if lm else 0.0)
             full = decode_batch(model, feats, lens, cfg, lm)
@@ -195,19 +195,22 @@ def test_ctc_prefix_scorer_partial_equals_full(batch, model):
     psi_part, _ = sc.score(st, utt, 0, cand)
     assert torch.allclose(psi_part, psi_full.gather(1, cand))
 
-def test_decode_dataset_batch_sizes_and_stats(model, tmp_path, lms):
+def test_decode_data_batch_sizes_and_stats(model, tmp_path, lms):
     tok = lms[0]
     utts = []
     for i, dur in enumerate([0.9, 0.5, 0.7, 0.3, 1.1]):
         x = torch.randn(int(dur * 16000)) * 0.1
         sf.write(tmp_path / f'{i}.wav', x.numpy(), 16000)
         utts.append(Utterance(f'utt{i}', str(tmp_path / f'{i}.wav'), 'ab cd'))
-    for method in METHODS:
-        cfg = DecodeConfig(method=method, beam=3)
-        h1, s1 = decode_dataset(model, tok, utts, cfg, FeatureConfig(), batch_size=1)
-        h3, s3 = decode_dataset(model, tok, utts, cfg, FeatureConfig(), batch_size=3)
-        assert h1 == h3 and set(h1) == {u.key for u in utts}
-        assert math.isclose(s3['audio_seconds'], 3.5, rel_tol=1e-6) and s3['rtf'] > 0 and 'cer' in s3 and 'wer' in s3
+    kw = dict(tokenizer=tok, feat_cfg=FeatureConfig(), decode_cfg=DecodeConfig(beam=3))
+    r1 = decode_data(model, utts, list(SEARCHES), batch_size=1, **kw)
+    r3 = decode_data(model, utts, list(SEARCHES), tmp_path / 'out', batch_size=3, **kw)
+    for method in SEARCHES:
+        s1, s3 = r1[method], r3[method]
+        assert s1['hyps'] == s3['hyps'] and set(s1['hyps']) == {u.key for u in utts}
+        assert math.isclose(s3['audio_seconds'], 3.5, rel_tol=1e-6) and s3['rtf'] > 0 and s3['scored'] == 5
+        assert s3['cer'] >= 0 and s3['wer'] >= 0 and s3['too_short'] == 0
+        assert (tmp_path / 'out' / method / 'text').read_text().count('\n') == 5
 
 def test_lm_save_load_roundtrip(tmp_path, lms):
     tok, lstm, _ = lms
@@ -224,7 +227,7 @@ def test_cuda_equals_cpu(model, batch, lms):
     _, lstm, ngram = lms
     gm = copy.deepcopy(model).cuda()
     glstm = copy.deepcopy(lstm).cuda()
-    for method in METHODS:
+    for method in SEARCHES:
         for lm, glm in ((None, None), (lstm, glstm), (ngram, ngram)):
             cfg = DecodeConfig(method=method, beam=4, nbest=2, lm_weight=0.3 if lm else 0.0)
             c = decode_batch(model, feats, lens, cfg, lm)
@@ -279,7 +282,7 @@ def test_every_method_recovers_what_an_overfit_model_learned():
     for _ in range(200):
         loss = m(batch)['loss']; opt.zero_grad(); loss.backward(); opt.step()
     m.eval()
-    for method in METHODS:
+    for method in SEARCHES:
         for bs in (4, 1):
             got = [h[0].tokens for s in range(0, 4, bs)
                    for h in decode_batch(m, feats[s:s + bs, :lens[s:s + bs].max()], lens[s:s + bs],
