@@ -97,7 +97,7 @@ class Watchdog:
         self.first_timeout_s = first_timeout_s or 3 * max(timeout_s, min_timeout_s)
         self.log_path, self.on_timeout = (Path(log_path) if log_path else None), on_timeout
         self.step_times, self.steps, self.last_step_s, self.fired = deque(maxlen=window), 0, None, False
-        self._lock, self._stop, self._thread, self._paused = threading.Lock(), threading.Event(), None, False
+        self._lock, self._stop, self._thread, self._paused = threading.Lock(), threading.Event(), None, 0
         self._last_beat = self._last_step = time.monotonic(); self._last_what = "start"
 
     @property
@@ -121,11 +121,11 @@ class Watchdog:
 
     @contextlib.contextmanager
     def paused(self):
-        "No bound inside the block (validation, saving); the step clock restarts after it."
-        with self._lock: self._paused = True
+        "No bound inside the block (saving a checkpoint); the step clock restarts after it."
+        with self._lock: self._paused += 1  # a count, so pauses may nest
         try: yield self
         finally:
-            with self._lock: self._paused = False; self._last_beat = self._last_step = time.monotonic()
+            with self._lock: self._paused -= 1; self._last_beat = self._last_step = time.monotonic()
 
     def start(self) -> "Watchdog":
         if not self.enabled or self._thread is not None: return self
@@ -144,10 +144,10 @@ class Watchdog:
 
     def _run(self):
         while not self._stop.is_set():
-            with self._lock: paused, left = self._paused, self._last_beat + self.bound_s - time.monotonic()
+            with self._lock: paused, bound = self._paused, self.bound_s; left = self._last_beat + bound - time.monotonic()
             if paused: self._stop.wait(0.5); continue
             if left <= 0: return self._fire()
-            self._stop.wait(left)
+            self._stop.wait(min(left, 1.0, bound / 4))  # re-read often: beats may shrink the bound (first -> automatic)
 
     def _fire(self):
         self.fired = True
