@@ -13,7 +13,7 @@ try: import fcntl  # POSIX only; without it the experiment lock is a no-op
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['ExpLockedError', 'ExpLock', 'Watchdog', 'StopRequest', 'any_rank']
+__all__ = ['ExpLockedError', 'ExpLock', 'Watchdog', 'StopRequest', 'quiet_worker_exit', 'any_rank']
 
 # %% ../nbs/10_guard.ipynb #921a7367
 class ExpLockedError(UserError):
@@ -72,8 +72,9 @@ class ExpLock:
 
     def __enter__(self) -> "ExpLock": return self.acquire()
     def __exit__(self, *exc): self.release()
-    def __del__(self):
-        with contextlib.suppress(Exception): self.release()
+    def __del__(self):  # a lock dropped without release() (no globals here: may run at interpreter exit)
+        try: self.release()
+        except Exception: pass
     def __repr__(self): return f"ExpLock({str(self.exp_dir)!r}, locked={self.locked})"
 
 # %% ../nbs/10_guard.ipynb #bd39aef2
@@ -204,6 +205,7 @@ class StopRequest:
                 f"rerun the same command to resume")
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid: _quiet_exit(signum, frame)  # a forked child (data worker): the parent decides
         if self.signum is None:
             self.signum = signum
             if self.announce:  # os.write: safe inside a handler, unlike logging or print
@@ -216,6 +218,7 @@ class StopRequest:
             get_logger("guard").warning("StopRequest: not in the main thread, so SIGTERM/SIGINT are not caught "
                                         "(a signal ends training without a checkpoint)")
             return self
+        self._pid = os.getpid()
         for s in self.signals: self._old[s] = signal.signal(s, self._handle)
         self.installed = True
         return self
@@ -223,6 +226,17 @@ class StopRequest:
     def __exit__(self, *exc):
         for s, h in self._old.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._old, self.installed = {}, False
+
+def _quiet_exit(signum, frame):
+    "A data worker's SIGTERM/SIGINT: exit with status 0 at once (no cleanup to do; the parent got the signal too)."
+    os._exit(0)
+
+def quiet_worker_exit(worker_id: int = 0): # usable as the DataLoader's `worker_init_fn`, or called from yours
+    """Make a DataLoader worker end with status 0 on SIGTERM/SIGINT. A signal sent to the whole process group (Ctrl-C,
+    `scancel`) reaches the workers too; PyTorch's worker then dies *by* SIGTERM, and the main process gets
+    `RuntimeError: DataLoader worker (pid N) is killed by signal` in the middle of the step it was finishing.
+    A worker that exits with 0 is not reported, so the main process finishes its step, saves and stops."""
+    for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, _quiet_exit)
 
 def any_rank(flag: bool, # this rank's flag (e.g. `stop.requested`)
              device=None, # where the collective runs: the rank's CUDA/NPU device for NCCL/HCCL, CPU for gloo

@@ -1,6 +1,6 @@
 """The run guards of `asr_nb.guard` in real processes: the experiment lock across processes and after SIGKILL,
 the watchdog ending a hung loop with exit 3, and SIGTERM/SIGINT stopping after the current step."""
-import os, re, signal, socket, subprocess, sys, time
+import contextlib, os, re, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -147,6 +147,40 @@ def test_second_ctrl_c_interrupts_at_once(tmp_path):
     assert rc == -signal.SIGINT, err  # an uncaught KeyboardInterrupt: Python ends by SIGINT, as shells expect
     assert "KeyboardInterrupt" in err and time.monotonic() - t0 < 3
     assert not (exp/"checkpoints").exists()
+
+LOADER = r'''
+import sys, time, torch
+from torch.utils.data import DataLoader, Dataset
+from asr_nb.core import atomic_write_text
+from asr_nb.guard import StopRequest, quiet_worker_exit
+class Slow(Dataset):
+    def __len__(self): return 1000
+    def __getitem__(self, i): time.sleep(0.02); return torch.tensor([i])
+if __name__ == "__main__":
+    loader = DataLoader(Slow(), batch_size=1, num_workers=2, worker_init_fn=quiet_worker_exit)
+    with StopRequest() as stop:
+        for step, batch in enumerate(loader, 1):
+            print(f"step {step} begins", flush=True); time.sleep(0.3)
+            if stop.requested:
+                atomic_write_text(sys.argv[1], f"state after step {step}")
+                print(f"asr_nb_train: {stop.message(step, sys.argv[1])}", file=sys.stderr); sys.exit(stop.exit_code)
+'''
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_process_group_with_data_workers(tmp_path, sig):
+    "Ctrl-C / scancel signal every process of the group, DataLoader workers included: the step still finishes and saves."
+    ckpt, script = tmp_path/"ckpt.pt", _script(tmp_path, "loader_run.py", LOADER)
+    p = subprocess.Popen([PY, script, str(ckpt)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        _wait_line(p, "step 3 begins"); os.killpg(p.pid, sig)
+        rc = p.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError): os.killpg(p.pid, signal.SIGKILL)
+    err = p.stderr.read()
+    assert rc == 128 + sig, err[-2000:]
+    assert "killed by signal" not in err and ckpt.read_text() == "state after step 3"
+    assert err.splitlines()[-1].startswith(f"asr_nb_train: stopped by {signal.Signals(sig).name} at step 3; ")
 
 # --- ranks agree on the stop ------------------------------------------------------------------------------------
 RANKER = r'''
