@@ -16,12 +16,13 @@ import soundfile as sf
 from .core import UserError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS',
-           'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION',
-           'DataError', 'Utterance', 'check_regular_file', 'read_lines', 'read_kv_file', 'read_kaldi_file',
-           'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments', 'read_data_dir', 'write_data_dir',
-           'write_jsonl', 'read_jsonl', 'load_utterances', 'nonfinite_message', 'fill_num_frames', 'scp2jsonl',
-           'jsonl2scp', 'ValidationReport', 'validate_utterances', 'validate_data_dir', 'PreparedCorpus',
+__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS',
+           'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH',
+           'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines', 'read_kv_file',
+           'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments', 'read_data_dir',
+           'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'nonfinite_message', 'fill_num_frames',
+           'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'validate_utterances', 'validate_data_dir', 'sha256_file',
+           'sha256_strings', 'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus',
            'normalize_zh', 'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec',
            'synth_wave', 'synth_corpus']
 
@@ -513,6 +514,59 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
     if strict and out.bad: raise DataError(f'validation of {d} failed:\n' + out.summary())
     if out.bad: _log.warning('%s: skipping %d of %d utterances: %s', d, len(out.bad), out.total, out.counts())
     return out
+
+# %% ../nbs/02_data.ipynb #70a5d326
+FINGERPRINT_VERSION = 1  # bump when what a fingerprint covers changes
+
+def sha256_file(path:Path|str) -> str:
+    "Hex sha256 of a regular file's bytes."
+    h = hashlib.sha256()
+    with _open_regular(Path(path), 'file', DataError) as f:
+        while b := f.read(1 << 20): h.update(b)
+    return h.hexdigest()
+
+def sha256_strings(items:Iterable[str]) -> str:
+    "Order-independent hash of strings (a multiset): the same transcripts in any order give the same hash."
+    h = hashlib.sha256()
+    for s in sorted(items):
+        b = s.encode('utf-8', 'surrogatepass'); h.update(f"{len(b)}:".encode()); h.update(b)
+    return h.hexdigest()
+
+def write_fingerprint(path:Path|str,          # e.g. exp/tokenizer.json
+                      fields:dict,             # JSON-able settings and input hashes
+                      files:Sequence[Path|str], # the artefact's files, already written (hashed now)
+                     ) -> dict:
+    "Write the fingerprint of an artefact (atomically); call it after all its files are in place."
+    fp = dict(fields, version=FINGERPRINT_VERSION, files={Path(p).name: sha256_file(p) for p in files})
+    atomic_write_text(path, json.dumps(fp, indent=1, sort_keys=True, ensure_ascii=False) + '\n')
+    return fp
+
+def read_fingerprint(path:Path|str) -> dict|None:
+    "The fingerprint at `path`, or None when missing or unreadable (treated as absent)."
+    p = Path(path)
+    if not p.is_file(): return None
+    try: fp = json.loads(p.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError): return None
+    return fp if isinstance(fp, dict) else None
+
+def _short(v) -> str: return f"{v[:12]}..." if isinstance(v, str) and len(v) == 64 else repr(v)
+
+def fingerprint_changes(old:dict|None, # the stored fingerprint (None: absent)
+                        new:dict,      # the fields the artefact should have been made from
+                        base_dir:Path|str|None=None, # where the listed files live (None: skip the file check)
+                        fields:Sequence[str]|None=None, # compare only these keys of `new` (None: all)
+                       ) -> list[str]:
+    "Why a derived artefact cannot be reused: changed fields, missing or altered files; [] when it can."
+    if old is None: return ['no fingerprint (never written, or the run that wrote it was cut short)']
+    why = [] if old.get('version') == FINGERPRINT_VERSION else [f"fingerprint version {old.get('version')} != {FINGERPRINT_VERSION}"]
+    why += [f"{k}: {_short(old.get(k))} -> {_short(new[k])}" for k in (fields or new) if old.get(k) != new[k]]
+    if base_dir is not None:
+        if not old.get('files'): why.append('no files listed')
+        for name, h in (old.get('files') or {}).items():
+            p = Path(base_dir)/name
+            if not p.is_file(): why.append(f"{name} is missing")
+            elif sha256_file(p) != h: why.append(f"{name} does not match its fingerprint")
+    return why
 
 # %% ../nbs/02_data.ipynb #ff5e56a5
 class PreparedCorpus(dict):
