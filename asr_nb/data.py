@@ -559,7 +559,11 @@ def fingerprint_changes(old:dict|None, # the stored fingerprint (None: absent)
     "Why a derived artefact cannot be reused: changed fields, missing or altered files; [] when it can."
     if old is None: return ['no fingerprint (never written, or the run that wrote it was cut short)']
     why = [] if old.get('version') == FINGERPRINT_VERSION else [f"fingerprint version {old.get('version')} != {FINGERPRINT_VERSION}"]
-    why += [f"{k}: {_short(old.get(k))} -> {_short(new[k])}" for k in (fields or new) if old.get(k) != new[k]]
+    for k in fields or new:
+        a, b = old.get(k), new[k]
+        if isinstance(a, dict) and isinstance(b, dict):   # a settings section: name the settings that differ
+            why += [f"{k}.{s}: {_short(a.get(s))} -> {_short(b.get(s))}" for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)]
+        elif a != b: why.append(f"{k}: {_short(a)} -> {_short(b)}")
     if base_dir is not None:
         if not old.get('files'): why.append('no files listed')
         for name, h in (old.get('files') or {}).items():

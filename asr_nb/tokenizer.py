@@ -262,8 +262,8 @@ def ensure_tokenizer(exp_dir: str | os.PathLike, # holds units.txt (+ bpe.model)
     if keep and (d/"units.txt").exists():
         tok = load_tokenizer(d, cfg.space_token)
         kind = "bpe" if isinstance(tok, BpeTokenizer) else "char"
-        why = [f"kind: '{kind}' -> '{cfg.kind}'"] if kind != cfg.kind else []
-        if old is not None: why += [w for w in fingerprint_changes(old, new, d, fields=["tokenizer"]) if w not in why]
+        if old is not None: why = fingerprint_changes(old, new, d, fields=["tokenizer"])
+        else: why = [f"tokenizer.kind: '{kind}' -> '{cfg.kind}'"] if kind != cfg.kind else []   # an old dir: no fingerprint
         if why: raise TokenizerError(f"{d/'units.txt'}: the model was trained with another tokenizer ({'; '.join(why)}): "
                                      "resume with its settings, or start a new experiment dir")
         if old is not None and fingerprint_changes(old, new):
