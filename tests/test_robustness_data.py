@@ -51,6 +51,10 @@ def test_one_text_reader_bom_crlf_blank_lines(tmp_path):
     assert list(read_lines(p)) == [(1, "u1 hello world"), (2, ""), (3, "u2 two\twords  "), (4, "u3")]
     assert read_text_file(p) == {"u1": "hello world", "u2": "two\twords", "u3": ""}
     assert read_kv_file(p, value_required=False) == {"u1": (1, "hello world"), "u2": (3, "two\twords"), "u3": (4, "")}
+    # str.splitlines() (the old scorer's parser) also breaks at U+2028, U+0085, form feed...: one line here
+    p.write_bytes("u1 a\u2028b\x85c\x0cd\nu2 e\n".encode())
+    assert read_text_file(p) == {"u1": "a\u2028b\x85c\x0cd", "u2": "e"}
+    assert len(p.read_text(encoding="utf-8").splitlines()) == 5
 
 
 def test_data_dir_and_scorer_reader_agree(tmp_path):
