@@ -381,7 +381,7 @@ def jsonl2scp_main(argv: Sequence[str]) -> int:
                 'example:\n  asr_nb_jsonl2scp data/train.jsonl data/train_copy')
     p.add_argument('jsonl', help='manifest to read'); p.add_argument('out_dir', help='Kaldi data dir to write')
     a = p.parse_args(argv)
-    if not Path(a.jsonl).is_file(): raise CLIError(f"manifest not found: {a.jsonl}")
+    if not Path(a.jsonl).exists(): raise CLIError(f"manifest not found: {a.jsonl}")   # a FIFO or dir: read_jsonl says what it is
     from asr_nb.data import jsonl2scp
     jsonl2scp(a.jsonl, a.out_dir)
     print(a.out_dir)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #0e65278e
 from __future__ import annotations
-import json, logging, math, os, random, re, shutil, subprocess
+import hashlib, json, logging, math, os, random, re, shutil, stat, subprocess
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,13 +13,16 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import soundfile as sf
-from .core import UserError
+from .core import UserError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['FRAME_SHIFT_S', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
-           'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'read_data_dir',
-           'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'fill_num_frames', 'scp2jsonl',
-           'jsonl2scp', 'ValidationReport', 'validate_utterances', 'validate_data_dir', 'PreparedCorpus',
+__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS',
+           'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH',
+           'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines', 'read_kv_file',
+           'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments', 'read_data_dir',
+           'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'nonfinite_message', 'fill_num_frames',
+           'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'validate_utterances', 'validate_data_dir', 'sha256_file',
+           'sha256_strings', 'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus',
            'normalize_zh', 'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec',
            'synth_wave', 'synth_corpus']
 
@@ -46,30 +49,82 @@ class Utterance:
         return None if self.num_frames is None else self.num_frames * FRAME_SHIFT_S
 
 # %% ../nbs/02_data.ipynb #07f71a0c
-def _read_kv(path:Path|str,              # a Kaldi `key value` file
-             value_required:bool=True,   # a line with only a key is an error (False: empty value allowed, e.g. `text`)
-             problems:list|None=None,    # None: raise DataError; a list: append (key|None, reason) and go on
-            ) -> dict[str, tuple[int, str]]:
-    "Parse `key value` lines into {key: (line number, value)}, naming file:line for every problem."
+_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISCHR, 'a character device'),
+          (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+def _not_regular(mode:int) -> str|None:
+    "What a non-regular file is ('a FIFO (named pipe)', ...), or None for a regular file."
+    if stat.S_ISREG(mode): return None
+    return next((name for test, name in _KINDS if test(mode)), 'not a regular file')
+
+def check_regular_file(path:Path|str,           # the file about to be opened
+                       what:str='file',          # how messages name it: 'audio file', 'units file', ...
+                       error:type=None,          # exception class (default DataError)
+                      ) -> Path:
+    "Raise `error` naming the file unless it is a regular file: reading a FIFO or a device blocks forever."
+    p, error = Path(path), error or DataError
+    try: st = os.stat(p)
+    except FileNotFoundError: raise error(f"{p}: {what} not found") from None
+    except OSError as e: raise error(f"{p}: cannot open {what} ({e.strerror})") from None
+    if (kind := _not_regular(st.st_mode)) is not None: raise error(f"{p}: {what} is {kind}, not a regular file")
+    return p
+
+def _open_regular(p:Path, what:str, error:type):
+    "Open for binary reading without blocking on a FIFO (O_NONBLOCK), then require a regular file (fstat)."
+    try: fd = os.open(p, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    except FileNotFoundError: raise error(f"{p}: {what} not found") from None
+    except OSError as e: raise error(f"{p}: cannot open {what} ({e.strerror})") from None
+    if (kind := _not_regular(os.fstat(fd).st_mode)) is not None:
+        os.close(fd); raise error(f"{p}: {what} is {kind}, not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, 'rb')
+
+MAX_LINE_BYTES = 1 << 20  # a longer line is not a text file we know (binary data, a missing newline in a huge file)
+
+def read_lines(path:Path|str,                # a UTF-8 text file
+               what:str='file',              # how messages name it
+               *, error:type=None,           # exception class (default DataError)
+               on_error:Callable[[int, str], None]|None=None, # None: raise; else called with (line number, message) and the line is skipped
+              ) -> Iterable[tuple[int, str]]:
+    "THE text-file reader: yields (line number from 1, line) with a first-line BOM, CR and LF removed; blank lines kept."
+    p, error = Path(path), error or DataError
+    def bad(lineno, msg):
+        if on_error is None: raise error(f"{p}:{lineno}: {msg}")
+        on_error(lineno, f"{p}:{lineno}: {msg}")
+    with _open_regular(p, what, error) as f:
+        lineno = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b'\n'):
+                raise error(f"{p}:{lineno}: line longer than {MAX_LINE_BYTES} bytes (not a text file?)")
+            try: line = raw.decode('utf-8')
+            except UnicodeDecodeError as e: bad(lineno, f"invalid UTF-8 ({e.reason} at byte {e.start})"); continue
+            line = line.rstrip('\n').rstrip('\r')
+            yield lineno, (line.lstrip('\ufeff') if lineno == 1 else line)
+
+def read_kv_file(path:Path|str,              # a Kaldi `key value` file
+                 what:str='file',            # how messages name it
+                 *, value_required:bool=True, # a line with only a key is an error (False: empty value allowed, e.g. `text`)
+                 parse:Callable[[str], object]|None=None, # value -> parsed value; ValueError is reported at file:line
+                 problems:list|None=None,    # None: raise DataError; a list: append (key|None, reason) and go on
+                ) -> dict[str, tuple[int, object]]:
+    "Parse `key value` lines into {key: (line number, value)}; blank lines skipped; every problem names file:line."
     path, out = Path(path), {}
     def bad(lineno, key, msg):
-        msg = f"{path}:{lineno}: {msg}"
         if problems is None: raise DataError(msg)
         problems.append((key, msg))
-    with open(path, 'rb') as f:
-        for lineno, raw in enumerate(f, 1):
-            try: line = raw.decode('utf-8')
-            except UnicodeDecodeError as e:
-                bad(lineno, None, f"invalid UTF-8 ({e.reason} at byte {e.start})"); continue
-            line = line.rstrip('\r\n').lstrip('\ufeff' if lineno == 1 else '')
-            if not line.strip(): continue
-            parts = line.strip().split(maxsplit=1)
-            key, value = parts[0], (parts[1].strip() if len(parts) > 1 else '')
-            if value_required and not value:
-                bad(lineno, key, f"missing field: '{key}' has no value"); continue
-            if key in out:
-                bad(lineno, key, f"duplicate id '{key}' (first on line {out[key][0]})"); continue
-            out[key] = (lineno, value)
+    for lineno, line in read_lines(path, what, on_error=None if problems is None else lambda n, m: bad(n, None, m)):
+        if not line.strip(): continue
+        parts = line.strip().split(maxsplit=1)
+        key, value = parts[0], (parts[1].strip() if len(parts) > 1 else '')
+        if value_required and not value:
+            bad(lineno, key, f"{path}:{lineno}: missing field: '{key}' has no value"); continue
+        if key in out:
+            bad(lineno, key, f"{path}:{lineno}: duplicate id '{key}' (first on line {out[key][0]})"); continue
+        if parse is not None:
+            try: value = parse(value)
+            except ValueError as e: bad(lineno, key, f"{path}:{lineno}: {e}"); continue
+        out[key] = (lineno, value)
     return out
 
 # %% ../nbs/02_data.ipynb #530d9124
@@ -79,6 +134,10 @@ def _check_wav_entry(value:str) -> str|None:
     if v.endswith('|'): return f"piped command '{v}' is not supported (audio is read with soundfile): convert it to a file first"
     if v.startswith('ark:') or re.search(r'\.ark:\d+$', v): return f"Kaldi archive entry '{v}' is not supported: use plain audio files"
     return None
+
+def _parse_wav(value:str) -> str:
+    if (why := _check_wav_entry(value)) is not None: raise ValueError(why)
+    return value
 
 def _parse_segment(value:str) -> tuple[str, float, float|None]:
     "`recording start end` -> (recording, start, end|None); raises ValueError with the reason."
@@ -93,45 +152,64 @@ def _parse_segment(value:str) -> tuple[str, float, float|None]:
     if end <= start: raise ValueError(f"bad segment times: end {end} <= start {start}")
     return rec, start, end
 
+def _parse_frames(value:str) -> int:
+    if not (value.isascii() and value.isdigit()): raise ValueError(f"frame count '{value}' is not a non-negative integer")
+    return int(value)
+
+# the one rule per Kaldi data file: name -> (value required, value parser)
+KALDI_FILES = {'text': (False, None), 'wav.scp': (True, _parse_wav), 'utt2spk': (True, None),
+               'segments': (True, _parse_segment), 'utt2num_frames': (True, _parse_frames)}
+
+def read_kaldi_file(path:Path|str,          # one file of a Kaldi data dir
+                    name:str|None=None,      # its format, a key of KALDI_FILES (default: the file name)
+                    problems:list|None=None, # None: raise DataError; a list: collect (key|None, reason) and go on
+                   ) -> dict[str, tuple[int, object]]:
+    "{key: (line number, parsed value)} of a Kaldi data file, read by `read_kv_file` with the format's rule."
+    name = name or Path(path).name
+    if name not in KALDI_FILES: raise DataError(f"{path}: unknown Kaldi file format '{name}' (known: {', '.join(KALDI_FILES)})")
+    required, parse = KALDI_FILES[name]
+    return read_kv_file(path, f"{name} file", value_required=required, parse=parse, problems=problems)
+
+def read_text_file(path:Path|str) -> dict[str, str]:
+    "A Kaldi `text` file as {utt-id: transcript} (empty transcripts kept as ''); the reader the scorer uses too."
+    return {k: v for k, (_, v) in read_kaldi_file(path, 'text').items()}
+
+def read_wav_scp(path:Path|str) -> dict[str, str]:
+    "A `wav.scp` as {id: audio path}; pipes and ark entries are errors naming file:line."
+    return {k: v for k, (_, v) in read_kaldi_file(path, 'wav.scp').items()}
+
+def read_utt2spk(path:Path|str) -> dict[str, str]:
+    "An `utt2spk` as {utt-id: speaker}."
+    return {k: v for k, (_, v) in read_kaldi_file(path, 'utt2spk').items()}
+
+def read_segments(path:Path|str) -> dict[str, tuple[str, float, float|None]]:
+    "A `segments` file as {utt-id: (recording, start s, end s or None)}."
+    return {k: v for k, (_, v) in read_kaldi_file(path, 'segments').items()}
+
 # %% ../nbs/02_data.ipynb #2164db00
 _log = logging.getLogger('asr_nb.data')
 
 def _files(d:Path) -> dict[str, Path]:
     return {n: d/n for n in ('wav.scp', 'text', 'utt2spk', 'segments', 'utt2num_frames') if (d/n).exists()}
 
-def _join_dir(d:Path, problems:list|None) -> tuple[list[Utterance], dict[str, list[str]]]:
-    "Parse a data dir; return (utterances present in all files, {key: [reasons]} for ids missing somewhere)."
+def _join_dir(d:Path, problems:list|None) -> tuple[list[Utterance], dict[str, list[str]], dict[str, str]]:
+    "Parse a data dir: (utterances present in all files, {key: [reasons]} for ids missing somewhere, {key: 'wav.scp:line'})."
     f = _files(d)
     for n in ('wav.scp', 'text'):
         if n not in f: raise DataError(f"{d}: not a Kaldi data dir (no {n})")
-    wav = _read_kv(f['wav.scp'], problems=problems)
-    for k, (ln, v) in list(wav.items()):
-        if (why := _check_wav_entry(v)) is not None:
-            msg = f"{f['wav.scp']}:{ln}: {why}"
-            if problems is None: raise DataError(msg)
-            problems.append((k, msg)); del wav[k]
-    text = _read_kv(f['text'], value_required=False, problems=problems)
-    spk = _read_kv(f['utt2spk'], problems=problems) if 'utt2spk' in f else {}
-    nfr = _read_kv(f['utt2num_frames'], problems=problems) if 'utt2num_frames' in f else {}
-    for k, (ln, v) in list(nfr.items()):
-        if not (v.isascii() and v.isdigit()):
-            msg = f"{f['utt2num_frames']}:{ln}: frame count '{v}' is not a non-negative integer"
-            if problems is None: raise DataError(msg)
-            problems.append((k, msg)); del nfr[k]
+    wav = read_kaldi_file(f['wav.scp'], 'wav.scp', problems)
+    text = read_kaldi_file(f['text'], 'text', problems)
+    spk = read_kaldi_file(f['utt2spk'], 'utt2spk', problems) if 'utt2spk' in f else {}
+    nfr = read_kaldi_file(f['utt2num_frames'], 'utt2num_frames', problems) if 'utt2num_frames' in f else {}
     if 'segments' in f:
-        segs = {}
-        for k, (ln, v) in _read_kv(f['segments'], problems=problems).items():
-            try: segs[k] = _parse_segment(v)
-            except ValueError as e:
-                if problems is None: raise DataError(f"{f['segments']}:{ln}: {e}") from None
-                problems.append((k, f"{f['segments']}:{ln}: {e}"))
-        audio = {}
-        for k, (rec, s, e) in segs.items():
-            if rec in wav: audio[k] = (wav[rec][1], s, e)
+        segs = {k: v for k, (_, v) in read_kaldi_file(f['segments'], 'segments', problems).items()}
+        audio = {k: (wav[rec][1], s, e) for k, (rec, s, e) in segs.items() if rec in wav}
+        where = {k: f"{f['wav.scp']}:{wav[segs[k][0]][0]}" for k in audio}
         missing_audio = {k: f"segment's recording '{segs[k][0]}' not in wav.scp" for k in segs if k not in audio}
         missing_audio.update({k: 'in text but not in segments' for k in text if k not in segs})
     else:
         audio = {k: (v, None, None) for k, (_, v) in wav.items()}
+        where = {k: f"{f['wav.scp']}:{ln}" for k, (ln, _) in wav.items()}
         missing_audio = {k: 'in text but not in wav.scp' for k in text if k not in audio}
     issues = defaultdict(list)
     for k, why in missing_audio.items(): issues[k].append(f"missing_audio: {why}")
@@ -140,9 +218,9 @@ def _join_dir(d:Path, problems:list|None) -> tuple[list[Utterance], dict[str, li
     for k in spk:
         if k not in text and k not in audio: issues[k].append('unknown_id: in utt2spk but not in text or wav.scp')
     utts = [Utterance(k, audio[k][0], text[k][1], speaker=spk[k][1] if k in spk else None,
-                      start=audio[k][1], end=audio[k][2], num_frames=int(nfr[k][1]) if k in nfr else None)
+                      start=audio[k][1], end=audio[k][2], num_frames=nfr[k][1] if k in nfr else None)
             for k in sorted(audio) if k in text]
-    return utts, dict(issues)
+    return utts, dict(issues), where
 
 def read_data_dir(path:Path|str,    # Kaldi data dir with wav.scp and text (utt2spk, segments, utt2num_frames optional)
                   strict:bool=False, # raise on ids missing from wav.scp/text (default: skip them with a warning)
@@ -150,7 +228,7 @@ def read_data_dir(path:Path|str,    # Kaldi data dir with wav.scp and text (utt2
     "Read a Kaldi data dir into utterances sorted by id."
     d = Path(path)
     if not d.is_dir(): raise DataError(f"{d}: no such data dir")
-    utts, issues = _join_dir(d, problems=None)
+    utts, issues, _ = _join_dir(d, problems=None)
     if issues:
         ex = '; '.join(f"{k}: {v[0]}" for k, v in list(issues.items())[:3])
         msg = f"{d}: {len(issues)} ids are not in both wav.scp and text (e.g. {ex}); run validate_data_dir for the full list"
@@ -168,10 +246,8 @@ def _check_writable(u:Utterance):
     if not u.audio or '\n' in u.audio: raise DataError(f"utterance {u.key!r}: bad audio path {u.audio!r}")
 
 def _write_lines(path:Path, lines:Iterable[str]):
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
+    with atomic_write(path, 'w') as f:
         for l in lines: f.write(l + '\n')
-    os.replace(tmp, path)
 
 def write_data_dir(utts:Sequence[Utterance], # utterances to write (any order; ids must be unique)
                    path:Path|str,            # output dir (created; existing data files are replaced)
@@ -240,32 +316,50 @@ def _json2utt(obj, where:str) -> Utterance:
 def read_jsonl(path:Path|str) -> list[Utterance]:
     "Read a jsonl manifest; malformed lines and duplicate keys raise DataError naming file:line."
     p, utts, seen = Path(path), [], {}
-    with open(p, 'rb') as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{p}:{lineno}"
-            try: line = raw.decode('utf-8')
-            except UnicodeDecodeError as e: raise DataError(f"{where}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip(): continue
-            try: obj = json.loads(line)
-            except json.JSONDecodeError as e: raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            u = _json2utt(obj, where)
-            if u.key in seen: raise DataError(f"{where}: duplicate id '{u.key}' (first on line {seen[u.key]})")
-            seen[u.key] = lineno; utts.append(u)
+    for lineno, line in read_lines(p, 'manifest'):
+        where = f"{p}:{lineno}"
+        if not line.strip(): continue
+        try: obj = json.loads(line)
+        except json.JSONDecodeError as e: raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        u = _json2utt(obj, where)
+        if u.key in seen: raise DataError(f"{where}: duplicate id '{u.key}' (first on line {seen[u.key]})")
+        seen[u.key] = lineno; utts.append(u)
     return utts
 
 def load_utterances(path:Path|str, strict:bool=False) -> list[Utterance]:
     "Utterances from a Kaldi data dir or a `.jsonl` manifest."
     p = Path(path)
     if p.is_dir(): return read_data_dir(p, strict=strict)
+    if p.exists() and not p.is_file(): check_regular_file(p, 'manifest')   # a FIFO or device: say what it is
     if p.is_file(): return read_jsonl(p)
     raise DataError(f"{p}: neither a data dir nor a jsonl manifest")
 
 # %% ../nbs/02_data.ipynb #c6b05b30
 def _audio_info(path:str) -> tuple[int, int, int]|None:
-    "(frames, samplerate, channels) from the header, or None when unreadable."
+    "(frames, samplerate, channels) from the header, or None when missing, not a regular file, or unreadable."
+    if _audio_problem(path, check_header=False) is not None: return None
     try: i = sf.info(path)
     except Exception: return None
     return i.frames, i.samplerate, i.channels
+
+def _audio_problem(path:str, check_header:bool=True) -> str|None:
+    "Why the validator rejects an audio file before decoding it ('reason: detail'), or None."
+    try: st = os.stat(path)
+    except FileNotFoundError: return f"missing_audio: {path} does not exist"
+    except OSError as e: return f"unreadable_audio: {path}: {e.strerror}"
+    if (kind := _not_regular(st.st_mode)) is not None: return f"not_regular_file: {path} is {kind}, not a regular file"
+    if check_header and _audio_info(path) is None: return f"unreadable_audio: soundfile cannot open {path}"
+    return None
+
+def nonfinite_message(path:str, n:int) -> str: return f"{path}: {n} non-finite samples (NaN/Inf)"
+
+def _decode_problem(path:str, block:int=1 << 20) -> str|None:
+    "Decode every sample (float32, in blocks): 'corrupt_audio: ...' or 'nonfinite_audio: ...', or None."
+    bad = 0
+    try:
+        for x in sf.blocks(path, blocksize=block, dtype='float32', always_2d=True): bad += int(x.size - np.isfinite(x).sum())
+    except Exception as e: return f"corrupt_audio: {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+    return f"nonfinite_audio: {nonfinite_message(path, bad)}" if bad else None
 
 def _frames_10ms(u:Utterance, info:tuple[int, int, int]) -> int:
     n, sr, _ = info
@@ -277,7 +371,7 @@ def fill_num_frames(utts:Sequence[Utterance], # utterances; those with num_frame
                     jobs:int=4,               # threads reading headers
                     overwrite:bool=False,     # recompute known values too
                    ) -> list[Utterance]:
-    "Set `num_frames` (10 ms frames) from audio headers; returns the same list."
+    "Set `num_frames` (10 ms frames) from audio headers; returns the same list (FIFOs and unreadable files stay None)."
     todo = [u for u in utts if overwrite or u.num_frames is None]
     paths = sorted({u.audio for u in todo})
     with ThreadPoolExecutor(max(1, jobs)) as ex: infos = dict(zip(paths, ex.map(_audio_info, paths)))
@@ -358,12 +452,9 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
         paths = sorted({u.audio for u in utts})
         with ThreadPoolExecutor(max(1, jobs)) as ex: infos = dict(zip(paths, ex.map(_audio_info, paths)))
         corrupt = {}
-        if read_audio:
-            def _decode(p):
-                if infos.get(p) is None: return None
-                try: sf.read(p, dtype='int16', always_2d=True); return None
-                except Exception as e: return str(e).splitlines()[0] if str(e) else type(e).__name__
-            with ThreadPoolExecutor(max(1, jobs)) as ex: corrupt = dict(zip(paths, ex.map(_decode, paths)))
+        if read_audio:   # decode every sample: truncated data, NaN/Inf
+            readable = [p for p in paths if infos[p] is not None]
+            with ThreadPoolExecutor(max(1, jobs)) as ex: corrupt = dict(zip(readable, ex.map(_decode_problem, readable)))
     for u in utts:
         rs = bad[u.key]
         if not u.text.strip(): rs.append('empty_text: transcript is empty')
@@ -373,12 +464,10 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
         frames = u.num_frames
         if check_audio:
             info = infos[u.audio]
-            if info is None:
-                rs.append(f"missing_audio: {u.audio} does not exist" if not os.path.exists(u.audio)
-                          else f"unreadable_audio: soundfile cannot open {u.audio}")
+            if info is None: rs.append(_audio_problem(u.audio) or f"unreadable_audio: soundfile cannot open {u.audio}")
             else:
                 n, sr, ch = info
-                if read_audio and corrupt.get(u.audio): rs.append(f"corrupt_audio: {u.audio}: {corrupt[u.audio]}")
+                if read_audio and corrupt.get(u.audio): rs.append(corrupt[u.audio])
                 if sample_rate is not None and sr != sample_rate: rs.append(f"bad_sample_rate: {sr} Hz, expected {sample_rate}")
                 if channels is not None and ch != channels: rs.append(f"bad_channels: {ch} channels, expected {channels}")
                 if u.start is not None and n > 0 and u.start >= n / sr:
@@ -400,6 +489,8 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
     return rep
 
 # %% ../nbs/02_data.ipynb #6c175f75
+_AUDIO_CODES = {'missing_audio', 'unreadable_audio', 'not_regular_file', 'corrupt_audio', 'nonfinite_audio'}
+
 def validate_data_dir(path:Path|str, # Kaldi data dir
                       strict:bool=False, # raise DataError with the full report if anything is bad
                       **kwargs,          # passed to `validate_utterances` (units, sample_rate, subsampling, tokenize, ...)
@@ -408,7 +499,7 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
     d = Path(path)
     if not d.is_dir(): raise DataError(f"{d}: no such data dir")
     problems = []
-    utts, issues = _join_dir(d, problems)
+    utts, issues, where = _join_dir(d, problems)
     rep = validate_utterances(utts, strict=False, log=False, **kwargs)
     bad = defaultdict(list)
     for k, msg in problems:
@@ -416,12 +507,70 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
         bad[k if k is not None else file_line].append(f"malformed_line: {msg}")
     for k, rs in issues.items():
         if k not in bad: bad[k].extend(rs)   # a key whose line was malformed is 'missing' because of that line
-    for k, rs in rep.bad.items(): bad[k].extend(rs)
+    for k, rs in rep.bad.items():   # audio problems also name the wav.scp line
+        bad[k].extend(f"{r} ({where[k]})" if r.split(':', 1)[0] in _AUDIO_CODES and k in where else r for r in rs)
     good = [u for u in rep.good if u.key not in bad]
     out = ValidationReport(good, dict(bad), total=len(set(u.key for u in utts) | set(bad)))
     if strict and out.bad: raise DataError(f'validation of {d} failed:\n' + out.summary())
     if out.bad: _log.warning('%s: skipping %d of %d utterances: %s', d, len(out.bad), out.total, out.counts())
     return out
+
+# %% ../nbs/02_data.ipynb #70a5d326
+FINGERPRINT_VERSION = 1  # bump when what a fingerprint covers changes
+
+def sha256_file(path:Path|str) -> str:
+    "Hex sha256 of a regular file's bytes."
+    h = hashlib.sha256()
+    with _open_regular(Path(path), 'file', DataError) as f:
+        while b := f.read(1 << 20): h.update(b)
+    return h.hexdigest()
+
+def sha256_strings(items:Iterable[str]) -> str:
+    "Order-independent hash of strings (a multiset): the same transcripts in any order give the same hash."
+    h = hashlib.sha256()
+    for s in sorted(items):
+        b = s.encode('utf-8', 'surrogatepass'); h.update(f"{len(b)}:".encode()); h.update(b)
+    return h.hexdigest()
+
+def write_fingerprint(path:Path|str,          # e.g. exp/tokenizer.json
+                      fields:dict,             # JSON-able settings and input hashes
+                      files:Sequence[Path|str], # the artefact's files, already written (hashed now)
+                     ) -> dict:
+    "Write the fingerprint of an artefact (atomically); call it after all its files are in place."
+    fp = dict(fields, version=FINGERPRINT_VERSION, files={Path(p).name: sha256_file(p) for p in files})
+    atomic_write_text(path, json.dumps(fp, indent=1, sort_keys=True, ensure_ascii=False) + '\n')
+    return fp
+
+def read_fingerprint(path:Path|str) -> dict|None:
+    "The fingerprint at `path`, or None when missing or unreadable (treated as absent)."
+    p = Path(path)
+    if not p.is_file(): return None
+    try: fp = json.loads(p.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError): return None
+    return fp if isinstance(fp, dict) else None
+
+def _short(v) -> str: return f"{v[:12]}..." if isinstance(v, str) and len(v) == 64 else repr(v)
+
+def fingerprint_changes(old:dict|None, # the stored fingerprint (None: absent)
+                        new:dict,      # the fields the artefact should have been made from
+                        base_dir:Path|str|None=None, # where the listed files live (None: skip the file check)
+                        fields:Sequence[str]|None=None, # compare only these keys of `new` (None: all)
+                       ) -> list[str]:
+    "Why a derived artefact cannot be reused: changed fields, missing or altered files; [] when it can."
+    if old is None: return ['no fingerprint (never written, or the run that wrote it was cut short)']
+    why = [] if old.get('version') == FINGERPRINT_VERSION else [f"fingerprint version {old.get('version')} != {FINGERPRINT_VERSION}"]
+    for k in fields or new:
+        a, b = old.get(k), new[k]
+        if isinstance(a, dict) and isinstance(b, dict):   # a settings section: name the settings that differ
+            why += [f"{k}.{s}: {_short(a.get(s))} -> {_short(b.get(s))}" for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)]
+        elif a != b: why.append(f"{k}: {_short(a)} -> {_short(b)}")
+    if base_dir is not None:
+        if not old.get('files'): why.append('no files listed')
+        for name, h in (old.get('files') or {}).items():
+            p = Path(base_dir)/name
+            if not p.is_file(): why.append(f"{name} is missing")
+            elif sha256_file(p) != h: why.append(f"{name} does not match its fingerprint")
+    return why
 
 # %% ../nbs/02_data.ipynb #ff5e56a5
 class PreparedCorpus(dict):
@@ -455,7 +604,7 @@ def prepare_aishell(root:Path|str,   # dir holding `data_aishell/` (or the `data
     root = Path(root); base = root/'data_aishell' if (root/'data_aishell').is_dir() else root
     tr = base/'transcript'/'aishell_transcript_v0.8.txt'
     if not tr.exists(): raise DataError(f"{root}: no data_aishell/transcript/aishell_transcript_v0.8.txt")
-    trans = {k: normalize_zh(v) for k, (_, v) in _read_kv(tr, value_required=True).items()}
+    trans = {k: normalize_zh(v) for k, (_, v) in read_kv_file(tr, 'transcript').items()}
     out, dirs, no_tr, used = Path(out_dir), {}, {}, set()
     for split in ('train', 'dev', 'test'):
         wavs = sorted((base/'wav'/split).glob('*/*.wav'))
@@ -495,7 +644,7 @@ def prepare_librispeech(root:Path|str,    # dir holding `LibriSpeech/` (or the `
         if not sd.is_dir(): raise DataError(f"{sd}: split not found")
         trans = {}
         for tf in sorted(sd.glob('*/*/*.trans.txt')):
-            for k, (ln, v) in _read_kv(tf).items():
+            for k, (ln, v) in read_kv_file(tf, 'transcript').items():
                 if k in trans: raise DataError(f"{tf}:{ln}: duplicate id '{k}'")
                 trans[k] = (tf, ' '.join(v.lower().split()))
         audio = {f.stem: f for f in sorted(sd.glob('*/*/*.flac'))}
@@ -662,8 +811,8 @@ def synth_corpus(out_dir:Path|str,     # corpus root: writes out_dir/{train,dev,
             with ThreadPoolExecutor(max(1, jobs)) as ex:
                 utts = list(ex.map(lambda s: _synth_one(s, tmp, out, split, sample_rate), specs))
             write_data_dir(utts, tmp/split)
-        (tmp/'synth.json').write_text(json.dumps(params, indent=1))
-        (tmp/'.done').write_text(json.dumps(params))               # last: marks the corpus complete
+        atomic_write_text(tmp/'synth.json', json.dumps(params, indent=1))
+        atomic_write_text(tmp/'.done', json.dumps(params))         # last: marks the corpus complete
         if done.exists() and json.loads(done.read_text()) == params:  # a concurrent run finished first
             shutil.rmtree(tmp); return dirs
         if out.exists(): shutil.rmtree(out)

@@ -17,22 +17,23 @@ import soundfile as sf
 from .core import FeatureConfig, UserError, atomic_write_text, get_logger
 
 # %% auto #0
-__all__ = ['AudioError', 'load_audio', 'speed_perturb', 'num_frames', 'fbank', 'compute_cmvn', 'load_cmvn', 'GlobalCMVN',
-           'cache_features', 'read_feats_scp', 'load_cached']
+__all__ = ['AudioError', 'load_audio', 'speed_perturb', 'num_frames', 'fbank', 'CmvnError', 'compute_cmvn', 'load_cmvn',
+           'cmvn_fingerprint', 'ensure_cmvn', 'GlobalCMVN', 'cache_features', 'read_feats_scp', 'load_cached']
 
 # %% ../nbs/04_features.ipynb #5daab42d
 class AudioError(UserError):
     "Audio that cannot be used; the message names the file."
 
-def load_audio(path: str | os.PathLike,    # any file libsndfile reads (wav, flac, ogg, ...)
+def load_audio(path: str | os.PathLike,    # any regular file libsndfile reads (wav, flac, ogg, ...)
                start: float | None = None,  # segment start in seconds (None = beginning)
                end: float | None = None,    # segment end in seconds (None = end of file)
                sample_rate: int = 16000,    # rate of the returned signal; resampled if the file differs
                channel: int | None = None,  # channel to take from multi-channel audio (None: multi-channel is an error)
-              ) -> torch.Tensor:            # (num_samples,) float32 in [-1, 1]
-    "Read (a segment of) an audio file as a mono float32 tensor at `sample_rate`."
+              ) -> torch.Tensor:            # (num_samples,) float32 in [-1, 1], every sample finite
+    "Read (a segment of) an audio file as a mono float32 tensor at `sample_rate`; AudioError names the file."
+    from asr_nb.data import check_regular_file, nonfinite_message
     path = str(path)
-    if not os.path.isfile(path): raise AudioError(f"{path}: audio file not found")
+    check_regular_file(path, "audio file", AudioError)  # a FIFO or a device would block the read forever
     try: f = sf.SoundFile(path)
     except Exception as e: raise AudioError(f"{path}: cannot read audio ({str(e).strip()})") from None
     with f:
@@ -51,7 +52,9 @@ def load_audio(path: str | os.PathLike,    # any file libsndfile reads (wav, fla
             data = f.read(last - first, dtype="float32", always_2d=True)   # (n, channels)
         except Exception as e: raise AudioError(f"{path}: cannot read audio ({str(e).strip()})") from None
     if data.shape[0] == 0: raise AudioError(f"{path}: has no samples")
-    wav = torch.from_numpy(np.ascontiguousarray(data[:, channel or 0]))  # (N,)
+    x = np.ascontiguousarray(data[:, channel or 0])                      # (N,)
+    if (bad := int(x.size - np.isfinite(x).sum())): raise AudioError(nonfinite_message(path, bad))  # float WAVs can hold NaN/Inf
+    wav = torch.from_numpy(x)
     if sr != sample_rate: wav = AF.resample(wav, sr, sample_rate)
     return wav
 
@@ -86,57 +89,102 @@ def fbank(wav: torch.Tensor,           # (num_samples,) float signal in [-1, 1] 
                        sample_frequency=cfg.sample_rate)
 
 # %% ../nbs/04_features.ipynb #a88bc280
+class CmvnError(UserError):
+    "A cmvn.npz that is missing, unreadable or holds non-finite statistics; the message names the file."
+
 def _utt_audio(u) -> tuple[str, float | None, float | None]:
     if isinstance(u, (str, os.PathLike)): return str(u), None, None
     return u.audio, getattr(u, "start", None), getattr(u, "end", None)
 
 def _save_npz_atomic(path: Path, **arrays):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f: np.savez(f, **arrays); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    from asr_nb.core import atomic_write
+    with atomic_write(path) as f: np.savez(f, **arrays)
+
+def _cmvn_feats(wav: torch.Tensor, cfg: FeatureConfig) -> np.ndarray: # (T, D) float64
+    "The features CMVN is computed over: the front end without dither or perturbation."
+    return fbank(wav, cfg, dither=0.0).double().numpy()
 
 def compute_cmvn(utts: Iterable,                  # `Utterance`s (audio, start, end) or audio paths
                  cfg: FeatureConfig = FeatureConfig(),
                  out_path: str | os.PathLike | None = None, # where to write cmvn.npz (None = don't save)
                  max_utts: int | None = None,     # use only the first N utterances
-                 strict: bool = False,            # raise on unreadable audio instead of skipping it with a warning
+                 strict: bool = False,            # raise on unreadable or non-finite audio instead of skipping it with a warning
                 ) -> dict:                        # mean, istd (D,) float32; count; sum, sumsq (D,) float64
-    "Accumulate global mean and inverse std of fbank features in float64; save them as npz."
-    s1 = np.zeros(cfg.n_mels, np.float64); s2 = np.zeros(cfg.n_mels, np.float64); n = 0; used = 0
+    "Accumulate global mean and inverse std in float64; skip (and count) unusable audio; never write non-finite stats."
+    log = get_logger("features")
+    s1 = s2 = None; n = used = skipped = 0
     for i, u in enumerate(utts):
         if max_utts is not None and i >= max_utts: break
         path, start, end = _utt_audio(u)
-        try: wav = load_audio(path, start, end, cfg.sample_rate)
+        try:
+            x = _cmvn_feats(load_audio(path, start, end, cfg.sample_rate), cfg)     # (T, D)
+            if not np.isfinite(x).all(): raise AudioError(f"{path}: features are not finite")
         except AudioError as e:
             if strict: raise
-            get_logger("features").warning(f"cmvn: skipping {getattr(u, 'key', path)}: {e}"); continue
-        x = fbank(wav, cfg, dither=0.0).double().numpy()  # (T, D)
+            skipped += 1; log.warning(f"cmvn: skipping {getattr(u, 'key', path)}: {e}"); continue
+        if s1 is None: s1, s2 = np.zeros(x.shape[1], np.float64), np.zeros(x.shape[1], np.float64)
         s1 += x.sum(0); s2 += (x * x).sum(0); n += x.shape[0]; used += 1
-        if used % 1000 == 0: get_logger("features").info(f"cmvn: {used} utterances, {n} frames")
-    if n == 0: raise ValueError("compute_cmvn: no frames (empty utterance list or all utterances too short)")
+        if used % 1000 == 0: log.info(f"cmvn: {used} utterances, {n} frames")
+    if n == 0: raise AudioError(f"compute_cmvn: no frames (empty utterance list, or all {skipped} utterances unusable or too short)")
     mean = s1 / n; var = np.maximum(s2 / n - mean ** 2, 1e-20)
     stats = dict(mean=mean.astype(np.float32), istd=(1 / np.sqrt(var)).astype(np.float32),
                  count=np.int64(n), sum=s1, sumsq=s2)
+    if not all(np.isfinite(v).all() for v in stats.values()):
+        raise AudioError(f"{out_path or 'cmvn'}: statistics over {used} utterances are not finite (overflow?); not written")
     if out_path is not None: _save_npz_atomic(Path(out_path), **stats)
-    get_logger("features").info(f"cmvn: {n} frames from {used} utterances")
+    if skipped: log.warning(f"cmvn: skipped {skipped} of {used + skipped} utterances (unreadable or non-finite audio)")
+    log.info(f"cmvn: {n} frames from {used} utterances")
     return stats
 
 def load_cmvn(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]: # mean (D,), istd (D,) float32
-    "Read `cmvn.npz` written by `compute_cmvn`."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: cmvn file not found")
+    "Read `cmvn.npz` written by `compute_cmvn`; CmvnError if missing, malformed or not finite."
+    from asr_nb.data import check_regular_file
+    path = check_regular_file(path, "cmvn file", CmvnError)
     try: z = np.load(path)
-    except Exception as e: raise ValueError(f"{path}: not a cmvn npz file ({e})") from None
+    except Exception as e: raise CmvnError(f"{path}: not a cmvn npz file ({e})") from None
     with z:
         missing = [k for k in ("mean", "istd") if k not in z.files]
-        if missing: raise ValueError(f"{path}: missing array '{missing[0]}' (expected mean, istd, count, sum, sumsq)")
+        if missing: raise CmvnError(f"{path}: missing array '{missing[0]}' (expected mean, istd, count, sum, sumsq)")
         mean, istd = z["mean"], z["istd"]
+    if not (np.isfinite(mean).all() and np.isfinite(istd).all()):
+        raise CmvnError(f"{path}: holds non-finite statistics (NaN/Inf); delete it and recompute")
     return torch.from_numpy(mean).float(), torch.from_numpy(istd).float()
+
+# %% ../nbs/04_features.ipynb #cc1d3c97
+import dataclasses, time
+_NOT_CMVN = ("dither", "speed_perturb", "cmvn")   # training-time settings that do not change the statistics
+
+def cmvn_fingerprint(cfg: FeatureConfig, utts: Iterable) -> dict:
+    "What cmvn.npz depends on: the feature settings and a hash of the (audio, start, end) list."
+    from asr_nb.data import sha256_strings
+    utts = list(utts)
+    feats = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_CMVN}
+    return dict(features=feats, audio_sha256=sha256_strings("\t".join(map(str, _utt_audio(u))) for u in utts), n_utts=len(utts))
+
+def ensure_cmvn(exp_dir: str | os.PathLike,   # holds cmvn.npz and its fingerprint cmvn.json
+                cfg: FeatureConfig,           # the experiment's features
+                utts: Sequence,               # the training utterances
+                keep: bool = False,           # resume / fine-tuning: the stored stats belong to the model
+               ) -> tuple[torch.Tensor, torch.Tensor]: # mean (D,), istd (D,)
+    "cmvn.npz for these utterances and settings: reused when its fingerprint matches, else recomputed."
+    from asr_nb.data import fingerprint_changes, read_fingerprint, write_fingerprint
+    exp, log = Path(exp_dir), get_logger("features")
+    npz, fpp = exp/"cmvn.npz", exp/"cmvn.json"
+    new, old = cmvn_fingerprint(cfg, utts), read_fingerprint(fpp)
+    if keep and npz.exists():
+        if old is not None and (why := fingerprint_changes(old, new, exp, fields=["features"])):
+            raise CmvnError(f"{npz}: made with other feature settings than the ones resumed with ({'; '.join(why)})")
+        if old is not None and fingerprint_changes(old, new):
+            log.warning(f"{npz}: the training audio changed since it was computed; keeping it (resume/fine-tuning)")
+        return load_cmvn(npz)
+    why = fingerprint_changes(old, new, exp) if npz.exists() else ["no cmvn.npz"]
+    if not why: return load_cmvn(npz)
+    if npz.exists(): log.warning(f"{npz}: recomputing ({'; '.join(why)})")
+    fpp.unlink(missing_ok=True)                    # first: a kill from here on leaves no fingerprint -> recomputed
+    t0 = time.time(); compute_cmvn(utts, cfg, npz)
+    write_fingerprint(fpp, new, [npz])
+    log.info(f"computed global CMVN over {len(utts)} utterances in {time.time() - t0:.1f}s")
+    return load_cmvn(npz)
 
 # %% ../nbs/04_features.ipynb #9e916142
 class GlobalCMVN(nn.Module):

@@ -8,16 +8,18 @@ import io, os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
-from .core import TokenizerConfig, atomic_write_text
+from .core import TokenizerConfig, UserError, atomic_write, atomic_write_text, get_logger
+from .data import check_regular_file, fingerprint_changes, read_fingerprint, read_lines, sha256_strings, write_fingerprint
 
 # %% auto #0
 __all__ = ['BLANK', 'UNK', 'SOS_EOS', 'TokenizerError', 'check_units', 'write_units', 'read_units', 'Tokenizer', 'CharTokenizer',
-           'BpeTokenizer', 'build_tokenizer', 'load_tokenizer']
+           'BpeTokenizer', 'tokenizer_fingerprint', 'save_tokenizer', 'build_tokenizer', 'load_tokenizer',
+           'ensure_tokenizer', 'unk_share', 'check_unk_share']
 
 # %% ../nbs/03_tokenizer.ipynb #c731bfd3
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
 
-class TokenizerError(ValueError):
+class TokenizerError(UserError):
     "A bad units file, bpe model or tokenizer argument; the message names the file and line."
 
 def check_units(units: list[str], # the units, index = id
@@ -41,10 +43,9 @@ def write_units(units: list[str], path: str | os.PathLike):
 
 def read_units(path: str | os.PathLike) -> list[str]:
     "Read a units file (`unit` or `unit id` per line; id = line number from 0)."
-    path = Path(path)
-    if not path.is_file(): raise TokenizerError(f"{path}: units file not found")
+    path = check_regular_file(path, "units file", TokenizerError)
     units = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in read_lines(path, "units file", error=TokenizerError):   # the one text-file reader (BOM, CRLF, FIFO)
         parts = line.split()
         if not parts: raise TokenizerError(f"{path} line {n}: empty line")
         if len(parts) > 2 or (len(parts) == 2 and parts[1] != str(n - 1)):
@@ -179,8 +180,7 @@ class BpeTokenizer(Tokenizer):
     def save(self, out_dir: str | os.PathLike):
         "Write `units.txt`, `bpe.model` and sentencepiece's human-readable `bpe.vocab` (piece, score)."
         super().save(out_dir)
-        p = Path(out_dir)/"bpe.model"; tmp = p.with_suffix(".model.tmp")
-        tmp.write_bytes(self.model_proto); os.replace(tmp, p)
+        with atomic_write(Path(out_dir)/"bpe.model") as f: f.write(self.model_proto)
         atomic_write_text(Path(out_dir)/"bpe.vocab", "".join(
             f"{self.sp.id_to_piece(i)}\t{self.sp.get_score(i):g}\n" for i in range(self.sp.get_piece_size())))
 
@@ -193,23 +193,46 @@ class BpeTokenizer(Tokenizer):
         return cls(_train_spm(texts, vocab_size, model_type))
 
 # %% ../nbs/03_tokenizer.ipynb #bab37822
+def tokenizer_fingerprint(cfg: TokenizerConfig, texts: Iterable[str]) -> dict:
+    "What a tokenizer depends on: the settings that change its units, and a hash of the training transcripts."
+    fields = dict(kind=cfg.kind, lang=cfg.lang, space_token=cfg.space_token)
+    if cfg.kind == "bpe": fields.update(bpe_vocab_size=cfg.bpe_vocab_size, bpe_model_type=cfg.bpe_model_type)
+    texts = list(texts)
+    return dict(tokenizer=fields, texts_sha256=sha256_strings(texts), n_texts=len(texts))
+
+def save_tokenizer(tok: Tokenizer, out_dir: str | os.PathLike, fields: dict) -> Path:
+    "Commit a tokenizer's files, then its fingerprint `tokenizer.json` (last): without it the files count as absent."
+    d = Path(out_dir); d.mkdir(parents=True, exist_ok=True)
+    (d/"tokenizer.json").unlink(missing_ok=True)     # first: a kill from here on leaves no fingerprint
+    names = ["units.txt"] + (["bpe.model"] if isinstance(tok, BpeTokenizer) else [])
+    if not isinstance(tok, BpeTokenizer):            # a stale bpe.model would turn these units back into BPE
+        for stale in ("bpe.model", "bpe.vocab"): (d/stale).unlink(missing_ok=True)
+    tok.save(d)
+    write_fingerprint(d/"tokenizer.json", fields, [d/n for n in names])
+    return d/"tokenizer.json"
+
 def build_tokenizer(cfg: TokenizerConfig,  # kind, lang, bpe_vocab_size, space_token
                     texts: Iterable[str],  # training transcripts
-                    out_dir: str | os.PathLike | None = None, # save the units (and bpe.model) here
+                    out_dir: str | os.PathLike | None = None, # save the units (and bpe.model, tokenizer.json) here
                    ) -> Tokenizer:
-    "Learn a tokenizer from training text as `cfg` says, and save it into `out_dir`."
+    "Learn a tokenizer from training text as `cfg` says, and save it (with its fingerprint) into `out_dir`."
+    texts = list(texts)
     if cfg.kind == "char": tok = CharTokenizer.build(texts, cfg.lang, cfg.space_token)
     elif cfg.kind == "bpe":
         tok = BpeTokenizer.train(texts, cfg.bpe_vocab_size, cfg.bpe_model_type)
     else: raise TokenizerError(f"tokenizer.kind must be 'char' or 'bpe', got '{cfg.kind}'")
-    if out_dir is not None: tok.save(out_dir)
+    if out_dir is not None: save_tokenizer(tok, out_dir, tokenizer_fingerprint(cfg, texts))
     return tok
+
+def _is_char_unit(u: str, space_token: str) -> bool:
+    return len(u) == 1 or u == space_token or (u.startswith("<") and u.endswith(">"))
 
 def load_tokenizer(tok_dir: str | os.PathLike,      # a dir with units.txt (and bpe.model for sentencepiece)
                    space_token: str = "<space>") -> Tokenizer:
-    "Load the tokenizer saved by `Tokenizer.save` in `tok_dir`."
+    "Load the tokenizer saved in `tok_dir`; a BPE tokenizer missing its bpe.model is an error, never characters."
     d = Path(tok_dir); units = read_units(d/"units.txt")
-    if (d/"bpe.model").is_file():
+    if (d/"bpe.model").exists():
+        check_regular_file(d/"bpe.model", "sentencepiece model", TokenizerError)
         try: tok = BpeTokenizer((d/"bpe.model").read_bytes())
         except TokenizerError: raise
         except Exception as e: raise TokenizerError(f"{d/'bpe.model'}: not a sentencepiece model ({e})") from None
@@ -219,4 +242,65 @@ def load_tokenizer(tok_dir: str | os.PathLike,      # a dir with units.txt (and 
             raise TokenizerError(f"{d/'units.txt'} line {bad+1}: does not match {d/'bpe.model'} "
                                  f"({len(units)} units vs {tok.vocab_size} from the model)")
         return tok
+    fp = read_fingerprint(d/"tokenizer.json") or {}
+    multi = next((i for i, u in enumerate(units) if not _is_char_unit(u, space_token)), None)
+    if fp.get("tokenizer", {}).get("kind") == "bpe" or multi is not None:
+        where = f"{d/'units.txt'}" + (f" line {multi + 1}: multi-character unit '{units[multi]}'" if multi is not None else "")
+        raise TokenizerError(f"{where}: a sentencepiece tokenizer without {d/'bpe.model'} (written only in part?): "
+                             "restore bpe.model, or delete units.txt to rebuild the tokenizer")
     return CharTokenizer(units, "en" if space_token in units else "zh", space_token)
+
+# %% ../nbs/03_tokenizer.ipynb #d95b9602
+def ensure_tokenizer(exp_dir: str | os.PathLike, # holds units.txt (+ bpe.model) and tokenizer.json
+                     cfg: TokenizerConfig,       # the experiment's tokenizer settings
+                     texts: Iterable[str],       # the training transcripts
+                     keep: bool = False,         # resume / fine-tuning: the stored units belong to the model
+                    ) -> Tokenizer:
+    "The tokenizer for these settings and transcripts: reused when its fingerprint matches, else rebuilt."
+    d, log, texts = Path(exp_dir), get_logger("tokenizer"), list(texts)
+    new, old = tokenizer_fingerprint(cfg, texts), read_fingerprint(Path(exp_dir)/"tokenizer.json")
+    if keep and (d/"units.txt").exists():
+        tok = load_tokenizer(d, cfg.space_token)
+        kind = "bpe" if isinstance(tok, BpeTokenizer) else "char"
+        if old is not None: why = fingerprint_changes(old, new, d, fields=["tokenizer"])
+        else: why = [f"tokenizer.kind: '{kind}' -> '{cfg.kind}'"] if kind != cfg.kind else []   # an old dir: no fingerprint
+        if why: raise TokenizerError(f"{d/'units.txt'}: the model was trained with another tokenizer ({'; '.join(why)}): "
+                                     "resume with its settings, or start a new experiment dir")
+        if old is not None and fingerprint_changes(old, new):
+            log.warning(f"{d/'units.txt'}: the training transcripts changed since it was built; keeping it (resume/fine-tuning)")
+        return tok
+    why = fingerprint_changes(old, new, d) if (d/"units.txt").exists() else None
+    if why == []: return load_tokenizer(d, cfg.space_token)
+    if why: log.warning(f"{d/'units.txt'}: rebuilding the tokenizer ({'; '.join(why)})")
+    tok = build_tokenizer(cfg, texts, d)
+    log.info(f"built a {cfg.kind} tokenizer with {tok.vocab_size} units from {len(texts)} transcripts")
+    return tok
+
+# %% ../nbs/03_tokenizer.ipynb #360d73c2
+def _unk_counts(tok: Tokenizer, texts: Iterable[str]) -> tuple[int, int, Counter]:
+    "(<unk> tokens, all tokens, unknown characters) of encoding `texts`; the tokenizer's counters are restored."
+    saved = tok.unk_count, tok.unk_chars
+    tok.reset_unk()
+    try:
+        n = sum(len(tok.encode(t)) for t in texts)
+        return tok.unk_count, n, tok.unk_chars
+    finally: tok.unk_count, tok.unk_chars = saved
+
+def unk_share(tok: Tokenizer, texts: Iterable[str]) -> float:
+    "Share (0..1) of the target tokens of `texts` that are `<unk>`; 0.0 when there are no tokens."
+    unk, n, _ = _unk_counts(tok, texts)
+    return unk / n if n else 0.0
+
+def check_unk_share(tok: Tokenizer, texts: Iterable[str],
+                    what: str = "training",      # names the set in the message: 'training', 'validation'
+                    warn_above: float = 0.01,    # warn when more than this share of targets is <unk>
+                   ) -> float:
+    "Log the `<unk>` share of `texts`' targets (a warning above `warn_above`) and return it."
+    unk, n, chars = _unk_counts(tok, texts)
+    share = unk / n if n else 0.0
+    msg = f"{what} targets: {unk} of {n} tokens are <unk> ({100 * share:.2f} %)"
+    if share > warn_above:
+        top = ", ".join(f"{c!r} x{k}" for c, k in chars.most_common(5))
+        get_logger("tokenizer").warning(f"{msg}, most often {top}: the units do not cover this data (tokenizer built from other transcripts?)")
+    else: get_logger("tokenizer").info(msg)
+    return share
