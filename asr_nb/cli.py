@@ -267,26 +267,8 @@ def decode_utterances(path: str | os.PathLike # a Kaldi data dir (`text` optiona
     "The utterances to decode: every id of wav.scp (or segments); an id without a transcript gets `text=None` (decoded, not scored)."
     p = Path(path)
     if not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, 'test data')
-    # TODO(integrator): switch to asr_nb.data's reader once it reads dirs with a partial or no `text` (helper `dataqual`);
-    # meanwhile this uses data's one `key value` reader, wav.scp check and segment parser, and metrics' (= data's) text reader.
-    from dataclasses import replace
-    from asr_nb.data import DataError, Utterance, _check_wav_entry, _parse_segment, _read_kv
-    from asr_nb.metrics import read_text
-    wav = {}
-    for k, (ln, v) in _read_kv(p/'wav.scp').items():
-        if (why := _check_wav_entry(v)) is not None: raise DataError(f"{p/'wav.scp'}:{ln}: {why}")
-        wav[k] = v
-    if not (p/'segments').is_file(): utts = [Utterance(k, wav[k], None) for k in sorted(wav)]
-    else:
-        utts = []
-        for k, (ln, v) in sorted(_read_kv(p/'segments').items()):
-            try: rec, s, e = _parse_segment(v)
-            except ValueError as err: raise DataError(f"{p/'segments'}:{ln}: {err}") from None
-            if rec not in wav: raise DataError(f"{p/'segments'}:{ln}: recording '{rec}' not in wav.scp")
-            utts.append(Utterance(k, wav[rec], None, start=s, end=e))
-    if (p/'text').is_file():
-        text = read_text(p/'text')
-        utts = [replace(u, text=text.get(u.key)) for u in utts]
+    from asr_nb.data import read_data_dir
+    utts = read_data_dir(p, text_optional=True)
     if not utts: raise CLIError(f"test data {p} holds no utterances")
     return utts
 

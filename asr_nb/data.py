@@ -192,13 +192,13 @@ _log = logging.getLogger('asr_nb.data')
 def _files(d:Path) -> dict[str, Path]:
     return {n: d/n for n in ('wav.scp', 'text', 'utt2spk', 'segments', 'utt2num_frames') if (d/n).exists()}
 
-def _join_dir(d:Path, problems:list|None) -> tuple[list[Utterance], dict[str, list[str]], dict[str, str]]:
+def _join_dir(d:Path, problems:list|None, text_optional:bool=False) -> tuple[list[Utterance], dict[str, list[str]], dict[str, str]]:
     "Parse a data dir: (utterances present in all files, {key: [reasons]} for ids missing somewhere, {key: 'wav.scp:line'})."
     f = _files(d)
-    for n in ('wav.scp', 'text'):
+    for n in ('wav.scp',) if text_optional else ('wav.scp', 'text'):
         if n not in f: raise DataError(f"{d}: not a Kaldi data dir (no {n})")
     wav = read_kaldi_file(f['wav.scp'], 'wav.scp', problems)
-    text = read_kaldi_file(f['text'], 'text', problems)
+    text = read_kaldi_file(f['text'], 'text', problems) if 'text' in f else {}
     spk = read_kaldi_file(f['utt2spk'], 'utt2spk', problems) if 'utt2spk' in f else {}
     nfr = read_kaldi_file(f['utt2num_frames'], 'utt2num_frames', problems) if 'utt2num_frames' in f else {}
     if 'segments' in f:
@@ -214,21 +214,22 @@ def _join_dir(d:Path, problems:list|None) -> tuple[list[Utterance], dict[str, li
     issues = defaultdict(list)
     for k, why in missing_audio.items(): issues[k].append(f"missing_audio: {why}")
     for k in audio:
-        if k not in text: issues[k].append(f"missing_text: in {'segments' if 'segments' in f else 'wav.scp'} but not in text")
+        if k not in text and not text_optional: issues[k].append(f"missing_text: in {'segments' if 'segments' in f else 'wav.scp'} but not in text")
     for k in spk:
         if k not in text and k not in audio: issues[k].append('unknown_id: in utt2spk but not in text or wav.scp')
-    utts = [Utterance(k, audio[k][0], text[k][1], speaker=spk[k][1] if k in spk else None,
+    utts = [Utterance(k, audio[k][0], text[k][1] if k in text else None, speaker=spk[k][1] if k in spk else None,
                       start=audio[k][1], end=audio[k][2], num_frames=nfr[k][1] if k in nfr else None)
-            for k in sorted(audio) if k in text]
+            for k in sorted(audio) if k in text or text_optional]
     return utts, dict(issues), where
 
 def read_data_dir(path:Path|str,    # Kaldi data dir with wav.scp and text (utt2spk, segments, utt2num_frames optional)
                   strict:bool=False, # raise on ids missing from wav.scp/text (default: skip them with a warning)
+                  text_optional:bool=False, # decoding: `text` may be absent or partial; such utterances get text=None
                  ) -> list[Utterance]:
     "Read a Kaldi data dir into utterances sorted by id."
     d = Path(path)
     if not d.is_dir(): raise DataError(f"{d}: no such data dir")
-    utts, issues, _ = _join_dir(d, problems=None)
+    utts, issues, _ = _join_dir(d, problems=None, text_optional=text_optional)
     if issues:
         ex = '; '.join(f"{k}: {v[0]}" for k, v in list(issues.items())[:3])
         msg = f"{d}: {len(issues)} ids are not in both wav.scp and text (e.g. {ex}); run validate_data_dir for the full list"

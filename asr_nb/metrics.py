@@ -132,8 +132,8 @@ def cer(refs:Sequence[str], hyps:Sequence[str], **kw) -> float|None:
 # %% ../nbs/12_metrics.ipynb #cf9fbd8d
 def read_text(path:str|Path) -> dict[str, str]:
     "Read a Kaldi `text` file into {utt-id: transcript} (empty transcript allowed) with the data module's one reader."
-    from asr_nb.data import _read_kv   # BOM, CRLF, invalid UTF-8 and duplicate ids: `DataError` naming file:line
-    return {k: v for k, (_, v) in _read_kv(path, value_required=False).items()}
+    from asr_nb.data import read_text_file   # the one `text` reader: BOM, CRLF, invalid UTF-8, duplicate ids -> DataError naming file:line
+    return read_text_file(path)
 
 def write_text(texts:dict[str, str], path:str|Path):
     "Write {utt-id: transcript} as a Kaldi `text` file (keys sorted)."
