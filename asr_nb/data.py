@@ -19,9 +19,9 @@ from .core import UserError
 __all__ = ['FRAME_SHIFT_S', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
            'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'read_data_dir',
            'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'fill_num_frames', 'scp2jsonl',
-           'jsonl2scp', 'ValidationReport', 'validate_utterances', 'validate_data_dir', 'PreparedCorpus',
-           'normalize_zh', 'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec',
-           'synth_wave', 'synth_corpus']
+           'jsonl2scp', 'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances',
+           'validate_data_dir', 'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech',
+           'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -268,10 +268,11 @@ def _audio_info(path:str) -> tuple[int, int, int]|None:
     return i.frames, i.samplerate, i.channels
 
 def _frames_10ms(u:Utterance, info:tuple[int, int, int]) -> int:
+    "Duration of the samples `load_audio` returns for `u`, in whole 10 ms units (rounded down: a lower bound)."
     n, sr, _ = info
-    dur = n / sr
-    end = dur if u.end is None else min(u.end, dur)
-    return max(0, int(round((end - (u.start or 0.0)) * 1000)) // 10)
+    first = 0 if u.start is None else int(round(u.start * sr))
+    last = n if u.end is None else min(int(round(u.end * sr)), n)
+    return max(0, last - first) * 100 // sr
 
 def fill_num_frames(utts:Sequence[Utterance], # utterances; those with num_frames=None are filled in place
                     jobs:int=4,               # threads reading headers
@@ -307,6 +308,7 @@ class ValidationReport:
     good: list[Utterance]                              # utterances that passed every check
     bad: dict[str, list[str]] = field(default_factory=dict) # id -> ['reason: detail', ...]
     total: int = 0                                     # utterances (or ids) examined
+    notes: list[str] = field(default_factory=list)     # things that are fine but worth knowing (e.g. resampled audio)
 
     def counts(self) -> dict[str, int]:
         "Number of rejected ids per reason."
@@ -320,6 +322,7 @@ class ValidationReport:
             for r in dict.fromkeys(x.split(':', 1)[0] for x in rs): by[r].append(k)
         for r, ks in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             lines.append(f"  {r}: {len(ks)} ({', '.join(ks[:max_ids])}{', ...' if len(ks) > max_ids else ''})")
+        lines += [f"note: {n}" for n in self.notes]
         if self.bad: lines.append('details:')
         for k, rs in self.bad.items():
             for r in rs: lines.append(f"  {k}: {r}")
@@ -330,17 +333,33 @@ class ValidationReport:
     def ok(self) -> bool: return not self.bad
 
 # %% ../nbs/02_data.ipynb #5b786564
-def _ctc_min_frames(label:Sequence) -> int:
-    "Encoder frames CTC needs for `label`: one per token plus a blank between equal neighbours."
+def ctc_min_frames(label:Sequence) -> int:
+    "Encoder frames CTC needs for `label`: one per token plus a blank between equal neighbours (`model.ctc_min_frames` for padded tensors)."
     return len(label) + sum(a == b for a, b in zip(label, label[1:]))
+
+def ctc_length_check(frames:int,                    # utterance length, 10 ms units (`Utterance.num_frames`)
+                     label:Sequence,                # its tokens
+                     length_rule:Callable[[int], int], # 10 ms units -> encoder frames: `features.utterance_length_rule(cfg.features, model_length_rule(cfg))`
+                    ) -> str|None:                  # None when CTC can emit `label`, else the reason's detail
+    "The one 'long enough for CTC' rule, shared by the validator and the dataset's length filter."
+    need, have = ctc_min_frames(label), length_rule(frames)
+    if need <= have: return None
+    rep = need - len(label)
+    return (f"{len(label)} tokens{f' (+{rep} blanks between repeats)' if rep else ''} need {need} encoder frames, "
+            f"{frames} frames (10 ms) give {have}")
+
+def _rate_note(rates:Counter, sample_rate:int) -> str:
+    n, found = sum(rates.values()), ', '.join(f"{c} at {r} Hz" for r, c in sorted(rates.items()))
+    return (f"resampled: {n} utterance(s) ({found}) will be resampled to {sample_rate} Hz (features.sample_rate); "
+            f"to keep their rate set features.sample_rate to it")
 
 def _space_ok(units:set[str]) -> bool: return ' ' in units or '<space>' in units or '▁' in units
 
 def validate_utterances(utts:Sequence[Utterance],           # utterances to check
                         *, units:set[str]|None=None,        # allowed symbols (characters); None: no check
-                        sample_rate:int|None=16000,         # required sample rate (None: any)
+                        sample_rate:int|None=16000,         # features' rate: other rates are resampled, counted in `notes` (None: no note)
                         channels:int|None=1,                # required channel count (None: any)
-                        subsampling:int=4,                  # encoder frame-rate reduction, for the CTC length check
+                        length_rule:Callable[[int], int]|None=None, # 10 ms units -> encoder frames, for the CTC check (None: no check)
                         tokenize:Callable[[str], Sequence]|None=None, # text -> tokens (for the length check); None: characters
                         check_audio:bool=True,              # open each file's header
                         read_audio:bool=False,              # also decode every file (finds truncated/corrupt data; slow)
@@ -353,7 +372,7 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
     counts = Counter(u.key for u in utts)
     for k, c in counts.items():
         if c > 1: bad[k].append(f"duplicate_id: appears {c} times")
-    infos = {}
+    infos, rates = {}, Counter()
     if check_audio:
         paths = sorted({u.audio for u in utts})
         with ThreadPoolExecutor(max(1, jobs)) as ex: infos = dict(zip(paths, ex.map(_audio_info, paths)))
@@ -379,7 +398,7 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
             else:
                 n, sr, ch = info
                 if read_audio and corrupt.get(u.audio): rs.append(f"corrupt_audio: {u.audio}: {corrupt[u.audio]}")
-                if sample_rate is not None and sr != sample_rate: rs.append(f"bad_sample_rate: {sr} Hz, expected {sample_rate}")
+                if sample_rate is not None and sr != sample_rate: rates[sr] += 1
                 if channels is not None and ch != channels: rs.append(f"bad_channels: {ch} channels, expected {channels}")
                 if u.start is not None and n > 0 and u.start >= n / sr:
                     rs.append(f"segment_out_of_range: starts at {u.start}s but {u.audio} lasts {n / sr:.3f}s")
@@ -387,22 +406,21 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
                     rs.append(f"num_frames_mismatch: recorded {u.num_frames} frames, audio has {_frames_10ms(u, info)} (stale utt2num_frames/source_len?)")
                 frames = _frames_10ms(u, info)
                 if n == 0 or frames == 0: rs.append('zero_length: no audio samples' if n == 0 else 'zero_length: segment shorter than 10 ms')
-        if frames and u.text.strip():
-            label = tokenize(u.text) if tokenize is not None else list(u.text)
-            need, have = _ctc_min_frames(list(label)), frames // subsampling
-            if need > have:
-                rs.append(f"too_long_for_ctc: {len(label)} tokens need {need} frames, audio has {frames} frames -> {have} after {subsampling}x subsampling")
+        if frames and u.text.strip() and length_rule is not None:
+            why = ctc_length_check(frames, list(tokenize(u.text) if tokenize is not None else u.text), length_rule)
+            if why: rs.append(f"too_long_for_ctc: {why}")
         if not rs: del bad[u.key]
     good = [u for u in utts if u.key not in bad]
-    rep = ValidationReport(good, dict(bad), total=len(utts))
+    rep = ValidationReport(good, dict(bad), total=len(utts), notes=[_rate_note(rates, sample_rate)] if rates else [])
     if strict and rep.bad: raise DataError('validation failed:\n' + rep.summary())
     if rep.bad and log: _log.warning('skipping %d of %d utterances: %s', len(rep.bad), len(utts), rep.counts())
+    for n in rep.notes if log else (): _log.warning(n)
     return rep
 
 # %% ../nbs/02_data.ipynb #6c175f75
 def validate_data_dir(path:Path|str, # Kaldi data dir
                       strict:bool=False, # raise DataError with the full report if anything is bad
-                      **kwargs,          # passed to `validate_utterances` (units, sample_rate, subsampling, tokenize, ...)
+                      **kwargs,          # passed to `validate_utterances` (units, sample_rate, length_rule, tokenize, ...)
                      ) -> ValidationReport:
     "Validate a Kaldi data dir, file lines included: every problem of every id, never just the first."
     d = Path(path)
@@ -418,7 +436,7 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
         if k not in bad: bad[k].extend(rs)   # a key whose line was malformed is 'missing' because of that line
     for k, rs in rep.bad.items(): bad[k].extend(rs)
     good = [u for u in rep.good if u.key not in bad]
-    out = ValidationReport(good, dict(bad), total=len(set(u.key for u in utts) | set(bad)))
+    out = ValidationReport(good, dict(bad), total=len(set(u.key for u in utts) | set(bad)), notes=rep.notes)
     if strict and out.bad: raise DataError(f'validation of {d} failed:\n' + out.summary())
     if out.bad: _log.warning('%s: skipping %d of %d utterances: %s', d, len(out.bad), out.total, out.counts())
     return out
