@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .core import IGNORE_ID, Batch, DataConfig, ExpConfig, FeatureConfig, get_logger
 from .data import Utterance, ctc_length_check, fill_num_frames
-from .features import load_audio, make_frontend, speed_perturb
+from .features import check_config, load_audio, make_frontend, speed_perturb
 
 # %% auto #0
 __all__ = ['BATCH_TYPES', 'log', 'FilterReport', 'filter_utterances', 'batch_budget', 'batch_cost', 'sort_key_lengths',
@@ -342,7 +342,7 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
                                                # features.utterance_length_rule(cfg.features, model_length_rule(cfg))
                    ) -> tuple[DataLoader, BucketBatchSampler]:
     "Filter, batch and load `utts`; returns the loader and its sampler (set_epoch / advance / state_dict)."
-    dc = cfg.data
+    dc, fe = cfg.data, check_config(cfg)   # features vs model input dim, up front
     if any(u.num_frames is None for u in utts): utts = fill_num_frames(list(utts))
     kept, report = filter_utterances(utts, dc, tokenizer, length_rule=length_rule)
     if report.dropped and rank == 0: log.warning(report.summary())
@@ -351,7 +351,7 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
     ds = ASRDataset(kept, tokenizer, cfg.features, train=train, seed=seed, strict=dc.strict)
     ds.filter_report = report
     sampler = BucketBatchSampler([u.num_frames for u in kept], report.token_lens, dc, rank=rank, world_size=world_size,
-                                 seed=seed, shuffle=train and dc.shuffle, feat_dim=ds.frontend.dim,
+                                 seed=seed, shuffle=train and dc.shuffle, feat_dim=fe.dim,
                                  drop_last=dc.drop_last, length_jitter=dc.length_jitter if train else 0.0,
                                  keys=[u.key for u in kept])
     sampler.add_epoch_listener(ds.set_epoch)
