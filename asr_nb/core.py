@@ -85,9 +85,13 @@ def _check_unit_interval(obj, *names):
 # %% ../nbs/00_core.ipynb #fe686491
 @dataclass
 class FeatureConfig:
-    "Audio front-end: Kaldi-compatible log-mel filterbank."
+    "Audio front end: Kaldi log-mel filterbank, Kaldi MFCC or the raw waveform (`kind`)."
+    kind: str = "fbank"        # 'fbank' (n_mels log-mel energies), 'mfcc' (num_ceps cepstra), 'raw' (samples, dim 1)
     sample_rate: int = 16000   # Hz; audio at other rates is resampled
-    n_mels: int = 80           # mel bins
+    n_mels: int = 80           # mel bins (fbank and mfcc)
+    num_ceps: int = 40         # mfcc: cepstra kept, <= n_mels (Kaldi's mfcc_hires.conf: n_mels=40, num_ceps=40, high_freq=-400)
+    low_freq: float = 20.0     # Hz, lowest mel filter edge
+    high_freq: float = 0.0     # Hz, highest mel filter edge; <= 0 means Nyquist + high_freq (Kaldi's convention)
     frame_length_ms: float = 25.0  # analysis window
     frame_shift_ms: float = 10.0   # hop
     dither: float = 1.0        # Kaldi dither in training (decoding always uses 0)
@@ -97,10 +101,26 @@ class FeatureConfig:
         _check_positive(self, "sample_rate", "n_mels", "frame_length_ms", "frame_shift_ms")
         _check_positive(self, "dither", allow_zero=True)
         _check_choice(self, "cmvn", ("global", "none"))
+        _check_choice(self, "kind", ("fbank", "mfcc", "raw"))
+        if self.kind != "raw": self._check_mel()
         if isinstance(self.speed_perturb, (int, float)): self.speed_perturb = [float(self.speed_perturb)]
         if not self.speed_perturb or any(not (0.5 <= float(f) <= 2.0) for f in self.speed_perturb):
             raise ConfigError(f"speed_perturb: factors must lie in [0.5, 2.0], got {self.speed_perturb}")
         self.speed_perturb = [float(f) for f in self.speed_perturb]
+
+    def _check_mel(self):
+        "Mel bins must fit the FFT (Kaldi: a 2^k-point FFT over the window) and the band [low_freq, high_freq]."
+        win = int(self.sample_rate * self.frame_length_ms / 1000)
+        n_fft = 1 << max(win - 1, 1).bit_length(); nyq = self.sample_rate / 2
+        if self.n_mels > n_fft // 2:
+            raise ConfigError(f"n_mels: {self.n_mels} mel bins but a {self.frame_length_ms} ms window at {self.sample_rate} Hz "
+                              f"has only {n_fft // 2} FFT bins; use n_mels <= {n_fft // 2}")
+        hi = self.high_freq if self.high_freq > 0 else nyq + self.high_freq
+        if not 0 <= self.low_freq < hi <= nyq:
+            raise ConfigError(f"low_freq/high_freq: need 0 <= low_freq < high_freq <= {nyq:g} Hz (Nyquist), "
+                              f"got {self.low_freq:g} and {hi:g}")
+        if self.kind == "mfcc" and not 0 < self.num_ceps <= self.n_mels:
+            raise ConfigError(f"num_ceps: must be in [1, n_mels={self.n_mels}], got {self.num_ceps}")
 
 @dataclass
 class SpecAugConfig:
@@ -153,8 +173,8 @@ class DataConfig:
         _check_choice(self, "batch_type", ("example", "length", "token", "bins"))
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
-        if self.min_frames > self.max_frames: raise ConfigError(f"min_frames: {self.min_frames} > max_frames {self.max_frames}")
         if self.length_jitter >= 1: raise ConfigError(f"length_jitter: must be < 1 (a relative jitter of the sort length), got {self.length_jitter}")
+        if self.min_frames > self.max_frames: raise ConfigError(f"min_frames: {self.min_frames} > max_frames {self.max_frames}")
 
 # %% ../nbs/00_core.ipynb #badfd2d8
 @dataclass

@@ -21,10 +21,10 @@ __all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'FINGERPRINT_VERSIO
            'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines', 'read_kv_file',
            'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments', 'read_data_dir',
            'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'nonfinite_message', 'fill_num_frames',
-           'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'validate_utterances', 'validate_data_dir', 'sha256_file',
-           'sha256_strings', 'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus',
-           'normalize_zh', 'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec',
-           'synth_wave', 'synth_corpus']
+           'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances',
+           'validate_data_dir', 'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint',
+           'fingerprint_changes', 'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech',
+           'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -363,10 +363,11 @@ def _decode_problem(path:str, block:int=1 << 20) -> str|None:
     return f"nonfinite_audio: {nonfinite_message(path, bad)}" if bad else None
 
 def _frames_10ms(u:Utterance, info:tuple[int, int, int]) -> int:
+    "Duration of the samples `load_audio` returns for `u`, in whole 10 ms units (rounded down: a lower bound)."
     n, sr, _ = info
-    dur = n / sr
-    end = dur if u.end is None else min(u.end, dur)
-    return max(0, int(round((end - (u.start or 0.0)) * 1000)) // 10)
+    first = 0 if u.start is None else int(round(u.start * sr))
+    last = n if u.end is None else min(int(round(u.end * sr)), n)
+    return max(0, last - first) * 100 // sr
 
 def fill_num_frames(utts:Sequence[Utterance], # utterances; those with num_frames=None are filled in place
                     jobs:int=4,               # threads reading headers
@@ -402,6 +403,7 @@ class ValidationReport:
     good: list[Utterance]                              # utterances that passed every check
     bad: dict[str, list[str]] = field(default_factory=dict) # id -> ['reason: detail', ...]
     total: int = 0                                     # utterances (or ids) examined
+    notes: list[str] = field(default_factory=list)     # things that are fine but worth knowing (e.g. resampled audio)
 
     def counts(self) -> dict[str, int]:
         "Number of rejected ids per reason."
@@ -415,6 +417,7 @@ class ValidationReport:
             for r in dict.fromkeys(x.split(':', 1)[0] for x in rs): by[r].append(k)
         for r, ks in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             lines.append(f"  {r}: {len(ks)} ({', '.join(ks[:max_ids])}{', ...' if len(ks) > max_ids else ''})")
+        lines += [f"note: {n}" for n in self.notes]
         if self.bad: lines.append('details:')
         for k, rs in self.bad.items():
             for r in rs: lines.append(f"  {k}: {r}")
@@ -425,17 +428,33 @@ class ValidationReport:
     def ok(self) -> bool: return not self.bad
 
 # %% ../nbs/02_data.ipynb #5b786564
-def _ctc_min_frames(label:Sequence) -> int:
-    "Encoder frames CTC needs for `label`: one per token plus a blank between equal neighbours."
+def ctc_min_frames(label:Sequence) -> int:
+    "Encoder frames CTC needs for `label`: one per token plus a blank between equal neighbours (`model.ctc_min_frames` for padded tensors)."
     return len(label) + sum(a == b for a, b in zip(label, label[1:]))
+
+def ctc_length_check(frames:int,                    # utterance length, 10 ms units (`Utterance.num_frames`)
+                     label:Sequence,                # its tokens
+                     length_rule:Callable[[int], int], # 10 ms units -> encoder frames: `features.utterance_length_rule(cfg.features, model_length_rule(cfg))`
+                    ) -> str|None:                  # None when CTC can emit `label`, else the reason's detail
+    "The one 'long enough for CTC' rule, shared by the validator and the dataset's length filter."
+    need, have = ctc_min_frames(label), length_rule(frames)
+    if need <= have: return None
+    rep = need - len(label)
+    return (f"{len(label)} tokens{f' (+{rep} blanks between repeats)' if rep else ''} need {need} encoder frames, "
+            f"{frames} frames (10 ms) give {have}")
+
+def _rate_note(rates:Counter, sample_rate:int) -> str:
+    n, found = sum(rates.values()), ', '.join(f"{c} at {r} Hz" for r, c in sorted(rates.items()))
+    return (f"resampled: {n} utterance(s) ({found}) will be resampled to {sample_rate} Hz (features.sample_rate); "
+            f"to keep their rate set features.sample_rate to it")
 
 def _space_ok(units:set[str]) -> bool: return ' ' in units or '<space>' in units or '▁' in units
 
 def validate_utterances(utts:Sequence[Utterance],           # utterances to check
                         *, units:set[str]|None=None,        # allowed symbols (characters); None: no check
-                        sample_rate:int|None=16000,         # required sample rate (None: any)
+                        sample_rate:int|None=16000,         # features' rate: other rates are resampled, counted in `notes` (None: no note)
                         channels:int|None=1,                # required channel count (None: any)
-                        subsampling:int=4,                  # encoder frame-rate reduction, for the CTC length check
+                        length_rule:Callable[[int], int]|None=None, # 10 ms units -> encoder frames, for the CTC check (None: no check)
                         tokenize:Callable[[str], Sequence]|None=None, # text -> tokens (for the length check); None: characters
                         check_audio:bool=True,              # open each file's header
                         read_audio:bool=False,              # also decode every file (finds truncated/corrupt data; slow)
@@ -448,7 +467,7 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
     counts = Counter(u.key for u in utts)
     for k, c in counts.items():
         if c > 1: bad[k].append(f"duplicate_id: appears {c} times")
-    infos = {}
+    infos, rates = {}, Counter()
     if check_audio:
         paths = sorted({u.audio for u in utts})
         with ThreadPoolExecutor(max(1, jobs)) as ex: infos = dict(zip(paths, ex.map(_audio_info, paths)))
@@ -469,7 +488,7 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
             else:
                 n, sr, ch = info
                 if read_audio and corrupt.get(u.audio): rs.append(corrupt[u.audio])
-                if sample_rate is not None and sr != sample_rate: rs.append(f"bad_sample_rate: {sr} Hz, expected {sample_rate}")
+                if sample_rate is not None and sr != sample_rate: rates[sr] += 1
                 if channels is not None and ch != channels: rs.append(f"bad_channels: {ch} channels, expected {channels}")
                 if u.start is not None and n > 0 and u.start >= n / sr:
                     rs.append(f"segment_out_of_range: starts at {u.start}s but {u.audio} lasts {n / sr:.3f}s")
@@ -477,16 +496,15 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
                     rs.append(f"num_frames_mismatch: recorded {u.num_frames} frames, audio has {_frames_10ms(u, info)} (stale utt2num_frames/source_len?)")
                 frames = _frames_10ms(u, info)
                 if n == 0 or frames == 0: rs.append('zero_length: no audio samples' if n == 0 else 'zero_length: segment shorter than 10 ms')
-        if frames and u.text.strip():
-            label = tokenize(u.text) if tokenize is not None else list(u.text)
-            need, have = _ctc_min_frames(list(label)), frames // subsampling
-            if need > have:
-                rs.append(f"too_long_for_ctc: {len(label)} tokens need {need} frames, audio has {frames} frames -> {have} after {subsampling}x subsampling")
+        if frames and u.text.strip() and length_rule is not None:
+            why = ctc_length_check(frames, list(tokenize(u.text) if tokenize is not None else u.text), length_rule)
+            if why: rs.append(f"too_long_for_ctc: {why}")
         if not rs: del bad[u.key]
     good = [u for u in utts if u.key not in bad]
-    rep = ValidationReport(good, dict(bad), total=len(utts))
+    rep = ValidationReport(good, dict(bad), total=len(utts), notes=[_rate_note(rates, sample_rate)] if rates else [])
     if strict and rep.bad: raise DataError('validation failed:\n' + rep.summary())
     if rep.bad and log: _log.warning('skipping %d of %d utterances: %s', len(rep.bad), len(utts), rep.counts())
+    for n in rep.notes if log else (): _log.warning(n)
     return rep
 
 # %% ../nbs/02_data.ipynb #6c175f75
@@ -494,7 +512,7 @@ _AUDIO_CODES = {'missing_audio', 'unreadable_audio', 'not_regular_file', 'corrup
 
 def validate_data_dir(path:Path|str, # Kaldi data dir
                       strict:bool=False, # raise DataError with the full report if anything is bad
-                      **kwargs,          # passed to `validate_utterances` (units, sample_rate, subsampling, tokenize, ...)
+                      **kwargs,          # passed to `validate_utterances` (units, sample_rate, length_rule, tokenize, ...)
                      ) -> ValidationReport:
     "Validate a Kaldi data dir, file lines included: every problem of every id, never just the first."
     d = Path(path)
@@ -511,7 +529,7 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
     for k, rs in rep.bad.items():   # audio problems also name the wav.scp line
         bad[k].extend(f"{r} ({where[k]})" if r.split(':', 1)[0] in _AUDIO_CODES and k in where else r for r in rs)
     good = [u for u in rep.good if u.key not in bad]
-    out = ValidationReport(good, dict(bad), total=len(set(u.key for u in utts) | set(bad)))
+    out = ValidationReport(good, dict(bad), total=len(set(u.key for u in utts) | set(bad)), notes=rep.notes)
     if strict and out.bad: raise DataError(f'validation of {d} failed:\n' + out.summary())
     if out.bad: _log.warning('%s: skipping %d of %d utterances: %s', d, len(out.bad), out.total, out.counts())
     return out

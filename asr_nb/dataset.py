@@ -16,24 +16,12 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .core import IGNORE_ID, Batch, DataConfig, ExpConfig, FeatureConfig, get_logger
-from .data import Utterance, fill_num_frames
-from .features import fbank, load_audio, speed_perturb
+from .data import Utterance, ctc_length_check, fill_num_frames
+from .features import check_config, load_audio, make_frontend, speed_perturb
 
 # %% auto #0
-__all__ = ['BATCH_TYPES', 'log', 'encoder_frames', 'FilterReport', 'filter_utterances', 'batch_budget', 'batch_cost',
-           'sort_key_lengths', 'make_batches', 'padding_stats', 'BucketBatchSampler', 'ASRDataset', 'collate',
-           'make_dataloader']
-
-# %% ../nbs/06_dataset.ipynb #ea18829e
-def encoder_frames(frames: int,          # input (10 ms) frames
-                   subsampling: int = 4, # conv2d subsampling factor: 1, 4, 6 or 8
-                  ) -> int:
-    "Frames left after ESPnet/WeNet conv2d subsampling (`Conv2dSubsampling`, `...6`, `...8`)."
-    if subsampling == 1: return frames
-    if subsampling == 4: return ((frames - 1) // 2 - 1) // 2
-    if subsampling == 6: return ((frames - 1) // 2 - 2) // 3
-    if subsampling == 8: return (((frames - 1) // 2 - 1) // 2 - 1) // 2
-    raise ValueError(f"subsampling must be 1, 4, 6 or 8, got {subsampling}")
+__all__ = ['BATCH_TYPES', 'log', 'FilterReport', 'filter_utterances', 'batch_budget', 'batch_cost', 'sort_key_lengths',
+           'make_batches', 'padding_stats', 'BucketBatchSampler', 'ASRDataset', 'collate', 'make_dataloader']
 
 # %% ../nbs/06_dataset.ipynb #743295d4
 @dataclass
@@ -64,7 +52,7 @@ def filter_utterances(utts: Sequence[Utterance], # utterances with `num_frames` 
                       data_cfg: DataConfig,      # min_frames, max_frames, max_tokens
                       tokenizer,                 # anything with `encode(text) -> list[int]`
                       *,
-                      subsampling: int = 4,      # encoder subsampling, for the CTC feasibility check
+                      length_rule: Callable[[int], int] | None = None, # 10 ms units -> encoder frames (None: no CTC check)
                      ) -> tuple[list[Utterance], FilterReport]:
     "Keep utterances that fit the length limits; report every dropped one by key and reason."
     report, kept = FilterReport(total=len(utts)), []
@@ -75,9 +63,8 @@ def filter_utterances(utts: Sequence[Utterance], # utterances with `num_frames` 
         elif frames < data_cfg.min_frames: why = ("too_short", f"{frames} frames < min_frames {data_cfg.min_frames}")
         elif frames > data_cfg.max_frames: why = ("too_long", f"{frames} frames > max_frames {data_cfg.max_frames}")
         elif n_tok > data_cfg.max_tokens: why = ("too_many_tokens", f"{n_tok} tokens > max_tokens {data_cfg.max_tokens}")
-        elif n_tok > encoder_frames(frames, subsampling):
-            why = ("tokens_exceed_frames", f"{n_tok} tokens > {encoder_frames(frames, subsampling)} encoder frames "
-                                           f"({frames} frames / {subsampling})")
+        elif length_rule is not None and (ctc := ctc_length_check(frames, tokenizer.encode(u.text), length_rule)):
+            why = ("too_long_for_ctc", ctc)
         else: why = None
         if why is None: kept.append(u); report.token_lens.append(n_tok)
         else: report.dropped[u.key] = why
@@ -264,7 +251,7 @@ BucketBatchSampler.state_dict, BucketBatchSampler.load_state_dict = _state_dict,
 _MAX_WORKERS = 64
 
 class ASRDataset(Dataset):
-    "Utterances -> dict(key, feats (T, n_mels), tokens (L,)), or None for unreadable audio (reported)."
+    "Utterances -> dict(key, feats (T, frontend.dim), tokens (L,)), or None for unreadable audio (reported)."
     def __init__(self,
                  utts: Sequence[Utterance], # from asr_nb.data
                  tokenizer,                 # anything with `encode(text) -> list[int]`
@@ -275,6 +262,7 @@ class ASRDataset(Dataset):
                  strict: bool = False,      # raise on unreadable audio instead of skipping it
                 ):
         self.utts, self.tokenizer, self.feat_cfg = list(utts), tokenizer, feat_cfg
+        self.frontend = make_frontend(feat_cfg)                                         # fbank, mfcc or raw
         self.train, self.seed, self.strict = train, seed, strict
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()                 # seen by workers
         self._skipped = torch.zeros(_MAX_WORKERS + 1, dtype=torch.long).share_memory_() # slot per worker
@@ -305,7 +293,7 @@ def _getitem(self: ASRDataset, idx: int) -> dict | None:
             if self.train:
                 factor = float(cfg.speed_perturb[int(torch.randint(len(cfg.speed_perturb), ()))])
                 if factor != 1.0: wav = speed_perturb(wav, cfg.sample_rate, factor)
-            feats = fbank(wav, cfg, dither=cfg.dither if self.train else 0.0)   # (T, n_mels)
+            feats = self.frontend(wav, train=self.train)           # (T, dim); dither only in training
         if feats.shape[0] == 0: raise ValueError(f"{wav.numel()} samples are shorter than one frame")
     except Exception as e:
         if self.strict: raise
@@ -345,23 +333,25 @@ def _pin_memory(cfg: ExpConfig) -> bool:
 
 def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
                     tokenizer,                 # with `encode(text) -> list[int]`
-                    cfg: ExpConfig,            # uses cfg.data, cfg.features, cfg.model.subsampling, cfg.train.device
+                    cfg: ExpConfig,            # uses cfg.data, cfg.features, cfg.train.device
                     *,
                     train: bool,               # shuffle, speed perturbation and dither only in training
                     rank: int = 0, world_size: int = 1,
                     seed: int = 0,
+                    length_rule: Callable[[int], int] | None = None, # 10 ms units -> encoder frames, for the CTC check:
+                                               # features.utterance_length_rule(cfg.features, model_length_rule(cfg))
                    ) -> tuple[DataLoader, BucketBatchSampler]:
     "Filter, batch and load `utts`; returns the loader and its sampler (set_epoch / advance / state_dict)."
-    dc = cfg.data
+    dc, fe = cfg.data, check_config(cfg)   # features vs model input dim, up front
     if any(u.num_frames is None for u in utts): utts = fill_num_frames(list(utts))
-    kept, report = filter_utterances(utts, dc, tokenizer, subsampling=cfg.model.subsampling)
+    kept, report = filter_utterances(utts, dc, tokenizer, length_rule=length_rule)
     if report.dropped and rank == 0: log.warning(report.summary())
-    if dc.strict and report.counts["tokens_exceed_frames"]: raise ValueError("strict: " + report.summary(max_keys=20))
+    if dc.strict and report.counts["too_long_for_ctc"]: raise ValueError("strict: " + report.summary(max_keys=20))
     if not kept: raise ValueError("no utterance left after filtering: " + report.summary())
     ds = ASRDataset(kept, tokenizer, cfg.features, train=train, seed=seed, strict=dc.strict)
     ds.filter_report = report
     sampler = BucketBatchSampler([u.num_frames for u in kept], report.token_lens, dc, rank=rank, world_size=world_size,
-                                 seed=seed, shuffle=train and dc.shuffle, feat_dim=cfg.features.n_mels,
+                                 seed=seed, shuffle=train and dc.shuffle, feat_dim=fe.dim,
                                  drop_last=dc.drop_last, length_jitter=dc.length_jitter if train else 0.0,
                                  keys=[u.key for u in kept])
     sampler.add_epoch_listener(ds.set_epoch)

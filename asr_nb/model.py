@@ -17,7 +17,7 @@ from .decoder import TransformerDecoder
 # %% auto #0
 __all__ = ['MODELS', 'ctc_min_frames', 'ctc_loss', 'ctc_greedy_search', 'attention_greedy_search', 'LabelSmoothingLoss',
            'add_sos_eos', 'th_accuracy', 'CTCHead', 'ASRModel', 'ASRFamily', 'model_class', 'build_model',
-           'model_length_rule', 'frontend_dim', 'count_parameters']
+           'model_length_rule', 'frontend_dim', 'check_model_config', 'count_parameters']
 
 # %% ../nbs/09_model.ipynb #938b3d85
 def ctc_min_frames(targets: torch.Tensor, # (B, L) labels padded with IGNORE_ID
@@ -161,6 +161,10 @@ class ASRModel(nn.Module):
     @classmethod
     def from_config(cls, cfg, vocab_size: int, cmvn=None) -> "ASRModel": # cfg: ExpConfig
         "The registry's constructor: the whole experiment config in, the model out."
+        if cfg.features.kind == "raw":
+            from asr_nb.core import ConfigError
+            raise ConfigError("features.kind: 'raw' (waveform samples) does not fit model.family 'ctc_attention', whose conv2d "
+                              "subsampling needs a spectrogram: use fbank or mfcc")
         return cls(cfg.model, vocab_size, specaug=cfg.specaug, cmvn=cmvn, input_dim=frontend_dim(cfg))
 
     @staticmethod
@@ -252,7 +256,12 @@ def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
 
 def frontend_dim(cfg) -> int:
     "The feature dimension the model's input layer takes: the front end's (so it can never disagree with the features)."
-    return cfg.features.n_mels
+    from asr_nb.features import make_frontend
+    return make_frontend(cfg.features).dim
+
+def check_model_config(cfg):
+    "Build the model of `cfg` on the meta device (no memory, no time): every ConfigError surfaces before any work starts."
+    with torch.device("meta"): build_model(cfg, vocab_size=3)
 
 # %% ../nbs/09_model.ipynb #5fc3ba2b
 def count_parameters(model: nn.Module) -> dict[str, int]:

@@ -470,6 +470,8 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
          ) -> dict:
     "Train (or resume) an experiment; returns a summary dict. Run under `torchrun` for DDP."
     from asr_nb.dataset import make_dataloader
+    from asr_nb.features import utterance_length_rule
+    from asr_nb.model import model_length_rule
     from asr_nb.model import ASRModel
     from asr_nb.tokenizer import load_tokenizer, read_units
     from asr_nb.features import load_cmvn
@@ -504,8 +506,9 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         # 2. data, model, optimiser, schedule, scaler
         seed = tc.seed
         seed_everything(seed)
-        train_loader, sampler = make_dataloader(train_utts, tok, cfg, train=True, rank=rk, world_size=ws, seed=seed)
-        valid_loader, _ = make_dataloader(valid_utts, tok, cfg, train=False, rank=rk, world_size=ws, seed=seed)
+        rule = utterance_length_rule(cfg.features, model_length_rule(cfg))   # the one CTC length rule (validator's too)
+        train_loader, sampler = make_dataloader(train_utts, tok, cfg, train=True, rank=rk, world_size=ws, seed=seed, length_rule=rule)
+        valid_loader, _ = make_dataloader(valid_utts, tok, cfg, train=False, rank=rk, world_size=ws, seed=seed, length_rule=rule)
         model = ASRModel(cfg.model, tok.vocab_size, specaug=cfg.specaug, cmvn=cmvn).to(device)
         seed_everything(seed + rk)  # same initial weights everywhere, different dropout per rank
         dtype = D.amp_dtype(device, tc.amp)

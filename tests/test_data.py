@@ -15,6 +15,15 @@ SR = 16000
 LETTERS = set("abcdefghijklmnopqrstuvwxyz' ")
 
 
+def length_rule():
+    "The default experiment's rule (16 kHz fbank, 4x conv2d subsampling): 10 ms units -> encoder frames."
+    from asr_nb.core import ExpConfig
+    from asr_nb.features import utterance_length_rule
+    from asr_nb.model import model_length_rule
+    cfg = ExpConfig()
+    return utterance_length_rule(cfg.features, model_length_rule(cfg))
+
+
 def tone(path, seconds=1.0, sr=SR, channels=1, fmt=None, seed=0):
     n = int(seconds * sr)
     x = 0.1 * np.sin(np.arange(n) * 2 * np.pi * 300 / sr) + np.random.default_rng(seed).normal(0, 0.01, n)
@@ -179,11 +188,11 @@ def test_validator_every_reason_never_stops_at_first(tmp_path):
             Utterance('stereo8k', st, 'a'), Utterance('toolong', ok, 'abcdefghijklmnopqrstuvwxyz'),
             Utterance('oov', ok, 'naïve!'), Utterance('trunc', str(tmp_path / 'trunc.flac'), 'a'),
             Utterance('lateseg', full, 'a', start=5.0, end=6.0), Utterance('flac', full, 'fine')]
-    rep = validate_utterances(utts, units=LETTERS, read_audio=True)
+    rep = validate_utterances(utts, units=LETTERS, read_audio=True, length_rule=length_rule())
     assert [u.key for u in rep.good] == ['good', 'flac']
     codes = {k: sorted(r.split(':')[0] for r in rs) for k, rs in rep.bad.items()}
     assert codes == {'dup': ['duplicate_id'], 'blank': ['empty_text'], 'missing': ['missing_audio'],
-                     'junk': ['unreadable_audio'], 'empty': ['zero_length'], 'stereo8k': ['bad_channels', 'bad_sample_rate'],
+                     'junk': ['unreadable_audio'], 'empty': ['zero_length'], 'stereo8k': ['bad_channels'],
                      'toolong': ['too_long_for_ctc'], 'oov': ['oov_chars'], 'trunc': ['corrupt_audio'],
                      'lateseg': ['segment_out_of_range', 'zero_length']}
     s = rep.summary()
@@ -193,13 +202,14 @@ def test_validator_every_reason_never_stops_at_first(tmp_path):
 
 
 def test_validator_ctc_length_uses_tokenizer(tmp_path):
-    w = tone(tmp_path / 'a.wav', 1.0)     # 100 frames -> 25 after 4x
+    w = tone(tmp_path / 'a.wav', 1.0)     # 100 frames -> 98 fbank frames -> 23 after 4x
     text = ' '.join(['ab'] * 12)           # 35 characters, 12 words
-    assert not validate_utterances([Utterance('u', w, text)], check_audio=True).ok
-    assert validate_utterances([Utterance('u', w, text)], tokenize=str.split).ok
-    assert validate_utterances([Utterance('u', w, text)], subsampling=1).ok
+    rule = length_rule()
+    assert not validate_utterances([Utterance('u', w, text)], check_audio=True, length_rule=rule).ok
+    assert validate_utterances([Utterance('u', w, text)], tokenize=str.split, length_rule=rule).ok
+    assert validate_utterances([Utterance('u', w, text)], length_rule=lambda f: f).ok   # no subsampling
     # without audio checks, known num_frames still drive the length check
-    assert not validate_utterances([Utterance('u', 'nowhere.wav', text, num_frames=100)], check_audio=False).ok
+    assert not validate_utterances([Utterance('u', 'nowhere.wav', text, num_frames=100)], check_audio=False, length_rule=rule).ok
 
 
 # ---------------------------------------------------------------- preparers on fabricated trees
