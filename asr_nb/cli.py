@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, functools, json, os, shutil, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
-from .core import ConfigError, load_config
+from .core import ConfigError, UserError, load_config
 
 # %% auto #0
 __all__ = ['METHODS', 'VERBS', 'CLIError', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances', 'train_parser',
@@ -22,7 +22,7 @@ class CLIError(Exception):
 
 def _user_error_types() -> tuple[type, ...]:
     "Exception types that mean 'bad input' rather than 'bug'."
-    types: list[type] = [CLIError, ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
+    types: list[type] = [CLIError, UserError, ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
     for mod, name in (('asr_nb.data', 'DataError'), ('asr_nb.features', 'AudioError'), ('asr_nb.tokenizer', 'TokenizerError'),
                       ('asr_nb.device', 'DeviceError')):
         try: types.append(getattr(__import__(mod, fromlist=[name]), name))
@@ -155,7 +155,7 @@ def train_main(argv: Sequence[str]) -> int:
     setup_logging(rank=int(os.environ.get('RANK', '0')))
     train_utts = usable_utterances(a.train, cfg, 'training data')
     valid_utts = usable_utterances(a.valid, cfg, 'validation data')
-    summary = train(cfg, train_utts, valid_utts, a.exp)
+    summary = train(cfg, train_utts, valid_utts, a.exp, data_names=(a.train, a.valid))
     if _is_main(): print(summary_line(summary))
     return 0
 
