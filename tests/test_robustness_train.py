@@ -110,8 +110,9 @@ def test_unreadable_newest_checkpoint_falls_back(capsys, corpus, base_exp, tmp_p
                         "train.keep_last_n=10")
     assert rc == 0, err
     text = (exp/"train.log").read_text()
-    assert "ckpt-3.pt: unreadable checkpoint: the file is zero-filled; falling back to an older checkpoint" in "\n".join(err)
-    assert "resumed from" in text and "ckpt-2.pt (epoch 1, batch 2, step 2)" in text
+    warn = [l for l in err if "ckpt-3.pt: unreadable checkpoint: the file is zero-filled" in l]
+    assert len(warn) == 1 and "falling back to an older checkpoint" in warn[0] and warn[0].split(": ", 1)[1] in text
+    assert "ckpt-2.pt (epoch 1, batch 2, step 2)" in [l for l in text.splitlines() if "resumed from" in l][-1]
     assert latest_checkpoint(exp).name == "ckpt-4.pt" and read_checkpoint(exp/"checkpoints"/"ckpt-3.pt")["step"] == 3
 
 def test_listing_averaging_and_weights_skip_unreadable(capsys, base_exp, tmp_path, monkeypatch, caplog):
@@ -162,7 +163,7 @@ def test_length_jitter_varies_batches_per_epoch(capsys, corpus, tmp_path):
     from asr_nb.checkpoint import load_model
     from asr_nb.dataset import make_dataloader
     from asr_nb.data import load_utterances
-    ov = ["data.batch_type=length", "data.max_frames_in_batch=1500", "data.length_jitter=0.9", "train.max_epochs=6"]
+    ov = ["data.batch_type=length", "data.max_frames_in_batch=2500", "data.length_jitter=0.9", "train.max_epochs=6"]
     exp = tmp_path/"exp"
     rc, err = run_train(capsys, corpus, exp, *ov)
     assert rc == 0, err
