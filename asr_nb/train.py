@@ -392,6 +392,7 @@ class Checkpointer:
                 path = save_checkpoint(self._state(p, metrics, ranks), self.exp)
                 self.tlog.info(f"saved {path.name}; kept steps {self._prune()}")
             except CheckpointError as e: err = e
+            except OSError as e: err = CheckpointError(f"{ckpt_dir(self.exp)}: could not update the checkpoints: {e.strerror or e}")
         if D.any_rank(err is not None, self.device): raise err or CheckpointError(f"{self.exp}: rank 0 could not write a checkpoint")
         return path
 
@@ -672,8 +673,9 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         summary = _summary(run, p, t_start)
         D.barrier()  # every rank is done before anyone leaves the process group
         return summary
-    except UserError as e:
-        tlog.error(str(e)); raise
+    except Exception as e:  # a user error exactly as the command line prints it; anything else by its type
+        tlog.error(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise
     finally:
         tlog.close()
         if we_init_dist: D.cleanup_distributed()
