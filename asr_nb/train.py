@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #e54fa67d
 from __future__ import annotations
-import contextlib, logging, math, os, re, shutil, sys, time
+import contextlib, logging, math, os, re, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
