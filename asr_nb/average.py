@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 import torch
 from .core import get_logger
-from .train import atomic_save, list_checkpoints, rank_checkpoints
+from .checkpoint import CheckpointError, atomic_save, list_checkpoints, rank_checkpoints, read_checkpoint
 
 # %% auto #0
 __all__ = ['average_checkpoints', 'select_checkpoints', 'average_exp']
@@ -24,10 +24,10 @@ def _model_state(obj: dict) -> dict:
 
 def average_checkpoints(paths: list, # checkpoint files (training state, model_avg.pt or bare state dicts)
                        ) -> dict: # the averaged state dict
-    "Element-wise mean of the checkpoints' weights; integer buffers divided with //, tied weights once."
+    "Element-wise mean of the checkpoints' weights; integer buffers divided with //, tied weights once. An unreadable file: `CheckpointError`."
     paths = [Path(p) for p in paths]
     if not paths: raise ValueError("average_checkpoints: no checkpoints given")
-    first = _model_state(torch.load(paths[0], map_location="cpu", weights_only=True))
+    first = _model_state(read_checkpoint(paths[0]))
     alias, sums = {}, {}  # name -> first name of its storage; first name -> running sum
     seen = {}
     for k, v in first.items():
@@ -37,7 +37,7 @@ def average_checkpoints(paths: list, # checkpoint files (training state, model_a
         sums[k] = v.to(torch.float64 if v.dtype == torch.float64 else torch.float32) if v.is_floating_point() else v.to(torch.int64)
         sums[k] = sums[k].clone()
     for p in paths[1:]:
-        sd = _model_state(torch.load(p, map_location="cpu", weights_only=True, mmap=True))
+        sd = _model_state(read_checkpoint(p, mmap=True))
         if sd.keys() != first.keys():
             diff = sorted(set(sd) ^ set(first))[:5]
             raise ValueError(f"{p}: different parameter names than {paths[0]} (e.g. {diff})")
@@ -52,6 +52,15 @@ def average_checkpoints(paths: list, # checkpoint files (training state, model_a
 # %% ../nbs/11_average.ipynb #470e67e5
 _BY = ("valid_loss", "valid_acc", "valid_cer", "last")
 
+def _readable_first(ranked: list[dict], n: int, newest: bool) -> list[dict]:
+    "The first `n` records of `ranked` whose files load (newest: counted from the end); the others are named and skipped."
+    out, log = [], get_logger("average")
+    for r in (reversed(ranked) if newest else ranked):
+        if len(out) == n: break
+        try: read_checkpoint(r["path"], mmap=True); out.append(r)
+        except CheckpointError as e: log.warning(f"{e}; not averaged")
+    return out
+
 def select_checkpoints(exp_dir: str | os.PathLike, # experiment dir (or its checkpoints/ dir)
                        n: int = 10, # how many
                        by: str = "valid_loss", # 'valid_loss' | 'valid_acc' | 'valid_cer' | 'last'
@@ -65,11 +74,13 @@ def select_checkpoints(exp_dir: str | os.PathLike, # experiment dir (or its chec
         missing = [e for e in epochs if e not in ends]
         if missing: raise ValueError(f"no checkpoint at the end of epoch(s) {missing}; have {sorted(ends)}")
         chosen = [ends[e] for e in epochs]
-    elif by == "last": chosen = recs[-n:]
+    elif by == "last": chosen = recs
     elif by in _BY:
-        chosen = rank_checkpoints(recs, by)[:n]
+        chosen = rank_checkpoints(recs, by)
         if not chosen: raise ValueError(f"no checkpoint carries '{by}' (were they saved at validation steps?)")
     else: raise ValueError(f"by must be one of {list(_BY)}, got '{by}'")
+    if not epochs: chosen = _readable_first(chosen, n, newest=by == "last")
+    if not chosen: raise CheckpointError(f"{exp_dir}: none of the checkpoints is readable (the warnings above name them)")
     if len(chosen) < n and not epochs:
         get_logger("average").warning(f"asked for {n} checkpoints by {by}, {len(chosen)} available")
     return [r["path"] for r in sorted(chosen, key=lambda r: r["step"])]
@@ -85,7 +96,7 @@ def average_exp(exp_dir: str | os.PathLike, # experiment dir written by `asr_nb.
     exp = Path(exp_dir)
     chosen = [Path(p) for p in paths] if paths else select_checkpoints(exp, n, by, epochs)
     avg = average_checkpoints(chosen)
-    cfg = torch.load(chosen[-1], map_location="cpu", weights_only=True, mmap=True)
+    cfg = read_checkpoint(chosen[-1], mmap=True)
     out = Path(out) if out is not None else exp/"model_avg.pt"
     atomic_save(dict(model=avg, averaged=[p.name for p in chosen], by="paths" if paths else ("epochs" if epochs else by),
                      config=cfg.get("config", {}) if isinstance(cfg, dict) else {}), out)

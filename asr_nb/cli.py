@@ -8,13 +8,14 @@ import argparse, errno, functools, json, os, shutil, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
 from .core import ConfigError, UserError, load_config
+from .model import ctc_length_rule
 
 # %% auto #0
-__all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'check_data', 'length_rule', 'usable_utterances',
-           'train_parser', 'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser',
-           'parse_methods', 'decode_utterances', 'decode_main', 'format_result_line', 'score_parser', 'score_main',
-           'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'run_tiny_recipe', 'demo_main', 'main']
+__all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances', 'train_parser',
+           'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods',
+           'decode_utterances', 'decode_main', 'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main',
+           'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main', 'find_conf',
+           'run_tiny_recipe', 'demo_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -108,12 +109,6 @@ def check_data(path: str | os.PathLike, # a Kaldi data dir or a .jsonl manifest
     if not utts: raise CLIError(f"{what} {p} holds no utterances")
     return utts
 
-def length_rule(cfg): # ExpConfig -> (10 ms units -> encoder frames)
-    "The one 'long enough for CTC' length rule (front end + model) that the validator and the dataset filter use."
-    from asr_nb.features import utterance_length_rule
-    from asr_nb.model import model_length_rule
-    return utterance_length_rule(cfg.features, model_length_rule(cfg))
-
 def usable_utterances(path: str | os.PathLike, # data dir or manifest
                       cfg, # ExpConfig: sample rate, subsampling, tokenizer kind, data.strict
                       what: str = 'data') -> list:
@@ -122,7 +117,7 @@ def usable_utterances(path: str | os.PathLike, # data dir or manifest
     utts = check_data(path, what)
     # label-length check on characters; for BPE, words are a lower bound on the pieces (the dataset re-checks with the real units)
     tokenize = str.split if cfg.tokenizer.kind == 'bpe' else None
-    rep = validate_utterances(utts, sample_rate=cfg.features.sample_rate, length_rule=length_rule(cfg),
+    rep = validate_utterances(utts, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg),
                               tokenize=tokenize)
     if rep.bad and cfg.data.strict:
         print(rep.summary(), file=sys.stderr)
@@ -165,7 +160,7 @@ def train_main(argv: Sequence[str]) -> int:
     setup_logging(rank=int(os.environ.get('RANK', '0')))
     train_utts = usable_utterances(a.train, cfg, 'training data')
     valid_utts = usable_utterances(a.valid, cfg, 'validation data')
-    summary = train(cfg, train_utts, valid_utts, a.exp)
+    summary = train(cfg, train_utts, valid_utts, a.exp, data_names=(a.train, a.valid))
     if _is_main(): print(summary_line(summary))
     return 0
 
@@ -412,7 +407,7 @@ def validate_main(argv: Sequence[str]) -> int:
         tok = load_tokenizer(str(exp))
         kw = dict(units=_text_units(tok), tokenize=tok.tokenize)
     from asr_nb.data import validate_data_dir, validate_utterances
-    kw.update(sample_rate=cfg.features.sample_rate, length_rule=length_rule(cfg), read_audio=not a.no_read)
+    kw.update(sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg), read_audio=not a.no_read)
     rep = validate_data_dir(data, **kw) if data.is_dir() else validate_utterances(check_data(data), **kw)
     print(rep.summary())
     return 1 if rep.bad else 0
@@ -511,7 +506,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
         from asr_nb.data import validate_utterances
         for k, d in dirs.items():
             rep = validate_utterances(check_data(d, f'{k} data'), sample_rate=cfg.features.sample_rate,
-                                      length_rule=length_rule(cfg))
+                                      length_rule=ctc_length_rule(cfg))
             log(f"{k}: {rep.total} utterances, {len(rep.good)} good" + (f", {len(rep.bad)} bad {rep.counts()}" if rep.bad else ''))
         test_utts = rep.good  # the last split validated is the test set
         if not test_utts: raise CLIError(f"test set {dirs['test']} has no usable utterances")

@@ -4,16 +4,18 @@
 
 # %% ../nbs/01_device.ipynb #fb6a4768
 from __future__ import annotations
-import contextlib, importlib, os, resource, sys
+import contextlib, importlib, os, random, resource, sys
 from typing import Any
+import numpy as np
 import torch
 import torch.distributed as dist
 from .core import get_logger
 
 # %% auto #0
 __all__ = ['DeviceError', 'available_devices', 'local_rank', 'pick_device', 'amp_dtype', 'autocast', 'make_grad_scaler',
-           'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed', 'cleanup_distributed', 'synchronize',
-           'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
+           'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed', 'cleanup_distributed', 'is_distributed',
+           'barrier', 'all_gather_object', 'all_reduce_sum', 'min_over_ranks', 'any_rank', 'get_rng_state',
+           'set_rng_state', 'synchronize', 'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
 
 # %% ../nbs/01_device.ipynb #227982ea
 class DeviceError(RuntimeError):
@@ -136,6 +138,68 @@ def init_distributed(device: torch.device) -> bool:
 def cleanup_distributed():
     "Leave the process group (safe to call when not distributed)."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
+# %% ../nbs/01_device.ipynb #62934b73
+def is_distributed() -> bool:
+    "True inside an initialised process group."
+    return dist.is_available() and dist.is_initialized()
+
+def barrier():
+    "Wait for every rank (no-op when not distributed)."
+    if is_distributed(): dist.barrier()
+
+def all_gather_object(obj) -> list:
+    "Every rank's `obj` (picklable) on every rank; `[obj]` when not distributed."
+    if not is_distributed(): return [obj]
+    out = [None] * dist.get_world_size(); dist.all_gather_object(out, obj)
+    return out
+
+def all_reduce_sum(t: torch.Tensor, # any shape; float64 keeps sums of many batches exact enough
+                   device: torch.device) -> torch.Tensor:
+    "Element-wise sum over ranks, returned on the CPU (`t` itself when not distributed)."
+    if not is_distributed(): return t
+    t = t.to(device); dist.all_reduce(t); return t.cpu()
+
+def min_over_ranks(n: int, device: torch.device) -> int:
+    "The smallest `n` of all ranks."
+    if not is_distributed(): return n
+    t = torch.tensor([n], device=device); dist.all_reduce(t, op=dist.ReduceOp.MIN); return int(t.item())
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    "True if `flag` is true on any rank (every rank gets the same answer)."
+    if not is_distributed(): return bool(flag)
+    t = torch.tensor([float(flag)], device=device); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item() > 0)
+
+# %% ../nbs/01_device.ipynb #2471ef21
+def _accel_rng_get() -> dict:
+    "{'cuda': [...], 'npu': [...], 'mps': tensor} for the accelerators this process has initialised."
+    out = {}
+    for kind in ("cuda", "npu"):
+        be = _backend(kind) if kind == "cuda" or "torch_npu" in sys.modules else None
+        if be is not None and be.is_available() and getattr(be, "is_initialized", lambda: True)():
+            out[kind] = be.get_rng_state_all()
+    if _mps_available() and hasattr(torch, "mps"): out["mps"] = torch.mps.get_rng_state()
+    return out
+
+def get_rng_state() -> dict:
+    "Python, numpy, torch CPU and accelerator generator states as tensors and plain numbers."
+    v, mt, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    st = dict(python_version=v, python=torch.tensor(mt, dtype=torch.int64), python_gauss=gauss,
+              numpy=torch.from_numpy(keys.astype(np.int64)), numpy_pos=int(pos), numpy_has_gauss=int(has_gauss),
+              numpy_gauss=float(cached), torch=torch.get_rng_state())
+    return {**st, **_accel_rng_get()}
+
+def set_rng_state(st: dict):
+    "Restore the generator states saved by `get_rng_state` (accelerators: only with the same device count)."
+    random.setstate((st["python_version"], tuple(st["python"].tolist()), st["python_gauss"]))
+    np.random.set_state(("MT19937", st["numpy"].numpy().astype(np.uint32), st["numpy_pos"], st["numpy_has_gauss"],
+                         st["numpy_gauss"]))
+    torch.set_rng_state(st["torch"])
+    for kind in ("cuda", "npu"):
+        be = _backend(kind) if kind in st and (kind == "cuda" or "torch_npu" in sys.modules) else None
+        if be is not None and be.is_available() and len(st[kind]) == be.device_count(): be.set_rng_state_all(st[kind])
+    if "mps" in st and _mps_available(): torch.mps.set_rng_state(st["mps"])
 
 # %% ../nbs/01_device.ipynb #4d6de397
 def synchronize(device: torch.device):

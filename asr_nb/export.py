@@ -141,7 +141,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
                 check: bool = True, # compare with PyTorch through onnxruntime
                ) -> dict:
     "Export encoder+CTC and the decoder step of an experiment, with tokenizer and meta.json; return paths and max diffs."
-    from asr_nb.train import load_model
+    from asr_nb.checkpoint import load_model
     exp, out = Path(exp_dir), Path(out_dir)
     model, tok, cfg = load_model(str(exp), weights)
     model = model.float().eval()
@@ -219,7 +219,7 @@ class Recognizer:
                  overrides: Sequence[str] = (), # decode.* overrides, e.g. ['decode.beam=5']
                 ) -> Recognizer:
         "A PyTorch recognizer from an experiment dir."
-        from asr_nb.train import load_model
+        from asr_nb.checkpoint import load_model
         from asr_nb.device import pick_device
         exp = Path(exp_dir)
         if not (exp/'config.yaml').is_file(): raise FileNotFoundError(f"{exp} is not an experiment dir (no config.yaml)")

@@ -17,7 +17,7 @@ from .decoder import TransformerDecoder
 # %% auto #0
 __all__ = ['MODELS', 'ctc_min_frames', 'ctc_loss', 'ctc_greedy_search', 'attention_greedy_search', 'LabelSmoothingLoss',
            'add_sos_eos', 'th_accuracy', 'CTCHead', 'ASRModel', 'ASRFamily', 'model_class', 'build_model',
-           'model_length_rule', 'frontend_dim', 'check_model_config', 'count_parameters']
+           'model_length_rule', 'ctc_length_rule', 'frontend_dim', 'check_model_config', 'count_parameters']
 
 # %% ../nbs/09_model.ipynb #938b3d85
 def ctc_min_frames(targets: torch.Tensor, # (B, L) labels padded with IGNORE_ID
@@ -253,6 +253,14 @@ def build_model(cfg, # ExpConfig (the family reads model, specaug, features)
 def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
     "Input frames (B,) -> encoder frames (B,) for `cfg`'s family, without building the model."
     return model_class(getattr(cfg.model, "family", "ctc_attention")).length_rule(cfg)
+
+def ctc_length_rule(cfg) -> Callable[[int], int]:
+    """THE rule for "long enough for CTC", in one place: an utterance's length in 10 ms units -> encoder frames, through
+    `cfg`'s front end and model (`features.utterance_length_rule` + `model_length_rule`). The validator, the dataset's
+    length filter and decoding's too-short count all take it; an utterance is usable when the encoder frames cover its
+    labels plus a blank between repeated labels (`data.ctc_length_check`)."""
+    from asr_nb.features import utterance_length_rule
+    return utterance_length_rule(cfg.features, model_length_rule(cfg))
 
 def frontend_dim(cfg) -> int:
     "The feature dimension the model's input layer takes: the front end's (so it can never disagree with the features)."

@@ -85,10 +85,10 @@ def stage_validate(r: Recipe, dirs: dict[str, Path], # from stage_prepare
                    log: Callable[[str], None] = print) -> dict:
     "Stage 1: the validation report of every split (reasons per utterance); returns {split: ValidationReport}."
     from asr_nb.data import validate_data_dir
-    from asr_nb.cli import length_rule
+    from asr_nb.model import ctc_length_rule
     cfg, reps = r.cfg(), {}
     for k, d in dirs.items():
-        reps[k] = validate_data_dir(d, sample_rate=cfg.features.sample_rate, length_rule=length_rule(cfg))
+        reps[k] = validate_data_dir(d, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg))
         log(f"{k}: {reps[k].summary().splitlines()[0]}")
     return reps
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from asr_nb.core import load_config
-from asr_nb.train import (atomic_save, load_checkpoint, latest_checkpoint, list_checkpoints, read_train_log,
-                          remove_stale_tmp, train, load_model)
+from asr_nb.checkpoint import (atomic_save, load_checkpoint, latest_checkpoint, list_checkpoints, load_model,
+                               remove_stale_tmp)
+from asr_nb.train import read_train_log, train
 from asr_nb.average import average_checkpoints, average_exp
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def test_kill9_resume_is_exact(corpus, runner, tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 WRITER = """
 import sys, torch
-from asr_nb.train import atomic_save
+from asr_nb.checkpoint import atomic_save
 i = 1
 while True:
     atomic_save({"model": {"w": torch.full((4_000_000,), float(i))}, "step": i}, sys.argv[1]); i += 1
