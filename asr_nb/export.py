@@ -157,7 +157,7 @@ def ctc_force_align(log_probs: np.ndarray, # (T', V) CTC log-probabilities of on
     s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
     if not np.isfinite(score[s]): raise ValueError(f"{L} tokens cannot be aligned to {T} frames")
     state = np.empty(T, dtype=int)
-    for t in range(T - 1, -1, -1): state[t] = s; s -= back[t, s]
+    for t in range(T - 1, -1, -1): state[t] = s; s -= int(back[t, s])   # int: an int8 would overflow past 127 states
     spans = []
     for k in range(L):
         fr = np.nonzero(state == 2 * k + 1)[0]

@@ -40,6 +40,7 @@ def vad_split(wave: np.ndarray, # (N,) samples
               min_silence_s: float = 0.3, # shorter pauses do not cut
               min_speech_s: float = 0.1, # shorter bursts are dropped
               pad_s: float = 0.15, # kept on each side of a region (at most half the pause)
+              floor_db: float = -80.0, # frames below this absolute level (dB of mean power; -80 = 1e-4 rms) are never speech
               hop_ms: float = 10.0, # energy frame
              ) -> list[tuple[int, int]]: # speech regions [start, end) in samples, in order, not overlapping
     "Speech regions of a signal by frame energy relative to its loud frames."
@@ -47,7 +48,7 @@ def vad_split(wave: np.ndarray, # (N,) samples
     hop = max(1, int(round(sample_rate * hop_ms / 1000))); hop_s = hop / sample_rate
     e = frame_energy_db(wave, sample_rate, hop_ms)                          # (F,)
     regions: list[list[int]] = []
-    for a, b in _runs(e > np.percentile(e, 95) + threshold_db):           # frames
+    for a, b in _runs((e > np.percentile(e, 95) + threshold_db) & (e > floor_db)):   # frames
         if regions and (a - regions[-1][1]) * hop_s < min_silence_s: regions[-1][1] = b   # bridge a short pause
         else: regions.append([a, b])
     regions = [r for r in regions if (r[1] - r[0]) * hop_s >= min_speech_s]
