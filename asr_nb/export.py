@@ -201,17 +201,36 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     return info
 
 # %% ../nbs/15_export.ipynb #ed9d74fc
+from typing import Callable
 def _read_audio(path: str | os.PathLike, target: int, # rate of the returned signal
                 channel: int | str | None = None, # channel index, 'mean' (downmix), or None (multi-channel: AudioError)
+                start: float | None = None, end: float | None = None, # a segment in seconds (None: the whole file)
                ) -> torch.Tensor: # (N,) float32
-    "Read a file as mono at `target` Hz; `channel='mean'` averages the channels (each read by `features.load_audio`)."
+    "Read (a segment of) a file as mono at `target` Hz; `channel='mean'` averages the channels (each read by `features.load_audio`)."
     from asr_nb.features import load_audio
-    if channel != 'mean': return load_audio(path, sample_rate=target, channel=channel)
+    if channel != 'mean': return load_audio(path, start, end, sample_rate=target, channel=channel)
     import soundfile as sf
     try: n = sf.info(str(path)).channels
     except Exception: n = 1                                  # unreadable: load_audio words the error
-    if n == 1: return load_audio(path, sample_rate=target)
-    return torch.stack([load_audio(path, sample_rate=target, channel=k) for k in range(n)]).mean(0)   # (N,)
+    if n == 1: return load_audio(path, start, end, sample_rate=target)
+    return torch.stack([load_audio(path, start, end, sample_rate=target, channel=k) for k in range(n)]).mean(0)   # (N,)
+
+def _file_seconds(path) -> float:
+    "Duration of an audio file from its header (0 if it cannot be read: the reader then reports why)."
+    import soundfile as sf
+    try: return float(sf.info(str(path)).duration)
+    except Exception: return 0.0
+
+def _file_pieces(path: str | os.PathLike, target: int, channel: int | str | None, max_segment_s: float,
+                 block_s: float = 60.0, # seconds read at a time for the energies
+                ) -> tuple[list[tuple[int, int]], Callable]: # pieces [a, b) in samples at `target`, and read(a, b) -> (b-a,)
+    "Plan the pieces of a long file without holding it: 10 ms energies block by block, `plan_segments`, a piece reader."
+    from asr_nb.segment import frame_energy_db, plan_segments
+    dur, per = _file_seconds(path), int(round(block_s * 100))            # per: 10 ms frames per block
+    energy = np.concatenate([frame_energy_db(_read_audio(path, target, channel, s, min(s + block_s, dur)).numpy(), target)[:per]
+                             for s in np.arange(0, dur, block_s)])          # (F,)
+    pieces = plan_segments(None, target, max_segment_s, energy_db=energy, num_samples=int(round(dur * target)))
+    return pieces, lambda a, b: _read_audio(path, target, channel, a / target, b / target)
 
 def _as_wave(x, sample_rate: int | None, target: int, channel: int | str | None = None) -> torch.Tensor:
     "A path, array or tensor as a mono float32 tensor (N,) at `target` Hz (`channel`: for multi-channel files)."
@@ -348,6 +367,7 @@ class Recognizer:
                    channel: int | str | None = None, # multi-channel files: channel index or 'mean' (downmix); None: error
                   ):
         "Text per input; with `timestamps`, dict(text, tokens, timestamps=[(unit, start_s, end_s), ...]). One input -> one result."
+        from asr_nb.segment import plan_segments
         single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
         items = [inputs] if single else list(inputs)
         method = method or self.decode_cfg.method
@@ -355,12 +375,18 @@ class Recognizer:
         bs, outs = batch_size or self.decode_cfg.batch_size, []
         limit = self.segment_limit_s(max_segment_s)
         for s in range(0, len(items), bs):
-            waves = [_as_wave(x, sample_rate, self.sample_rate, channel) for x in items[s:s + bs]]
-            long = {i for i, w in enumerate(waves) if len(w) > limit * self.sample_rate}
-            short = [i for i in range(len(waves)) if i not in long]
-            res = dict(zip(short, self._decode_waves([waves[i] for i in short], method, timestamps)))
-            for i in long: res[i] = self._decode_long(waves[i], method, limit, bs)
-            outs += [self._result(*res[i], timestamps) for i in range(len(waves))]
+            batch, res = items[s:s + bs], {}
+            for i, x in enumerate(batch):          # a long file is never read whole: energies block by block, then pieces
+                if isinstance(x, (str, os.PathLike)) and _file_seconds(x) > limit:
+                    res[i] = self._decode_long(*_file_pieces(x, self.sample_rate, channel, limit), method, bs)
+            waves = {i: _as_wave(x, sample_rate, self.sample_rate, channel) for i, x in enumerate(batch) if i not in res}
+            long = [i for i, w in waves.items() if len(w) > limit * self.sample_rate]     # long arrays
+            short = [i for i in waves if i not in long]
+            res.update(zip(short, self._decode_waves([waves[i] for i in short], method, timestamps)))
+            for i in long:
+                pieces = plan_segments(waves[i].numpy(), self.sample_rate, limit)
+                res[i] = self._decode_long(pieces, lambda a, b, w=waves[i]: w[a:b], method, bs)
+            outs += [self._result(*res[i], timestamps) for i in range(len(batch))]
         return outs[0] if single else outs
 
     def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
@@ -389,16 +415,15 @@ class Recognizer:
             out[i] = (got[j], times)
         return out
 
-    def _decode_long(self, wave: torch.Tensor, method: str, limit_s: float, batch_size: int
-                    ) -> tuple[list[int], list[tuple[float, float]]]:
-        "Segment one long signal (`asr_nb.segment`), decode the pieces in batches, stitch on the original time line."
-        from asr_nb.segment import plan_segments, stitch_tokens
-        sr = self.sample_rate
-        pieces = plan_segments(wave.numpy(), sr, max_segment_s=limit_s)
-        toks = []
+    def _decode_long(self, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
+                     read, # read(a, b) -> (b - a,) signal of one piece
+                     method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
+        "Decode the pieces of one long input in batches and stitch their tokens on the original time line."
+        from asr_nb.segment import stitch_tokens
+        sr, toks = self.sample_rate, []
         for s in range(0, len(pieces), batch_size):
             part = pieces[s:s + batch_size]
-            for (a, _), (ids, times) in zip(part, self._decode_waves([wave[a:b] for a, b in part], method, True)):
+            for (a, _), (ids, times) in zip(part, self._decode_waves([read(a, b) for a, b in part], method, True)):
                 toks.append([(t, a / sr + t0, a / sr + t1) for t, (t0, t1) in zip(ids, times)])
         kept = stitch_tokens([(a / sr, b / sr) for a, b in pieces], toks)
         return [t for t, *_ in kept], [(t0, t1) for _, t0, t1 in kept]

@@ -9,13 +9,13 @@ from typing import Sequence
 import numpy as np
 
 # %% auto #0
-__all__ = ['frame_energy_db', 'vad_split', 'fixed_windows', 'plan_segments', 'stitch_tokens']
+__all__ = ['frame_energy_db', 'speech_regions', 'vad_split', 'fixed_windows', 'plan_segments', 'stitch_tokens']
 
 # %% ../nbs/14_segment.ipynb #122da5bb
 def frame_energy_db(wave: np.ndarray, # (N,) samples
                     sample_rate: int, # Hz
                     hop_ms: float = 10.0, # frame length = hop: non-overlapping frames
-                    chunk: int = 1 << 16, # frames per block (bounds the temporary copy to chunk * hop samples)
+                    chunk: int = 4096, # frames per block (bounds the temporary float64 copy to chunk * hop samples, 5 MB)
                    ) -> np.ndarray: # (ceil(N / hop),) mean power per frame in dB (floor -100 dB)
     "Log energy of consecutive `hop_ms` frames; the last frame may be shorter. Computed blockwise: O(chunk) extra memory."
     w = np.asarray(wave).reshape(-1)
@@ -34,21 +34,21 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     d = np.diff(np.r_[0, mask.astype(np.int8), 0])
     return list(zip(np.nonzero(d == 1)[0].tolist(), np.nonzero(d == -1)[0].tolist()))
 
-def vad_split(wave: np.ndarray, # (N,) samples
-              sample_rate: int, # Hz
-              *, threshold_db: float = -35.0, # speech: frame energy above (95th percentile + threshold_db)
-              min_silence_s: float = 0.3, # shorter pauses do not cut
-              min_speech_s: float = 0.1, # shorter bursts are dropped
-              pad_s: float = 0.15, # kept on each side of a region (at most half the pause)
-              floor_db: float = -80.0, # frames below this absolute level (dB of mean power; -80 = 1e-4 rms) are never speech
-              hop_ms: float = 10.0, # energy frame
-             ) -> list[tuple[int, int]]: # speech regions [start, end) in samples, in order, not overlapping
-    "Speech regions of a signal by frame energy relative to its loud frames."
-    if len(wave) == 0: return []
-    hop = max(1, int(round(sample_rate * hop_ms / 1000))); hop_s = hop / sample_rate
-    e = frame_energy_db(wave, sample_rate, hop_ms)                          # (F,)
+def speech_regions(energy_db: np.ndarray, # (F,) frame energies from `frame_energy_db`
+                   hop: int, # samples per frame
+                   num_samples: int, # length of the signal (regions are clipped to it)
+                   sample_rate: int, # Hz
+                   *, threshold_db: float = -35.0, # speech: frame energy above (95th percentile + threshold_db)
+                   min_silence_s: float = 0.3, # shorter pauses do not cut
+                   min_speech_s: float = 0.1, # shorter bursts are dropped
+                   pad_s: float = 0.15, # kept on each side of a region (at most half the pause)
+                   floor_db: float = -80.0, # frames below this absolute level (dB of mean power; -80 = 1e-4 rms) are never speech
+                  ) -> list[tuple[int, int]]: # speech regions [start, end) in samples, in order, not overlapping
+    "Speech regions from frame energies (the signal itself is not needed: a long file's energies can be computed in blocks)."
+    if len(energy_db) == 0: return []
+    hop_s = hop / sample_rate
     regions: list[list[int]] = []
-    for a, b in _runs((e > np.percentile(e, 95) + threshold_db) & (e > floor_db)):   # frames
+    for a, b in _runs((energy_db > np.percentile(energy_db, 95) + threshold_db) & (energy_db > floor_db)):   # frames
         if regions and (a - regions[-1][1]) * hop_s < min_silence_s: regions[-1][1] = b   # bridge a short pause
         else: regions.append([a, b])
     regions = [r for r in regions if (r[1] - r[0]) * hop_s >= min_speech_s]
@@ -56,8 +56,17 @@ def vad_split(wave: np.ndarray, # (N,) samples
     for i, (a, b) in enumerate(regions):
         lo = a - pad if i == 0 else max(a - pad, (regions[i - 1][1] + a) // 2)
         hi = b + pad if i == len(regions) - 1 else min(b + pad, (b + regions[i + 1][0]) // 2)
-        out.append((max(0, lo) * hop, min(len(wave), hi * hop)))
+        out.append((max(0, lo) * hop, min(num_samples, hi * hop)))
     return out
+
+def vad_split(wave: np.ndarray, # (N,) samples
+              sample_rate: int, # Hz
+              hop_ms: float = 10.0, # energy frame
+              **kw, # options of `speech_regions`: threshold_db, min_silence_s, min_speech_s, pad_s, floor_db
+             ) -> list[tuple[int, int]]: # speech regions [start, end) in samples, in order, not overlapping
+    "Speech regions of a signal by frame energy relative to its loud frames."
+    hop = max(1, int(round(sample_rate * hop_ms / 1000)))
+    return speech_regions(frame_energy_db(wave, sample_rate, hop_ms), hop, len(wave), sample_rate, **kw)
 
 # %% ../nbs/14_segment.ipynb #516a3641
 def fixed_windows(start: int, end: int, # region [start, end) in samples
@@ -72,18 +81,22 @@ def fixed_windows(start: int, end: int, # region [start, end) in samples
     return [(int(a), int(a) + window) for a in starts]
 
 # %% ../nbs/14_segment.ipynb #d11611e9
-def plan_segments(wave: np.ndarray, # (N,) samples
+def plan_segments(wave: np.ndarray | None, # (N,) samples; None when `energy_db` is given
                   sample_rate: int, # Hz
                   max_segment_s: float = 30.0, # longest piece in seconds
                   overlap_s: float = 4.0, # least overlap of fallback windows (seconds)
-                  **vad, # options of `vad_split` (threshold_db, min_silence_s, min_speech_s, pad_s)
+                  *, energy_db: np.ndarray | None = None, # (F,) precomputed 10 ms frame energies (a file read in blocks) ...
+                  num_samples: int | None = None, # ... and the signal's length in samples
+                  **vad, # options of `speech_regions` (threshold_db, min_silence_s, min_speech_s, pad_s, floor_db)
                  ) -> list[tuple[int, int]]: # pieces [start, end) in samples, in order; windows may overlap
     "The pieces to decode: energy-VAD regions, each cut into overlapping fixed windows if longer than `max_segment_s`."
     if max_segment_s <= 0: raise ValueError(f"max_segment_s must be > 0, got {max_segment_s}")
     window = int(max_segment_s * sample_rate)
     overlap = min(int(overlap_s * sample_rate), window // 2)                 # short windows: overlap half
+    if energy_db is None: regions = vad_split(wave, sample_rate, **vad)
+    else: regions = speech_regions(energy_db, int(round(sample_rate / 100)), num_samples, sample_rate, **vad)
     pieces = []
-    for a, b in vad_split(wave, sample_rate, **vad): pieces += fixed_windows(a, b, window, overlap)
+    for a, b in regions: pieces += fixed_windows(a, b, window, overlap)
     return pieces
 
 # %% ../nbs/14_segment.ipynb #b3712d21
