@@ -416,7 +416,7 @@ class Recognizer:
         return out
 
     def _decode_long(self, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
-                     read, # read(a, b) -> (b - a,) signal of one piece
+                     read: Callable[[int, int], torch.Tensor], # read(a, b) -> (b - a,) signal of one piece
                      method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
         "Decode the pieces of one long input in batches and stitch their tokens on the original time line."
         from asr_nb.segment import stitch_tokens
