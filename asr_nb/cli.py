@@ -84,7 +84,7 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None
                    help='experiment config (sections features, specaug, tokenizer, data, model, optim, train, decode); '
                         'omitted: the library defaults')
     p.add_argument('overrides', nargs='*', metavar='key=value',
-                   help='config overrides applied after --config, e.g. train.max_epochs=5 model.d_model=144')
+                   help='config overrides applied after --config, e.g. train.max_epochs=5 model.encoder.d_model=144')
 
 def resolve_config(config: str | None, # YAML path or None for defaults
                    overrides: Sequence[str] = () # `section.key=value` strings
@@ -440,28 +440,42 @@ def export_main(argv: Sequence[str]) -> int:
     print(json.dumps(_jsonable(info), indent=1))
     return 0
 
+def _channel(s: str) -> int | str:
+    "argparse type of --channel: a channel index >= 0 or 'mean'."
+    if s == 'mean': return s
+    if s.isdigit(): return int(s)
+    raise argparse.ArgumentTypeError(f"expected a channel index (0, 1, ...) or 'mean', got {s!r}")
+
 @cli_entry('asr_nb_transcribe')
 def transcribe_main(argv: Sequence[str]) -> int:
-    "`python -m asr_nb.cli transcribe`: recognise audio files (any sample rate) with an experiment or an ONNX dir."
-    p = _parser('asr_nb_transcribe', 'Transcribe audio files with an experiment dir or an exported ONNX dir.',
+    "`python -m asr_nb.cli transcribe`: recognise audio files (any sample rate, any length) with an experiment or an ONNX dir."
+    p = _parser('asr_nb_transcribe', 'Transcribe audio files with an experiment dir or an exported ONNX dir. A file that cannot be\n'
+                'used is reported on one line and the others are still transcribed; the exit status is then 2.',
                 'examples:\n  python -m asr_nb.cli transcribe --exp exp/tiny a.wav b.flac\n'
-                '  python -m asr_nb.cli transcribe --onnx exp/tiny/onnx --timestamps a.wav')
+                '  python -m asr_nb.cli transcribe --onnx exp/tiny/onnx --timestamps a.wav\n'
+                '  python -m asr_nb.cli transcribe --exp exp/tiny --channel mean stereo.wav')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--exp', metavar='DIR', help='experiment dir (PyTorch)')
     src.add_argument('--onnx', metavar='DIR', help='exported dir (onnxruntime; ctc_greedy and ctc_prefix_beam)')
     p.add_argument('audio', nargs='+', help='audio files (wav, flac, ...)')
     p.add_argument('--method', default='ctc_greedy', choices=list(_methods()), help='decoding method (asr_nb.decode.SEARCHES)')
     p.add_argument('--timestamps', action='store_true', help='also print CTC token times (seconds)')
+    p.add_argument('--channel', type=_channel, metavar='N|mean', help='multi-channel files: take channel N, or mean to downmix')
+    p.add_argument('--max-segment-s', type=float, metavar='S', help='cut longer audio into pieces (energy VAD; default 30)')
     a = p.parse_args(argv)
-    for f in a.audio:
-        if not Path(f).is_file(): raise CLIError(f"audio file not found: {f}")
+    if a.max_segment_s is not None and not a.max_segment_s > 0: raise CLIError(f"--max-segment-s must be > 0, got {a.max_segment_s}")
     from asr_nb.export import Recognizer
     rec = Recognizer.from_exp(_check_exp(a.exp)) if a.exp else Recognizer.from_onnx(a.onnx)
-    outs = rec.transcribe(a.audio, method=a.method, timestamps=a.timestamps)
-    for f, o in zip(a.audio, outs):
+    bad = 0
+    for f in a.audio:
+        try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps, channel=a.channel, max_segment_s=a.max_segment_s)
+        except _user_error_types() as e:                    # this file is unusable: say so, go on with the others
+            msg = _one_line(e); msg = msg if f in msg else f"{f}: {msg}"
+            if 'channel' in msg and a.channel is None: msg += " (use --channel N, or --channel mean to downmix)"
+            print(f"asr_nb_transcribe: error: {msg}", file=sys.stderr); bad += 1; continue
         if a.timestamps: print(f"{f}\t{o['text']}\t" + ' '.join(f"{t}@{s:.2f}" for t, s, _ in o['timestamps']))
         else: print(f"{f}\t{o}")
-    return 0
+    return 2 if bad else 0
 
 # %% ../nbs/16_cli.ipynb #d68f09c1
 def find_conf(name: str # file name inside conf/, e.g. 'tiny.yaml'

@@ -236,11 +236,6 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    # TEMPORARY read-only aliases while the seams branches merge (removed before the session ends)
-    d_model = property(lambda self: self.encoder.d_model)
-    subsampling = property(lambda self: self.encoder.subsampling)
-    cnn_kernel = property(lambda self: self.encoder.cnn_kernel)
-    ctc_weight = property(lambda self: self.loss.ctc_weight)
     def __post_init__(self):
         if self.decoder.num_blocks == 0 and self.loss.ctc_weight != 1:
             raise ConfigError("loss.ctc_weight: must be 1.0 when decoder.num_blocks is 0 (no attention decoder)")

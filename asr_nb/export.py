@@ -13,8 +13,8 @@ import torch.nn as nn
 from .core import DecodeConfig, FeatureConfig, ConfigError, config_to_dict, config_from_dict, load_config, apply_overrides, ExpConfig
 
 # %% auto #0
-__all__ = ['EncoderCTC', 'DecoderStep', 'export_model_onnx', 'check_onnx', 'ctc_greedy_ids', 'ctc_force_align', 'export_onnx',
-           'Recognizer']
+__all__ = ['EncoderCTC', 'DecoderStep', 'export_model_onnx', 'check_onnx', 'InputTooLongError', 'onnx_length_limits',
+           'ctc_greedy_ids', 'ctc_force_align', 'export_onnx', 'Recognizer']
 
 # %% ../nbs/15_export.ipynb #e3903550
 class EncoderCTC(nn.Module):
@@ -99,6 +99,37 @@ def check_onnx(model: nn.Module, # the PyTorch model that was exported
         res['decoder_max_abs_diff'] = float(np.abs(got - ref.numpy()).max())
     return res
 
+# %% ../nbs/15_export.ipynb #505fa466
+from .core import UserError
+
+class InputTooLongError(UserError):
+    "An input longer than an exported graph was traced to handle (see `meta.json`'s `max_frames`)."
+
+def _max_input_frames(output_lengths, max_out: int) -> int:
+    "Largest input length whose output length is at most `max_out` (binary search; `output_lengths` is non-decreasing)."
+    lo, hi = 0, 64 * (max_out + 1)                        # out(lo) <= max_out < out(hi) for any subsampling up to 64x
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if int(output_lengths(torch.tensor([mid]))[0]) <= max_out: lo = mid
+        else: hi = mid
+    return lo
+
+def onnx_length_limits(model: nn.Module, # an ASRModel
+                      ) -> dict[str, int | None]: # max_frames (feature frames), max_enc_frames, max_decoder_len; None = no limit
+    "Length limits that tracing freezes into the graphs: sizes of the precomputed positional-encoding tables."
+    from asr_nb.conformer import RelPositionalEncoding, AbsPositionalEncoding
+    def table_len(mod):
+        for m in (mod.modules() if mod is not None else ()):
+            if isinstance(m, RelPositionalEncoding): return (m.pe.size(1) + 1) // 2    # positions T-1 ... -(T-1)
+            if isinstance(m, AbsPositionalEncoding): return m.pe.size(0)
+        return None
+    enc = table_len(model.encoder)
+    return dict(max_frames=None if enc is None else _max_input_frames(model.output_lengths, enc),
+                max_enc_frames=enc, max_decoder_len=table_len(getattr(model, 'decoder', None)))
+
+# exports written before meta.json recorded limits: the 5000-position rel-pos table of every Conformer then
+_LEGACY_MAX_FRAMES = {4: 20006, 6: 30010, 8: 40014}
+
 # %% ../nbs/15_export.ipynb #d9c35b48
 def ctc_greedy_ids(log_probs: np.ndarray, # (T', V) CTC log-probabilities of one utterance
                    blank: int = 0) -> list[int]:
@@ -126,12 +157,21 @@ def ctc_force_align(log_probs: np.ndarray, # (T', V) CTC log-probabilities of on
     s = S - 1 if S == 1 or score[S - 1] >= score[S - 2] else S - 2
     if not np.isfinite(score[s]): raise ValueError(f"{L} tokens cannot be aligned to {T} frames")
     state = np.empty(T, dtype=int)
-    for t in range(T - 1, -1, -1): state[t] = s; s -= back[t, s]
+    for t in range(T - 1, -1, -1): state[t] = s; s -= int(back[t, s])   # int: an int8 would overflow past 127 states
     spans = []
     for k in range(L):
         fr = np.nonzero(state == 2 * k + 1)[0]
         spans.append((int(fr[0]), int(fr[-1]) + 1))
     return spans
+
+# %% ../nbs/15_export.ipynb #bc300d91
+def _token_spans(log_probs: np.ndarray, # (T', V) CTC log-probabilities of one utterance
+                 ids: Sequence[int], blank: int = 0) -> list[tuple[int, int]]: # per token: (first frame, last frame + 1)
+    "`ctc_force_align`, or an even spread over the frames when the tokens cannot be aligned (an attention hypothesis longer than CTC allows)."
+    try: return ctc_force_align(log_probs, ids, blank)
+    except ValueError:
+        edges = np.linspace(0, len(log_probs), len(ids) + 1).astype(int)
+        return [(int(a), int(max(b, a + 1))) for a, b in zip(edges[:-1], edges[1:])]
 
 # %% ../nbs/15_export.ipynb #62cebc5a
 def export_onnx(exp_dir: str | os.PathLike, # experiment dir
@@ -142,16 +182,18 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
                ) -> dict:
     "Export encoder+CTC and the decoder step of an experiment, with tokenizer and meta.json; return paths and max diffs."
     from asr_nb.checkpoint import load_model
+    from asr_nb.core import atomic_write_text
     exp, out = Path(exp_dir), Path(out_dir)
     model, tok, cfg = load_model(str(exp), weights)
     model = model.float().eval()
     paths = export_model_onnx(model, out, n_mels=cfg.features.n_mels, opset=opset)
     tok.save(out)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
-                subsampling=cfg.model.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
-                sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.d_model,
-                capabilities=sorted(model.capabilities))
-    (out/'meta.json').write_text(json.dumps(meta, indent=1))
+                subsampling=cfg.model.encoder.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
+                sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
+                capabilities=sorted(model.capabilities),
+                **onnx_length_limits(model))  # what the trace froze: Recognizer.from_onnx keeps inputs under max_frames
+    atomic_write_text(out/'meta.json', json.dumps(meta, indent=1))
     info = {k: str(v) for k, v in paths.items()}
     if check:
         diffs = check_onnx(model, out, n_mels=cfg.features.n_mels)
@@ -160,10 +202,40 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     return info
 
 # %% ../nbs/15_export.ipynb #ed9d74fc
-def _as_wave(x, sample_rate: int | None, target: int) -> torch.Tensor:
-    "A path, array or tensor as a mono float32 tensor (N,) at `target` Hz."
+from typing import Callable
+def _read_audio(path: str | os.PathLike, target: int, # rate of the returned signal
+                channel: int | str | None = None, # channel index, 'mean' (downmix), or None (multi-channel: AudioError)
+                start: float | None = None, end: float | None = None, # a segment in seconds (None: the whole file)
+               ) -> torch.Tensor: # (N,) float32
+    "Read (a segment of) a file as mono at `target` Hz; `channel='mean'` averages the channels (each read by `features.load_audio`)."
     from asr_nb.features import load_audio
-    if isinstance(x, (str, os.PathLike)): return load_audio(x, sample_rate=target)
+    if channel != 'mean': return load_audio(path, start, end, sample_rate=target, channel=channel)
+    import soundfile as sf
+    try: n = sf.info(str(path)).channels
+    except Exception: n = 1                                  # unreadable: load_audio words the error
+    if n == 1: return load_audio(path, start, end, sample_rate=target)
+    return torch.stack([load_audio(path, start, end, sample_rate=target, channel=k) for k in range(n)]).mean(0)   # (N,)
+
+def _file_seconds(path) -> float:
+    "Duration of an audio file from its header (0 if it cannot be read: the reader then reports why)."
+    import soundfile as sf
+    try: return float(sf.info(str(path)).duration)
+    except Exception: return 0.0
+
+def _file_pieces(path: str | os.PathLike, target: int, channel: int | str | None, max_segment_s: float,
+                 block_s: float = 60.0, # seconds read at a time for the energies
+                ) -> tuple[list[tuple[int, int]], Callable]: # pieces [a, b) in samples at `target`, and read(a, b) -> (b-a,)
+    "Plan the pieces of a long file without holding it: 10 ms energies block by block, `plan_segments`, a piece reader."
+    from asr_nb.segment import frame_energy_db, plan_segments
+    dur, per = _file_seconds(path), int(round(block_s * 100))            # per: 10 ms frames per block
+    energy = np.concatenate([frame_energy_db(_read_audio(path, target, channel, s, min(s + block_s, dur)).numpy(), target)[:per]
+                             for s in np.arange(0, dur, block_s)])          # (F,)
+    pieces = plan_segments(None, target, max_segment_s, energy_db=energy, num_samples=int(round(dur * target)))
+    return pieces, lambda a, b: _read_audio(path, target, channel, a / target, b / target)
+
+def _as_wave(x, sample_rate: int | None, target: int, channel: int | str | None = None) -> torch.Tensor:
+    "A path, array or tensor as a mono float32 tensor (N,) at `target` Hz (`channel`: for multi-channel files)."
+    if isinstance(x, (str, os.PathLike)): return _read_audio(x, target, channel)
     w = (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))).float()
     if w.dim() == 2 and 1 in w.shape: w = w.reshape(-1)
     if w.dim() != 1: raise ValueError(f"expected a mono signal (N,), got shape {tuple(w.shape)}")
@@ -189,12 +261,17 @@ class Recognizer:
                  subsampling: int = 4, # encoder frame-rate reduction (for timestamps)
                  model: nn.Module | None = None, # the PyTorch ASRModel (every method) ...
                  onnx_session=None, # ... or an onnxruntime session of encoder.onnx (CTC methods)
-                 device: str | torch.device = 'cpu'):
+                 device: str | torch.device = 'cpu',
+                 max_segment_s: float | None = None, # longer inputs are segmented (default: decode.max_segment_s, else 30 s)
+                 max_frames: int | None = None, # longest input in fbank frames the engine takes (an ONNX graph's limit)
+                ):
         if (model is None) == (onnx_session is None): raise ValueError("give exactly one of model and onnx_session")
         self.tokenizer, self.feat_cfg, self.decode_cfg, self.subsampling = tokenizer, feat_cfg, decode_cfg, subsampling
         self.model, self.session, self.device = model, onnx_session, torch.device(device)
         self.lang, self.blank_id = getattr(tokenizer, 'lang', 'en'), 0
         self.lm = None
+        self.max_segment_s = float(max_segment_s or getattr(decode_cfg, 'max_segment_s', 0) or 30.0)
+        self.max_frames = max_frames
         if decode_cfg.lm_path and decode_cfg.lm_weight > 0:
             from asr_nb.lm import load_lm
             self.lm = load_lm(decode_cfg.lm_path, units=tokenizer.units, device=self.device)
@@ -226,7 +303,7 @@ class Recognizer:
         dev = pick_device(device)
         model, tok, cfg = load_model(str(exp), weights, device=dev)
         cfg = apply_overrides(cfg, list(overrides))
-        return cls(tok, cfg.features, cfg.decode, subsampling=cfg.model.subsampling, model=model.float().eval(), device=dev)
+        return cls(tok, cfg.features, cfg.decode, subsampling=cfg.model.encoder.subsampling, model=model.float().eval(), device=dev)
 
     @classmethod
     def from_onnx(cls, onnx_dir: str | os.PathLike, # a dir written by `export_onnx`
@@ -241,7 +318,9 @@ class Recognizer:
         cfg = config_from_dict(dict(features=meta['features'], decode=meta['decode'], tokenizer=meta['tokenizer']))
         cfg = apply_overrides(cfg, list(overrides))
         tok = load_tokenizer(d, cfg.tokenizer.space_token)
-        rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers))
+        max_frames = meta.get('max_frames', _LEGACY_MAX_FRAMES.get(meta['subsampling']))  # exports before the limit was recorded
+        rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers),
+                  max_frames=max_frames)
         rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
         return rec
 
@@ -252,7 +331,10 @@ class Recognizer:
     def encode(self, feats: torch.Tensor, # (B, T, n_mels) raw fbank
                lens: torch.Tensor # (B,)
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # log_probs (B, T', V), enc (B, T', d), enc_lens (B,)
-        "Run the encoder and CTC head on whichever engine this recognizer has."
+        "Run the encoder and CTC head on whichever engine this recognizer has. Raises InputTooLongError above `max_frames`."
+        if self.max_frames is not None and feats.size(1) > self.max_frames:
+            raise InputTooLongError(f"input of {feats.size(1)} frames is longer than this exported graph takes (max_frames="
+                                    f"{self.max_frames} in meta.json); Recognizer.transcribe segments long audio")
         if self.model is not None:
             with torch.no_grad():
                 enc, enc_lens = self.model.encode(feats.to(self.device), lens.to(self.device))
@@ -278,36 +360,79 @@ class Recognizer:
                                                     lm_weight=cfg.lm_weight, penalty=cfg.penalty, sos_id=self.tokenizer.sos_id)
         return [h[0].tokens if h else [] for h in hyps], lp, enc_lens
 
+    def segment_limit_s(self, max_segment_s: float | None = None) -> float:
+        "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
+        lim = float(max_segment_s or self.max_segment_s)
+        if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms / 1000)
+        return lim
+
     def transcribe(self, inputs, # a path / array, or a list of them
                    method: str | None = None, # default: decode.method of the config
                    sample_rate: int | None = None, # rate of array inputs (default: the model's); files carry their own
                    timestamps: bool = False, # also return token times from a CTC forced alignment
-                   batch_size: int | None = None, # utterances per forward pass (default: decode.batch_size)
+                   batch_size: int | None = None, # utterances (or pieces of a long one) per forward pass (default: decode.batch_size)
+                   max_segment_s: float | None = None, # longer inputs are segmented (asr_nb.segment); default: the recognizer's
+                   channel: int | str | None = None, # multi-channel files: channel index or 'mean' (downmix); None: error
                   ):
         "Text per input; with `timestamps`, dict(text, tokens, timestamps=[(unit, start_s, end_s), ...]). One input -> one result."
+        from asr_nb.segment import plan_segments
         single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
         items = [inputs] if single else list(inputs)
         method = method or self.decode_cfg.method
         from asr_nb.decode import check_method
         check_method(method, self.capabilities, 'this model' if self.model is not None else 'this ONNX export')
         bs, outs = batch_size or self.decode_cfg.batch_size, []
-        frame_s = self.feat_cfg.frame_shift_ms / 1000 * self.subsampling               # seconds per encoder frame
+        limit = self.segment_limit_s(max_segment_s)
         for s in range(0, len(items), bs):
-            feats, lens = _features([_as_wave(x, sample_rate, self.sample_rate) for x in items[s:s + bs]], self.feat_cfg)
-            ok = torch.nonzero(lens >= _MIN_FRAMES.get(self.subsampling, 15)).flatten().tolist()  # others: too short, ''
-            ids, lp, enc_lens = [[] for _ in lens], None, None
-            if ok:
-                got, lp, enc_lens = self.decode_ids(feats[ok][:, :int(lens[ok].max())], lens[ok], method)
-                for j, i in enumerate(ok): ids[i] = got[j]
-                if timestamps and lp is None:
-                    lp, _, enc_lens = self.encode(feats[ok][:, :int(lens[ok].max())], lens[ok])
-            for i, tok_ids in enumerate(ids):
-                text = self.tokenizer.decode(tok_ids)
-                if not timestamps: outs.append(text); continue
-                ts = []
-                if tok_ids:
-                    j = ok.index(i); T = int(enc_lens[j])
-                    spans = ctc_force_align(lp[j, :T].float().cpu().numpy(), tok_ids, self.blank_id)
-                    ts = [(self.tokenizer.units[t], round(a * frame_s, 3), round(b * frame_s, 3)) for t, (a, b) in zip(tok_ids, spans)]
-                outs.append(dict(text=text, tokens=tok_ids, timestamps=ts))
+            batch, res = items[s:s + bs], {}
+            for i, x in enumerate(batch):          # a long file is never read whole: energies block by block, then pieces
+                if isinstance(x, (str, os.PathLike)) and _file_seconds(x) > limit:
+                    res[i] = self._decode_long(*_file_pieces(x, self.sample_rate, channel, limit), method, bs)
+            waves = {i: _as_wave(x, sample_rate, self.sample_rate, channel) for i, x in enumerate(batch) if i not in res}
+            long = [i for i, w in waves.items() if len(w) > limit * self.sample_rate]     # long arrays
+            short = [i for i in waves if i not in long]
+            res.update(zip(short, self._decode_waves([waves[i] for i in short], method, timestamps)))
+            for i in long:
+                pieces = plan_segments(waves[i].numpy(), self.sample_rate, limit)
+                res[i] = self._decode_long(pieces, lambda a, b, w=waves[i]: w[a:b], method, bs)
+            outs += [self._result(*res[i], timestamps) for i in range(len(batch))]
         return outs[0] if single else outs
+
+    def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
+        text = self.tokenizer.decode(ids)
+        if not timestamps: return text
+        return dict(text=text, tokens=ids, timestamps=[(self.tokenizer.units[t], round(a, 3), round(b, 3)) for t, (a, b) in zip(ids, times)])
+
+    def _decode_waves(self, waves: Sequence[torch.Tensor], # short signals (N,) at the model's rate
+                      method: str, timed: bool, # timed: also token (start_s, end_s) from a CTC forced alignment
+                     ) -> list[tuple[list[int], list[tuple[float, float]] | None]]:
+        "Token ids (and times) of one batch of signals; those too short for the subsampling give no tokens."
+        if not waves: return []
+        feats, lens = _features(waves, self.feat_cfg)
+        ok = torch.nonzero(lens >= _MIN_FRAMES.get(self.subsampling, 15)).flatten().tolist()
+        out = [([], [] if timed else None) for _ in waves]
+        if not ok: return out
+        feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
+        got, lp, enc_lens = self.decode_ids(feats, lens, method)
+        if timed and lp is None: lp, _, enc_lens = self.encode(feats, lens)
+        frame_s = self.feat_cfg.frame_shift_ms / 1000 * self.subsampling               # seconds per encoder frame
+        for j, i in enumerate(ok):
+            times = None
+            if timed:
+                spans = _token_spans(lp[j, :int(enc_lens[j])].float().cpu().numpy(), got[j], self.blank_id)
+                times = [(a * frame_s, b * frame_s) for a, b in spans]
+            out[i] = (got[j], times)
+        return out
+
+    def _decode_long(self, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
+                     read: Callable[[int, int], torch.Tensor], # read(a, b) -> (b - a,) signal of one piece
+                     method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
+        "Decode the pieces of one long input in batches and stitch their tokens on the original time line."
+        from asr_nb.segment import stitch_tokens
+        sr, toks = self.sample_rate, []
+        for s in range(0, len(pieces), batch_size):
+            part = pieces[s:s + batch_size]
+            for (a, _), (ids, times) in zip(part, self._decode_waves([read(a, b) for a, b in part], method, True)):
+                toks.append([(t, a / sr + t0, a / sr + t1) for t, (t0, t1) in zip(ids, times)])
+        kept = stitch_tokens([(a / sr, b / sr) for a, b in pieces], toks)
+        return [t for t, *_ in kept], [(t0, t1) for _, t0, t1 in kept]

@@ -44,7 +44,7 @@ def time_train_steps(name: str, amp: str, a, ddp: bool = False) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     if ddp: model = torch.nn.parallel.DistributedDataParallel(model)
     dtype = {"fp32": None, "bf16": torch.bfloat16}[amp]
-    opt = build_optimizer(model, cfg.optim); sched = LRSchedule(opt, cfg.optim, cfg.model.d_model)
+    opt = build_optimizer(model, cfg.optim); sched = LRSchedule(opt, cfg.optim, cfg.model.encoder.d_model)
     scaler = D.make_grad_scaler(dev, dtype)
     batch = make_batch(a.batch, a.frames, a.tokens, a.vocab, seed=D.rank())
     times, skipped = [], 0

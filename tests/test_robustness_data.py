@@ -160,8 +160,8 @@ def test_train_with_fifo_and_nan_files(tmp_path):
     d = tmp_path / "train"; d.mkdir()
     (d / "wav.scp").write_text("".join(f"u{i} {w}\n" for i, w in enumerate(wavs)) + f"x_pipe {fifo}\nx_nan {nan}\n")
     (d / "text").write_text("".join(f"u{i} ab ba\n" for i in range(6)) + "x_pipe ab\nx_nan ab\n")
-    cfg = load_config(None, ["model.d_model=16", "model.attention_heads=2", "model.linear_units=16", "model.num_blocks=1",
-                             "model.decoder_blocks=1", "model.decoder_linear_units=16", "data.batch_type=example",
+    cfg = load_config(None, ["model.encoder.d_model=16", "model.encoder.attention_heads=2", "model.encoder.linear_units=16", "model.encoder.num_blocks=1",
+                             "model.decoder.num_blocks=1", "model.decoder.linear_units=16", "data.batch_type=example",
                              "data.batch_size=4", "train.max_epochs=1", "train.tensorboard=false", "train.device=cpu",
                              "train.num_threads=1"])
     with must_return_within(180, fifo):

@@ -14,8 +14,8 @@ from asr_nb.cli import average_main, train_main
 from asr_nb.core import load_config
 from asr_nb.train import read_train_log
 
-TINY = ["model.d_model=32", "model.attention_heads=2", "model.linear_units=64", "model.num_blocks=2",
-        "model.decoder_blocks=1", "model.decoder_linear_units=64", "model.cnn_kernel=7",
+TINY = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=64", "model.encoder.num_blocks=2",
+        "model.decoder.num_blocks=1", "model.decoder.linear_units=64", "model.encoder.cnn_kernel=7",
         "optim.scheduler=warmup_decay", "optim.lr=0.005", "optim.warmup_steps=15", "data.batch_type=example",
         "data.batch_size=8", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1", "train.log_interval=1"]
 
@@ -136,8 +136,8 @@ def test_listing_averaging_and_weights_skip_unreadable(capsys, base_exp, tmp_pat
 def test_changed_model_config_is_refused_before_writing(capsys, corpus, base_exp, tmp_path):
     exp = copy_exp(base_exp, tmp_path/"exp")
     before = digest(exp)
-    rc, err = run_train(capsys, corpus, exp, "train.max_steps=5", "model.d_model=48", "optim.lr=0.001")
-    msg = assert_one_line_error(rc, err, exp, f"{exp}: config differs from the checkpoint", "model.d_model (32 -> 48)",
+    rc, err = run_train(capsys, corpus, exp, "train.max_steps=5", "model.encoder.d_model=48", "optim.lr=0.001")
+    msg = assert_one_line_error(rc, err, exp, f"{exp}: config differs from the checkpoint", "model.encoder.d_model (32 -> 48)",
                                 "optim.lr (0.005 -> 0.001)", "use a new --exp, or train.init_from=")
     assert "max_steps" not in msg  # may change on resume
     assert digest(exp) == before  # config.yaml, units, cmvn, checkpoints: untouched

@@ -76,7 +76,7 @@ def test_loss_falls(corpus, trained):
     kept = list_checkpoints(exp)
     assert len(kept) <= 3 and kept[-1]["step"] == 60  # 2 best + the newest
     model, tok, cfg2 = load_model(exp)
-    assert not model.training and tok.vocab_size == model.vocab_size and cfg2.model.d_model == 32
+    assert not model.training and tok.vocab_size == model.vocab_size and cfg2.model.encoder.d_model == 32
     # same command again: nothing left to do, nothing changes
     s2 = train(cfg, corpus["train"], corpus["dev"], exp)
     assert s2["step"] == 60 and s2["resumed_from"].endswith("ckpt-60.pt") and latest_checkpoint(exp).name == "ckpt-60.pt"
