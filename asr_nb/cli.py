@@ -162,6 +162,9 @@ def train_main(argv: Sequence[str]) -> int:
     valid_utts = usable_utterances(a.valid, cfg, 'validation data')
     summary = train(cfg, train_utts, valid_utts, a.exp, data_names=(a.train, a.valid))
     if _is_main(): print(summary_line(summary))
+    if summary.get('exit_code'):  # stopped by SIGTERM/SIGINT after saving: the shell's 128 + signal number
+        if _is_main(): print(f"asr_nb_train: {summary['message']}", file=sys.stderr)
+        return summary['exit_code']
     return 0
 
 def summary_line(summary: dict) -> str:

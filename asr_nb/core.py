@@ -304,11 +304,15 @@ class TrainConfig:
     tensorboard: bool = True
     num_threads: int = 0           # torch CPU threads (0 = torch default)
     max_skip_rate: float = 0.5     # stop when more than this share of updates is skipped (checked from update 20)
+    watchdog_s: float = 0.0        # hang bound in s: no step this long ends the run (stacks in train.log, exit 3); 0 = automatic, < 0 = off
+    watchdog_factor: float = 10.0  # automatic bound = factor x median of recent step times ...
+    watchdog_min_s: float = 300.0  # ... but at least this many s (the first two steps get 3x)
     def __post_init__(self):
         _check_choice(self, "amp", ("none", "bf16", "fp16", "auto"))
         _check_choice(self, "best_metric", ("valid_loss", "valid_acc", "valid_cer"))
         _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
-        _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", "max_skip_rate", allow_zero=True)
+        _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", "max_skip_rate", "watchdog_min_s", allow_zero=True)
+        _check_positive(self, "watchdog_factor")
         d = self.device.split(":")[0]
         if d not in ("auto", "cpu", "cuda", "npu", "mps"):
             raise ConfigError(f"device: '{self.device}' is not one of ['auto', 'cpu', 'cuda', 'npu', 'mps']{_suggest(d, ['auto', 'cpu', 'cuda', 'npu', 'mps'])}")

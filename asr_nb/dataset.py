@@ -327,6 +327,11 @@ def _seed_worker(worker_id: int):
     s = torch.initial_seed() % 2**32
     random.seed(s); np.random.seed(s)
 
+def _init_worker(extra, worker_id: int):
+    "A worker's start: seeds, then the caller's own initialiser (if any)."
+    _seed_worker(worker_id)
+    if extra is not None: extra(worker_id)
+
 def _pin_memory(cfg: ExpConfig) -> bool:
     dev = cfg.train.device
     return torch.cuda.is_available() and (dev == "auto" or dev.startswith("cuda"))
@@ -340,6 +345,7 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
                     seed: int = 0,
                     length_rule: Callable[[int], int] | None = None, # 10 ms units -> encoder frames, for the CTC check:
                                                # features.utterance_length_rule(cfg.features, model_length_rule(cfg))
+                    worker_init: Callable[[int], None] | None = None, # also run in each worker (training: `guard.quiet_worker_exit`)
                    ) -> tuple[DataLoader, BucketBatchSampler]:
     "Filter, batch and load `utts`; returns the loader and its sampler (set_epoch / advance / state_dict)."
     dc, fe = cfg.data, check_config(cfg)   # features vs model input dim, up front
@@ -358,6 +364,6 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
     nw = dc.num_workers
     loader = DataLoader(ds, batch_sampler=sampler, collate_fn=partial(collate, sort_by_length=dc.sort_batch_by_length),
                         num_workers=nw, persistent_workers=nw > 0, pin_memory=_pin_memory(cfg),
-                        worker_init_fn=_seed_worker if nw > 0 else None,
+                        worker_init_fn=partial(_init_worker, worker_init) if nw > 0 else None,
                         generator=torch.Generator().manual_seed(seed * 1000 + rank))
     return loader, sampler

@@ -452,13 +452,12 @@ class _ModelEngine:
 
     def transcribe(self, wavs:list[Tensor], method:str, **_) -> list[str]:
         "Text of each signal (N,) at `sample_rate`; '' for a signal that gives the encoder no frame."
-        from asr_nb.features import fbank  # features sits below decoding in the notebook order
-        feats = [fbank(w, self.feat_cfg, dither=0.0) for w in wavs]                 # (T, n_mels) each
-        lens = torch.tensor([f.size(0) for f in feats])                              # (B,)
+        from asr_nb.features import make_frontend
+        x, lens = make_frontend(self.feat_cfg).batch(wavs)                            # (B, T, D), (B,)
         ok = torch.nonzero(self.model.output_lengths(lens) > 0).flatten().tolist()
         out = [''] * len(wavs)
         if ok:
-            x = nn.utils.rnn.pad_sequence([feats[i] for i in ok], batch_first=True)  # (B', T, n_mels)
+            x = x[ok][:, :int(lens[ok].max())]                                           # (B', T', D)
             res = decode_batch(self.model, x.to(self.device), lens[ok].to(self.device),
                                replace(self.decode_cfg, method=method), self.lm)
             for i, hs in zip(ok, res): out[i] = self.tokenizer.decode(hs[0].tokens) if hs else ''
@@ -466,9 +465,10 @@ class _ModelEngine:
 
 def _encoder_frames(engine, num_samples:list[int]) -> list[int]:
     "Encoder frames each signal gives: the front end's frame count, then the model's length rule."
-    from asr_nb.features import num_frames
+    from asr_nb.features import make_frontend
     from asr_nb.model import model_length_rule
-    lens = torch.tensor([num_frames(n, engine.feat_cfg) for n in num_samples])      # (B,) 10 ms frames
+    fe = make_frontend(engine.feat_cfg)
+    lens = torch.tensor([fe.num_frames(n) for n in num_samples])                    # (B,) front-end frames
     m = getattr(engine, 'model', None)
     if m is not None: return m.output_lengths(lens).tolist()
     from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig   # an exported model: its subsampling (meta.json) is the rule

@@ -165,8 +165,8 @@ def min_over_ranks(n: int, device: torch.device) -> int:
     if not is_distributed(): return n
     t = torch.tensor([n], device=device); dist.all_reduce(t, op=dist.ReduceOp.MIN); return int(t.item())
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    "True if `flag` is true on any rank (every rank gets the same answer)."
+def any_rank(flag: bool, device: torch.device | None = None) -> bool: # device: the rank's CUDA/NPU device for NCCL/HCCL; None = CPU (gloo)
+    "True if `flag` is true on any rank (every rank gets the same answer); `flag` itself without a process group."
     if not is_distributed(): return bool(flag)
     t = torch.tensor([float(flag)], device=device); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item() > 0)
 

@@ -48,9 +48,9 @@ def export_model_onnx(model: nn.Module, # an ASRModel (eval mode is set here)
                       out_dir: str | os.PathLike, # writes encoder.onnx and decoder_step.onnx
                       *, n_mels: int = 80, # feature dimension
                       opset: int = 17, # ONNX opset
-                      decoder: bool = True, # also export the decoder step
+                      decoder: bool = True, # also export the decoder step (when the model has one)
                      ) -> dict[str, Path]:
-    "Trace the encoder+CTC graph and the decoder step to ONNX with dynamic batch and length axes."
+    "Trace the encoder+CTC graph and the decoder step (models with an attention decoder) to ONNX, with dynamic batch and length axes."
     from asr_nb.conformer import set_impl
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     model = set_impl(copy.deepcopy(model).float().eval(), 'plain')  # the zero-copy rel-shift view does not trace
@@ -62,7 +62,7 @@ def export_model_onnx(model: nn.Module, # an ASRModel (eval mode is set here)
                           input_names=['feats', 'feat_lens'], output_names=['log_probs', 'enc', 'enc_lens'],
                           dynamic_axes={'feats': {0: 'B', 1: 'T'}, 'feat_lens': {0: 'B'}, 'log_probs': {0: 'B', 1: 'T_enc'},
                                         'enc': {0: 'B', 1: 'T_enc'}, 'enc_lens': {0: 'B'}})
-        if decoder:
+        if decoder and getattr(model, 'decoder', None) is not None:
             _, enc, enc_lens = EncoderCTC(model)(feats, lens)
             ys = torch.full((enc.size(0), 3), model.sos_id, dtype=torch.long)  # (N, l)
             paths['decoder_step'] = out/'decoder_step.onnx'
@@ -183,10 +183,11 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     "Export encoder+CTC and the decoder step of an experiment, with tokenizer and meta.json; return paths and max diffs."
     from asr_nb.checkpoint import load_model
     from asr_nb.core import atomic_write_text
+    from asr_nb.model import frontend_dim
     exp, out = Path(exp_dir), Path(out_dir)
     model, tok, cfg = load_model(str(exp), weights)
     model = model.float().eval()
-    paths = export_model_onnx(model, out, n_mels=cfg.features.n_mels, opset=opset)
+    paths = export_model_onnx(model, out, n_mels=frontend_dim(cfg), opset=opset)
     tok.save(out)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
                 subsampling=cfg.model.encoder.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
@@ -196,7 +197,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     atomic_write_text(out/'meta.json', json.dumps(meta, indent=1))
     info = {k: str(v) for k, v in paths.items()}
     if check:
-        diffs = check_onnx(model, out, n_mels=cfg.features.n_mels)
+        diffs = check_onnx(model, out, n_mels=frontend_dim(cfg))
         if max(diffs.values()) > 1e-4: warnings.warn(f"ONNX differs from PyTorch by more than 1e-4: {diffs}")
         info.update(diffs)
     return info
@@ -246,13 +247,9 @@ def _as_wave(x, sample_rate: int | None, target: int, channel: int | str | None 
     return w
 
 def _features(wavs: Sequence[torch.Tensor], cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    "Kaldi fbank (no dither) of each signal, zero-padded: (B, T, n_mels), (B,)."
-    from asr_nb.features import fbank
-    fb = [fbank(w, cfg, dither=0.0) for w in wavs]
-    lens = torch.tensor([f.shape[0] for f in fb], dtype=torch.long)              # (B,)
-    return nn.utils.rnn.pad_sequence(fb, batch_first=True), lens                  # (B, T, n_mels)
-
-_MIN_FRAMES = {4: 7, 6: 11, 8: 15}  # shortest input that leaves one encoder frame after conv2d subsampling
+    "The front end's features (no dither) of each signal, zero-padded: (B, T, D), (B,)."
+    from asr_nb.features import make_frontend
+    return make_frontend(cfg).batch(wavs)
 
 # %% ../nbs/15_export.ipynb #1495b019
 class Recognizer:
@@ -403,13 +400,19 @@ class Recognizer:
         if not timestamps: return text
         return dict(text=text, tokens=ids, timestamps=[(self.tokenizer.units[t], round(a, 3), round(b, 3)) for t, (a, b) in zip(ids, times)])
 
+    def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
+        "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
+        if self.model is not None: return self.model.output_lengths(lens)
+        from asr_nb.conformer import subsampled_lengths
+        return subsampled_lengths(lens, self.subsampling)
+
     def _decode_waves(self, waves: Sequence[torch.Tensor], # short signals (N,) at the model's rate
                       method: str, timed: bool, # timed: also token (start_s, end_s) from a CTC forced alignment
                      ) -> list[tuple[list[int], list[tuple[float, float]] | None]]:
         "Token ids (and times) of one batch of signals; those too short for the subsampling give no tokens."
         if not waves: return []
         feats, lens = _features(waves, self.feat_cfg)
-        ok = torch.nonzero(lens >= _MIN_FRAMES.get(self.subsampling, 15)).flatten().tolist()
+        ok = torch.nonzero(self._encoder_lengths(lens) >= 1).flatten().tolist()   # the model's own length rule
         out = [([], [] if timed else None) for _ in waves]
         if not ok: return out
         feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]

@@ -150,7 +150,8 @@ FRONTENDS = {"fbank": FbankFrontend, "mfcc": MfccFrontend, "raw": RawFrontend}  
 def _check_mel_banks(cfg: FeatureConfig):
     "Every mel filter must cover at least one FFT bin, or its log energy is a constant (Kaldi refuses such settings)."
     win = int(cfg.sample_rate * cfg.frame_length_ms / 1000); n_fft = 1 << max(win - 1, 1).bit_length()
-    banks, _ = kaldi.get_mel_banks(cfg.n_mels, n_fft, float(cfg.sample_rate), cfg.low_freq, cfg.high_freq, 100.0, -500.0, 1.0)
+    with torch.device("cpu"):  # also when called under a meta-device context (model checks build on the meta device)
+        banks, _ = kaldi.get_mel_banks(cfg.n_mels, n_fft, float(cfg.sample_rate), cfg.low_freq, cfg.high_freq, 100.0, -500.0, 1.0)
     empty = torch.nonzero(banks.max(1).values <= 0).flatten().tolist()   # banks: (n_mels, n_fft // 2)
     if empty:
         raise ConfigError(f"features.n_mels: mel filter {empty[0]} of {cfg.n_mels} covers no FFT bin ({len(empty)} empty; "

@@ -9,11 +9,12 @@ from collections import deque
 from pathlib import Path
 from typing import Callable
 from .core import UserError, get_logger
+from .device import any_rank
 try: import fcntl  # POSIX only; without it the experiment lock is a no-op
 except ImportError: fcntl = None
 
 # %% auto #0
-__all__ = ['ExpLockedError', 'ExpLock', 'Watchdog', 'StopRequest', 'quiet_worker_exit', 'any_rank']
+__all__ = ['ExpLockedError', 'ExpLock', 'Watchdog', 'StopRequest', 'quiet_worker_exit']
 
 # %% ../nbs/10_guard.ipynb #921a7367
 class ExpLockedError(UserError):
@@ -238,12 +239,5 @@ def quiet_worker_exit(worker_id: int = 0): # usable as the DataLoader's `worker_
     A worker that exits with 0 is not reported, so the main process finishes its step, saves and stops."""
     for s in (signal.SIGTERM, signal.SIGINT): signal.signal(s, _quiet_exit)
 
-def any_rank(flag: bool, # this rank's flag (e.g. `stop.requested`)
-             device=None, # where the collective runs: the rank's CUDA/NPU device for NCCL/HCCL, CPU for gloo
-            ) -> bool:
-    "True on every rank if `flag` is True on any rank (`all_reduce` MAX); `flag` itself without an initialised process group."
-    import torch, torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()): return bool(flag)
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+# `any_rank(flag, device)` (from `asr_nb.device`, imported above): True on every rank when any rank's flag is set,
+# so that every rank stops after the same step.

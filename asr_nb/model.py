@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import IGNORE_ID, Batch, DecoderConfig, EncoderConfig, LossConfig, ModelConfig, SpecAugConfig
 from .conformer import build_encoder, subsampled_lengths
+from .features import make_frontend  # imported here, not under a meta-device context: torchaudio makes tensors at import
 from .decoder import TransformerDecoder
 
 # %% auto #0
@@ -264,11 +265,13 @@ def ctc_length_rule(cfg) -> Callable[[int], int]:
 
 def frontend_dim(cfg) -> int:
     "The feature dimension the model's input layer takes: the front end's (so it can never disagree with the features)."
-    from asr_nb.features import make_frontend
     return make_frontend(cfg.features).dim
 
 def check_model_config(cfg):
-    "Build the model of `cfg` on the meta device (no memory, no time): every ConfigError surfaces before any work starts."
+    """Build the model of `cfg` on the meta device (no memory, no time): every ConfigError surfaces before any work starts.
+    The family's module is imported first, outside the meta context, so no module-level tensor is made on the meta device."""
+    model_class(getattr(cfg.model, "family", "ctc_attention"))
+    import asr_nb.specaug  # noqa: F401 (imported lazily by the model when SpecAugment is on)
     with torch.device("meta"): build_model(cfg, vocab_size=3)
 
 # %% ../nbs/09_model.ipynb #5fc3ba2b

@@ -13,6 +13,7 @@ from torch import nn
 from .core import (ExpConfig, OptimConfig, Batch, UserError, ConfigError, atomic_write, config_to_dict,
                          save_config, seed_everything, get_logger)
 from . import device as D
+from .guard import ExpLock, ExpLockedError, StopRequest, Watchdog, quiet_worker_exit
 from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_changes, init_from,
                                latest_checkpoint, load_checkpoint, newest_readable, rank_checkpoints, remove_stale_tmp,
                                save_checkpoint, source_exp_dir, write_index)
@@ -324,11 +325,11 @@ class TrainLog:
         if self.handler is not None: logging.getLogger("asr_nb").removeHandler(self.handler); self.handler.close(); self.handler = None
 
 # %% ../nbs/10_train.ipynb #7737b4bb
-_ASSETS = ("units.txt", "bpe.model", "bpe.vocab", "cmvn.npz")
+_ASSETS = ("units.txt", "bpe.model", "bpe.vocab", "tokenizer.json", "cmvn.npz", "cmvn.json")  # with their fingerprints
 
 def _copy_assets(src: Path, dst: Path) -> list[str]:
     "Copy the tokenizer (unless `dst` has one) and the CMVN stats (unless `dst` has them) from `src`."
-    names = (_ASSETS[:3] if not (dst/"units.txt").exists() else ()) + ("cmvn.npz",)
+    names = (_ASSETS[:4] if not (dst/"units.txt").exists() else ()) + _ASSETS[4:]
     copied = []
     for name in names:
         if (src/name).is_file() and not (dst/name).exists():
@@ -337,24 +338,20 @@ def _copy_assets(src: Path, dst: Path) -> list[str]:
     return copied
 
 def prepare_exp_dir(cfg: ExpConfig, train_utts: list, exp_dir: str | os.PathLike, source: str = ""):
-    "Tokenizer, CMVN and config.yaml in `exp_dir` (made if missing); returns (tokenizer, cmvn or None)."
-    from asr_nb.tokenizer import build_tokenizer, load_tokenizer
-    from asr_nb.features import compute_cmvn, load_cmvn
+    """Tokenizer, CMVN and config.yaml in `exp_dir` (made if missing); returns (tokenizer, cmvn or None). The tokenizer
+    and the statistics are reused only while their fingerprints (what they were made from) match; resuming or
+    fine-tuning (`source`) keeps the stored ones and refuses settings that contradict them."""
+    from asr_nb.tokenizer import check_unk_share, ensure_tokenizer
+    from asr_nb.features import ensure_cmvn
     log, exp = get_logger("train"), Path(exp_dir)
     exp.mkdir(parents=True, exist_ok=True)
     if source:
         copied = _copy_assets(source_exp_dir(source), exp)
         if copied: log.info(f"copied {', '.join(copied)} from {source_exp_dir(source)}")
-    if (exp/"units.txt").exists(): tok = load_tokenizer(exp, cfg.tokenizer.space_token)
-    else:
-        tok = build_tokenizer(cfg.tokenizer, [u.text for u in train_utts], exp)
-        log.info(f"built a {cfg.tokenizer.kind} tokenizer with {tok.vocab_size} units from {len(train_utts)} transcripts")
-    cmvn = None
-    if cfg.features.cmvn == "global":
-        if not (exp/"cmvn.npz").exists():
-            t0 = time.time(); compute_cmvn(train_utts, cfg.features, exp/"cmvn.npz")
-            log.info(f"computed global CMVN over {len(train_utts)} utterances in {time.time() - t0:.1f}s")
-        cmvn = load_cmvn(exp/"cmvn.npz")
+    texts = [u.text for u in train_utts]
+    tok = ensure_tokenizer(exp, cfg.tokenizer, texts, keep=bool(source))
+    check_unk_share(tok, texts, "training")
+    cmvn = ensure_cmvn(exp, cfg.features, train_utts, keep=bool(source)) if cfg.features.cmvn == "global" else None
     save_config(cfg, exp/"config.yaml")
     return tok, cmvn
 
@@ -470,7 +467,7 @@ def _loader(utts: list, tok, cfg: ExpConfig, train: bool, name: str):
     from asr_nb.data import DataError
     from asr_nb.model import ctc_length_rule
     try: return make_dataloader(utts, tok, cfg, train=train, rank=D.rank(), world_size=D.world_size(), seed=cfg.train.seed,
-                                length_rule=ctc_length_rule(cfg))
+                                length_rule=ctc_length_rule(cfg), worker_init=quiet_worker_exit)
     except ValueError as e:
         if isinstance(e, UserError): raise
         what, d, msg = f"training set (--train {name})" if train else f"validation set (--valid {name})", cfg.data, str(e).splitlines()[0]
@@ -496,6 +493,7 @@ class _Run:
     train_loader: object; sampler: object; valid_loader: object; tlog: TrainLog; ckpt: Checkpointer
     progress: Progress; pending_rng: dict | None = None; history: list | None = None; resumed: str = ""
     total: int = 0; bar: object = None
+    stop: object = None; wd: object = None; stopped_at: Path | None = None  # guards: StopRequest, Watchdog
 
 def _build(cfg: ExpConfig, exp: Path, device: torch.device, train_utts, valid_utts, tlog: TrainLog, names) -> _Run:
     "Tokenizer, loaders, model, optimiser, schedule, scaler, checkpointer (every rank; seeded as resume expects)."
@@ -579,12 +577,14 @@ def _update(run: _Run, p: Progress, it, n_batches: int) -> dict | None:
     t0 = time.perf_counter()
     got = [next(it) for _ in range(min(tc.accum_grad, n_batches - p.batch_idx))]
     t_data = time.perf_counter() - t0
+    if run.wd is not None: run.wd.beat("batch")  # data arrived: a stalled loader is caught by the same bound
     p.batch_idx += len(got); run.sampler.advance(len(got)); run.bar.update(len(got))
     batches = [b for b in got if b is not None]  # None: every utterance of that batch was unreadable
     if not batches:
         if D.world_size() > 1: raise RuntimeError(f"rank {D.rank()}: a whole batch of unreadable audio; validate the data")
         return None
     r = train_step(run.model, batches, run.optimizer, run.scaler, run.device, run.dtype, tc.grad_clip)
+    if run.wd is not None: run.wd.beat()  # a step finished: its time feeds the automatic bound
     r["t_data"] = t_data
     p.step += 1; run.schedule.step()
     if r["skipped"]:
@@ -600,7 +600,7 @@ def _update(run: _Run, p: Progress, it, n_batches: int) -> dict | None:
     return r
 
 def _after_update(run: _Run, p: Progress):
-    "Runs after every update: the skip-rate check. (Hook point: a watchdog or a stop request is checked here.)"
+    "Runs after every update: the skip-rate check (the stop request is checked by the epoch loop right after)."
     check_skip_rate(p, run.cfg.train.max_skip_rate, run.exp)
 
 def _validate(run: _Run, p: Progress) -> dict:
@@ -630,18 +630,26 @@ def _run_epoch(run: _Run, p: Progress):
     while p.batch_idx < n_batches:
         if _update(run, p, it, n_batches) is None: continue
         _after_update(run, p)
+        if D.any_rank(run.stop is not None and run.stop.requested, run.device):  # SIGTERM/SIGINT: save this step, stop
+            with _paused(run): run.stopped_at = run.ckpt.save(p, {})
+            run.bar.close(); return
         if (tc.max_steps and p.step >= tc.max_steps) or p.batch_idx >= n_batches: break  # validated and saved below
-        metrics = _validate(run, p) if tc.valid_interval and p.step % tc.valid_interval == 0 else {}
-        if tc.save_interval and p.step % tc.save_interval == 0: run.ckpt.save(p, metrics)
+        with _paused(run):
+            metrics = _validate(run, p) if tc.valid_interval and p.step % tc.valid_interval == 0 else {}
+            if tc.save_interval and p.step % tc.save_interval == 0: run.ckpt.save(p, metrics)
     run.bar.close()
     if p.batch_idx >= n_batches: p.epoch, p.batch_idx = p.epoch + 1, 0
-    run.ckpt.save(p, _validate(run, p))
+    with _paused(run): run.ckpt.save(p, _validate(run, p))
+
+def _paused(run: _Run):
+    "The watchdog does not time validation and saving (they are not training steps)."
+    return run.wd.paused() if run.wd is not None else contextlib.nullcontext()
 
 # %% ../nbs/10_train.ipynb #e83c7720
 def _summary(run: _Run, p: Progress, t_start: float) -> dict:
-    "The run's summary (after checking that it learnt anything)."
+    "The run's summary (after checking that it learnt anything, unless a signal stopped it early)."
     tc, exp = run.cfg.train, run.exp
-    check_skip_rate(p, tc.max_skip_rate, exp, final=True)
+    if run.stopped_at is None: check_skip_rate(p, tc.max_skip_rate, exp, final=True)
     best = run.ckpt.best()
     e = run.tlog.epoch_meter
     summary = dict(exp_dir=str(exp), step=p.step, epoch=p.epoch, skipped_steps=p.skipped, resumed_from=run.resumed,
@@ -650,9 +658,22 @@ def _summary(run: _Run, p: Progress, t_start: float) -> dict:
                    best_metric=tc.best_metric, best_value=best["metrics"][tc.best_metric] if best else None,
                    valid=run.history[-1] if run.history else {}, history=run.history,
                    train_loss=e.mean(run.device).get("loss") if e.n else None, elapsed_s=round(time.time() - t_start, 2))
-    run.tlog.info(f"finished: step {p.step}, epoch {p.epoch}, best {tc.best_metric} {summary['best_value']} "
-                  f"({summary['best_checkpoint'] or 'none'}), {p.skipped} skipped update(s)")
+    if run.stopped_at is not None:
+        summary.update(stopped=run.stop.signal_name, exit_code=run.stop.exit_code, message=run.stop.message(p.step, run.stopped_at))
+        run.tlog.info(summary["message"])
+    else: run.tlog.info(f"finished: step {p.step}, epoch {p.epoch}, best {tc.best_metric} {summary['best_value']} "
+                        f"({summary['best_checkpoint'] or 'none'}), {p.skipped} skipped update(s)")
     return summary
+
+def _take_lock(exp: Path, device: torch.device) -> ExpLock | None:
+    "Rank 0 takes the experiment dir's lock before anything is written; if it is refused, every rank stops."
+    lock, refused = None, None
+    if D.is_main():
+        lock = ExpLock(exp)
+        try: lock.acquire()
+        except ExpLockedError as e: refused = e
+    if D.any_rank(refused is not None, device): raise refused or ExpLockedError(f"{exp}: in use by another training (see rank 0)")
+    return lock
 
 def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yaml)
           train_data, # Kaldi data dir or jsonl manifest (or a list of Utterance)
@@ -666,13 +687,18 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
     we_init_dist = not D.is_distributed() and D.init_distributed(device)
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     if device.type == "cpu": D.tune_cpu_allocator()  # reuse freed activation memory instead of page-faulting it in each step
-    tlog = TrainLog(exp, D.is_main())
+    tlog, lock = TrainLog(exp, D.is_main()), None
     try:
-        run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names)
-        p = run.progress
-        # hook point: the run is set up (lock held, signal handlers installed), no update made yet
-        while not _finished(tc, p): _run_epoch(run, p)
-        summary = _summary(run, p, t_start)
+        from asr_nb.model import check_model_config
+        check_model_config(cfg)  # front end and model settings (built on the meta device) before anything is written
+        lock = _take_lock(exp, device)  # two trainings in one exp dir would prune each other's checkpoints
+        log_path = exp/"train.log" if D.is_main() else exp/f"train.rank{D.rank()}.log"
+        with StopRequest(announce=D.is_main()) as stop, \
+             Watchdog(tc.watchdog_s, tc.watchdog_factor, tc.watchdog_min_s, log_path=log_path) as wd:
+            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names)
+            run.stop, run.wd, p = stop, wd, run.progress
+            while not _finished(tc, p) and run.stopped_at is None: _run_epoch(run, p)
+            summary = _summary(run, p, t_start)
         D.barrier()  # every rank is done before anyone leaves the process group
         return summary
     except Exception as e:  # a user error exactly as the command line prints it; anything else by its type
@@ -680,4 +706,5 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         raise
     finally:
         tlog.close()
+        if lock is not None: lock.release()
         if we_init_dist: D.cleanup_distributed()

@@ -49,8 +49,9 @@ def child(wav: str, method: str, max_segment_s: float, threads: int, size: str) 
     torch.set_num_threads(threads); torch.manual_seed(0)
     cfg = load_config(ROOT/'conf'/'tiny.yaml')
     if size == 'micro':
-        cfg = replace(cfg, model=replace(cfg.model, d_model=32, attention_heads=2, linear_units=64, num_blocks=2, decoder_blocks=1,
-                                         decoder_linear_units=64, cnn_kernel=5))
+        m = cfg.model
+        cfg = replace(cfg, model=replace(m, encoder=replace(m.encoder, d_model=32, attention_heads=2, linear_units=64, num_blocks=2,
+                                                            cnn_kernel=5), decoder=replace(m.decoder, num_blocks=1, linear_units=64)))
     tok = CharTokenizer.build(SENTENCES)
     model = build_model(cfg, tok.vocab_size).eval()
     rec = Recognizer(tok, cfg.features, replace(cfg.decode, method=method, batch_size=1), subsampling=cfg.model.encoder.subsampling,

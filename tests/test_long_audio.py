@@ -78,10 +78,11 @@ def test_stitching_drops_duplicates_and_edge_garbage():
 # ---------------------------------------------------------------- the recognizer
 
 def _tiny_model(vocab):
-    from asr_nb.core import ModelConfig
+    from asr_nb.core import ModelConfig, config_from_dict
     from asr_nb.model import ASRModel
     torch.manual_seed(0)
-    cfg = ModelConfig(d_model=32, attention_heads=2, linear_units=64, num_blocks=1, decoder_blocks=1, decoder_linear_units=64, cnn_kernel=5)
+    cfg = config_from_dict(dict(encoder=dict(d_model=32, attention_heads=2, linear_units=64, num_blocks=1, cnn_kernel=5),
+                                decoder=dict(num_blocks=1, linear_units=64)), ModelConfig)
     return cfg, ASRModel(cfg, vocab).eval()
 
 

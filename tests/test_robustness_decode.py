@@ -270,7 +270,7 @@ def test_too_short_utterances_are_counted_and_named(exp, tmp_path, capsys):
 
 
 def test_decode_data_with_a_bare_model_counts_the_same(exp):
-    from asr_nb.train import load_model
+    from asr_nb.checkpoint import load_model
     model, tok, cfg = load_model(exp)
     d = exp.parent/'bare'; d.mkdir(exist_ok=True)
     utts = [Utterance('long', write_wav(d/'l.wav', 0.8), 'hello'), Utterance('blip', write_wav(d/'b.wav', 0.05), 'the'),
