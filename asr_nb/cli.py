@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 from .core import ConfigError, UserError, load_config
 from .model import ctc_length_rule
+from .data import check_data, decode_utterances
 
 # %% auto #0
-__all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'check_data', 'usable_utterances', 'train_parser',
-           'train_main', 'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods',
-           'decode_utterances', 'decode_main', 'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main',
-           'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main', 'find_conf',
-           'run_tiny_recipe', 'demo_main', 'main']
+__all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
+           'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods', 'decode_main',
+           'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
+           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'run_tiny_recipe', 'demo_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -96,37 +96,14 @@ def resolve_config(config: str | None, # YAML path or None for defaults
     return load_config(config, list(overrides))
 
 # %% ../nbs/16_cli.ipynb #06d9f964
-def check_data(path: str | os.PathLike, # a Kaldi data dir or a .jsonl manifest
-               what: str = 'data' # how the error line names it
-              ) -> list:
-    "Load the utterances of a data dir or manifest; one clear error if it is missing, unusable or empty."
-    from asr_nb.data import load_utterances
-    p = Path(path)
-    if not p.exists(): raise CLIError(f"{what} not found: {p}")
-    if p.is_dir() and not (p/'wav.scp').is_file():
-        raise CLIError(f"{what} {p} is not a Kaldi data dir (no wav.scp) and not a .jsonl manifest")
-    utts = load_utterances(str(p))
-    if not utts: raise CLIError(f"{what} {p} holds no utterances")
-    return utts
-
 def usable_utterances(path: str | os.PathLike, # data dir or manifest
-                      cfg, # ExpConfig: sample rate, subsampling, tokenizer kind, data.strict
+                      cfg, # ExpConfig: its front end and model give the length rule; tokenizer kind, data.strict
                       what: str = 'data') -> list:
-    "The utterances that pass validation (bad ones are reported and skipped; with `data.strict` the report stops the run)."
-    from asr_nb.data import DataError, validate_utterances
-    utts = check_data(path, what)
+    "`data.usable_utterances` with the settings of `cfg` (bad utterances reported and skipped; `data.strict` stops)."
+    from asr_nb.data import usable_utterances as usable
     # label-length check on characters; for BPE, words are a lower bound on the pieces (the dataset re-checks with the real units)
-    tokenize = str.split if cfg.tokenizer.kind == 'bpe' else None
-    rep = validate_utterances(utts, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg),
-                              tokenize=tokenize)
-    if rep.bad and cfg.data.strict:
-        print(rep.summary(), file=sys.stderr)
-        raise DataError(f"{what} {path}: {len(rep.bad)} of {rep.total} utterances are bad (data.strict=true; report above)")
-    if not rep.good: raise CLIError(f"{what} {path}: none of its {rep.total} utterances is usable: {rep.counts()}")
-    if rep.bad:
-        shown = '; '.join(f"{k}: {rs[0]}" for k, rs in list(rep.bad.items())[:5]) + (' ...' if len(rep.bad) > 5 else '')
-        print(f"warning: {what} {path}: skipping {len(rep.bad)} bad utterance(s): {shown}", file=sys.stderr)
-    return rep.good
+    return usable(path, what, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg),
+                  tokenize=str.split if cfg.tokenizer.kind == 'bpe' else None, strict=cfg.data.strict)
 
 def _check_exp(exp: str | os.PathLike) -> Path:
     "An experiment dir must exist and hold config.yaml."
@@ -266,15 +243,8 @@ def _decode_overrides(a: argparse.Namespace) -> list[str]:
     return ov + list(a.overrides)
 
 # %% ../nbs/16_cli.ipynb #2b85d338
-def decode_utterances(path: str | os.PathLike # a Kaldi data dir (`text` optional) or a .jsonl manifest
-                     ) -> list:
-    "The utterances to decode: every id of wav.scp (or segments); an id without a transcript gets `text=None` (decoded, not scored)."
-    p = Path(path)
-    if not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, 'test data')
-    from asr_nb.data import read_data_dir
-    utts = read_data_dir(p, text_optional=True)
-    if not utts: raise CLIError(f"test data {p} holds no utterances")
-    return utts
+#| export
+
 
 # %% ../nbs/16_cli.ipynb #36de2197
 @cli_entry('asr_nb_decode')

@@ -22,9 +22,10 @@ __all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'FINGERPRINT_VERSIO
            'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments', 'read_data_dir',
            'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'nonfinite_message', 'fill_num_frames',
            'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances',
-           'validate_data_dir', 'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint',
-           'fingerprint_changes', 'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech',
-           'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
+           'validate_data_dir', 'check_data', 'usable_utterances', 'decode_utterances', 'sha256_file', 'sha256_strings',
+           'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus', 'normalize_zh',
+           'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave',
+           'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -533,6 +534,45 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
     if strict and out.bad: raise DataError(f'validation of {d} failed:\n' + out.summary())
     if out.bad: _log.warning('%s: skipping %d of %d utterances: %s', d, len(out.bad), out.total, out.counts())
     return out
+
+# %% ../nbs/02_data.ipynb #895d893f
+def check_data(path:Path|str, # a Kaldi data dir or a .jsonl manifest
+               what:str='data', # how the error line names it ('training data', '--valid', ...)
+              ) -> list[Utterance]:
+    "The utterances of a data dir or manifest; `DataError` naming it if it is missing, not a data set, or empty."
+    p = Path(path)
+    if not p.exists(): raise DataError(f"{what} not found: {p}")
+    if p.is_dir() and not (p/'wav.scp').is_file():
+        raise DataError(f"{what} {p} is not a Kaldi data dir (no wav.scp) and not a .jsonl manifest")
+    utts = load_utterances(str(p))
+    if not utts: raise DataError(f"{what} {p} holds no utterances")
+    return utts
+
+def usable_utterances(path:Path|str, what:str='data', *,
+                      sample_rate:int=16000, # the features' rate (others are resampled and noted)
+                      length_rule:Callable[[int], int]|None=None, # 10 ms units -> encoder frames (`model.ctc_length_rule(cfg)`)
+                      tokenize:Callable[[str], list]|None=None, # labels for the CTC check (None: characters)
+                      strict:bool=False, # stop on any bad utterance instead of skipping it
+                     ) -> list[Utterance]:
+    "The utterances that pass `validate_utterances`; bad ones are reported (one warning) and skipped, or stop the run."
+    utts = check_data(path, what)
+    rep = validate_utterances(utts, sample_rate=sample_rate, length_rule=length_rule, tokenize=tokenize)
+    if rep.bad and strict:
+        _log.error(rep.summary())
+        raise DataError(f"{what} {path}: {len(rep.bad)} of {rep.total} utterances are bad (data.strict=true; report logged)")
+    if not rep.good: raise DataError(f"{what} {path}: none of its {rep.total} utterances is usable: {rep.counts()}")
+    if rep.bad:
+        shown = '; '.join(f"{k}: {rs[0]}" for k, rs in list(rep.bad.items())[:5]) + (' ...' if len(rep.bad) > 5 else '')
+        _log.warning(f"{what} {path}: skipping {len(rep.bad)} bad utterance(s): {shown}")
+    return rep.good
+
+def decode_utterances(path:Path|str, what:str='test data') -> list[Utterance]:
+    "Every id of wav.scp (or segments) of a data dir, or of a manifest; an id without a transcript gets `text=None`."
+    p = Path(path)
+    if not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, what)
+    utts = read_data_dir(p, text_optional=True)
+    if not utts: raise DataError(f"{what} {p} holds no utterances")
+    return utts
 
 # %% ../nbs/02_data.ipynb #70a5d326
 FINGERPRINT_VERSION = 1  # bump when what a fingerprint covers changes

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from .core import DecodeConfig, FeatureConfig, ConfigError, config_to_dict, config_from_dict, load_config, apply_overrides, ExpConfig
+from .core import DecodeConfig, FeatureConfig, ConfigError, UserError, config_to_dict, config_from_dict, load_config, apply_overrides, ExpConfig
 
 # %% auto #0
 __all__ = ['EncoderCTC', 'DecoderStep', 'export_model_onnx', 'check_onnx', 'InputTooLongError', 'onnx_length_limits',
@@ -246,6 +246,19 @@ def _as_wave(x, sample_rate: int | None, target: int, channel: int | str | None 
         w = AF.resample(w, sr, target)
     return w
 
+_META_KEYS = ('features', 'decode', 'tokenizer', 'subsampling')
+
+def _read_meta(path: Path) -> dict:
+    "An export's meta.json, checked: a JSON object holding what `from_onnx` reads; else a `UserError` naming the file."
+    try: meta = json.loads(path.read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict): raise UserError(f"{path}: expected a JSON object, got a {type(meta).__name__}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing: raise UserError(f"{path}: missing key '{missing[0]}' (written by asr_nb_export: re-export the model)")
+    if not all(isinstance(meta[k], dict) for k in _META_KEYS[:3]) or meta['subsampling'] not in (4, 6, 8):
+        raise UserError(f"{path}: malformed (features/decode/tokenizer must be objects, subsampling 4, 6 or 8)")
+    return meta
+
 def _features(wavs: Sequence[torch.Tensor], cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
     "The front end's features (no dither) of each signal, zero-padded: (B, T, D), (B,)."
     from asr_nb.features import make_frontend
@@ -311,7 +324,7 @@ class Recognizer:
         from asr_nb.tokenizer import load_tokenizer
         d = Path(onnx_dir)
         if not (d/'meta.json').is_file(): raise FileNotFoundError(f"{d} is not an exported model dir (no meta.json; see asr_nb_export)")
-        meta = json.loads((d/'meta.json').read_text())
+        meta = _read_meta(d/'meta.json')
         cfg = config_from_dict(dict(features=meta['features'], decode=meta['decode'], tokenizer=meta['tokenizer']))
         cfg = apply_overrides(cfg, list(overrides))
         tok = load_tokenizer(d, cfg.tokenizer.space_token)

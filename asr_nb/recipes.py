@@ -128,7 +128,8 @@ def stage_decode(r: Recipe, methods: Sequence[str] = ('joint', 'rescoring'), # d
                  overrides: Sequence[str] = (), # decode.* overrides, e.g. ['decode.beam=10', 'decode.ctc_weight=0.5']
                  device: str = 'auto', log: Callable[[str], None] = print) -> dict:
     "Stage 5: decode every test split with every method; returns {(split, method): result} and writes exp/decode_<split>/<method>."
-    from asr_nb.cli import decode_utterances, format_result_line
+    from asr_nb.cli import format_result_line
+    from asr_nb.data import decode_utterances
     from asr_nb.decode import decode_data
     from asr_nb.export import Recognizer
     rec, res = Recognizer.from_exp(r.exp_dir, device=device, overrides=overrides), {}

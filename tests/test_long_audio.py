@@ -198,3 +198,15 @@ def test_cli_long_file_with_timestamps(exp, wavs, capsys):
     assert times == sorted(times) and all(0 <= t <= 19 for t in times)
     rc, _, err = run(['--exp', exp, '--max-segment-s', '0', wavs/'long.wav'], capsys)
     assert rc == 2 and '--max-segment-s' in err
+
+
+def test_damaged_meta_json_is_one_line(tmp_path, capsys):
+    "An export dir whose meta.json is a list, not JSON, or lacks keys: one error line naming the file, exit 2."
+    from asr_nb.cli import transcribe_main
+    wav = tmp_path/'a.wav'; sf.write(wav, np.zeros(16000, np.float32), 16000)
+    for content, why in (('[1, 2]', 'expected a JSON object, got a list'), ('{"features": {}', 'not valid JSON'),
+                         ('{"features": {}, "decode": {}}', "missing key 'tokenizer'")):
+        (tmp_path/'meta.json').write_text(content)
+        rc = transcribe_main(['--onnx', str(tmp_path), str(wav)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and str(tmp_path/'meta.json') in err[0] and why in err[0], err
