@@ -194,6 +194,40 @@ class CTCPrefixScorer:
         return r[:, :, parent, pos], psi[parent, pos], cand[parent, pos]
 
 # %% ../nbs/13_decode.ipynb #dbceba2e
+def _length_limits(cand_score:Tensor, act:list[int], K:int, i:int, minlen:list[int], maxlen:list[int], eos:int):
+    "In place on (N, V) scores: eos is forbidden before an utterance's minimum length, and is the only choice at its maximum."
+    for j, b in enumerate(act):
+        s = slice(j * K, (j + 1) * K)
+        if i < minlen[b]: cand_score[s, eos] = -math.inf
+        if i >= maxlen[b]:
+            e = cand_score[s, eos].clone(); cand_score[s] = -math.inf; cand_score[s, eos] = e
+
+def _collect_ended(ys:Tensor, score:Tensor, comp:Tensor, tok:Tensor, eos:int, act:list[int], K:int,
+                   ended:list[list], length_norm:bool) -> tuple[list, list, list]:
+    "Slots that chose eos become finished hypotheses of their utterance (and leave the beam: score -inf)."
+    fin = ((tok == eos) & torch.isfinite(score)).tolist()
+    sc, cp = score.tolist(), comp.tolist()
+    for n in [n for n in range(len(fin)) if fin[n]]:
+        L = ys.size(1) - 2
+        ended[act[n // K]].append(Hypothesis(ys[n, 1:-1].tolist(), sc[n] / (L + 1) if length_norm else sc[n],
+                                             ctc_score=cp[1][n], att_score=cp[0][n], lm_score=cp[2][n]))
+        score[n] = -math.inf
+    return fin, sc, cp
+
+def _stop_flags(score:Tensor, ys:Tensor, cp:list, act:list[int], K:int, ended:list[list], fallback:list, i:int,
+                maxlen:list[int], admissible:bool, no_maxlenratio:bool) -> list[bool]:
+    "Which utterances are done: no live slot, at the length limit, provably finished, or ESPnet's end detection."
+    live_s, live_n = score.view(len(act), K).max(-1)
+    live, stop = live_s.tolist(), []
+    for j, b in enumerate(act):
+        if live[j] > -math.inf and not ended[b]:                      # fallback if nothing ever ends
+            n = j * K + int(live_n[j])
+            fallback[b] = Hypothesis(ys[n, 1:].tolist(), live[j], ctc_score=cp[1][n], att_score=cp[0][n], lm_score=cp[2][n])
+        best = max((h.score for h in ended[b]), default=-math.inf)
+        stop.append(live[j] == -math.inf or i >= maxlen[b] or (admissible and live[j] < best)
+                    or (no_maxlenratio and not admissible and _end_detect(ended[b], i)))
+    return stop
+
 def _end_detect(ended:list[Hypothesis], i:int, M:int=3, D_end:float=math.log(math.exp(-10))) -> bool:
     "ESPnet's end detection: the best hypotheses ending at the last M lengths are all far below the best."
     if not ended: return False
@@ -253,11 +287,7 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
         if lm is not None:
             lm_lp, lm_state = lm.score(ys[:, -1], lm_state)               # (N, V)
             lm_lp = lm_lp.float(); cand_score = cand_score + lm_weight * lm_lp
-        for j, b in enumerate(act):                                       # length limits, before the pre-beam
-            s = slice(j * K, (j + 1) * K)
-            if i < minlen[b]: cand_score[s, eos] = -math.inf
-            if i >= maxlen[b]:                                            # at the limit only eos is allowed
-                e = cand_score[s, eos].clone(); cand_score[s] = -math.inf; cand_score[s, eos] = e
+        _length_limits(cand_score, act, K, i, minlen, maxlen, eos)        # before the pre-beam
         if use_ctc:
             P = min(V, int(pre_beam_ratio * K))
             cand = cand_score.topk(P, -1)[1] if ctc_weight < 1 and P < V else None  # (N, P) pre-beam
@@ -283,25 +313,10 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
             lm_state = lm.select_state(lm_state, parent)
         ys = torch.cat([ys[parent], tok[:, None]], 1)                     # (N, i + 2)
         cache = _select_cache(cache, parent)
-        fin = ((tok == eos) & torch.isfinite(score)).tolist()
-        sc, cp = score.tolist(), comp.tolist()
-        for n in [n for n in range(N) if fin[n]]:                         # eos chosen: the hypothesis is finished
-            L = ys.size(1) - 2
-            ended[act[n // K]].append(Hypothesis(ys[n, 1:-1].tolist(), sc[n] / (L + 1) if length_norm else sc[n],
-                                                 ctc_score=cp[1][n], att_score=cp[0][n], lm_score=cp[2][n]))
-            score[n] = -math.inf
+        fin, sc, cp = _collect_ended(ys, score, comp, tok, eos, act, K, ended, length_norm)  # eos: finished
         if trace is not None and act[0] == 0:
             trace.append([(ys[n, 1:].tolist(), sc[n], bool(fin[n])) for n in range(K) if sc[n] > -math.inf])
-        live_s, live_n = score.view(Ba, K).max(-1)
-        live, stop = live_s.tolist(), []
-        for j, b in enumerate(act):
-            if live[j] > -math.inf and not ended[b]:                      # fallback if nothing ever ends
-                n = j * K + int(live_n[j])
-                fallback[b] = Hypothesis(ys[n, 1:].tolist(), live[j], ctc_score=cp[1][n], att_score=cp[0][n],
-                                         lm_score=cp[2][n])
-            best = max((h.score for h in ended[b]), default=-math.inf)
-            stop.append(live[j] == -math.inf or i >= maxlen[b] or (admissible and live[j] < best)
-                        or (maxlenratio == 0 and not admissible and _end_detect(ended[b], i)))
+        stop = _stop_flags(score, ys, cp, act, K, ended, fallback, i, maxlen, admissible, maxlenratio == 0)
         if any(stop):                                                     # drop finished utterances from the batch
             act = [b for b, st in zip(act, stop) if not st]
             if not act: break
