@@ -139,6 +139,7 @@ class SpecAugConfig:
         _check_choice(self, "replace_with", ("zero", "mean"))
         if self.time_mask_ratio >= 1: raise ConfigError(f"time_mask_ratio: must be < 1, got {self.time_mask_ratio}")
 
+# %% ../nbs/00_core.ipynb #5cf16bd9
 @dataclass
 class TokenizerConfig:
     "Output units: characters or sentencepiece BPE."
@@ -229,6 +230,7 @@ class LossConfig:
         if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
         _check_unit_interval(self, "lsm_weight")
 
+# %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass
 class ModelConfig:
     "The model: a family (a `MODELS` entry in `asr_nb.model`) and its sections."
@@ -317,6 +319,7 @@ class TrainConfig:
         if d not in ("auto", "cpu", "cuda", "npu", "mps"):
             raise ConfigError(f"device: '{self.device}' is not one of ['auto', 'cpu', 'cuda', 'npu', 'mps']{_suggest(d, ['auto', 'cpu', 'cuda', 'npu', 'mps'])}")
 
+# %% ../nbs/00_core.ipynb #db9b16c7
 @dataclass
 class DecodeConfig:
     "Decoding."
