@@ -490,6 +490,7 @@ def atomic_write_text(path: str | os.PathLike, text: str):
     "Write `text` to `path` atomically (see `atomic_write`)."
     with atomic_write(path, "w") as f: f.write(text)
 
+# %% ../nbs/00_core.ipynb #efaeb8e6
 def load_config(path: str | os.PathLike | None = None, # YAML file; None = defaults
                 overrides: list[str] | None = None,     # `section.key=value` strings
                ) -> ExpConfig:

@@ -46,6 +46,7 @@ def causal_mask(length: int, # L
     "Lower-triangular mask: position i may attend to positions 0..i."
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
 
+# %% ../nbs/08_decoder.ipynb #d937e3a9
 class TransformerDecoder(nn.Module):
     "Attention decoder: `(memory, memory_lens, ys_in, ys_in_lens)` -> logits `(B, L, V)`."
     def __init__(self, vocab_size: int, # output units, `<sos/eos>` included
