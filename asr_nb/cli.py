@@ -15,7 +15,7 @@ from .data import check_data, decode_utterances
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
            'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods', 'decode_main',
            'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
-           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'run_tiny_recipe', 'demo_main', 'main']
+           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -459,66 +459,6 @@ def find_conf(name: str # file name inside conf/, e.g. 'tiny.yaml'
         if (base/'conf'/name).is_file(): return base/'conf'/name
     raise CLIError(f"conf/{name} not found in {Path.cwd()} or next to the asr_nb package; pass --config")
 
-class _Stage:
-    "Context manager timing one recipe stage into `timings` and logging its start and end."
-    def __init__(self, name: str, timings: dict, log: Callable[[str], None]): self.name, self.timings, self.log = name, timings, log
-    def __enter__(self):
-        self.log(f"== stage {len(self.timings)}: {self.name}"); self.t0 = time.perf_counter(); return self
-    def __exit__(self, *exc):
-        self.timings[self.name] = time.perf_counter() - self.t0
-        if exc[0] is None: self.log(f"== stage {self.name} done in {self.timings[self.name]:.1f} s")
-
-# %% ../nbs/16_cli.ipynb #2335a356
-def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/, exp/, results.{json,md}
-                    config: str | os.PathLike | None = None, # default: conf/tiny.yaml
-                    *, n_train: int = 1600, # corpus sizes (utterances)
-                    n_dev: int = 100, n_test: int = 100,
-                    seed: int = 0, # corpus seed
-                    methods: Sequence[str] | None = None, # decoding methods for the table (None: every one the model can run)
-                    n_average: int = 5, # checkpoints averaged (best by valid_loss)
-                    overrides: Sequence[str] = (), # config overrides, e.g. ['train.max_epochs=2']
-                    fresh: bool = False, # delete `workdir` first
-                    log: Callable[[str], None] = print,
-                   ) -> dict:
-    "The tiny end-to-end recipe: synth -> validate -> train -> average -> decode; returns results, timings and the table."
-    wd = Path(workdir)
-    cfg = resolve_config(str(config) if config else str(find_conf('tiny.yaml')), overrides)
-    if fresh and wd.exists(): shutil.rmtree(wd)
-    wd.mkdir(parents=True, exist_ok=True)
-    exp, timings, results = wd/'exp', {}, {}
-    with _Stage('synth', timings, log):
-        from asr_nb.data import synth_corpus  # reuses a complete corpus made with the same sizes and seed
-        dirs = synth_corpus(wd/'data', n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed)
-    with _Stage('validate', timings, log):
-        from asr_nb.data import validate_utterances
-        for k, d in dirs.items():
-            rep = validate_utterances(check_data(d, f'{k} data'), sample_rate=cfg.features.sample_rate,
-                                      length_rule=ctc_length_rule(cfg))
-            log(f"{k}: {rep.total} utterances, {len(rep.good)} good" + (f", {len(rep.bad)} bad {rep.counts()}" if rep.bad else ''))
-        test_utts = rep.good  # the last split validated is the test set
-        if not test_utts: raise CLIError(f"test set {dirs['test']} has no usable utterances")
-    with _Stage('train', timings, log):
-        from asr_nb.train import train
-        summary = train(cfg, str(dirs['train']), str(dirs['dev']), str(exp))
-        log(f"train summary: {summary_line(summary)}")
-    with _Stage('average', timings, log):
-        from asr_nb.average import average_exp
-        avg = average_exp(str(exp), n=n_average, by='valid_loss')
-        log(f"averaged weights: {avg}")
-    with _Stage('decode', timings, log):
-        from asr_nb.export import Recognizer
-        from asr_nb.decode import decode_data
-        rec = Recognizer.from_exp(exp, weights=avg, device='cpu')
-        results = decode_data(rec, test_utts, list(methods or rec.methods), exp/'decode_test', subdirs=True, log=log)
-        for r in results.values(): log(format_result_line(r))
-    from asr_nb.decode import format_table
-    table = format_table(results, timings)
-    log("\n" + table)
-    keep = {m: {k: v for k, v in r.items() if k not in ('hyps', 'report')} for m, r in results.items()}
-    (wd/'results.json').write_text(json.dumps(_jsonable(dict(results=keep, timings=timings)), indent=1))
-    (wd/'results.md').write_text(table + "\n")
-    return dict(results=results, timings=timings, table=table, exp_dir=exp, data_dirs=dirs, summary=summary)
-
 # %% ../nbs/16_cli.ipynb #58c42e1c
 @cli_entry('asr_nb_demo')
 def demo_main(argv: Sequence[str]) -> int:
@@ -538,6 +478,7 @@ def demo_main(argv: Sequence[str]) -> int:
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=10')
     a = p.parse_args(argv)
     from asr_nb.core import setup_logging
+    from asr_nb.recipes import run_tiny_recipe
     setup_logging()
     run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed,
                     methods=parse_methods(a.methods), n_average=a.n_average, overrides=a.overrides, fresh=a.fresh,

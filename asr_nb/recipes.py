@@ -4,7 +4,7 @@
 
 # %% ../nbs/21_recipe_aishell.ipynb #72c9305c
 from __future__ import annotations
-import json, os, shlex, sys
+import json, os, shlex, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,8 +12,8 @@ from .core import ExpConfig, load_config
 
 # %% auto #0
 __all__ = ['LIBRISPEECH_OVERRIDES', 'Recipe', 'aishell_recipe', 'librispeech_recipe', 'stage_prepare', 'stage_validate',
-           'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table', 'make_mini_aishell',
-           'make_mini_librispeech']
+           'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table', 'run_tiny_recipe',
+           'make_mini_aishell', 'make_mini_librispeech']
 
 # %% ../nbs/21_recipe_aishell.ipynb #e392059d
 @dataclass
@@ -145,6 +145,71 @@ def results_table(res: dict) -> str:
     rows = ['| test set | method | CER % | WER % | RTF |', '| --- | --- | ---: | ---: | ---: |']
     rows += [f"| {s} | {m} | {v['cer']:.2f} | {v['wer']:.2f} | {v['rtf']:.4f} |" for (s, m), v in res.items()]
     return '\n'.join(rows)
+
+# %% ../nbs/21_recipe_aishell.ipynb #8a93f081
+class _Stage:
+    "Context manager timing one recipe stage into `timings` and logging its start and end."
+    def __init__(self, name: str, timings: dict, log: Callable[[str], None]): self.name, self.timings, self.log = name, timings, log
+    def __enter__(self):
+        self.log(f"== stage {len(self.timings)}: {self.name}"); self.t0 = time.perf_counter(); return self
+    def __exit__(self, *exc):
+        self.timings[self.name] = time.perf_counter() - self.t0
+        if exc[0] is None: self.log(f"== stage {self.name} done in {self.timings[self.name]:.1f} s")
+
+# %% ../nbs/21_recipe_aishell.ipynb #51db8c43
+def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/, exp/, results.{json,md}
+                    config: str | os.PathLike | None = None, # default: conf/tiny.yaml
+                    *, n_train: int = 1600, # corpus sizes (utterances)
+                    n_dev: int = 100, n_test: int = 100,
+                    seed: int = 0, # corpus seed
+                    methods: Sequence[str] | None = None, # decoding methods for the table (None: every one the model can run)
+                    n_average: int = 5, # checkpoints averaged (best by valid_loss)
+                    overrides: Sequence[str] = (), # config overrides, e.g. ['train.max_epochs=2']
+                    fresh: bool = False, # delete `workdir` first
+                    log: Callable[[str], None] = print,
+                   ) -> dict:
+    "The tiny end-to-end recipe: synth -> validate -> train -> average -> decode; returns results, timings and the table."
+    from asr_nb.cli import _jsonable, find_conf, format_result_line, resolve_config, summary_line
+    from asr_nb.core import atomic_write_text
+    from asr_nb.data import DataError, check_data
+    from asr_nb.model import ctc_length_rule
+    wd = Path(workdir)
+    cfg = resolve_config(str(config) if config else str(find_conf('tiny.yaml')), overrides)
+    if fresh and wd.exists(): shutil.rmtree(wd)
+    wd.mkdir(parents=True, exist_ok=True)
+    exp, timings, results = wd/'exp', {}, {}
+    with _Stage('synth', timings, log):
+        from asr_nb.data import synth_corpus  # reuses a complete corpus made with the same sizes and seed
+        dirs = synth_corpus(wd/'data', n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed)
+    with _Stage('validate', timings, log):
+        from asr_nb.data import validate_utterances
+        for k, d in dirs.items():
+            rep = validate_utterances(check_data(d, f'{k} data'), sample_rate=cfg.features.sample_rate,
+                                      length_rule=ctc_length_rule(cfg))
+            log(f"{k}: {rep.total} utterances, {len(rep.good)} good" + (f", {len(rep.bad)} bad {rep.counts()}" if rep.bad else ''))
+        test_utts = rep.good  # the last split validated is the test set
+        if not test_utts: raise DataError(f"test set {dirs['test']} has no usable utterances")
+    with _Stage('train', timings, log):
+        from asr_nb.train import train
+        summary = train(cfg, str(dirs['train']), str(dirs['dev']), str(exp))
+        log(f"train summary: {summary_line(summary)}")
+    with _Stage('average', timings, log):
+        from asr_nb.average import average_exp
+        avg = average_exp(str(exp), n=n_average, by='valid_loss')
+        log(f"averaged weights: {avg}")
+    with _Stage('decode', timings, log):
+        from asr_nb.export import Recognizer
+        from asr_nb.decode import decode_data
+        rec = Recognizer.from_exp(exp, weights=avg, device='cpu')
+        results = decode_data(rec, test_utts, list(methods or rec.methods), exp/'decode_test', subdirs=True, log=log)
+        for r in results.values(): log(format_result_line(r))
+    from asr_nb.decode import format_table
+    table = format_table(results, timings)
+    log("\n" + table)
+    keep = {m: {k: v for k, v in r.items() if k not in ('hyps', 'report')} for m, r in results.items()}
+    atomic_write_text(wd/'results.json', json.dumps(_jsonable(dict(results=keep, timings=timings)), indent=1))
+    atomic_write_text(wd/'results.md', table + "\n")
+    return dict(results=results, timings=timings, table=table, exp_dir=exp, data_dirs=dirs, summary=summary)
 
 # %% ../nbs/21_recipe_aishell.ipynb #522f8cfa
 _ZH = "而对楼市成交抑制作用最大的限购也是一个重要的因素我们今天下午去北京上海"
