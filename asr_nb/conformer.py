@@ -114,6 +114,7 @@ class RelPositionalEncoding(nn.Module):
         pos = self.pe[:, n - T: n + T - 1].to(x.dtype)  # positions T-1 ... -(T-1)
         return self.dropout(x * self.xscale), self.dropout(pos)
 
+# %% ../nbs/07_conformer.ipynb #3dc08fb0
 class AbsPositionalEncoding(nn.Module):
     "`x * sqrt(d) + PE[:T]` (the original Transformer encoding); returns `(x, None)`."
     def __init__(self, d_model: int, dropout: float, max_len: int = 5000):
@@ -127,6 +128,7 @@ class AbsPositionalEncoding(nn.Module):
         if offset + x.size(1) > self.pe.size(0): self.pe = _sinusoids(torch.arange(offset + x.size(1)), self.d_model).to(x.device)
         return self.dropout(x * self.xscale + self.pe[offset: offset + x.size(1)].to(x.dtype)), None
 
+# %% ../nbs/07_conformer.ipynb #43d6e8b0
 class RotaryPositionalEncoding(nn.Module):
     "Scale `x` by sqrt(d) and return RoPE `(cos, sin)` tables `(T, d_k)` for the attention layers."
     def __init__(self, d_model: int, n_head: int, dropout: float, base: float = 10000.0):
