@@ -1,0 +1,16 @@
+"""Numbers in README come from generated files: the main job's table must equal bench/results/tiny_recipe.json."""
+import json, re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def test_readme_main_job_table_matches_its_generated_file():
+    rows = json.loads((ROOT/'bench'/'results'/'tiny_recipe.json').read_text())['rows']
+    readme = (ROOT/'README.md').read_text()
+    section = readme.split('## What the main job prints', 1)[1].split('\n## ', 1)[0]
+    got = {}
+    for line in section.splitlines():
+        m = re.match(r"\| (\w+)[^|]* \| \**([\d.]+)\** \| ([\d.]+) \| ([\d.]+) \|", line)
+        if m: got[m.group(1)] = tuple(float(x) for x in m.groups()[1:])
+    want = {r['method']: (r['cer_pct'], r['wer_pct'], r['rtf']) for r in rows}
+    assert got == want, (got, want)
