@@ -212,6 +212,8 @@ def resolve_weights(exp_dir: str | os.PathLike, # the experiment dir
         raise FileNotFoundError(f"weights '{weights}' not found (also looked in {exp})")
     if weights in (None, "avg") and (exp/"model_avg.pt").exists():
         if weights == "avg" or _readable(exp/"model_avg.pt"): return exp/"model_avg.pt"
+        raise CheckpointError(f"{exp/'model_avg.pt'}: unreadable, and it is the default weights (decoding another model "
+                              f"instead would be silent); rerun asr_nb_average, or choose --weights best|last|FILE")
     if weights == "avg": raise FileNotFoundError(f"{exp/'model_avg.pt'} not found: run asr_nb_average first")
     if weights in (None, "best"):
         metric = load_config(exp/"config.yaml").train.best_metric if (exp/"config.yaml").exists() else "valid_loss"

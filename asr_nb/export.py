@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-from .core import DecodeConfig, FeatureConfig, ConfigError, UserError, config_to_dict, config_from_dict, load_config, apply_overrides, ExpConfig
+from .core import DecodeConfig, FeatureConfig, ConfigError, UserError, config_to_dict, config_from_dict, load_config, apply_overrides, ExpConfig, get_logger
 
 # %% auto #0
 __all__ = ['EncoderCTC', 'DecoderStep', 'export_model_onnx', 'check_onnx', 'InputTooLongError', 'onnx_length_limits',
@@ -390,7 +390,8 @@ class Recognizer:
         items = [inputs] if single else list(inputs)
         method = method or self.decode_cfg.method
         from asr_nb.decode import check_method
-        check_method(method, self.capabilities, 'this model' if self.model is not None else 'this ONNX export')
+        check_method(method, self.capabilities, 'this model' if self.model is not None else
+                     'onnxruntime (it runs the exported encoder and CTC head only; decode with --exp for the attention methods)')
         bs, outs = batch_size or self.decode_cfg.batch_size, []
         limit = self.segment_limit_s(max_segment_s)
         for s in range(0, len(items), bs):
@@ -427,6 +428,10 @@ class Recognizer:
         feats, lens = _features(waves, self.feat_cfg)
         ok = torch.nonzero(self._encoder_lengths(lens) >= 1).flatten().tolist()   # the model's own length rule
         out = [([], [] if timed else None) for _ in waves]
+        if len(ok) < len(waves):
+            short = [f"{len(w) / self.sample_rate:.3f} s" for i, w in enumerate(waves) if i not in set(ok)]
+            get_logger("export").warning(f"{len(short)} input(s) too short for the model (under one encoder frame: "
+                                         f"{', '.join(short[:5])}); transcribed as empty")
         if not ok: return out
         feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
         got, lp, enc_lens = self.decode_ids(feats, lens, method)

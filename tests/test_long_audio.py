@@ -210,3 +210,24 @@ def test_damaged_meta_json_is_one_line(tmp_path, capsys):
         rc = transcribe_main(['--onnx', str(tmp_path), str(wav)])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and str(tmp_path/'meta.json') in err[0] and why in err[0], err
+
+
+def test_too_short_input_is_warned_not_silent(caplog):
+    "An input under one encoder frame is transcribed as empty, with a warning saying so (not a silent '')."
+    import logging
+    from asr_nb.core import DecodeConfig, FeatureConfig
+    from asr_nb.export import Recognizer
+    tok = _tok(); _, model = _tiny_model(tok.vocab_size)
+    rec = Recognizer(tok, FeatureConfig(), DecodeConfig(), model=model)
+    with caplog.at_level(logging.WARNING, logger="asr_nb"):
+        out = rec.transcribe([torch.zeros(100), torch.randn(16000) * 0.1])
+    assert out[0] == '' and any("too short for the model" in r.getMessage() for r in caplog.records)
+
+
+def test_broken_default_weights_are_refused_not_replaced(tmp_path):
+    "A corrupt model_avg.pt (the default weights) is an error naming it, never a silent switch to another checkpoint."
+    from asr_nb.checkpoint import CheckpointError, resolve_weights, save_checkpoint
+    save_checkpoint({"model": {}, "step": 1, "metrics": {"valid_loss": 1.0}}, tmp_path)
+    (tmp_path/"model_avg.pt").write_bytes(b"\0" * 64)
+    with pytest.raises(CheckpointError, match="model_avg.pt: unreadable, and it is the default weights"): resolve_weights(tmp_path)
+    assert resolve_weights(tmp_path, "best").name == "ckpt-1.pt"
