@@ -40,7 +40,9 @@ def is_user_error(e: BaseException) -> bool:
 def _one_line(e: BaseException) -> str:
     "The message of `e` on one line (file errors name the path)."
     if isinstance(e, OSError) and getattr(e, 'filename', None) and not isinstance(e, PermissionError):
-        msg = f"no such file or directory: {e.filename}" if isinstance(e, FileNotFoundError) else f"{e.strerror}: {e.filename}"
+        if isinstance(e, FileNotFoundError): msg = f"no such file or directory: {e.filename}"
+        elif isinstance(e, FileExistsError): msg = f"{e.filename} exists and is not a directory"
+        else: msg = f"{e.strerror}: {e.filename}"
     else: msg = str(e) or type(e).__name__
     return " ".join(msg.split())
 
@@ -92,7 +94,8 @@ def resolve_config(config: str | None, # YAML path or None for defaults
     "Load the experiment config with overrides, turning bad input into one-line errors."
     bad = [o for o in overrides if '=' not in o or o.startswith('=')]
     if bad: raise CLIError(f"override {bad[0]!r} is not of the form section.key=value")
-    if config is not None and not Path(config).is_file(): raise CLIError(f"config file not found: {config}")
+    if config is not None and not Path(config).is_file():
+        raise CLIError(f"config {config} is a directory, not a YAML file" if Path(config).is_dir() else f"config file not found: {config}")
     return load_config(config, list(overrides))
 
 # %% ../nbs/16_cli.ipynb #06d9f964

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fba98908
 from __future__ import annotations
-import contextlib, dataclasses, difflib, logging, math, os, random, sys, tempfile
+import contextlib, dataclasses, difflib, errno, logging, math, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
@@ -262,7 +262,11 @@ def _nest_model_dict(d: dict) -> dict:
     for old, (sec, new) in _FLAT_MODEL_KEYS.items():
         if old in out:
             out.setdefault(sec, {})
-            if isinstance(out[sec], dict): out[sec].setdefault(new, out.pop(old))
+            if isinstance(out[sec], dict):
+                if new in out[sec] and out[sec][new] != out[old]:
+                    raise ConfigError(f"model.{old} ({out[old]}) and model.{sec}.{new} ({out[sec][new]}) name the same setting; "
+                                      f"keep model.{sec}.{new}")
+                out[sec].setdefault(new, out.pop(old))
     return out
 
 # %% ../nbs/00_core.ipynb #006e1e4e
@@ -436,11 +440,13 @@ def _override_path(key: str) -> list[str]:
 
 def apply_overrides(cfg: ExpConfig, overrides: list[str] | None) -> ExpConfig:
     "A new config with `section.key=value` overrides applied; an unknown key is refused with the closest valid one."
-    d = config_to_dict(cfg)
+    d, seen = config_to_dict(cfg), {}
     for o in overrides or []:
         if "=" not in o: raise ConfigError(f"override '{o}': expected section.key=value")
         key, raw = o.split("=", 1)
         parts, node = _override_path(key), d
+        if seen.setdefault(".".join(parts), key.strip()) != key.strip():  # an old and a new spelling of one setting
+            raise ConfigError(f"overrides '{seen['.'.join(parts)]}' and '{key.strip()}' name the same setting; keep '{'.'.join(parts)}'")
         for p in parts[:-1]:
             node = node.get(p) if isinstance(node, dict) else None
         last = parts[-1]
@@ -475,6 +481,7 @@ def atomic_write(path: str | os.PathLike, # final file; its folder is created
     folder, flushed and fsync'ed, then `os.replace`d over `path`. On any error (ENOSPC, a kill, an exception)
     `path` keeps its old content and the temp file is removed. Every writer in asr_nb goes through here."""
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir(): raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
@@ -498,7 +505,7 @@ def load_config(path: str | os.PathLike | None = None, # YAML file; None = defau
     d = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file(): raise ConfigError(f"config file not found: {p}")
+        if not p.is_file(): raise ConfigError(f"config {p} is a directory, not a YAML file" if p.is_dir() else f"config file not found: {p}")
         try: d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
