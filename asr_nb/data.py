@@ -296,9 +296,10 @@ def write_jsonl(utts:Sequence[Utterance], path:Path|str) -> Path:
     _write_lines(p, (json.dumps(_utt2json(u), ensure_ascii=False) for u in utts))
     return p
 
-def _json2utt(obj, where:str) -> Utterance:
+def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
     if not isinstance(obj, dict): raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for k in ('key', 'source', 'target'):
+        if k == 'target' and text_optional and k not in obj: continue   # decoding: no reference, not scored
         if k not in obj: raise DataError(f"{where}: missing field '{k}'")
         if not isinstance(obj[k], str): raise DataError(f"{where}: field '{k}' must be a string")
     if not obj['key'] or any(c.isspace() for c in obj['key']): raise DataError(f"{where}: bad key {obj['key']!r}")
@@ -312,18 +313,18 @@ def _json2utt(obj, where:str) -> Utterance:
             raise DataError(f"{where}: bad segment time {name}={t!r}")
     if st is not None and en is not None and en <= st: raise DataError(f"{where}: bad segment times: end {en} <= start {st}")
     spk = obj.get('speaker')
-    return Utterance(obj['key'], obj['source'], obj['target'], speaker=None if spk is None else str(spk),
+    return Utterance(obj['key'], obj['source'], obj.get('target'), speaker=None if spk is None else str(spk),
                      start=None if st is None else float(st), end=None if en is None else float(en), num_frames=n)
 
-def read_jsonl(path:Path|str) -> list[Utterance]:
-    "Read a jsonl manifest; malformed lines and duplicate keys raise DataError naming file:line."
+def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
+    "Read a jsonl manifest; malformed lines and duplicate keys raise DataError naming file:line (decoding: `target` optional)."
     p, utts, seen = Path(path), [], {}
     for lineno, line in read_lines(p, 'manifest'):
         where = f"{p}:{lineno}"
         if not line.strip(): continue
         try: obj = json.loads(line)
         except json.JSONDecodeError as e: raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        u = _json2utt(obj, where)
+        u = _json2utt(obj, where, text_optional)
         if u.key in seen: raise DataError(f"{where}: duplicate id '{u.key}' (first on line {seen[u.key]})")
         seen[u.key] = lineno; utts.append(u)
     return utts
@@ -569,8 +570,9 @@ def usable_utterances(path:Path|str, what:str='data', *,
 def decode_utterances(path:Path|str, what:str='test data') -> list[Utterance]:
     "Every id of wav.scp (or segments) of a data dir, or of a manifest; an id without a transcript gets `text=None`."
     p = Path(path)
-    if not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, what)
-    utts = read_data_dir(p, text_optional=True)
+    if p.is_file() and p.suffix == '.jsonl': utts = read_jsonl(p, text_optional=True)
+    elif not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, what)
+    else: utts = read_data_dir(p, text_optional=True)
     if not utts: raise DataError(f"{what} {p} holds no utterances")
     return utts
 

@@ -661,7 +661,7 @@ def _summary(run: _Run, p: Progress, t_start: float) -> dict:
     if run.stopped_at is not None:
         summary.update(stopped=run.stop.signal_name, exit_code=run.stop.exit_code, message=run.stop.message(p.step, run.stopped_at))
         run.tlog.info(summary["message"])
-    else: run.tlog.info(f"finished: step {p.step}, epoch {p.epoch}, best {tc.best_metric} {summary['best_value']} "
+    else: run.tlog.info(f"finished: step {p.step}, {p.epoch} full epoch(s) done, best {tc.best_metric} {summary['best_value']} "
                         f"({summary['best_checkpoint'] or 'none'}), {p.skipped} skipped update(s)")
     return summary
 
