@@ -481,13 +481,10 @@ class _ModelEngine:
 def _encoder_frames(engine, num_samples:list[int]) -> list[int]:
     "Encoder frames each signal gives: the front end's frame count, then the model's length rule."
     from asr_nb.features import make_frontend
-    from asr_nb.model import model_length_rule
     fe = make_frontend(engine.feat_cfg)
     lens = torch.tensor([fe.num_frames(n) for n in num_samples])                    # (B,) front-end frames
-    m = getattr(engine, 'model', None)
-    if m is not None: return m.output_lengths(lens).tolist()
-    from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig   # an exported model: its subsampling (meta.json) is the rule
-    return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=engine.subsampling))))(lens).tolist()
+    rule = getattr(engine, '_encoder_lengths', None) or engine.model.output_lengths  # a Recognizer (ONNX too), or a bare model
+    return rule(lens).tolist()
 
 # %% ../nbs/13_decode.ipynb #498492c7
 def score_hyps(refs:dict[str, str|None], # utt-id -> reference (None or '' : no reference)

@@ -417,8 +417,9 @@ class Recognizer:
     def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
         "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
         if self.model is not None: return self.model.output_lengths(lens)
-        from asr_nb.conformer import subsampled_lengths
-        return subsampled_lengths(lens, self.subsampling)
+        from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
+        from asr_nb.model import model_length_rule   # an export records its subsampling (meta.json); the model's rule applies
+        return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
 
     def _decode_waves(self, waves: Sequence[torch.Tensor], # short signals (N,) at the model's rate
                       method: str, timed: bool, # timed: also token (start_s, end_s) from a CTC forced alignment

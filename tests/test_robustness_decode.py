@@ -282,11 +282,12 @@ def test_decode_data_with_a_bare_model_counts_the_same(exp):
 
 def test_encoder_length_rule_of_an_exported_model():
     "An onnxruntime recognizer has no PyTorch model: the too-short count uses `model_length_rule` with its subsampling."
-    from types import SimpleNamespace
     from asr_nb.core import FeatureConfig
     from asr_nb.decode import _encoder_frames
+    from asr_nb.export import Recognizer
     from asr_nb.features import num_frames
-    onnx_like = SimpleNamespace(model=None, subsampling=4, feat_cfg=FeatureConfig())
+    onnx_like = Recognizer.__new__(Recognizer)     # what from_onnx sets: no PyTorch model, the recorded subsampling
+    onnx_like.model, onnx_like.subsampling, onnx_like.feat_cfg = None, 4, FeatureConfig()
     assert [num_frames(n) for n in (800, 1360, 16000)] == [3, 7, 98]
     assert _encoder_frames(onnx_like, [800, 1360, 16000]) == [0, 1, 23]   # ((T - 1) // 2 - 1) // 2
 
