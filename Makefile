@@ -6,14 +6,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PKGS := espeak-ng sox libsndfile1
+# g++/cmake/zlib: kenlm (n-gram LM queries) builds from its source distribution
+APT_PKGS := espeak-ng sox libsndfile1 g++ cmake zlib1g-dev
 
 .PHONY: install system venv demo test test-nbs test-py sync-check readme bench docs clean
 
 install: system venv
 
 system:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! ldconfig -p | grep -q libsndfile; then \
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! ldconfig -p | grep -q libsndfile || ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then \
 	  echo "installing system packages: $(APT_PKGS)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
 	fi
