@@ -232,6 +232,7 @@ class ASRFamily(Protocol):
     def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor: ...
     def greedy_search(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]: ...
 
+# %% ../nbs/09_model.ipynb #17d608c2
 MODELS: dict[str, str] = {  # model.family -> "module:Class"; the class has `from_config(cfg, vocab_size, cmvn)` and `length_rule(cfg)`
     "ctc_attention": "asr_nb.model:ASRModel",
 }
@@ -255,6 +256,7 @@ def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
     "Input frames (B,) -> encoder frames (B,) for `cfg`'s family, without building the model."
     return model_class(getattr(cfg.model, "family", "ctc_attention")).length_rule(cfg)
 
+# %% ../nbs/09_model.ipynb #ffe6b45f
 def ctc_length_rule(cfg) -> Callable[[int], int]:
     """THE rule for "long enough for CTC", in one place: an utterance's length in 10 ms units -> encoder frames, through
     `cfg`'s front end and model (`features.utterance_length_rule` + `model_length_rule`). The validator, the dataset's
