@@ -14,9 +14,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
-           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
-           'DecodeConfig', 'ExpConfig', 'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write',
-           'atomic_write_text', 'load_config', 'save_config', 'seed_everything', 'get_logger', 'setup_logging']
+           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'DeepSpeech2Config', 'ModelConfig',
+           'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict', 'config_from_dict',
+           'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config', 'seed_everything',
+           'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -97,6 +98,7 @@ class FeatureConfig:
     dither: float = 1.0        # Kaldi dither in training (decoding always uses 0)
     speed_perturb: list = field(default_factory=lambda: [1.0])  # speed factors drawn per utterance in training, e.g. [0.9, 1.0, 1.1]
     cmvn: str = "global"       # 'global' (stats from the training set) or 'none'
+    cmvn_file: str = ""        # global: take these statistics instead of computing them (a cmvn.npz or PPASR's mean_std.npz)
     def __post_init__(self):
         _check_positive(self, "sample_rate", "n_mels", "frame_length_ms", "frame_shift_ms")
         _check_positive(self, "dither", allow_zero=True)
@@ -149,6 +151,7 @@ class TokenizerConfig:
     bpe_vocab_size: int = 300   # sentencepiece vocabulary size when kind='bpe'
     bpe_model_type: str = "unigram" # sentencepiece model_type: 'unigram' (ESPnet's default) or 'bpe'
     space_token: str = "<space>" # word-boundary unit for English characters
+    units_file: str = ""        # char: take these units instead of building them (a units.txt or PPASR's vocabulary.txt)
     def __post_init__(self):
         _check_choice(self, "kind", ("char", "bpe")); _check_choice(self, "lang", ("en", "zh"))
         _check_choice(self, "bpe_model_type", ("unigram", "bpe"))
@@ -232,6 +235,34 @@ class LossConfig:
         if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
         _check_unit_interval(self, "lsm_weight")
 
+# %% ../nbs/00_core.ipynb #4aacebd7
+@dataclass
+class DeepSpeech2Config:
+    "DeepSpeech2 (Amodei et al. 2016). Defaults: PPASR's offline DeepSpeech2 (2 conv layers, 5 x BiLSTM-1024)."
+    conv_layers: int = 2            # conv2d layers (1-3), each conv -> batch norm -> hardtanh(0, 20)
+    conv_channels: int = 32         # output channels of every conv layer
+    conv_kernel: list = field(default_factory=lambda: [3, 3])  # (time, frequency) kernel of every conv layer
+    conv_stride: list = field(default_factory=lambda: [2, 2])  # (time, frequency) stride; time stride ** conv_layers = subsampling
+    rnn_type: str = "lstm"          # 'gru' or 'lstm'
+    rnn_layers: int = 5             # recurrent layers
+    rnn_hidden: int = 1024          # units per direction
+    bidirectional: bool = True      # False: the streaming model (use `lookahead`)
+    lookahead: int = 0              # unidirectional only: future frames (after subsampling) of the lookahead convolution
+    dropout: float = 0.1            # before the output layer
+    def __post_init__(self):
+        _check_choice(self, "rnn_type", ("gru", "lstm"))
+        _check_positive(self, "conv_channels", "rnn_layers", "rnn_hidden")
+        _check_positive(self, "lookahead", allow_zero=True)
+        _check_unit_interval(self, "dropout")
+        if not 1 <= self.conv_layers <= 3: raise ConfigError(f"conv_layers: must be 1, 2 or 3, got {self.conv_layers}")
+        for name in ("conv_kernel", "conv_stride"):
+            v = getattr(self, name)
+            if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+                raise ConfigError(f"{name}: expected two positive integers (time, frequency), got {v}")
+        if self.bidirectional and self.lookahead:
+            raise ConfigError(f"lookahead: {self.lookahead} needs bidirectional: false (a bidirectional model already sees "
+                              "the whole utterance)")
+
 # %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass
 class ModelConfig:
@@ -240,6 +271,7 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    deepspeech2: DeepSpeech2Config = field(default_factory=DeepSpeech2Config)  # family 'deepspeech2' (30_deepspeech2)
     def __post_init__(self):
         if self.decoder.num_blocks == 0 and self.loss.ctc_weight != 1:
             raise ConfigError("loss.ctc_weight: must be 1.0 when decoder.num_blocks is 0 (no attention decoder)")

@@ -16,16 +16,16 @@ import soundfile as sf
 from .core import UserError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS',
-           'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH',
-           'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines', 'read_kv_file',
-           'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments', 'read_data_dir',
-           'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'nonfinite_message', 'fill_num_frames',
-           'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances',
-           'validate_data_dir', 'check_data', 'usable_utterances', 'decode_utterances', 'sha256_file', 'sha256_strings',
-           'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus', 'normalize_zh',
-           'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave',
-           'synth_corpus']
+__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS',
+           'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH',
+           'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines',
+           'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments',
+           'read_data_dir', 'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'write_ppasr_manifest',
+           'nonfinite_message', 'fill_num_frames', 'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames',
+           'ctc_length_check', 'validate_utterances', 'validate_data_dir', 'check_data', 'usable_utterances',
+           'decode_utterances', 'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint',
+           'fingerprint_changes', 'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech',
+           'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -323,14 +323,16 @@ def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
 
 # %% ../nbs/02_data.ipynb #823b126a
 def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
-    "Read a jsonl manifest; malformed lines and duplicate keys raise DataError naming file:line (decoding: `target` optional)."
-    p, utts, seen = Path(path), [], {}
+    "Read a jsonl manifest (ours, or PPASR's: the first record's keys say which); malformed lines and duplicate keys raise DataError naming file:line (decoding: `target` optional)."
+    p, utts, seen, ppasr = Path(path), [], {}, None
     for lineno, line in read_lines(p, 'manifest'):
         where = f"{p}:{lineno}"
         if not line.strip(): continue
         try: obj = json.loads(line)
         except json.JSONDecodeError as e: raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-        u = _json2utt(obj, where, text_optional)
+        if ppasr is None: ppasr = isinstance(obj, dict) and 'audio_filepath' in obj   # the first record's keys name the format
+        u = (_ppasr2utt if ppasr else _json2utt)(obj, where, text_optional)
+        if ppasr and u.key in seen: u.key = f"{u.key}-{lineno}"   # PPASR manifests have no ids: stems can repeat
         if u.key in seen: raise DataError(f"{where}: duplicate id '{u.key}' (first on line {seen[u.key]})")
         seen[u.key] = lineno; utts.append(u)
     return utts
@@ -342,6 +344,34 @@ def load_utterances(path:Path|str, strict:bool=False) -> list[Utterance]:
     if p.exists() and not p.is_file(): check_regular_file(p, 'manifest')   # a FIFO or device: say what it is
     if p.is_file(): return read_jsonl(p)
     raise DataError(f"{p}: neither a data dir nor a jsonl manifest")
+
+# %% ../nbs/02_data.ipynb #366b1feb
+PPASR_KEYS = ('audio_filepath', 'duration', 'text')   # a PPASR / PaddleSpeech DeepSpeech2 manifest record
+
+def _ppasr2utt(obj, where:str, text_optional:bool=False) -> Utterance:
+    "One PPASR manifest record as an Utterance: id = the audio file's stem, num_frames = duration in 10 ms frames."
+    if not isinstance(obj, dict): raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    for k in PPASR_KEYS:
+        if k == 'text' and text_optional and k not in obj: continue
+        if k not in obj: raise DataError(f"{where}: missing field '{k}' (a PPASR manifest record has {', '.join(PPASR_KEYS)})")
+    path, dur, text = obj['audio_filepath'], obj['duration'], obj.get('text')
+    if not isinstance(path, str) or not path: raise DataError(f"{where}: field 'audio_filepath' must be a non-empty string")
+    if (why := _check_wav_entry(path)) is not None: raise DataError(f"{where}: {why}")
+    if not isinstance(dur, (int, float)) or isinstance(dur, bool) or not math.isfinite(dur) or dur < 0:
+        raise DataError(f"{where}: duration must be a non-negative number of seconds, got {dur!r}")
+    if text is not None and not isinstance(text, str): raise DataError(f"{where}: field 'text' must be a string")
+    return Utterance(Path(path).stem or path, path, text, num_frames=int(round(dur / FRAME_SHIFT_S)))
+
+def write_ppasr_manifest(utts:Sequence[Utterance], path:Path|str) -> Path:
+    "Write utterances as a PPASR manifest (`audio_filepath`, `duration` in s, `text`); `num_frames` must be known."
+    p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
+    for u in utts:
+        _check_writable(u)
+        if u.start is not None or u.end is not None: raise DataError(f"{u.key}: a segment cannot be written to a PPASR manifest")
+        if u.num_frames is None: raise DataError(f"{u.key}: unknown duration (run fill_num_frames first)")
+    _write_lines(p, (json.dumps(dict(audio_filepath=u.audio, duration=round(u.num_frames * FRAME_SHIFT_S, 2), text=u.text),
+                                ensure_ascii=False) for u in utts))
+    return p
 
 # %% ../nbs/02_data.ipynb #c6b05b30
 def _audio_info(path:str) -> tuple[int, int, int]|None:

@@ -4,46 +4,17 @@
 
 # %% ../nbs/30_deepspeech2.ipynb #ba57fea3
 from __future__ import annotations
-from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Batch, ConfigError, make_pad_mask, _check_choice, _check_positive, _check_unit_interval
+from .core import Batch, ConfigError, DeepSpeech2Config, make_pad_mask
 from .model import CTCHead, ctc_loss, ctc_greedy_search, frontend_dim
 
 # %% auto #0
-__all__ = ['DeepSpeech2Config', 'ds2_output_lengths', 'conv_out_lengths', 'ds2_output_dim', 'MaskedBatchNorm', 'ConvFront',
-           'reverse_padded', 'RNNLayer', 'Lookahead', 'DeepSpeech2Encoder', 'DeepSpeech2', 'future_context']
+__all__ = ['ds2_output_lengths', 'conv_out_lengths', 'ds2_output_dim', 'MaskedBatchNorm', 'ConvFront', 'reverse_padded',
+           'RNNLayer', 'Lookahead', 'DeepSpeech2Encoder', 'DeepSpeech2', 'future_context']
 
-# %% ../nbs/30_deepspeech2.ipynb #267cce12
-@dataclass
-class DeepSpeech2Config:
-    "DeepSpeech2 (Amodei et al. 2016). Defaults: PPASR's offline DeepSpeech2 (2 conv layers, 5 x BiLSTM-1024)."
-    conv_layers: int = 2            # conv2d layers (1-3), each conv -> batch norm -> hardtanh(0, 20)
-    conv_channels: int = 32         # output channels of every conv layer
-    conv_kernel: list = field(default_factory=lambda: [3, 3])  # (time, frequency) kernel of every conv layer
-    conv_stride: list = field(default_factory=lambda: [2, 2])  # (time, frequency) stride; time stride ** conv_layers = subsampling
-    rnn_type: str = "lstm"          # 'gru' or 'lstm'
-    rnn_layers: int = 5             # recurrent layers
-    rnn_hidden: int = 1024          # units per direction
-    bidirectional: bool = True      # False: the streaming model (use `lookahead`)
-    lookahead: int = 0              # unidirectional only: future frames (after subsampling) of the lookahead convolution
-    dropout: float = 0.1            # before the output layer
-    def __post_init__(self):
-        _check_choice(self, "rnn_type", ("gru", "lstm"))
-        _check_positive(self, "conv_channels", "rnn_layers", "rnn_hidden")
-        _check_positive(self, "lookahead", allow_zero=True)
-        _check_unit_interval(self, "dropout")
-        if not 1 <= self.conv_layers <= 3: raise ConfigError(f"conv_layers: must be 1, 2 or 3, got {self.conv_layers}")
-        for name in ("conv_kernel", "conv_stride"):
-            v = getattr(self, name)
-            if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
-                raise ConfigError(f"{name}: expected two positive integers (time, frequency), got {v}")
-        if self.bidirectional and self.lookahead:
-            raise ConfigError(f"lookahead: {self.lookahead} needs bidirectional: false (a bidirectional model already sees "
-                              "the whole utterance)")
-
-# %% ../nbs/30_deepspeech2.ipynb #525f86c9
+# %% ../nbs/30_deepspeech2.ipynb #b013de9f
 def ds2_output_lengths(lengths: torch.Tensor, # (B,) input frames
                        cfg: DeepSpeech2Config,
                       ) -> torch.Tensor: # (B,) frames after the conv layers (0 when too short)
@@ -62,7 +33,7 @@ def ds2_output_dim(input_dim: int, cfg: DeepSpeech2Config) -> int:
     for _ in range(cfg.conv_layers): d = (d - k) // s + 1 if d >= k else 0
     return d
 
-# %% ../nbs/30_deepspeech2.ipynb #422bee15
+# %% ../nbs/30_deepspeech2.ipynb #23b88f20
 class MaskedBatchNorm(nn.BatchNorm1d):
     "Batch norm whose statistics skip padding (sequence-wise batch norm, Amodei et al. 2016 §3.2). x: (B, T, ..., C)."
     def forward(self, x: torch.Tensor, # (B, T, ..., C) channels last
@@ -82,7 +53,7 @@ class MaskedBatchNorm(nn.BatchNorm1d):
         keep = valid.reshape(*valid.shape, *[1] * (x.dim() - 2))    # (B, T, 1, ..., 1)
         return y.masked_fill(~keep, 0.0).to(x.dtype)
 
-# %% ../nbs/30_deepspeech2.ipynb #f5703313
+# %% ../nbs/30_deepspeech2.ipynb #90400a00
 class ConvFront(nn.Module):
     "DeepSpeech2's conv2d layers: (B, T, D) -> (B, T', C * D'), lengths -> `ds2_output_lengths`."
     def __init__(self, input_dim: int, cfg: DeepSpeech2Config):
@@ -104,7 +75,7 @@ class ConvFront(nn.Module):
         B, C, T, D = x.shape
         return x.permute(0, 2, 1, 3).reshape(B, T, C * D), lens               # (B, T', C * D')
 
-# %% ../nbs/30_deepspeech2.ipynb #84298405
+# %% ../nbs/30_deepspeech2.ipynb #1335dec3
 def reverse_padded(x: torch.Tensor, # (B, T, C)
                    lens: torch.Tensor, # (B,)
                   ) -> torch.Tensor: # (B, T, C): x[b, :lens[b]] reversed, the padding left in place
@@ -113,7 +84,7 @@ def reverse_padded(x: torch.Tensor, # (B, T, C)
     idx = torch.where(t < lens.unsqueeze(1), lens.unsqueeze(1) - 1 - t, t)  # (B, T)
     return x.gather(1, idx.unsqueeze(-1).expand_as(x))
 
-# %% ../nbs/30_deepspeech2.ipynb #c52b573c
+# %% ../nbs/30_deepspeech2.ipynb #efb48f5e
 class RNNLayer(nn.Module):
     "Sequence-wise batch norm (optional) then a GRU/LSTM, forward or bidirectional (concatenated): (B, T, I) -> (B, T, H or 2H)."
     def __init__(self, input_size: int, hidden: int, rnn_type: str = "gru", bidirectional: bool = True, norm: bool = True):
@@ -127,13 +98,14 @@ class RNNLayer(nn.Module):
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor: # (B, T, I), (B,) -> (B, T, H or 2H)
         valid = ~make_pad_mask(lens, x.size(1))                              # (B, T)
         if self.norm is not None: x = self.norm(x, valid)
-        x = x.float()   # autocast casts for the RNN kernels that take bf16/fp16; the others need fp32
-        y = self.fwd(x)[0]                                                   # frame t sees frames <= t only
-        if self.bwd is not None:
-            y = torch.cat([y, reverse_padded(self.bwd(reverse_padded(x, lens))[0], lens)], dim=-1)
+        x = x.float()
+        with torch.autocast("cpu", enabled=False):   # CPU: fp32 recurrences (oneDNN has no bf16 LSTM without native bf16)
+            y = self.fwd(x)[0]                                               # frame t sees frames <= t only
+            if self.bwd is not None:
+                y = torch.cat([y, reverse_padded(self.bwd(reverse_padded(x, lens))[0], lens)], dim=-1)
         return y.masked_fill(~valid.unsqueeze(-1), 0.0)
 
-# %% ../nbs/30_deepspeech2.ipynb #061bce35
+# %% ../nbs/30_deepspeech2.ipynb #fa1cbc72
 class Lookahead(nn.Module):
     "Lookahead (row) convolution (Wang et al. 2016; DeepSpeech2 §3.5): r[t, i] = sum_j W[i, j] h[t + j, i], j = 0..tau."
     def __init__(self, dim: int, tau: int):
@@ -146,7 +118,7 @@ class Lookahead(nn.Module):
         x = F.pad(x.masked_fill(~valid, 0.0).transpose(1, 2), (0, self.tau))  # (B, d, T + tau)
         return F.hardtanh(self.conv(x).transpose(1, 2), 0.0, 20.0).masked_fill(~valid, 0.0)
 
-# %% ../nbs/30_deepspeech2.ipynb #e315f085
+# %% ../nbs/30_deepspeech2.ipynb #5ae46cda
 class DeepSpeech2Encoder(nn.Module):
     "Conv front -> recurrent layers (sequence-wise BN between them) -> lookahead: (B, T, D), (B,) -> (B, T', d), (B,)."
     def __init__(self, input_dim: int, cfg: DeepSpeech2Config):
@@ -168,7 +140,7 @@ class DeepSpeech2Encoder(nn.Module):
         if self.lookahead is not None: x = self.lookahead(x, lens)
         return x, lens
 
-# %% ../nbs/30_deepspeech2.ipynb #7140c29a
+# %% ../nbs/30_deepspeech2.ipynb #e17d0105
 def _ds2_cfg(cfg) -> DeepSpeech2Config:
     "The `model.deepspeech2` section of an experiment config (PPASR's defaults when a config has none)."
     return getattr(cfg.model, "deepspeech2", None) or DeepSpeech2Config()
@@ -229,7 +201,7 @@ class DeepSpeech2(nn.Module):
         enc, enc_lens = self.encode(batch[0], batch[1])
         return self.losses(enc, enc_lens, batch[2], batch[3])
 
-# %% ../nbs/30_deepspeech2.ipynb #f611575f
+# %% ../nbs/30_deepspeech2.ipynb #5ad5af93
 def future_context(cfg: DeepSpeech2Config) -> int | None:
     "Input frames after the last one an encoder frame is aligned with that it still depends on (None: bidirectional, unbounded)."
     if cfg.bidirectional: return None

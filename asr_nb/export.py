@@ -190,7 +190,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     paths = export_model_onnx(model, out, n_mels=frontend_dim(cfg), opset=opset)
     tok.save(out)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
-                subsampling=cfg.model.encoder.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
+                subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), model=config_to_dict(cfg.model), vocab_size=model.vocab_size, blank_id=model.blank_id,
                 sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
                 capabilities=sorted(model.capabilities),
                 **onnx_length_limits(model))  # what the trace froze: Recognizer.from_onnx keeps inputs under max_frames
@@ -257,8 +257,8 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(meta, dict): raise UserError(f"{path}: expected a JSON object, got a {type(meta).__name__}")
     missing = [k for k in _META_KEYS if k not in meta]
     if missing: raise UserError(f"{path}: missing key '{missing[0]}' (written by asr_nb_export: re-export the model)")
-    if not all(isinstance(meta[k], dict) for k in _META_KEYS[:3]) or meta['subsampling'] not in (4, 6, 8):
-        raise UserError(f"{path}: malformed (features/decode/tokenizer must be objects, subsampling 4, 6 or 8)")
+    if not all(isinstance(meta[k], dict) for k in _META_KEYS[:3]) or not (isinstance(meta['subsampling'], int) and meta['subsampling'] >= 1):
+        raise UserError(f"{path}: malformed (features/decode/tokenizer must be objects, subsampling a positive integer)")
     return meta
 
 def _features(wavs: Sequence[torch.Tensor], cfg: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,7 +315,7 @@ class Recognizer:
         dev = pick_device(device)
         model, tok, cfg = load_model(str(exp), weights, device=dev)
         cfg = apply_overrides(cfg, list(overrides))
-        return cls(tok, cfg.features, cfg.decode, subsampling=cfg.model.encoder.subsampling, model=model.float().eval(), device=dev)
+        return cls(tok, cfg.features, cfg.decode, subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), model=model.float().eval(), device=dev)
 
     @classmethod
     def from_onnx(cls, onnx_dir: str | os.PathLike, # a dir written by `export_onnx`
@@ -333,6 +333,7 @@ class Recognizer:
         max_frames = meta.get('max_frames', _LEGACY_MAX_FRAMES.get(meta['subsampling']))  # exports before the limit was recorded
         rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers),
                   max_frames=max_frames)
+        rec.model_cfg = meta.get('model')   # the family's length rule (exports before it was recorded: the Conformer's)
         rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
         return rec
 
@@ -394,7 +395,8 @@ class Recognizer:
         "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
         if self.model is not None: return self.model.output_lengths(lens)
         from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
-        from asr_nb.model import model_length_rule   # an export records its subsampling (meta.json); the model's rule applies
+        from asr_nb.model import model_length_rule   # an export records its model section (or subsampling) in meta.json
+        if getattr(self, 'model_cfg', None): return model_length_rule(config_from_dict(dict(model=self.model_cfg)))(lens)
         return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
 
 # %% ../nbs/15_export.ipynb #14b4fa13

@@ -19,8 +19,8 @@ from .core import ConfigError, FeatureConfig, UserError, atomic_write_text, get_
 # %% auto #0
 __all__ = ['FRONTENDS', 'AudioError', 'load_audio', 'speed_perturb', 'num_frames', 'fbank', 'mfcc', 'Frontend', 'FbankFrontend',
            'MfccFrontend', 'RawFrontend', 'make_frontend', 'utterance_length_rule', 'check_config', 'CmvnError',
-           'compute_cmvn', 'load_cmvn', 'cmvn_fingerprint', 'ensure_cmvn', 'GlobalCMVN', 'cache_features',
-           'read_feats_scp', 'load_cached']
+           'compute_cmvn', 'load_cmvn', 'cmvn_fingerprint', 'ensure_cmvn', 'import_mean_std', 'export_mean_std',
+           'GlobalCMVN', 'cache_features', 'read_feats_scp', 'load_cached']
 
 # %% ../nbs/04_features.ipynb #5daab42d
 class AudioError(UserError):
@@ -248,7 +248,7 @@ def load_cmvn(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]: # m
 
 # %% ../nbs/04_features.ipynb #cc1d3c97
 import dataclasses, time
-_NOT_CMVN = ("dither", "speed_perturb", "cmvn")   # training-time settings that do not change the statistics
+_NOT_CMVN = ("dither", "speed_perturb", "cmvn", "cmvn_file")   # training-time settings that do not change the statistics
 
 def cmvn_fingerprint(cfg: FeatureConfig, utts: Iterable) -> dict:
     "What cmvn.npz depends on: the feature settings and a hash of the (audio, start, end) list."
@@ -267,6 +267,8 @@ def ensure_cmvn(exp_dir: str | os.PathLike,   # holds cmvn.npz and its fingerpri
     exp, log = Path(exp_dir), get_logger("features")
     npz, fpp = exp/"cmvn.npz", exp/"cmvn.json"
     new, old = cmvn_fingerprint(cfg, utts), read_fingerprint(fpp)
+    if cfg.cmvn_file and not (keep and npz.exists()):   # given statistics (PPASR's mean_std.npz): nothing to compute
+        stats = import_mean_std(cfg.cmvn_file, npz, make_frontend(cfg).dim); write_fingerprint(fpp, new, [npz]); return stats
     if keep and npz.exists():
         if old is not None and (why := fingerprint_changes(old, new, exp, fields=["features"])):
             raise CmvnError(f"{npz}: made with other feature settings than the ones resumed with ({'; '.join(why)})")
@@ -281,6 +283,34 @@ def ensure_cmvn(exp_dir: str | os.PathLike,   # holds cmvn.npz and its fingerpri
     write_fingerprint(fpp, new, [npz])
     log.info(f"computed global CMVN over {len(utts)} utterances in {time.time() - t0:.1f}s")
     return load_cmvn(npz)
+
+# %% ../nbs/04_features.ipynb #2c730b13
+def import_mean_std(src: str | os.PathLike, # PPASR's mean_std.npz (mean, std) or our cmvn.npz (mean, istd)
+                    out_path: str | os.PathLike, # cmvn.npz to write
+                    dim: int | None = None, # the front end's dimension, checked when given
+                   ) -> tuple[torch.Tensor, torch.Tensor]: # mean (D,), istd (D,)
+    "Convert PPASR's normaliser (or copy a cmvn.npz) into `cmvn.npz`; CmvnError naming the file when it does not fit."
+    from asr_nb.data import check_regular_file
+    src = check_regular_file(src, "cmvn file", CmvnError)
+    try: z = np.load(src)
+    except Exception as e: raise CmvnError(f"{src}: not an npz file ({e})") from None
+    with z:
+        if "istd" not in z.files and not {"mean", "std"} <= set(z.files):
+            raise CmvnError(f"{src}: expected arrays 'mean' and 'std' (PPASR's mean_std.npz) or 'mean' and 'istd', got {z.files}")
+        mean = np.asarray(z["mean"], np.float64).reshape(-1)
+        istd = np.asarray(z["istd"], np.float64).reshape(-1) if "istd" in z.files else 1 / np.asarray(z["std"], np.float64).reshape(-1)
+    if mean.shape != istd.shape or not (np.isfinite(mean).all() and np.isfinite(istd).all() and (istd > 0).all()):
+        raise CmvnError(f"{src}: mean and std must be finite, of one length, std > 0")
+    if dim is not None and mean.size != dim:
+        raise CmvnError(f"{src}: statistics of {mean.size} features, but the front end gives {dim} (features.n_mels/num_ceps)")
+    _save_npz_atomic(Path(out_path), mean=mean.astype(np.float32), istd=istd.astype(np.float32), count=np.int64(0))
+    return load_cmvn(out_path)
+
+def export_mean_std(cmvn_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    "Write our cmvn.npz as PPASR's mean_std.npz: mean and std of shape (D, 1)."
+    mean, istd = load_cmvn(cmvn_path)
+    _save_npz_atomic(Path(out_path), mean=mean.numpy().reshape(-1, 1), std=(1 / istd.double()).float().numpy().reshape(-1, 1))
+    return Path(out_path)
 
 # %% ../nbs/04_features.ipynb #9e916142
 class GlobalCMVN(nn.Module):

@@ -14,7 +14,7 @@ from .data import check_regular_file, fingerprint_changes, read_fingerprint, rea
 # %% auto #0
 __all__ = ['BLANK', 'UNK', 'SOS_EOS', 'TokenizerError', 'check_units', 'write_units', 'read_units', 'Tokenizer', 'CharTokenizer',
            'BpeTokenizer', 'tokenizer_fingerprint', 'save_tokenizer', 'build_tokenizer', 'load_tokenizer',
-           'ensure_tokenizer', 'unk_share', 'check_unk_share']
+           'ensure_tokenizer', 'read_ppasr_vocab', 'write_ppasr_vocab', 'import_units', 'unk_share', 'check_unk_share']
 
 # %% ../nbs/03_tokenizer.ipynb #c731bfd3
 BLANK, UNK, SOS_EOS = "<blank>", "<unk>", "<sos/eos>"
@@ -262,6 +262,8 @@ def ensure_tokenizer(exp_dir: str | os.PathLike, # holds units.txt (+ bpe.model)
     "The tokenizer for these settings and transcripts: reused when its fingerprint matches, else rebuilt."
     d, log, texts = Path(exp_dir), get_logger("tokenizer"), list(texts)
     new, old = tokenizer_fingerprint(cfg, texts), read_fingerprint(Path(exp_dir)/"tokenizer.json")
+    if cfg.units_file and not (keep and (d/"units.txt").exists()):   # given units (PPASR's vocabulary.txt): no building
+        tok = import_units(cfg.units_file, cfg); save_tokenizer(tok, d, new); return tok
     if keep and (d/"units.txt").exists():
         tok = load_tokenizer(d, cfg.space_token)
         kind = "bpe" if isinstance(tok, BpeTokenizer) else "char"
@@ -278,6 +280,33 @@ def ensure_tokenizer(exp_dir: str | os.PathLike, # holds units.txt (+ bpe.model)
     tok = build_tokenizer(cfg, texts, d)
     log.info(f"built a {cfg.kind} tokenizer with {tok.vocab_size} units from {len(texts)} transcripts")
     return tok
+
+# %% ../nbs/03_tokenizer.ipynb #3014a7c5
+def read_ppasr_vocab(path: str | os.PathLike) -> list[str]:
+    "PPASR's vocabulary.txt (`token\\tcount` lines, `<blank>` and `<unk>` first) as units: its tokens, then `<sos/eos>`."
+    path = check_regular_file(path, "vocabulary file", TokenizerError)
+    toks = []
+    for n, line in read_lines(path, "vocabulary file", error=TokenizerError):
+        tok = line.split("\t")[0].strip("\r\n")
+        if not tok or tok.isspace(): raise TokenizerError(f"{path} line {n}: empty token (a space is written <space>)")
+        toks.append(tok)
+    if toks[:2] != [BLANK, UNK]:
+        raise TokenizerError(f"{path}: not a PPASR vocabulary (its first lines must be '{BLANK}' and '{UNK}', got {toks[:2]})")
+    return check_units(toks + [SOS_EOS], str(path))
+
+def write_ppasr_vocab(units: list[str], path: str | os.PathLike) -> Path:
+    "Write units as PPASR's vocabulary.txt (`<sos/eos>` dropped; counts unknown: -1)."
+    check_units(units, str(path))
+    atomic_write_text(path, "".join(f"{u}\t-1\n" for u in units[:-1]))
+    return Path(path)
+
+def import_units(path: str | os.PathLike, cfg: TokenizerConfig) -> Tokenizer:
+    "A character tokenizer from a `units.txt` or a PPASR `vocabulary.txt` (`tokenizer.units_file`)."
+    if cfg.kind != "char": raise TokenizerError(f"tokenizer.units_file: {path} gives characters, but tokenizer.kind is '{cfg.kind}'")
+    p = check_regular_file(path, "units file", TokenizerError)
+    last = [l for _, l in read_lines(p, "units file", error=TokenizerError)][-1:]
+    units = read_units(p) if last and last[0].split()[0] == SOS_EOS else read_ppasr_vocab(p)
+    return CharTokenizer(units, cfg.lang, cfg.space_token)
 
 # %% ../nbs/03_tokenizer.ipynb #360d73c2
 def _unk_counts(tok: Tokenizer, texts: Iterable[str]) -> tuple[int, int, Counter]:
