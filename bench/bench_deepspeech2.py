@@ -75,8 +75,9 @@ def main():
                        f"--threads {a.threads}",
                rows=rows, batch=a.batch, frames=a.frames, threads=a.threads, cpu_capability=cap, native_bf16=native,
                machine=platform.processor() or platform.machine(), torch=torch.__version__,
-               notes=("bf16 = autocast emulation on this CPU (no AVX512-BF16/AMX): slower than fp32, measured as is. " if not native
-                      else "") + a.note)
+               notes="bf16 = autocast: the convolutions and the output layer in bf16, the recurrences in fp32 on the CPU "
+                     "(asr_nb.deepspeech2.RNNLayer). " + ("This CPU has no native bf16 (no AVX512-BF16/AMX): bf16 is emulated "
+                     "and slower than fp32, measured as is. " if not native else "") + a.note)
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
 

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def last_valid(log: str) -> dict:
     "The last `valid ...` line of train.log as a dict of numbers."
     lines = [l for l in log.splitlines() if re.search(r"\bvalid epoch=", l)]
-    return {k: float(v) for k, v in re.findall(r"(\w+)=([-\d.e+naif]+)", lines[-1])} if lines else {}
+    vals = {k: float(v) for k, v in re.findall(r"(\w+)=([-\d.e+naif]+)", lines[-1])} if lines else {}
+    return {k: v for k, v in vals.items() if v == v}                      # no NaN (acc of a CTC-only model): strict JSON
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,9 +31,9 @@ def main():
     a = p.parse_args()
     exp, dec = Path(a.exp), Path(a.decode)
     rows = []
-    for rj in sorted(dec.glob('*/result.json')):
+    for rj in sorted(dec.glob('result.json')) + sorted(dec.glob('*/result.json')):   # one method, or one subdir per method
         r = json.loads(rj.read_text())
-        rows.append(dict(method=rj.parent.name, cer_pct=round(r['cer'], 2), wer_pct=round(r['wer'], 2),
+        rows.append(dict(method=r.get('method', rj.parent.name), cer_pct=round(r['cer'], 2), wer_pct=round(r['wer'], 2),
                          rtf=round(r.get('rtf', 0.0), 4), utts=r['n']))
     import torch
     from asr_nb.core import load_config
