@@ -4,11 +4,11 @@
 
 # %% ../nbs/13_decode.ipynb #4d58618c
 from __future__ import annotations
-import math, time
+import heapq, math, time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -68,55 +68,82 @@ def _lae(*xs:float) -> float:
     if m == -math.inf: return m
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
+def _lae2(a:float, b:float) -> float:
+    "log(exp(a) + exp(b)): `_lae` of two numbers, the search's inner-loop case, without a generator."
+    if a < b: a, b = b, a
+    if b == -math.inf: return a
+    return a + math.log1p(math.exp(b - a))
+
+def _frame_candidates(logp:Tensor,          # (T, V) one utterance's log-posteriors
+                      top_n:int,            # at most this many units per frame (WeNet's token_beam, PPASR's cutoff_top_n)
+                      cutoff_prob:float=1.0, # and only the most likely units whose probabilities sum to this
+                     ) -> tuple[list[list[int]], list[list[float]]]:
+    "Per frame, the unit ids and log-probs the search tries (PPASR's pruning): two lists of T lists."
+    top_lp, top_id = logp.double().topk(min(top_n, logp.size(-1)), -1)       # (T, k), best first
+    keep = ((top_lp.exp().cumsum(-1) < cutoff_prob).sum(-1) + 1).tolist() if cutoff_prob < 1 else [top_lp.size(1)] * len(top_lp)
+    return ([r[:k] for r, k in zip(top_id.tolist(), keep)], [r[:k] for r, k in zip(top_lp.tolist(), keep)])
+
+def _extend(hyps:dict,       # prefix (tuple of ids) -> (log p_blank, log p_nonblank) after frame t - 1
+            ids:list[int], lps:list[float], # frame t's candidate units and their log-probs
+            blank_id:int, skip:int,          # skip: a unit that is never a label (<sos/eos>)
+           ) -> dict:
+    "One frame of CTC prefix search: the prefixes after frame t, {prefix: [log p_b, log p_nb]}."
+    nxt = defaultdict(lambda: [-math.inf, -math.inf])
+    for p, (pb, pnb) in hyps.items():
+        both, last = _lae2(pb, pnb), (p[-1] if p else None)
+        for c, x in zip(ids, lps):
+            if c == skip: continue
+            if c == blank_id:
+                e = nxt[p]; e[0] = _lae2(e[0], both + x)
+            elif c == last:
+                e = nxt[p]; e[1] = _lae2(e[1], pnb + x)          # repeat merged into the same symbol
+                e = nxt[p + (c,)]; e[1] = _lae2(e[1], pb + x)    # a blank separated a new copy
+            else:
+                e = nxt[p + (c,)]; e[1] = _lae2(e[1], both + x)
+    return nxt
+
+# %% ../nbs/13_decode.ipynb #cb65ad47
+def _lm_start(lm, sos_id:int, device) -> dict:
+    "LM info of the empty prefix: {(): [state object, row in it, ln P(. | prefix) as a (V,) list, ln P_lm(prefix)]}."
+    lp, st = lm.score(torch.tensor([sos_id], device=device), lm.init_state(1))
+    return {(): [st, 0, lp[0].float().tolist(), 0.0]}
+
+def _lm_total(lmi:dict, p:tuple) -> float:
+    "ln P_lm(prefix p): known, or one step from its parent's next-unit distribution."
+    if p in lmi: return lmi[p][3]
+    par = lmi[p[:-1]]; return par[3] + par[2][p[-1]]
+
+def _lm_advance(lm, lmi:dict, hyps:dict, device) -> dict:
+    "LM info of the surviving prefixes; new ones asked in one batched call per parent state object."
+    new, groups = {}, defaultdict(list)
+    for p in hyps:
+        if p in lmi: new[p] = lmi[p]
+        else: groups[id(lmi[p[:-1]][0])].append(p)
+    for ps in groups.values():
+        obj = lmi[ps[0][:-1]][0]
+        rows = torch.tensor([lmi[p[:-1]][1] for p in ps], device=device)
+        lp, st = lm.score(torch.tensor([p[-1] for p in ps], device=device), lm.select_state(obj, rows))
+        lp = lp.float().tolist()
+        for i, p in enumerate(ps): new[p] = [st, i, lp[i], _lm_total(lmi, p)]
+    return new
+
+# %% ../nbs/13_decode.ipynb #931358fa
 def _prefix_beam_one(logp:Tensor, beam:int, token_beam:int, blank_id:int, lm, lm_weight:float,
-                     penalty:float, sos_id:int, nbest:int) -> list[Hypothesis]:
+                     penalty:float, sos_id:int, nbest:int, cutoff_prob:float=1.0) -> list[Hypothesis]:
     "CTC prefix beam search over one utterance's (T, V) log-posteriors."
-    ninf = -math.inf
-    hyps = {(): (0.0, ninf)}  # prefix -> (log p_blank, log p_nonblank): probability of prefix, ending in blank / non-blank
-    lmi = {}                  # prefix -> [state_obj, row, next_logp (V,) list, lm_total]
-    if lm is not None:
-        lp, st = lm.score(torch.tensor([sos_id], device=logp.device), lm.init_state(1))
-        lmi[()] = [st, 0, lp[0].float().tolist(), 0.0]
-    def rank(p, pb, pnb, lm_tot):
-        return _lae(pb, pnb) + lm_weight * lm_tot + penalty * len(p)
-    V = logp.size(-1)
-    k = min(token_beam, V)
-    top_lp, top_id = logp.double().topk(k, -1)  # (T, k)
-    top_lp, top_id = top_lp.tolist(), top_id.tolist()
-    for t in range(logp.size(0)):
-        nxt = defaultdict(lambda: [ninf, ninf])
-        for p, (pb, pnb) in hyps.items():
-            for c, x in zip(top_id[t], top_lp[t]):
-                if c == sos_id: continue  # sos/eos is never a label of the transcript
-                if c == blank_id:
-                    e = nxt[p]; e[0] = _lae(e[0], pb + x, pnb + x)
-                elif p and c == p[-1]:
-                    e = nxt[p]; e[1] = _lae(e[1], pnb + x)            # repeat merged into the same symbol
-                    e = nxt[p + (c,)]; e[1] = _lae(e[1], pb + x)      # a blank separated a new copy
-                else:
-                    e = nxt[p + (c,)]; e[1] = _lae(e[1], pb + x, pnb + x)
-        def lm_tot(p):
-            if lm is None: return 0.0
-            if p in lmi: return lmi[p][3]
-            par = lmi[p[:-1]]; return par[3] + par[2][p[-1]]
-        ranked = sorted(((p, v) for p, v in nxt.items() if max(v) > ninf), key=lambda kv: -rank(kv[0], *kv[1], lm_tot(kv[0])))[:beam]
-        hyps = {p: tuple(v) for p, v in ranked}
-        if lm is not None:
-            new, groups = {}, defaultdict(list)  # group the new prefixes by the state object of their parent
-            for p in hyps:
-                if p in lmi: new[p] = lmi[p]
-                else: groups[id(lmi[p[:-1]][0])].append(p)
-            for ps in groups.values():
-                obj = lmi[ps[0][:-1]][0]
-                rows = torch.tensor([lmi[p[:-1]][1] for p in ps], device=logp.device)
-                last = torch.tensor([p[-1] for p in ps], device=logp.device)
-                lp, st = lm.score(last, lm.select_state(obj, rows))
-                lp = lp.float().tolist()
-                for i, p in enumerate(ps): new[p] = [st, i, lp[i], lm_tot(p)]
-            lmi = new
+    hyps = {(): (0.0, -math.inf)}  # prefix -> (log p_blank, log p_nonblank)
+    lmi = _lm_start(lm, sos_id, logp.device) if lm is not None else None
+    def rank(kv):
+        p, (pb, pnb) = kv
+        return _lae2(pb, pnb) + (lm_weight * _lm_total(lmi, p) if lm is not None else 0.0) + penalty * len(p)
+    ids, lps = _frame_candidates(logp, token_beam, cutoff_prob)
+    for t in range(len(ids)):
+        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id)
+        hyps = dict(heapq.nlargest(beam, ((p, v) for p, v in nxt.items() if max(v) > -math.inf), key=rank))
+        if lm is not None: lmi = _lm_advance(lm, lmi, hyps, logp.device)
     out = []
     for p, (pb, pnb) in hyps.items():
-        c = _lae(pb, pnb)
+        c = _lae2(pb, pnb)
         l = lmi[p][3] + lmi[p][2][sos_id] if lm is not None else 0.0  # + log P_lm(eos | prefix)
         out.append(Hypothesis(list(p), c + lm_weight * l + penalty * len(p), ctc_score=c, lm_score=l))
     return sorted(out, key=lambda h: -h.score)[:nbest]
@@ -131,17 +158,30 @@ def ctc_prefix_beam_search(ctc_logp:Tensor,          # (B, T, V) CTC log-posteri
                            lm_weight:float=0.0,      # alpha: weight of log P_lm
                            penalty:float=0.0,        # beta: bonus per emitted token
                            sos_id:int|None=None,     # LM start/end symbol (default: V - 1)
+                           cutoff_prob:float=1.0,    # per frame, only the top units whose probabilities sum to this
                           ) -> list[list[Hypothesis]]:
     "CTC prefix beam search (Graves 2012; Hannun et al. 2014) in log space, optional LM fusion."
     V = ctc_logp.size(-1)
     sos_id = V - 1 if sos_id is None else sos_id
-    out = []
-    for b in range(ctc_logp.size(0)):
-        out.append(_prefix_beam_one(ctc_logp[b, :int(lens[b])], beam, token_beam or beam, blank_id, lm,
-                                    lm_weight, penalty, sos_id, nbest or beam))
-    return out
+    return [_prefix_beam_one(ctc_logp[b, :int(lens[b])], beam, token_beam or beam, blank_id, lm, lm_weight, penalty,
+                             sos_id, nbest or beam, cutoff_prob) for b in range(ctc_logp.size(0))]
 
 # %% ../nbs/13_decode.ipynb #40421e67
+def _prefix_forward(xs:Tensor,   # (T, N, C) log-posteriors of each candidate c
+                    xb:Tensor,   # (T, N, C) log-posteriors of blank
+                    phi:Tensor,  # (T, N, C) log P(h at t, ready for a new c)
+                    l:int,       # length of h
+                   ) -> Tensor:
+    "Forward variables r (T, 2, N, C) of the prefixes h + c: [:, 0] ends in c, [:, 1] ends in blank."
+    T, N, C = xs.shape
+    r = torch.full((T, 2, N, C), NEG, device=xs.device)
+    if l == 0: r[0, 0] = xs[0]                                       # (a prefix longer than T stays impossible)
+    for t in range(max(l, 1), T):
+        r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xs[t]   # end in c (non-blank)
+        r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]  # end in blank
+    return r
+
+# %% ../nbs/13_decode.ipynb #6215b6d2
 class CTCPrefixScorer:
     "CTC prefix scores psi(h + c) for N running hypotheses of B utterances at once (Watanabe et al. 2017)."
     def __init__(self, ctc_logp:Tensor, # (B, T, V) CTC log-posteriors
@@ -176,12 +216,8 @@ class CTCPrefixScorer:
         r_sum = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])              # (T, N): log P(prefix h, t frames)
         # phi_t: prob of h at t that can be followed by a new c (if c repeats h's last, a blank must come between)
         phi = torch.where((cand == last[:, None])[None], r_prev[:, 1, :, None], r_sum[..., None])  # (T, N, C)
-        r = torch.full((T, 2, N, C), NEG, device=self.x.device)
-        if l == 0: r[0, 0] = xs[0]                                       # (a prefix longer than T stays impossible)
+        r = _prefix_forward(xs, xb, phi, l)
         start = max(l, 1)
-        for t in range(start, T):
-            r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xs[t]   # end in c (non-blank)
-            r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]  # end in blank
         psi = r[min(start, T) - 1, 0]                                    # (N, C): c on the first frame (l = 0)
         if start < T: psi = torch.logsumexp(torch.cat([phi[start - 1:T - 1] + xs[start:T], psi[None]]), 0)
         psi = torch.where(cand == self.eos, r_sum[-1][:, None], psi)     # eos: the whole of h
@@ -214,6 +250,7 @@ def _collect_ended(ys:Tensor, score:Tensor, comp:Tensor, tok:Tensor, eos:int, ac
         score[n] = -math.inf
     return fin, sc, cp
 
+# %% ../nbs/13_decode.ipynb #cfec1688
 def _stop_flags(score:Tensor, ys:Tensor, cp:list, act:list[int], K:int, ended:list[list], fallback:list, i:int,
                 maxlen:list[int], admissible:bool, no_maxlenratio:bool) -> list[bool]:
     "Which utterances are done: no live slot, at the length limit, provably finished, or ESPnet's end detection."
@@ -238,6 +275,29 @@ def _end_detect(ended:list[Hypothesis], i:int, M:int=3, D_end:float=math.log(mat
         if hs and max(hs) - best < D_end: count += 1
     return count == M
 
+# %% ../nbs/13_decode.ipynb #d3a24f53
+def _beam_start(model:nn.Module, enc:Tensor, enc_lens:Tensor, K:int, maxlenratio:float, minlenratio:float):
+    "The B x K slots before the first step: utt, memory, ys (N, 1), score (N,), component scores (3, N), max/min lengths."
+    dev, B = enc.device, enc.size(0)
+    utt = torch.arange(B, device=dev).repeat_interleave(K)               # (N,) utterance of each slot, N = B * K
+    ys = torch.full((B * K, 1), model.sos_id, dtype=torch.long, device=dev)  # (N, 1)
+    score = torch.zeros(B, K, device=dev); score[:, 1:] = -math.inf      # one live slot per utterance at first
+    lens_cpu = enc_lens.cpu()
+    maxlen = (lens_cpu if maxlenratio == 0 else (maxlenratio * lens_cpu).long().clamp(min=1)).tolist()
+    minlen = (minlenratio * lens_cpu).long().tolist()
+    return utt, enc[utt], enc_lens.to(dev)[utt], ys, score.view(B * K), torch.zeros(3, B * K, device=dev), maxlen, minlen
+
+def _joint_ctc_scores(scorer:CTCPrefixScorer, ctc_state, utt:Tensor, i:int, cand_score:Tensor, # (N, V)
+                      ctc_weight:float, pre_beam:int):
+    "CTC increments log psi(hc) - log psi(h) (N, V), -inf outside the pre-beam; and psi, r, candidates for `select`."
+    N, V = cand_score.shape
+    cand = cand_score.topk(pre_beam, -1)[1] if ctc_weight < 1 and pre_beam < V else None  # (N, P) pre-beam
+    psi, r = scorer.score(ctc_state, utt, i, cand)                      # (N, C), (T, 2, N, C)
+    if cand is None: cand = torch.arange(V, device=cand_score.device).expand(N, V)
+    delta = (psi - ctc_state[1][:, None]).masked_fill(psi <= NEG / 2, -math.inf)  # impossible prefixes: -inf
+    return torch.full((N, V), -math.inf, device=cand_score.device).scatter(1, cand, delta), psi, r, cand
+
+# %% ../nbs/13_decode.ipynb #44fe0e0b
 def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder.forward_one_step, .sos_id, .eos_id, .vocab_size
                           enc:Tensor,                  # (B, T, d) encoder output
                           enc_lens:Tensor,             # (B,) valid encoder frames
@@ -258,17 +318,8 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
     if ctc_weight > 0 and ctc_logp is None: raise ValueError("ctc_weight > 0 needs ctc_logp")
     if getattr(model, 'decoder', None) is None and ctc_weight < 1:
         raise ValueError("this model has no attention decoder: use a CTC method or ctc_weight=1")
-    dev, (B, T, _) = enc.device, enc.shape
-    K, V, eos = beam, model.vocab_size, model.eos_id
-    utt = torch.arange(B, device=dev).repeat_interleave(K)               # (N,) utterance of each slot, N = B * K
-    mem, mem_lens = enc[utt], enc_lens.to(dev)[utt]                      # (N, T, d), (N,)
-    ys = torch.full((B * K, 1), model.sos_id, dtype=torch.long, device=dev)  # (N, 1)
-    score = torch.zeros(B, K, device=dev); score[:, 1:] = -math.inf      # one live slot per utterance at first
-    score = score.view(B * K)
-    comp = torch.zeros(3, B * K, device=dev)                             # running att, ctc, lm scores
-    lens_cpu = enc_lens.cpu()
-    maxlen = (lens_cpu if maxlenratio == 0 else (maxlenratio * lens_cpu).long().clamp(min=1)).tolist()
-    minlen = (minlenratio * lens_cpu).long().tolist()
+    dev, B, K, V, eos = enc.device, enc.size(0), beam, model.vocab_size, model.eos_id
+    utt, mem, mem_lens, ys, score, comp, maxlen, minlen = _beam_start(model, enc, enc_lens, K, maxlenratio, minlenratio)
     use_ctc = ctc_weight > 0
     if use_ctc:
         scorer = CTCPrefixScorer(ctc_logp, enc_lens, getattr(model, 'blank_id', 0), eos)
@@ -289,12 +340,8 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
             lm_lp = lm_lp.float(); cand_score = cand_score + lm_weight * lm_lp
         _length_limits(cand_score, act, K, i, minlen, maxlen, eos)        # before the pre-beam
         if use_ctc:
-            P = min(V, int(pre_beam_ratio * K))
-            cand = cand_score.topk(P, -1)[1] if ctc_weight < 1 and P < V else None  # (N, P) pre-beam
-            psi, r = scorer.score(ctc_state, utt, i, cand)                # (N, C), (T, 2, N, C)
-            if cand is None: cand = torch.arange(V, device=dev).expand(N, V)
-            delta = (psi - ctc_state[1][:, None]).masked_fill(psi <= NEG / 2, -math.inf)  # impossible prefixes: -inf
-            ctc_d = torch.full((N, V), -math.inf, device=dev).scatter(1, cand, delta)
+            ctc_d, psi, r, cand = _joint_ctc_scores(scorer, ctc_state, utt, i, cand_score, ctc_weight,
+                                                    min(V, int(pre_beam_ratio * K)))
             cand_score = cand_score + ctc_weight * ctc_d                  # tokens outside the pre-beam: -inf
         cand_score = cand_score + penalty
         total = (score[:, None] + cand_score).view(Ba, K * V)            # (Ba, K*V)
@@ -358,6 +405,7 @@ def _lm_sequence_scores(lm:LanguageModel, seqs:list[list[int]], sos_id:int, devi
         tot += lp.float().gather(1, out[:, j:j + 1])[:, 0] * (j < lens)
     return tot
 
+# %% ../nbs/13_decode.ipynb #21f7aff0
 def attention_rescoring(model:nn.Module, enc:Tensor, enc_lens:Tensor,
                         ctc_logp:Tensor,            # (B, T, V)
                         beam:int=10,                # size of the CTC prefix-beam n-best that is rescored
@@ -410,6 +458,8 @@ SEARCHES: dict[str, Search] = {
     "joint":           Search(_s_joint, _CD, True, "joint CTC/attention beam search (decode.ctc_weight)"),
     "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
 }
+
+# %% ../nbs/13_decode.ipynb #da1a8f66
 _NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder"}
 _LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder"}
 
@@ -536,6 +586,22 @@ def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool) -> t
 
 def _examples(keys:Sequence[str], n:int=3) -> str: return ', '.join(keys[:n]) + (' ...' if len(keys) > n else '')
 
+def _run_method(engine, order:Sequence, method:str, bs:int, sr:int, skipped:dict, strict:bool):
+    "Transcribe `order` in batches of `bs` with one method: (hyps, audio seconds, wall seconds, keys too short)."
+    hyps, audio_s, wall, short = {}, 0.0, 0.0, []
+    for s in range(0, len(order), bs):
+        t0 = time.perf_counter()                                # the user's wait starts with reading the audio
+        batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
+        if not batch: continue
+        texts = engine.transcribe(wavs, method=method, sample_rate=sr, batch_size=len(wavs))
+        synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
+        n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
+        for u, w, t, e in zip(batch, wavs, texts, n_enc):
+            hyps[u.key] = t; audio_s += w.numel() / sr
+            if e < 1: short.append(u.key)
+    return hyps, audio_s, wall, short
+
+# %% ../nbs/13_decode.ipynb #4875fadb
 def decode_data(engine,                         # a `Recognizer`, or a model (`ASRFamily`) with `tokenizer` and `feat_cfg`
                 utts:Sequence,                  # `Utterance`s (text None or '' : decoded, not scored)
                 methods:str|Sequence[str]|None=None, # names in SEARCHES (default: the engine's decode.method)
@@ -561,17 +627,7 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
     order = sorted(utts, key=lambda u: -_approx_seconds(u))       # similar lengths share a batch: little padding
     skipped, results = {}, {}
     for m in methods:
-        hyps, audio_s, wall, short = {}, 0.0, 0.0, []
-        for s in range(0, len(order), bs):
-            t0 = time.perf_counter()                                # the user's wait starts with reading the audio
-            batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
-            if not batch: continue
-            texts = engine.transcribe(wavs, method=m, sample_rate=sr, batch_size=len(wavs))
-            synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
-            n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
-            for u, w, t, e in zip(batch, wavs, texts, n_enc):
-                hyps[u.key] = t; audio_s += w.numel() / sr
-                if e < 1: short.append(u.key)
+        hyps, audio_s, wall, short = _run_method(engine, order, m, bs, sr, skipped, strict)
         if not hyps: raise DecodeError(f"nothing to decode: all {len(utts)} utterance(s) were unreadable or empty")
         res = dict(method=m, n=len(hyps), skipped=dict(skipped), too_short=len(short), audio_seconds=round(audio_s, 3),
                    wall_seconds=round(wall, 3), rtf=wall / max(audio_s, 1e-9), hyps=hyps)

@@ -37,6 +37,7 @@ class LMConfig:
             if getattr(self, k) < 1: raise ValueError(f"LMConfig.{k} must be >= 1, got {getattr(self, k)}")
         if not 0 <= self.dropout < 1: raise ValueError(f"LMConfig.dropout must be in [0, 1), got {self.dropout}")
 
+# %% ../nbs/14_lm.ipynb #12c16c03
 class LSTMLM(nn.Module):
     "Token LSTM LM: `forward(ys_in (B, L)) -> logits (B, L, V)`; implements the decoder's LM protocol."
     def __init__(self, vocab_size:int,          # units of the tokenizer, `<sos/eos>` last
@@ -93,6 +94,21 @@ def lm_perplexity(lm:LSTMLM, seqs:Sequence[Sequence[int]], batch_size:int=64) ->
     lm.train(was)
     return math.exp(nll / max(n, 1))
 
+def _lm_epoch(lm:LSTMLM, opt:torch.optim.Optimizer, seqs:list[list[int]], cfg:LMConfig, device) -> float:
+    "One training pass over token sequences in the order given; the training perplexity (eos included)."
+    lm.train(); tot, n = 0.0, 0
+    for i in range(0, len(seqs), cfg.batch_size):
+        inp, tgt = _lm_batch(seqs[i:i + cfg.batch_size], lm.sos_id)
+        inp, tgt = inp.to(device), tgt.to(device)
+        logits, _ = lm(inp)                                          # (B, L, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_ID, reduction='sum')
+        ntok = int((tgt != IGNORE_ID).sum())
+        opt.zero_grad(); (loss / ntok).backward()
+        nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip); opt.step()
+        tot += loss.item(); n += ntok
+    return math.exp(tot / max(n, 1))
+
+# %% ../nbs/14_lm.ipynb #207e5e7e
 def train_lm(train_texts:Sequence[str], dev_texts:Sequence[str],
              tokenizer,                  # the recogniser's tokenizer: the LM predicts its units
              cfg:LMConfig=LMConfig(),
@@ -108,20 +124,11 @@ def train_lm(train_texts:Sequence[str], dev_texts:Sequence[str],
     opt = torch.optim.Adam(lm.parameters(), lr=cfg.lr)
     hist, best, best_state = [], math.inf, None
     for ep in range(1, cfg.epochs + 1):
-        t0, tot, n = time.perf_counter(), 0.0, 0
+        t0 = time.perf_counter()
         order = list(range(len(train))); rng.shuffle(order)
-        lm.train()
-        for i in range(0, len(order), cfg.batch_size):
-            inp, tgt = _lm_batch([train[j] for j in order[i:i + cfg.batch_size]], lm.sos_id)
-            inp, tgt = inp.to(device), tgt.to(device)
-            logits, _ = lm(inp)                                          # (B, L, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_ID, reduction='sum')
-            ntok = int((tgt != IGNORE_ID).sum())
-            opt.zero_grad(); (loss / ntok).backward()
-            nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip); opt.step()
-            tot += loss.item(); n += ntok
+        train_ppl = _lm_epoch(lm, opt, [train[j] for j in order], cfg, device)
         dev_ppl = lm_perplexity(lm, dev_ids, cfg.batch_size) if dev_ids else math.nan
-        hist.append(dict(epoch=ep, train_ppl=math.exp(tot / max(n, 1)), dev_ppl=dev_ppl,
+        hist.append(dict(epoch=ep, train_ppl=train_ppl, dev_ppl=dev_ppl,
                          seconds=time.perf_counter() - t0))
         log.info(f"lm epoch {ep}: train ppl {hist[-1]['train_ppl']:.3f} dev ppl {dev_ppl:.3f}")
         if not dev_ids or dev_ppl < best:
@@ -178,6 +185,20 @@ def read_arpa(path:str|Path) -> tuple[int, dict[tuple[str, ...], tuple[float, fl
 # %% ../nbs/14_lm.ipynb #63215ab3
 _LN10 = math.log(10.0)
 
+def _unit_grams(grams:dict, units:Sequence[str]) -> tuple[dict, dict, set[str]]:
+    "ARPA n-grams over unit ids: ({history: {next id: ln p}}, {ids: ln backoff}, the ARPA words that are not units)."
+    V = len(units)
+    w2id = {u: i for i, u in enumerate(units)}
+    w2id.update({'<s>': V - 1, '</s>': V - 1})
+    nxt, bos, missing = defaultdict(dict), {}, set()
+    for g, (p, bo) in grams.items():
+        if any(w not in w2id for w in g): missing.update(w for w in g if w not in w2id); continue
+        ids = tuple(w2id[w] for w in g)
+        if g[-1] != '<s>': nxt[ids[:-1]][ids[-1]] = p * _LN10  # <s> is never predicted (shares the id of </s>)
+        bos[ids] = bo * _LN10
+    return nxt, bos, missing
+
+# %% ../nbs/14_lm.ipynb #4d8d7a72
 class NgramLM:
     "An ARPA back-off n-gram over the recogniser's units, with the decoder's LM protocol (natural-log scores)."
     def __init__(self, arpa:str|Path,      # ARPA file whose words are unit strings
@@ -187,17 +208,13 @@ class NgramLM:
         self.order, grams = read_arpa(arpa)
         self.vocab_size = V = len(units)
         self.sos_id = self.eos_id = V - 1
-        w2id = {u: i for i, u in enumerate(units)}
-        w2id.update({'<s>': V - 1, '</s>': V - 1})
+        self._next, self._bo, missing = _unit_grams(grams, units)   # history ids -> {next id: ln p}; ids -> ln backoff
+        words = {g[0] for g in grams if len(g) == 1} - {'<s>', '</s>', '<unk>'}
+        if words and words <= missing:
+            raise LMError(f"{arpa}: none of the ARPA's {len(words)} words is a unit of the model (e.g. "
+                          f"{', '.join(sorted(words)[:3])}): a word-level LM is read by `WordNgram` (method ctc_beam_lm)")
         self.unk_log10 = grams.get(('<unk>',), (oov_log10, 0.0))[0]
         self.floor = oov_log10 * _LN10
-        self._next = defaultdict(dict)   # history ids -> {next id: ln prob}
-        self._bo = {}                    # history ids -> ln backoff
-        for g, (p, bo) in grams.items():
-            if any(w not in w2id for w in g): continue   # words that are not units can never be asked for
-            ids = tuple(w2id[w] for w in g)
-            if g[-1] != '<s>': self._next[ids[:-1]][ids[-1]] = p * _LN10  # <s> is never predicted (shares the id of </s>)
-            self._bo[ids] = bo * _LN10
         self._cache = {}
 
     def dist(self, hist:tuple[int, ...]) -> Tensor:
