@@ -20,9 +20,10 @@ from .model import ctc_greedy_search
 from .tokenizer import Tokenizer
 
 # %% auto #0
-__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'CTCPrefixScorer',
-           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch',
-           'DecodeError', 'score_hyps', 'decode_data', 'format_table']
+__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'WordState',
+           'WordScorer', 'ctc_beam_search_lm', 'CTCPrefixScorer', 'attention_beam_search', 'attention_rescoring',
+           'Search', 'methods_for', 'check_method', 'decode_batch', 'DecodeError', 'score_hyps', 'decode_data',
+           'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -165,6 +166,57 @@ def ctc_prefix_beam_search(ctc_logp:Tensor,          # (B, T, V) CTC log-posteri
     sos_id = V - 1 if sos_id is None else sos_id
     return [_prefix_beam_one(ctc_logp[b, :int(lens[b])], beam, token_beam or beam, blank_id, lm, lm_weight, penalty,
                              sos_id, nbest or beam, cutoff_prob) for b in range(ctc_logp.size(0))]
+
+# %% ../nbs/13_decode.ipynb #454d8638
+class WordState(NamedTuple):
+    "A prefix's word-LM bookkeeping: what the search ranks by, and what the scorer needs to go on."
+    lm: float      # ln P_lm of the words finished so far (and of </s> after `finish`)
+    words: int     # words finished so far
+    ctx: Any       # the scorer's LM context after them (a KenLM state, a tuple of words)
+    pending: str   # the word being spelled: the units since the last word boundary
+
+class WordScorer(Protocol):
+    "What the word-LM search needs (`asr_nb.lm.WordLM`): the LM is asked only when a word ends."
+    def start(self) -> WordState: ...
+    def advance(self, st:WordState, token:int) -> WordState: ...   # the prefix grew by unit `token`
+    def finish(self, st:WordState) -> WordState: ...               # end of utterance: the pending word, then </s>
+
+def _word_beam_one(logp:Tensor, lm:WordScorer, beam:int, alpha:float, beta:float, cutoff_prob:float,
+                   cutoff_top_n:int, blank_id:int, sos_id:int, nbest:int) -> list[Hypothesis]:
+    "One utterance's (T, V) log-posteriors: prefixes ranked by log P_ctc + alpha ln P_lm(words) + beta #words."
+    hyps, ws = {(): (0.0, -math.inf)}, {(): lm.start()}        # prefix -> (log p_b, log p_nb); prefix -> WordState
+    def rank(kv):
+        s = ws[kv[0]]; return _lae2(*kv[1]) + alpha * s.lm + beta * s.words
+    ids, lps = _frame_candidates(logp, cutoff_top_n, cutoff_prob)
+    for t in range(len(ids)):
+        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id)
+        for p in nxt:
+            if p not in ws: ws[p] = lm.advance(ws[p[:-1]], p[-1])  # the LM is asked if p[-1] ended a word
+        hyps = dict(heapq.nlargest(beam, ((p, v) for p, v in nxt.items() if max(v) > -math.inf), key=rank))
+        ws = {p: ws[p] for p in hyps}
+    out = []
+    for p, v in hyps.items():
+        c, f = _lae2(*v), lm.finish(ws[p])
+        out.append(Hypothesis(list(p), c + alpha * f.lm + beta * f.words, ctc_score=c, lm_score=f.lm))
+    return sorted(out, key=lambda h: -h.score)[:nbest]
+
+# %% ../nbs/13_decode.ipynb #98baaa02
+def ctc_beam_search_lm(ctc_logp:Tensor,       # (B, T, V) CTC log-posteriors
+                       lens:Tensor,           # (B,) valid frames
+                       lm:WordScorer,         # a word n-gram over the units (`asr_nb.lm.WordLM`)
+                       beam:int=100,          # prefixes kept after each frame (PPASR: up to 300)
+                       alpha:float=0.5,       # LM weight on ln P_lm
+                       beta:float=0.0,        # bonus per word
+                       cutoff_prob:float=0.99, # per frame, the top units whose probabilities sum to this
+                       cutoff_top_n:int=40,   # and at most this many
+                       blank_id:int=0,
+                       sos_id:int|None=None,  # never a label (default: V - 1)
+                       nbest:int|None=None,   # hypotheses returned per utterance (default: beam)
+                      ) -> list[list[Hypothesis]]:
+    "CTC prefix beam search with a word n-gram, DeepSpeech/PPASR rules; `lm_score` is ln P_lm(words, </s>)."
+    sos_id = ctc_logp.size(-1) - 1 if sos_id is None else sos_id
+    return [_word_beam_one(ctc_logp[b, :int(lens[b])], lm, beam, alpha, beta, cutoff_prob, cutoff_top_n, blank_id,
+                           sos_id, nbest or beam) for b in range(ctc_logp.size(0))]
 
 # %% ../nbs/13_decode.ipynb #40421e67
 def _prefix_forward(xs:Tensor,   # (T, N, C) log-posteriors of each candidate c
