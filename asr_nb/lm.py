@@ -8,16 +8,18 @@ import math, random, time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from .core import IGNORE_ID, UserError, get_logger
+from .core import IGNORE_ID, UserError, atomic_write, get_logger
+from .decode import WordState
 
 # %% auto #0
 __all__ = ['LMConfig', 'LSTMLM', 'lm_perplexity', 'train_lm', 'save_lm', 'LMError', 'ArpaError', 'read_arpa', 'NgramLM',
-           'build_arpa', 'load_lm']
+           'count_ngrams', 'adjusted_counts', 'mkn_discounts', 'kneser_ney', 'build_arpa', 'ArpaWords', 'KenlmWords',
+           'word_mode', 'WordLM', 'check_word_overlap', 'open_word_lm', 'load_lm']
 
 # %% ../nbs/14_lm.ipynb #201d6efd
 @dataclass
@@ -195,7 +197,7 @@ def _unit_grams(grams:dict, units:Sequence[str]) -> tuple[dict, dict, set[str]]:
         if any(w not in w2id for w in g): missing.update(w for w in g if w not in w2id); continue
         ids = tuple(w2id[w] for w in g)
         if g[-1] != '<s>': nxt[ids[:-1]][ids[-1]] = p * _LN10  # <s> is never predicted (shares the id of </s>)
-        bos[ids] = bo * _LN10
+        if g[-1] != '</s>': bos[ids] = bo * _LN10             # a history never ends in </s> (it shares the id of <s>)
     return nxt, bos, missing
 
 # %% ../nbs/14_lm.ipynb #4d8d7a72
@@ -246,67 +248,245 @@ class NgramLM:
             lp, st = self.score(torch.tensor([prev]), st); tot += float(lp[0, nxt]) / _LN10
         return tot
 
-# %% ../nbs/14_lm.ipynb #786b595a
-def build_arpa(sentences:Sequence[Sequence[str]], # unit strings per sentence (e.g. `tokenizer.tokenize(text)`)
+# %% ../nbs/14_lm.ipynb #4645fbf1
+def count_ngrams(sentences:Iterable[Sequence[str]], # words of each sentence, streamed
+                 order:int=3,
+                ) -> tuple[list[str], list[dict]]:
+    "Raw counts for interpolated Kneser-Ney: (vocabulary, counts); counts[n] maps n-grams of word ids to counts."
+    if order < 1: raise ValueError(f"order must be >= 1, got {order}")
+    vocab, ids = ['<s>', '</s>'], {'<s>': 0, '</s>': 1}
+    high, bos = defaultdict(int), [None] + [defaultdict(int) for _ in range(order - 1)]  # N-grams; <s>-initial n < N
+    for s in sentences:
+        w = [0]                                                  # <s>
+        for x in s:
+            i = ids.get(x)
+            if i is None: i = ids[x] = len(vocab); vocab.append(x)
+            w.append(i)
+        w.append(1)                                              # </s>
+        for i in range(len(w) - order + 1): high[tuple(w[i:i + order])] += 1
+        for n in range(1, min(order, len(w) + 1)): bos[n][tuple(w[:n])] += 1
+    return vocab, bos + [high]
+
+def adjusted_counts(counts:list[dict], order:int) -> list[dict]:
+    "Kneser-Ney counts per order: raw for the highest order and for <s>-initial n-grams, else N1+(. g)."
+    adj = [None] * (order + 1)
+    adj[order] = dict(counts[order])
+    for n in range(order - 1, 0, -1):
+        a = defaultdict(int)
+        for g in adj[n + 1]: a[g[1:]] += 1                      # one more distinct left neighbour of g[1:]
+        a.update(counts[n])                                      # n-grams starting with <s> (id 0): raw counts
+        adj[n] = dict(a)
+    return adj
+
+def mkn_discounts(a:dict) -> tuple[float, float, float]:
+    "D1, D2, D3+ (Chen & Goodman 1998) from the counts-of-counts of one order; absolute discounting D = Y if undefined."
+    t = Counter(c for c in a.values() if c <= 4)
+    y = t[1] / (t[1] + 2 * t[2]) if t[1] and t[2] else 0.5
+    if not all(t[k] for k in (1, 2, 3, 4)): return (y, y, y)
+    d = (1 - 2 * y * t[2] / t[1], 2 - 3 * y * t[3] / t[2], 3 - 4 * y * t[4] / t[3])
+    return d if all(0 < dk < k + 1 for k, dk in enumerate(d)) else (y, y, y)
+
+# %% ../nbs/14_lm.ipynb #67495003
+def kneser_ney(adj:list[dict], order:int, vocab_size:int, # words that can be predicted: all but <s>, with <unk>
+               discounts:dict|None=None,                   # {n: (D1, D2, D3+)} to fix them (default: `mkn_discounts`)
+              ) -> tuple[list[dict], dict]:
+    "Interpolated modified Kneser-Ney: per order {n-gram: P(w | h)}, and {context: gamma(h)} (probabilities, not logs)."
+    probs, gamma = [None], {}
+    for n in range(1, order + 1):
+        a = {g: c for g, c in adj[n].items() if g != (0,)}          # <s> is never predicted
+        D = (discounts or {}).get(n) or mkn_discounts(a)
+        total, nk = defaultdict(int), defaultdict(lambda: [0, 0, 0])
+        for g, c in a.items():
+            total[g[:-1]] += c; nk[g[:-1]][min(c, 3) - 1] += 1
+        for h, t in total.items(): gamma[h] = sum(d * k for d, k in zip(D, nk[h])) / t
+        p = {}
+        for g, c in a.items():
+            below = probs[n - 1][g[1:]] if n > 1 else 1 / vocab_size          # P(w | h') (uniform under the unigram)
+            p[g] = (c - D[min(c, 3) - 1]) / total[g[:-1]] + gamma[g[:-1]] * below
+        probs.append(p)
+    return probs, gamma
+
+# %% ../nbs/14_lm.ipynb #3de65f4f
+def build_arpa(sentences:Iterable[Sequence[str]], # words of each sentence (a word LM), or units (`tokenizer.tokenize`)
                out_path:str|Path,
                order:int=3,
-               discount:float=0.5,                  # D in (0, 1]
-               vocab:Sequence[str]=(),              # extra units that get unigram mass although unseen
+               vocab:Sequence[str]=(),              # extra words that get unigram mass although unseen
+               discounts:dict|None=None,            # {n: (D1, D2, D3+)} (default: estimated, `mkn_discounts`)
               ) -> Path:
-    "Estimate a back-off n-gram with absolute discounting and write it as an ARPA file."
-    if order < 1: raise ValueError(f"order must be >= 1, got {order}")
-    if not 0 < discount <= 1: raise ValueError(f"discount must be in (0, 1], got {discount}")
-    counts = [Counter() for _ in range(order + 1)]                 # counts[n][ngram]
-    for s in sentences:
-        w = ['<s>', *s, '</s>']
-        for n in range(1, order + 1):
-            for i in range(len(w) - n + 1): counts[n][tuple(w[i:i + n])] += 1
-    words = sorted({g[0] for g in counts[1]} - {'<s>'} | set(vocab) | {'<unk>', '</s>'})
-    tot = sum(c for g, c in counts[1].items() if g != ('<s>',))
-    seen = [g for g in counts[1] if g != ('<s>',)]
-    left = discount * len(seen) / tot                               # unigram mass given to all words uniformly
-    logp = {(w,): math.log10(max(counts[1].get((w,), 0) - discount, 0) / tot + left / len(words)) for w in words}
-    logp[('<s>',)] = -99.0
-    bo = {}
-    def p10(g):                                                      # back-off log10 P(g[-1] | g[:-1]) so far
-        if g in logp: return logp[g]
-        return bo.get(g[:-1], 0.0) + p10(g[1:]) if len(g) > 1 else logp.get(g, logp[('<unk>',)])
-    for n in range(2, order + 1):
-        hist = Counter()
-        for g, c in counts[n].items(): hist[g[:-1]] += c
-        for g, c in counts[n].items(): logp[g] = math.log10((c - discount) / hist[g[:-1]]) if c > discount else None
-        for g in [g for g in counts[n] if logp[g] is None]: del logp[g]
-        by_h = defaultdict(list)
-        for g in counts[n]:
-            if g in logp: by_h[g[:-1]].append(g)
-        for h in hist:                                                # bo(h) normalises P(. | h)
-            num = 1 - sum(10 ** logp[g] for g in by_h[h])
-            den = 1 - sum(10 ** p10(g[1:]) for g in by_h[h])
-            bo[h] = math.log10(max(num, 1e-12) / max(den, 1e-12))
-    grams = {n: sorted(g for g in logp if len(g) == n) for n in range(1, order + 1)}
-    out = ['', '\\data\\'] + [f"ngram {n}={len(grams[n])}" for n in grams] + ['']
-    for n in grams:
-        out.append(f"\\{n}-grams:")
-        for g in grams[n]:
-            b = f"\t{bo[g]:.6f}" if g in bo and n < order else ''
-            out.append(f"{logp[g]:.6f}\t{' '.join(g)}{b}")
-        out.append('')
-    out.append('\\end\\')
-    Path(out_path).write_text('\n'.join(out) + '\n', encoding='utf-8')
+    "Estimate an interpolated modified Kneser-Ney n-gram (Chen & Goodman 1998) and write it as an ARPA file."
+    words, counts = count_ngrams(sentences, order)
+    adj = adjusted_counts(counts, order); del counts
+    seen = set(words)
+    extra = [w for w in dict.fromkeys([*vocab, '<unk>']) if w not in seen]  # count 0: the uniform share only
+    probs, gamma = kneser_ney(adj, order, len(words) - 1 + len(extra), discounts)
+    l10 = lambda x: f"{math.log10(x):.6f}"
+    def line(g, p):
+        bo = f"\t{l10(gamma[g])}" if len(g) < order and g in gamma else ''
+        return f"{p}\t{' '.join(words[i] for i in g)}{bo}\n"
+    sizes = [len(probs[1]) + 1 + len(extra)] + [len(probs[n]) for n in range(2, order + 1)]
+    with atomic_write(out_path, 'w') as f:
+        f.write('\\data\\\n' + ''.join(f"ngram {n}={c}\n" for n, c in enumerate(sizes, 1)) + '\n\\1-grams:\n')
+        f.write(line((0,), '-99'))                                            # <s>: a context, never predicted
+        for g, p in probs[1].items(): f.write(line(g, l10(p)))
+        for w in extra: f.write(f"{l10(gamma[()] / (len(words) - 1 + len(extra)))}\t{w}\n")
+        for n in range(2, order + 1):
+            f.write(f"\n\\{n}-grams:\n")
+            for g, p in probs[n].items(): f.write(line(g, l10(p)))
+        f.write('\n\\end\\\n')
     return Path(out_path)
 
-# %% ../nbs/14_lm.ipynb #ac0a2cf1
-def load_lm(path:str|Path,                # `*.arpa` or a file written by `save_lm`
-            units:Sequence[str]|None=None, # tokenizer units (needed for ARPA)
-            device:str|torch.device='cpu') -> LSTMLM|NgramLM:
-    "Load an LM for shallow fusion by file type."
+# %% ../nbs/14_lm.ipynb #a02a1651
+class ArpaWords:
+    "Word n-gram queries from an ARPA file in plain dicts (the teaching reference for `KenlmWords`); log10 scores."
+    def __init__(self, path:str|Path, oov_log10:float=-100.0):
+        self.path = Path(path)
+        self.order, self.grams = read_arpa(path)
+        self.vocab = {g[0] for g in self.grams if len(g) == 1} - {'<s>', '</s>', '<unk>'}
+        self.unk = self.grams.get(('<unk>',), (oov_log10, 0.0))[0]
+
+    def __contains__(self, word:str) -> bool: return word in self.vocab
+    def begin(self) -> tuple[str, ...]: return ('<s>',) if self.order > 1 else ()
+
+    def score(self, ctx:tuple[str, ...], word:str) -> tuple[float, tuple[str, ...]]:
+        "log10 P(word | ctx) by back-off, and the context after `word` (its last order - 1 words)."
+        w = word if word in self.vocab or word == '</s>' else '<unk>'
+        nxt = (ctx + (w,))[-(self.order - 1):] if self.order > 1 else ()
+        bo = 0.0
+        for i in range(len(ctx) + 1):                  # the longest listed n-gram ending in w wins
+            hit = self.grams.get(ctx[i:] + (w,))
+            if hit is not None: return bo + hit[0], nxt
+            if i < len(ctx): bo += self.grams.get(ctx[i:], (0.0, 0.0))[1]   # not listed: back off from ctx[i:]
+        return bo + self.unk, nxt
+
+# %% ../nbs/14_lm.ipynb #0bd4731a
+def _kenlm_reason(e:Exception) -> str:
+    "KenLM's exception text, reduced to its reason (one line)."
+    msg = ' '.join(str(e).split())
+    for cut in (' threw ', ' because '):
+        if cut in msg: msg = msg.split(cut, 1)[1]
+    return msg[:200]
+
+class KenlmWords:
+    "The same queries through KenLM: `.arpa` or binary `.klm`; contexts are `kenlm.State`s."
+    def __init__(self, path:str|Path):
+        import kenlm
+        self.path, self._kenlm = Path(path), kenlm
+        if not self.path.is_file(): raise LMError(f"{path}: language model not found")
+        cfg = kenlm.Config(); cfg.show_progress = False
+        try: self.m = kenlm.Model(str(path), cfg)
+        except (OSError, RuntimeError) as e: raise LMError(f"{path}: not a readable KenLM model (ARPA or binary): {_kenlm_reason(e)}") from None
+        self.order = self.m.order
+
+    def __contains__(self, word:str) -> bool: return word in self.m
+    def begin(self):
+        s = self._kenlm.State(); self.m.BeginSentenceWrite(s); return s
+    def score(self, ctx, word:str) -> tuple[float, object]:
+        out = self._kenlm.State(); return self.m.BaseScore(ctx, word, out), out
+
+# %% ../nbs/14_lm.ipynb #b2094d47
+_SPACES = ('<space>', '▁', ' ', '|')   # units that stand for a word boundary
+
+def word_mode(units:Sequence[str]) -> str:
+    "How units make words: 'bpe' (a unit starting with '▁' starts a word), 'space' (a space unit ends one), 'char' (each unit is a word)."
+    if any(u.startswith('▁') and len(u) > 1 for u in units): return 'bpe'
+    if any(u in _SPACES for u in units): return 'space'
+    return 'char'
+
+# %% ../nbs/14_lm.ipynb #bda4725d
+class WordLM:
+    "A word n-gram over the recogniser's units: `asr_nb.decode.WordScorer` (start / advance / finish), natural-log scores."
+    kind = 'word'
+    def __init__(self, model:ArpaWords|KenlmWords, # the word n-gram
+                 units:Sequence[str],              # tokenizer units, index = id
+                 mode:str|None=None):              # 'bpe', 'space' or 'char' (default: `word_mode(units)`)
+        self.model, self.units, self.path = model, list(units), model.path
+        self.mode = mode or word_mode(units)
+        self.space = {i for i, u in enumerate(self.units) if u in _SPACES}
+        self._cache = {}                            # (ctx, word) -> (ln p, ctx after)
+        if self.mode == 'char' and not any(u in model for u in self.units):
+            raise LMError(f"{self.path}: the LM shares no word with the model's units (a character LM was expected: "
+                          f"every unit is a word here, e.g. {', '.join(self.units[2:5])})")
+
+    def start(self) -> WordState: return WordState(0.0, 0, self.model.begin(), '')
+
+    def _word(self, st:WordState, w:str, count:int=1) -> WordState:
+        "`st` after the word w (ln P added, the context moved on)."
+        hit = self._cache.get((st.ctx, w))
+        if hit is None:
+            if len(self._cache) > 1_000_000: self._cache.clear()  # bound memory on long runs
+            p, ctx = self.model.score(st.ctx, w); hit = self._cache[(st.ctx, w)] = (p * _LN10, ctx)
+        return WordState(st.lm + hit[0], st.words + count, hit[1], '')
+
+    def advance(self, st:WordState, token:int) -> WordState:
+        "The prefix grew by `token`: score the word it ended, if any."
+        u = self.units[token]
+        if self.mode == 'char': return self._word(st, u)
+        if token in self.space: return self._word(st, st.pending) if st.pending else st
+        if self.mode == 'bpe' and u.startswith('▁'):
+            return (self._word(st, st.pending) if st.pending else st)._replace(pending=u[1:])
+        return st._replace(pending=st.pending + u)
+
+    def finish(self, st:WordState) -> WordState:
+        "End of utterance: the word being spelled, then </s> (not counted as a word)."
+        if st.pending: st = self._word(st, st.pending)
+        return self._word(st, '</s>', count=0)
+
+# %% ../nbs/14_lm.ipynb #61429aad
+def check_word_overlap(lm:WordLM, texts:Iterable[str], what:str='the transcripts') -> float:
+    "Share of the words of `texts` the LM knows; `LMError` naming the LM file when it knows none."
+    ws = [w for t in texts for w in (list(t.replace(' ', '')) if lm.mode == 'char' else t.split())]
+    known = sum(w in lm.model for w in ws)
+    if ws and not known:
+        raise LMError(f"{lm.path}: the LM shares no word with {what} (e.g. {', '.join(ws[:3])}): wrong LM or wrong language?")
+    return known / max(len(ws), 1)
+
+# %% ../nbs/14_lm.ipynb #c8a0bc99
+_KENLM_BINARY = (b'mmap lm ', b'mmap lm\x00')   # the first bytes of KenLM's binary formats
+_KLM_SUFFIXES = ('.klm', '.binary', '.bin')
+
+def _arpa_unigrams(path:Path) -> set[str]:
+    "The words of an ARPA file's 1-gram section (read up to its end only)."
+    words, on = set(), False
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for line in f:
+            s = line.strip()
+            if s.startswith("\\"):
+                if on: break
+                on = s == '\\1-grams:'; continue
+            if on and s: words.update(s.split()[1:2])
+    return words - {'<s>', '</s>', '<unk>'}
+
+def open_word_lm(path:str|Path, units:Sequence[str], backend:str='kenlm') -> WordLM:
+    "A word n-gram (`.arpa`, or binary `.klm` with KenLM) over `units`, for `asr_nb.decode.ctc_beam_search_lm`."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: language model not found")
-    if path.suffix == '.arpa':
-        if units is None: raise ValueError("an ARPA LM needs the tokenizer's units")
-        return NgramLM(path, units)
+    if not path.is_file(): raise LMError(f"{path}: language model not found")
+    if backend not in ('kenlm', 'python'): raise ValueError(f"backend must be 'kenlm' or 'python', got {backend!r}")
+    return WordLM(KenlmWords(path) if backend == 'kenlm' else ArpaWords(path), units)
+
+# %% ../nbs/14_lm.ipynb #1a542840
+def load_lm(path:str|Path,                # `*.arpa`, a KenLM binary (`.klm`), or a file written by `save_lm`
+            units:Sequence[str]|None=None, # tokenizer units (needed for n-grams)
+            device:str|torch.device='cpu',
+            kind:str='auto',              # 'unit' (NgramLM/LSTMLM), 'word' (WordLM), or 'auto' (by the file)
+           ) -> LSTMLM|NgramLM|WordLM:
+    "Load an LM by file type; a bad file raises `LMError` naming it (one line)."
+    path = Path(path)
+    if not path.is_file(): raise LMError(f"{path}: language model not found")
+    with open(path, 'rb') as f: head = f.read(16)
+    klm = path.suffix in _KLM_SUFFIXES or head.startswith(b'mmap lm')      # KenLM's binary formats
+    arpa = path.suffix == '.arpa' or head.lstrip().startswith(b'\\data\\')
+    if (klm or arpa) and units is None: raise ValueError("an n-gram LM needs the tokenizer's units")
+    if klm:
+        if kind == 'unit': raise LMError(f"{path}: a KenLM binary is used as a word LM (method ctc_beam_lm); a unit LM is an ARPA file")
+        return open_word_lm(path, units)
+    if arpa:
+        if kind == 'auto':   # words that are mostly units: an LM over units; otherwise a word LM
+            words = _arpa_unigrams(path)
+            kind = 'unit' if words and len(words & set(units)) >= len(words) / 2 else 'word'
+        return NgramLM(path, units) if kind == 'unit' else open_word_lm(path, units)
+    if kind == 'word': raise LMError(f"{path}: a neural LM predicts units; a word LM is an ARPA or KenLM binary file")
     try: ck = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e: raise LMError(f"{path}: not a readable LM checkpoint ({type(e).__name__}); LMs are *.arpa or files of save_lm") from None
+    except Exception as e: raise LMError(f"{path}: not a readable LM checkpoint ({type(e).__name__}); LMs are *.arpa, *.klm or files of save_lm") from None
     if not isinstance(ck, dict) or ck.get('kind') != 'lstm': raise LMError(f"{path}: not an asr_nb LM checkpoint")
     if units is not None and len(units) != ck['vocab_size']:
         raise LMError(f"{path}: LM has {ck['vocab_size']} units, the tokenizer {len(units)}")
