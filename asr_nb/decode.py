@@ -21,9 +21,9 @@ from .tokenizer import Tokenizer
 
 # %% auto #0
 __all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'WordState',
-           'WordScorer', 'ctc_beam_search_lm', 'CTCPrefixScorer', 'attention_beam_search', 'attention_rescoring',
-           'Search', 'methods_for', 'check_method', 'decode_batch', 'DecodeError', 'score_hyps', 'decode_data',
-           'format_table']
+           'WordScorer', 'ctc_beam_search_lm', 'ctc_beam_search_fast', 'CTCPrefixScorer', 'attention_beam_search',
+           'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch', 'DecodeError', 'score_hyps',
+           'decode_data', 'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -217,6 +217,60 @@ def ctc_beam_search_lm(ctc_logp:Tensor,       # (B, T, V) CTC log-posteriors
     sos_id = ctc_logp.size(-1) - 1 if sos_id is None else sos_id
     return [_word_beam_one(ctc_logp[b, :int(lens[b])], lm, beam, alpha, beta, cutoff_prob, cutoff_top_n, blank_id,
                            sos_id, nbest or beam) for b in range(ctc_logp.size(0))]
+
+class _NoWords:
+    "No LM: the word search is then a plain CTC prefix beam search with PPASR's pruning."
+    def start(self) -> WordState: return WordState(0.0, 0, None, '')
+    def advance(self, st:WordState, token:int) -> WordState: return st
+    def finish(self, st:WordState) -> WordState: return st
+_NO_WORDS = _NoWords()
+
+# %% ../nbs/13_decode.ipynb #076c4573
+_FAST_DECODERS: dict = {}   # a few built decoders (building one loads the LM)
+
+def _fast_decoder(lm, units:list[str], beam:int, alpha:float, beta:float, top_n:int, nbest:int, blank_id:int, threshold:float):
+    "torchaudio's flashlight `ctc_decoder` for this word LM and these settings, built once; and the silence unit."
+    import tempfile
+    from torchaudio.models.decoder import ctc_decoder
+    key = (str(lm.path) if lm else None, tuple(units), beam, alpha, beta, top_n, nbest, blank_id, threshold)
+    if key not in _FAST_DECODERS:
+        units = list(units)
+        sil = next((u for u in units if u in ('<space>', '▁', ' ', '|')), None)
+        if sil is None: units.append(sil := '<sil>')            # no space unit (Chinese): an impossible extra column
+        with tempfile.TemporaryDirectory() as d:   # no LM: lexicon-free, a plain CTC beam search
+            lex = Path(d)/'lexicon.txt' if lm is not None else None
+            if lex: lex.write_text(''.join(f"{w} {' '.join(sp)}\n" for w, sp in lm.lexicon()), encoding='utf-8')
+            dec = ctc_decoder(str(lex) if lex else None, units, lm=str(lm.path) if lm else None, nbest=nbest,
+                              beam_size=beam, beam_size_token=top_n, beam_threshold=threshold, lm_weight=alpha * math.log(10), word_score=beta, sil_score=0.0,
+                              log_add=True, blank_token=units[blank_id], sil_token=sil)
+        if len(_FAST_DECODERS) >= 4: _FAST_DECODERS.pop(next(iter(_FAST_DECODERS)))
+        _FAST_DECODERS[key] = (dec, units.index(sil), units[-1] == '<sil>')
+    return _FAST_DECODERS[key]
+
+def ctc_beam_search_fast(ctc_logp:Tensor, lens:Tensor,    # (B, T, V), (B,)
+                         lm,                               # a word LM with .path (KenLM-readable), .units, .lexicon(); or None
+                         units:Sequence[str]|None=None,    # the units (default: lm.units; names only matter to the lexicon)
+                         beam:int=100, alpha:float=0.5, beta:float=0.0, cutoff_top_n:int=40, blank_id:int=0,
+                         nbest:int=1,
+                         beam_threshold:float=25.0,        # drop hypotheses this far (log) below the best
+                        ) -> list[list[Hypothesis]]:
+    "`ctc_beam_search_lm` in C++ (flashlight-text via torchaudio): n-best per utterance; `score` only (no parts)."
+    V = ctc_logp.size(-1)
+    units = list(units) if units is not None else list(lm.units) if lm is not None else [f"u{i}" for i in range(V)]
+    dec, sil, extra = _fast_decoder(lm, units, beam, alpha, beta, min(cutoff_top_n, ctc_logp.size(-1)),
+                                    nbest, blank_id, beam_threshold)
+    x = ctc_logp.detach().float().cpu()
+    if extra: x = torch.cat([x, torch.full_like(x[..., :1], NEG)], -1)   # (B, T, V + 1): the silence never fires
+    out = []
+    for hs in dec(x.contiguous(), lens.detach().cpu().to(torch.int32)):
+        res = []
+        for h in hs:
+            t = h.tokens.tolist()
+            while t and t[0] == sil: t = t[1:]                 # the decoder's sentence-boundary silences
+            while t and t[-1] == sil: t = t[:-1]
+            res.append(Hypothesis(t, float(h.score), ctc_score=math.nan, lm_score=math.nan))
+        out.append(res)
+    return out
 
 # %% ../nbs/13_decode.ipynb #40421e67
 def _prefix_forward(xs:Tensor,   # (T, N, C) log-posteriors of each candidate c
@@ -490,17 +544,31 @@ class Search:
     needs: frozenset # subset of the model's `capabilities`: "ctc" (a trained CTC head), "decoder" (attention decoder)
     uses_lm: bool    # shallow fusion with an LM when decode.lm_weight > 0
     help: str        # one line for --help
+    lm_kind: str = "unit"  # "unit": an LM over the model's units (`LanguageModel`); "word": a word n-gram (`WordScorer`)
+
+def _lm_of(lm, kind:str, method:str):
+    "The LM if it is of the kind the method fuses; a `ConfigError` naming the method that would take it if not."
+    if lm is not None and (kind == "word") != hasattr(lm, 'advance'):
+        use = "ctc_beam_lm or ctc_beam_lm_fast" if kind == "unit" else "ctc_prefix_beam, attention, joint or rescoring"
+        raise ConfigError(f"method '{method}' fuses {'a word n-gram' if kind == 'word' else 'an LM over the units'}; "
+                          f"decode.lm_path {getattr(lm, 'path', '')} is {'a word n-gram' if kind == 'unit' else 'an LM over units'}: use {use}")
+    return lm
 
 def _s_greedy(m, enc, el, lp, cfg, lm): return greedy_hypotheses(lp, el, m.blank_id)
 def _s_prefix(m, enc, el, lp, cfg, lm):
-    return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=lm, lm_weight=cfg.lm_weight,
+    return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=_lm_of(lm, "unit", cfg.method), lm_weight=cfg.lm_weight,
                                   penalty=cfg.penalty, sos_id=m.sos_id)
 def _s_attention(m, enc, el, lp, cfg, lm, ctc_weight=0.0):
-    return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, lm, cfg.lm_weight, cfg.penalty,
+    return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.penalty,
                                  cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
 def _s_joint(m, enc, el, lp, cfg, lm): return _s_attention(m, enc, el, lp, cfg, lm, cfg.ctc_weight)
 def _s_rescore(m, enc, el, lp, cfg, lm):
-    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, lm, cfg.lm_weight, cfg.nbest)
+    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.nbest)
+def _s_beam_lm(m, enc, el, lp, cfg, lm):
+    return ctc_beam_search_lm(lp, el, _lm_of(lm, "word", cfg.method) or _NO_WORDS, cfg.beam, cfg.lm_weight, cfg.penalty,
+                              cfg.cutoff_prob, cfg.cutoff_top_n, m.blank_id, m.sos_id, cfg.nbest)
+def _s_beam_fast(m, enc, el, lp, cfg, lm):
+    return ctc_beam_search_fast(lp, el, _lm_of(lm, "word", cfg.method), None, cfg.beam, cfg.lm_weight, cfg.penalty, cfg.cutoff_top_n, m.blank_id, cfg.nbest)
 
 _C, _D, _CD = frozenset({"ctc"}), frozenset({"decoder"}), frozenset({"ctc", "decoder"})
 SEARCHES: dict[str, Search] = {
@@ -509,6 +577,8 @@ SEARCHES: dict[str, Search] = {
     "attention":       Search(_s_attention, _D, True, "attention beam search"),
     "joint":           Search(_s_joint, _CD, True, "joint CTC/attention beam search (decode.ctc_weight)"),
     "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
+    "ctc_beam_lm":     Search(_s_beam_lm, _C, True, "CTC beam search + word n-gram (PPASR rules; lm_weight=alpha, penalty=beta per word)", "word"),
+    "ctc_beam_lm_fast": Search(_s_beam_fast, _C, True, "ctc_beam_lm in C++ (flashlight-text): for large beams", "word"),
 }
 
 # %% ../nbs/13_decode.ipynb #da1a8f66
