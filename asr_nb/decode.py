@@ -4,7 +4,8 @@
 
 # %% ../nbs/13_decode.ipynb #4d58618c
 from __future__ import annotations
-import heapq, math, time
+import heapq, math, os, sys, time
+from contextlib import contextmanager
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,9 +22,9 @@ from .tokenizer import Tokenizer
 
 # %% auto #0
 __all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'WordState',
-           'WordScorer', 'ctc_beam_search_lm', 'ctc_beam_search_fast', 'CTCPrefixScorer', 'attention_beam_search',
-           'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch', 'DecodeError', 'score_hyps',
-           'decode_data', 'format_table']
+           'WordScorer', 'ctc_beam_search_lm', 'quiet_stderr', 'ctc_beam_search_fast', 'CTCPrefixScorer',
+           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch',
+           'DecodeError', 'score_hyps', 'decode_data', 'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -178,8 +179,9 @@ class WordState(NamedTuple):
 class WordScorer(Protocol):
     "What the word-LM search needs (`asr_nb.lm.WordLM`): the LM is asked only when a word ends."
     def start(self) -> WordState: ...
-    def advance(self, st:WordState, token:int) -> WordState: ...   # the prefix grew by unit `token`
-    def finish(self, st:WordState) -> WordState: ...               # end of utterance: the pending word, then </s>
+    def advance(self, st:WordState, token:int) -> WordState|None: ...  # the prefix grew by unit `token` (None: it
+                                                                       # can no longer spell words the LM knows)
+    def finish(self, st:WordState) -> WordState|None: ...              # end of utterance: the pending word, then </s>
 
 def _word_beam_one(logp:Tensor, lm:WordScorer, beam:int, alpha:float, beta:float, cutoff_prob:float,
                    cutoff_top_n:int, blank_id:int, sos_id:int, nbest:int) -> list[Hypothesis]:
@@ -192,12 +194,13 @@ def _word_beam_one(logp:Tensor, lm:WordScorer, beam:int, alpha:float, beta:float
         nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id)
         for p in nxt:
             if p not in ws: ws[p] = lm.advance(ws[p[:-1]], p[-1])  # the LM is asked if p[-1] ended a word
-        hyps = dict(heapq.nlargest(beam, ((p, v) for p, v in nxt.items() if max(v) > -math.inf), key=rank))
+        live = ((p, v) for p, v in nxt.items() if ws[p] is not None and max(v) > -math.inf)
+        hyps = dict(heapq.nlargest(beam, live, key=rank))
         ws = {p: ws[p] for p in hyps}
     out = []
     for p, v in hyps.items():
         c, f = _lae2(*v), lm.finish(ws[p])
-        out.append(Hypothesis(list(p), c + alpha * f.lm + beta * f.words, ctc_score=c, lm_score=f.lm))
+        if f is not None: out.append(Hypothesis(list(p), c + alpha * f.lm + beta * f.words, ctc_score=c, lm_score=f.lm))
     return sorted(out, key=lambda h: -h.score)[:nbest]
 
 # %% ../nbs/13_decode.ipynb #98baaa02
@@ -228,7 +231,16 @@ _NO_WORDS = _NoWords()
 # %% ../nbs/13_decode.ipynb #076c4573
 _FAST_DECODERS: dict = {}   # a few built decoders (building one loads the LM)
 
-def _fast_decoder(lm, units:list[str], beam:int, alpha:float, beta:float, top_n:int, nbest:int, blank_id:int, threshold:float):
+@contextmanager
+def quiet_stderr():
+    "Silence what C++ libraries write to file descriptor 2 (KenLM's progress bar while it reads an ARPA file)."
+    sys.stderr.flush(); saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try: yield
+    finally: os.dup2(saved, 2); os.close(saved); os.close(null)
+
+def _fast_decoder(lm, units:list[str], beam:int, alpha:float, beta:float, top_n:int, nbest:int, blank_id:int,
+                  threshold:float):
     "torchaudio's flashlight `ctc_decoder` for this word LM and these settings, built once; and the silence unit."
     import tempfile
     from torchaudio.models.decoder import ctc_decoder
@@ -237,14 +249,17 @@ def _fast_decoder(lm, units:list[str], beam:int, alpha:float, beta:float, top_n:
         units = list(units)
         sil = next((u for u in units if u in ('<space>', '▁', ' ', '|')), None)
         if sil is None: units.append(sil := '<sil>')            # no space unit (Chinese): an impossible extra column
+        spaced = lm is not None and units[-1] != '<sil>' and getattr(lm, 'mode', 'space') == 'space'  # words end with a space
         with tempfile.TemporaryDirectory() as d:   # no LM: lexicon-free, a plain CTC beam search
             lex = Path(d)/'lexicon.txt' if lm is not None else None
-            if lex: lex.write_text(''.join(f"{w} {' '.join(sp)}\n" for w, sp in lm.lexicon()), encoding='utf-8')
-            dec = ctc_decoder(str(lex) if lex else None, units, lm=str(lm.path) if lm else None, nbest=nbest,
-                              beam_size=beam, beam_size_token=top_n, beam_threshold=threshold, lm_weight=alpha * math.log(10), word_score=beta, sil_score=0.0,
-                              log_add=True, blank_token=units[blank_id], sil_token=sil)
+            if lex: lex.write_text(''.join(f"{w} {' '.join(sp + [sil] * spaced)}\n" for w, sp in lm.lexicon()), encoding='utf-8')
+            with quiet_stderr():
+                dec = ctc_decoder(str(lex) if lex else None, units, lm=str(lm.path) if lm else None, nbest=nbest,
+                                  beam_size=beam, beam_size_token=top_n, beam_threshold=threshold,
+                                  lm_weight=alpha * math.log(10), word_score=beta, sil_score=0.0, log_add=True,
+                                  blank_token=units[blank_id], sil_token=sil)
         if len(_FAST_DECODERS) >= 4: _FAST_DECODERS.pop(next(iter(_FAST_DECODERS)))
-        _FAST_DECODERS[key] = (dec, units.index(sil), units[-1] == '<sil>')
+        _FAST_DECODERS[key] = (dec, units.index(sil), units[-1] == '<sil>', spaced)
     return _FAST_DECODERS[key]
 
 def ctc_beam_search_fast(ctc_logp:Tensor, lens:Tensor,    # (B, T, V), (B,)
@@ -257,12 +272,16 @@ def ctc_beam_search_fast(ctc_logp:Tensor, lens:Tensor,    # (B, T, V), (B,)
     "`ctc_beam_search_lm` in C++ (flashlight-text via torchaudio): n-best per utterance; `score` only (no parts)."
     V = ctc_logp.size(-1)
     units = list(units) if units is not None else list(lm.units) if lm is not None else [f"u{i}" for i in range(V)]
-    dec, sil, extra = _fast_decoder(lm, units, beam, alpha, beta, min(cutoff_top_n, ctc_logp.size(-1)),
+    dec, sil, extra, spaced = _fast_decoder(lm, units, beam, alpha, beta, min(cutoff_top_n, ctc_logp.size(-1)),
                                     nbest, blank_id, beam_threshold)
     x = ctc_logp.detach().float().cpu()
+    lens = lens.detach().cpu().long()
     if extra: x = torch.cat([x, torch.full_like(x[..., :1], NEG)], -1)   # (B, T, V + 1): the silence never fires
+    if spaced:    # a last frame that is surely a space completes the last word, as the end of the utterance does for us
+        end = torch.full_like(x[:, :1], NEG); end[..., sil] = 0.0
+        x = torch.cat([x, end], 1); x[torch.arange(len(lens)), lens] = end[:, 0]; lens = lens + 1   # (B, T + 1, V)
     out = []
-    for hs in dec(x.contiguous(), lens.detach().cpu().to(torch.int32)):
+    for hs in dec(x.contiguous(), lens.to(torch.int32)):
         res = []
         for h in hs:
             t = h.tokens.tolist()

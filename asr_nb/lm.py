@@ -14,12 +14,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from .core import IGNORE_ID, UserError, atomic_write, get_logger
-from .decode import WordState
+from .decode import WordState, quiet_stderr
 
 # %% auto #0
 __all__ = ['LMConfig', 'LSTMLM', 'lm_perplexity', 'train_lm', 'save_lm', 'LMError', 'ArpaError', 'read_arpa', 'NgramLM',
            'count_ngrams', 'adjusted_counts', 'mkn_discounts', 'kneser_ney', 'build_arpa', 'ArpaWords', 'KenlmWords',
-           'word_mode', 'WordLM', 'check_word_overlap', 'open_word_lm', 'load_lm']
+           'word_mode', 'WordLM', 'check_word_overlap', 'ctc_posteriors', 'tune_lm', 'format_tune_table',
+           'open_word_lm', 'load_lm']
 
 # %% ../nbs/14_lm.ipynb #201d6efd
 @dataclass
@@ -345,6 +346,7 @@ class ArpaWords:
         self.unk = self.grams.get(('<unk>',), (oov_log10, 0.0))[0]
 
     def __contains__(self, word:str) -> bool: return word in self.vocab
+    def words(self) -> set[str]: return set(self.vocab)
     def begin(self) -> tuple[str, ...]: return ('<s>',) if self.order > 1 else ()
 
     def score(self, ctx:tuple[str, ...], word:str) -> tuple[float, tuple[str, ...]]:
@@ -366,6 +368,18 @@ def _kenlm_reason(e:Exception) -> str:
         if cut in msg: msg = msg.split(cut, 1)[1]
     return msg[:200]
 
+def _arpa_unigrams(path:Path) -> set[str]:
+    "The words of an ARPA file's 1-gram section (read up to its end only)."
+    words, on = set(), False
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for line in f:
+            s = line.strip()
+            if s.startswith("\\"):
+                if on: break
+                on = s == '\\1-grams:'; continue
+            if on and s: words.update(s.split()[1:2])
+    return words - {'<s>', '</s>', '<unk>'}
+
 class KenlmWords:
     "The same queries through KenLM: `.arpa` or binary `.klm`; contexts are `kenlm.State`s."
     def __init__(self, path:str|Path):
@@ -373,11 +387,17 @@ class KenlmWords:
         self.path, self._kenlm = Path(path), kenlm
         if not self.path.is_file(): raise LMError(f"{path}: language model not found")
         cfg = kenlm.Config(); cfg.show_progress = False
-        try: self.m = kenlm.Model(str(path), cfg)
+        try:
+            with quiet_stderr(): self.m = kenlm.Model(str(path), cfg)
         except (OSError, RuntimeError) as e: raise LMError(f"{path}: not a readable KenLM model (ARPA or binary): {_kenlm_reason(e)}") from None
         self.order = self.m.order
 
     def __contains__(self, word:str) -> bool: return word in self.m
+    def words(self) -> set[str]:
+        "The LM's words, read from the ARPA file (a KenLM binary does not list them)."
+        with open(self.path, 'rb') as f:
+            if f.read(7) == b'mmap lm': raise LMError(f"{self.path}: a binary KenLM model does not list its words: give its ARPA file")
+        return _arpa_unigrams(self.path)
     def begin(self):
         s = self._kenlm.State(); self.m.BeginSentenceWrite(s); return s
     def score(self, ctx, word:str) -> tuple[float, object]:
@@ -393,43 +413,73 @@ def word_mode(units:Sequence[str]) -> str:
     return 'char'
 
 # %% ../nbs/14_lm.ipynb #bda4725d
+def _greedy_pieces(s:str, units:set[str]) -> list[str]|None:
+    "Split s into the longest units, left to right; None if some part is no unit."
+    out, i = [], 0
+    while i < len(s):
+        j = next((j for j in range(len(s), i, -1) if s[i:j] in units), None)
+        if j is None: return None
+        out.append(s[i:j]); i = j
+    return out
+
 class WordLM:
     "A word n-gram over the recogniser's units: `asr_nb.decode.WordScorer` (start / advance / finish), natural-log scores."
     kind = 'word'
     def __init__(self, model:ArpaWords|KenlmWords, # the word n-gram
                  units:Sequence[str],              # tokenizer units, index = id
-                 mode:str|None=None):              # 'bpe', 'space' or 'char' (default: `word_mode(units)`)
+                 mode:str|None=None,               # 'bpe', 'space' or 'char' (default: `word_mode(units)`)
+                 restrict:bool=True):              # words only from the LM's vocabulary (PPASR's dictionary)
         self.model, self.units, self.path = model, list(units), model.path
         self.mode = mode or word_mode(units)
         self.space = {i for i, u in enumerate(self.units) if u in _SPACES}
         self._cache = {}                            # (ctx, word) -> (ln p, ctx after)
+        self.prefixes = None                        # every prefix of every LM word, when the words are known
+        if restrict and self.mode != 'char':
+            try: words = model.words()
+            except LMError: words = None            # a KenLM binary: any word may be written (as <unk>)
+            if words is not None: self.words, self.prefixes = words, {w[:i] for w in words for i in range(len(w) + 1)}
         if self.mode == 'char' and not any(u in model for u in self.units):
             raise LMError(f"{self.path}: the LM shares no word with the model's units (a character LM was expected: "
                           f"every unit is a word here, e.g. {', '.join(self.units[2:5])})")
 
     def start(self) -> WordState: return WordState(0.0, 0, self.model.begin(), '')
 
-    def _word(self, st:WordState, w:str, count:int=1) -> WordState:
-        "`st` after the word w (ln P added, the context moved on)."
+    def _word(self, st:WordState, w:str, count:int=1) -> WordState|None:
+        "`st` after the word w (ln P added, the context moved on); None for a word outside a restricted vocabulary."
+        if self.prefixes is not None and count and w not in self.words: return None
         hit = self._cache.get((st.ctx, w))
         if hit is None:
             if len(self._cache) > 1_000_000: self._cache.clear()  # bound memory on long runs
             p, ctx = self.model.score(st.ctx, w); hit = self._cache[(st.ctx, w)] = (p * _LN10, ctx)
         return WordState(st.lm + hit[0], st.words + count, hit[1], '')
 
-    def advance(self, st:WordState, token:int) -> WordState:
-        "The prefix grew by `token`: score the word it ended, if any."
+    def advance(self, st:WordState, token:int) -> WordState|None:
+        "The prefix grew by `token`: score the word it ended, if any; None if no LM word can be spelled any more."
         u = self.units[token]
         if self.mode == 'char': return self._word(st, u)
         if token in self.space: return self._word(st, st.pending) if st.pending else st
         if self.mode == 'bpe' and u.startswith('▁'):
-            return (self._word(st, st.pending) if st.pending else st)._replace(pending=u[1:])
-        return st._replace(pending=st.pending + u)
+            st, u = (self._word(st, st.pending) if st.pending else st), u[1:]
+            if st is None: return None
+            st = st._replace(pending='')
+        pending = st.pending + u
+        return None if self.prefixes is not None and pending not in self.prefixes else st._replace(pending=pending)
 
-    def finish(self, st:WordState) -> WordState:
+    def finish(self, st:WordState) -> WordState|None:
         "End of utterance: the word being spelled, then </s> (not counted as a word)."
         if st.pending: st = self._word(st, st.pending)
-        return self._word(st, '</s>', count=0)
+        return None if st is None else self._word(st, '</s>', count=0)
+
+    def lexicon(self) -> list[tuple[str, list[str]]]:
+        "(word, the units that spell it) for each LM word the units can spell: the fast backend's lexicon."
+        have, out = set(self.units), []
+        for w in sorted(self.model.words()):
+            if self.mode == 'char': sp = [w] if w in have else None
+            elif self.mode == 'space': sp = list(w) if all(ch in have for ch in w) else None
+            else: sp = _greedy_pieces('▁' + w, have)     # sentencepiece: one spelling, longest pieces first
+            if sp: out.append((w, sp))
+        if not out: raise LMError(f"{self.path}: the units spell none of the LM's words")
+        return out
 
 # %% ../nbs/14_lm.ipynb #61429aad
 def check_word_overlap(lm:WordLM, texts:Iterable[str], what:str='the transcripts') -> float:
@@ -440,21 +490,70 @@ def check_word_overlap(lm:WordLM, texts:Iterable[str], what:str='the transcripts
         raise LMError(f"{lm.path}: the LM shares no word with {what} (e.g. {', '.join(ws[:3])}): wrong LM or wrong language?")
     return known / max(len(ws), 1)
 
+# %% ../nbs/14_lm.ipynb #65c3790d
+@torch.inference_mode()
+def ctc_posteriors(engine,                # a `Recognizer` (or anything with feat_cfg, sample_rate and encode(feats, lens))
+                   utts:Sequence,          # `Utterance`s
+                   batch_size:int=8,
+                  ) -> dict[str, Tensor]:
+    "CTC log-posteriors (T', V) of every readable utterance, computed once for the searches to reuse."
+    from asr_nb.decode import _read_batch
+    from asr_nb.features import make_frontend
+    fe, out, skipped = make_frontend(engine.feat_cfg), {}, {}
+    for s in range(0, len(utts), batch_size):
+        batch, wavs = _read_batch(utts[s:s + batch_size], engine.sample_rate, skipped, strict=False)
+        if not batch: continue
+        x, lens = fe.batch(wavs)                                    # (B, T, D), (B,)
+        lp, _, enc_lens = engine.encode(x, lens)                    # (B, T', V), (B,)
+        for u, row, n in zip(batch, lp.float().cpu(), enc_lens.tolist()): out[u.key] = row[:n].clone()
+    return out
+
+def _search_texts(posts:dict[str, Tensor], lm, tokenizer, alpha:float, beta:float, beam:int, fast:bool,
+                  cutoff_prob:float, cutoff_top_n:int) -> dict[str, str]:
+    "1-best text of every utterance's posteriors with one (alpha, beta)."
+    from asr_nb.decode import ctc_beam_search_fast, ctc_beam_search_lm
+    out = {}
+    for k, lp in posts.items():
+        L = torch.tensor([lp.size(0)])
+        hs = (ctc_beam_search_fast(lp[None], L, lm, beam=beam, alpha=alpha, beta=beta, cutoff_top_n=cutoff_top_n) if fast else
+              ctc_beam_search_lm(lp[None], L, lm, beam, alpha, beta, cutoff_prob, cutoff_top_n, nbest=1))[0]
+        out[k] = ' '.join(tokenizer.decode(hs[0].tokens).split()) if hs else ''
+    return out
+
+# %% ../nbs/14_lm.ipynb #c330b12a
+def tune_lm(posts:dict[str, Tensor],      # utt-id -> (T', V) CTC log-posteriors (`ctc_posteriors`)
+            refs:dict[str, str],          # utt-id -> reference transcript
+            lm:WordLM, tokenizer,
+            alphas:Sequence[float]=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+            betas:Sequence[float]=(-1.0, 0.0, 1.0, 2.0, 3.0),
+            beam:int=100, fast:bool=True, cutoff_prob:float=1.0, cutoff_top_n:int=40,
+            lang:str='auto',              # CER space rule (`asr_nb.decode.score_hyps`)
+           ) -> dict:
+    "Grid search of alpha x beta: dict(rows=[dict(alpha, beta, wer, cer)], best=the row with the lowest WER, then CER)."
+    from asr_nb.decode import score_hyps
+    check_word_overlap(lm, refs.values(), 'the dev transcripts')
+    rows = []
+    for a in alphas:
+        for b in betas:
+            hyps = _search_texts(posts, lm, tokenizer, a, b, beam, fast, cutoff_prob, cutoff_top_n)
+            r = score_hyps({k: refs.get(k, '') for k in hyps}, hyps, lang)
+            rows.append(dict(alpha=a, beta=b, wer=r['wer'], cer=r['cer']))
+    best = min(rows, key=lambda r: (r['wer'], r['cer'], r['alpha'], abs(r['beta'])))
+    return dict(rows=rows, best=best)
+
+def format_tune_table(res:dict) -> str:
+    "WER % of the grid as a Markdown table (rows alpha, columns beta), the best pair starred, then the best line."
+    alphas, betas = sorted({r['alpha'] for r in res['rows']}), sorted({r['beta'] for r in res['rows']})
+    cell = {(r['alpha'], r['beta']): r for r in res['rows']}
+    star = lambda r: f"{r['wer']:.2f}" + ('*' if r is res['best'] else '')
+    out = ["| alpha \\ beta | " + " | ".join(f"{b:g}" for b in betas) + " |", "| ---: " + "| ---: " * len(betas) + "|"]
+    out += [f"| {a:g} | " + " | ".join(star(cell[(a, b)]) for b in betas) + " |" for a in alphas]
+    b = res['best']
+    return '\n'.join(out) + f"\n\nbest: alpha={b['alpha']:g} beta={b['beta']:g} WER {b['wer']:.2f} % CER {b['cer']:.2f} %"
+
 # %% ../nbs/14_lm.ipynb #c8a0bc99
 _KENLM_BINARY = (b'mmap lm ', b'mmap lm\x00')   # the first bytes of KenLM's binary formats
 _KLM_SUFFIXES = ('.klm', '.binary', '.bin')
-
-def _arpa_unigrams(path:Path) -> set[str]:
-    "The words of an ARPA file's 1-gram section (read up to its end only)."
-    words, on = set(), False
-    with open(path, encoding='utf-8', errors='replace') as f:
-        for line in f:
-            s = line.strip()
-            if s.startswith("\\"):
-                if on: break
-                on = s == '\\1-grams:'; continue
-            if on and s: words.update(s.split()[1:2])
-    return words - {'<s>', '</s>', '<unk>'}
 
 def open_word_lm(path:str|Path, units:Sequence[str], backend:str='kenlm') -> WordLM:
     "A word n-gram (`.arpa`, or binary `.klm` with KenLM) over `units`, for `asr_nb.decode.ctc_beam_search_lm`."
