@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
 import torch
 import torch.nn.functional as F
@@ -23,8 +24,8 @@ from .tokenizer import Tokenizer
 # %% auto #0
 __all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'WordState',
            'WordScorer', 'ctc_beam_search_lm', 'quiet_stderr', 'ctc_beam_search_fast', 'CTCPrefixScorer',
-           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch',
-           'DecodeError', 'score_hyps', 'decode_data', 'format_table']
+           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'ctc_search',
+           'decode_batch', 'DecodeError', 'score_hyps', 'decode_data', 'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -620,6 +621,14 @@ def check_method(method:str, capabilities:frozenset|set, what:str="this model") 
                           f"{' and '.join(_LACK_WORDS[k] for k in missing)}"
                           + (f": use one of {', '.join(ok)}" if ok else ": it can run no decoding method"))
     return s
+
+def ctc_search(method:str, ctc_logp:Tensor, lens:Tensor, # a CTC-only method of SEARCHES; (B, T, V), (B,)
+               cfg:DecodeConfig, lm=None, blank_id:int=0, sos_id:int|None=None) -> list[list[Hypothesis]]:
+    "Run a CTC-only search on posteriors alone (an ONNX encoder's output): the same table entry, no model needed."
+    s = SEARCHES[method]
+    if s.needs != {"ctc"}: raise ConfigError(f"method '{method}' needs more than CTC posteriors")
+    ids = SimpleNamespace(blank_id=blank_id, sos_id=ctc_logp.size(-1) - 1 if sos_id is None else sos_id)
+    return s.fn(ids, None, lens, ctc_logp, replace(cfg, method=method), lm if s.uses_lm else None)
 
 @torch.inference_mode()
 def decode_batch(model:nn.Module, feats:Tensor,   # (B, T, n_mels) raw fbank (the model applies CMVN)
