@@ -389,7 +389,10 @@ class KenlmWords:
         cfg = kenlm.Config(); cfg.show_progress = False
         try:
             with quiet_stderr(): self.m = kenlm.Model(str(path), cfg)
-        except (OSError, RuntimeError) as e: raise LMError(f"{path}: not a readable KenLM model (ARPA or binary): {_kenlm_reason(e)}") from None
+        except (OSError, RuntimeError) as e:
+            with open(path, 'rb') as f: binary = f.read(7) == b'mmap lm' or self.path.suffix in ('.klm', '.binary', '.bin')
+            if not binary: read_arpa(path)              # an ARPA file: our reader names the line at fault
+            raise LMError(f"{path}: not a readable KenLM model (ARPA or binary): {_kenlm_reason(e)}") from None
         self.order = self.m.order
 
     def __contains__(self, word:str) -> bool: return word in self.m
