@@ -108,7 +108,7 @@ def test_one_list_of_methods_everywhere(exp):
 def test_refusals_name_what_is_missing():
     with pytest.raises(ConfigError) as e: check_method('joint', {'ctc'}, 'this model (exp/x)')
     assert str(e.value) == ("method 'joint' needs an attention decoder; this model (exp/x) has no attention decoder: "
-                            "use one of ctc_greedy, ctc_prefix_beam")
+                            "use one of ctc_greedy, ctc_prefix_beam, ctc_beam_lm, ctc_beam_lm_fast")
     with pytest.raises(ConfigError) as e: check_method('ctc_prefix_beam', {'decoder'}, 'this model (exp/y)')
     assert str(e.value) == ("method 'ctc_prefix_beam' needs a trained CTC head; this model (exp/y) was trained with "
                             "ctc_weight=0 (its CTC head is untrained): use one of attention")
