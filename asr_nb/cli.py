@@ -484,13 +484,15 @@ def demo_main(argv: Sequence[str]) -> int:
     p.add_argument('--methods', default='all', metavar='M[,M...]', help='decoding methods, comma-separated, or all')
     p.add_argument('--n-average', type=int, default=5, help='checkpoints to average (best by valid_loss)')
     p.add_argument('--fresh', action='store_true', help='delete the work dir first (otherwise training resumes)')
+    p.add_argument('--lm', action='store_true', help='add the LM stage: word 3-gram from the train text, alpha/beta tuned on dev')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=10')
     a = p.parse_args(argv)
     from asr_nb.core import setup_logging
     from asr_nb.recipes import run_tiny_recipe
     setup_logging()
     run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed,
-                    methods=parse_methods(a.methods), n_average=a.n_average, overrides=a.overrides, fresh=a.fresh,
+                    methods=None if a.methods == 'all' else parse_methods(a.methods), n_average=a.n_average,
+                    overrides=a.overrides, fresh=a.fresh, lm=a.lm,
                     log=lambda m: print(m, flush=True))
     return 0
 

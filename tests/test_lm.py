@@ -145,3 +145,16 @@ def test_lm_and_tune_cli(exp, tmp_path, capsys):
     assert '| alpha \\ beta |' in out and 'best: alpha=' in out and (tmp_path/'tune.json').is_file()
     rc, _, err = run(tune_lm_main, ['--exp', exp, '--data', data, '--lm', tmp_path/'nope.arpa'], capsys)
     assert_one_line_error(rc, err, 'nope.arpa: language model not found')
+
+
+def test_recipe_lm_stage(exp, tmp_path):
+    from asr_nb.data import decode_utterances
+    from asr_nb.export import Recognizer
+    from asr_nb.recipes import word_lm_stage
+    dirs = {s: make_data(tmp_path/s, {f'{s}1': 0.6, f'{s}2': 0.5}, {f'{s}1': 'hello world', f'{s}2': 'the quick fox'})
+            for s in ('train', 'dev', 'test')}
+    rec = Recognizer.from_exp(exp)
+    res = word_lm_stage(exp, dirs, rec, decode_utterances(dirs['test']), beam=8, log=lambda m: None)
+    assert list(res) == ['ctc_beam_lm_fast'] and res['ctc_beam_lm_fast']['n'] == 2
+    assert (exp/'lm'/'word3.arpa').is_file() and (exp/'decode_test'/'ctc_beam_lm_fast'/'text').is_file()
+    assert set(' '.join(res['ctc_beam_lm_fast']['hyps'].values()).split()) <= {'hello', 'world', 'the', 'quick', 'fox'}
