@@ -263,6 +263,7 @@ def _fast_decoder(lm, units:list[str], beam:int, alpha:float, beta:float, top_n:
         _FAST_DECODERS[key] = (dec, units.index(sil), units[-1] == '<sil>', spaced)
     return _FAST_DECODERS[key]
 
+# %% ../nbs/13_decode.ipynb #1b2553e3
 def ctc_beam_search_fast(ctc_logp:Tensor, lens:Tensor,    # (B, T, V), (B,)
                          lm,                               # a word LM with .path (KenLM-readable), .units, .lexicon(); or None
                          units:Sequence[str]|None=None,    # the units (default: lm.units; names only matter to the lexicon)
@@ -574,6 +575,7 @@ def _lm_of(lm, kind:str, method:str):
                           f"decode.lm_path {getattr(lm, 'path', '')} is {'a word n-gram' if kind == 'unit' else 'an LM over units'}: use {use}")
     return lm
 
+# %% ../nbs/13_decode.ipynb #f4841347
 def _s_greedy(m, enc, el, lp, cfg, lm): return greedy_hypotheses(lp, el, m.blank_id)
 def _s_prefix(m, enc, el, lp, cfg, lm):
     return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=_lm_of(lm, "unit", cfg.method), lm_weight=cfg.lm_weight,

@@ -380,6 +380,7 @@ def _arpa_unigrams(path:Path) -> set[str]:
             if on and s: words.update(s.split()[1:2])
     return words - {'<s>', '</s>', '<unk>'}
 
+# %% ../nbs/14_lm.ipynb #a6436f60
 class KenlmWords:
     "The same queries through KenLM: `.arpa` or binary `.klm`; contexts are `kenlm.State`s."
     def __init__(self, path:str|Path):
@@ -425,6 +426,7 @@ def _greedy_pieces(s:str, units:set[str]) -> list[str]|None:
         out.append(s[i:j]); i = j
     return out
 
+# %% ../nbs/14_lm.ipynb #0b188442
 class WordLM:
     "A word n-gram over the recogniser's units: `asr_nb.decode.WordScorer` (start / advance / finish), natural-log scores."
     kind = 'word'
