@@ -87,22 +87,33 @@ def _frame_candidates(logp:Tensor,          # (T, V) one utterance's log-posteri
     return ([r[:k] for r, k in zip(top_id.tolist(), keep)], [r[:k] for r, k in zip(top_lp.tolist(), keep)])
 
 def _extend(hyps:dict,       # prefix (tuple of ids) -> (log p_blank, log p_nonblank) after frame t - 1
-            ids:list[int], lps:list[float], # frame t's candidate units and their log-probs
+            ids:list[int], lps:list[float], # frame t's candidate units, best first, and their log-probs
             blank_id:int, skip:int,          # skip: a unit that is never a label (<sos/eos>)
+            beam:int|None=None, penalty:float=0.0, # given (no LM): new prefixes that cannot enter the beam are not made
            ) -> dict:
     "One frame of CTC prefix search: the prefixes after frame t, {prefix: [log p_b, log p_nb]}."
-    nxt = defaultdict(lambda: [-math.inf, -math.inf])
-    for p, (pb, pnb) in hyps.items():
-        both, last = _lae2(pb, pnb), (p[-1] if p else None)
+    nxt = {}
+    def add(k, i, v):                                          # nxt[k][i] += v in log space (most k are new)
+        e = nxt.get(k)
+        if e is None: nxt[k] = [v, -math.inf] if i == 0 else [-math.inf, v]
+        else: e[i] = _lae2(e[i], v)
+    for p, (pb, pnb) in hyps.items():                          # 1. prefixes that stay: blank, or the last unit again
         for c, x in zip(ids, lps):
-            if c == skip: continue
-            if c == blank_id:
-                e = nxt[p]; e[0] = _lae2(e[0], both + x)
-            elif c == last:
-                e = nxt[p]; e[1] = _lae2(e[1], pnb + x)          # repeat merged into the same symbol
-                e = nxt[p + (c,)]; e[1] = _lae2(e[1], pb + x)    # a blank separated a new copy
-            else:
-                e = nxt[p + (c,)]; e[1] = _lae2(e[1], both + x)
+            if c == blank_id: add(p, 0, _lae2(pb, pnb) + x)
+            elif p and c == p[-1]: add(p, 1, pnb + x)          # repeat merged into the same symbol
+    floor = -math.inf                                          # a new prefix has one path only: below the beam-th
+    if beam is not None and len(nxt) >= beam:                  # prefix that stays, it cannot make the beam
+        floor = heapq.nlargest(beam, (_lae2(*v) + penalty * len(k) for k, v in nxt.items()))[-1]
+    for p, (pb, pnb) in hyps.items():                          # 2. prefixes that grow by one unit
+        both, last, bonus = _lae2(pb, pnb), (p[-1] if p else None), penalty * (len(p) + 1)
+        for c, x in zip(ids, lps):
+            if c == skip or c == blank_id: continue
+            v = (pb if c == last else both) + x                # a repeated unit needs a blank in between
+            k = p + (c,)
+            if v + bonus < floor and k not in nxt:
+                if c != last: break                            # units come best first: the rest are lower still
+                continue
+            add(k, 1, v)
     return nxt
 
 # %% ../nbs/13_decode.ipynb #cb65ad47
@@ -141,7 +152,7 @@ def _prefix_beam_one(logp:Tensor, beam:int, token_beam:int, blank_id:int, lm, lm
         return _lae2(pb, pnb) + (lm_weight * _lm_total(lmi, p) if lm is not None else 0.0) + penalty * len(p)
     ids, lps = _frame_candidates(logp, token_beam, cutoff_prob)
     for t in range(len(ids)):
-        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id)
+        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id, *((beam, penalty) if lm is None else ()))
         hyps = dict(heapq.nlargest(beam, ((p, v) for p, v in nxt.items() if max(v) > -math.inf), key=rank))
         if lm is not None: lmi = _lm_advance(lm, lmi, hyps, logp.device)
     out = []
