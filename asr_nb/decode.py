@@ -104,16 +104,15 @@ def _extend(hyps:dict,       # prefix (tuple of ids) -> (log p_blank, log p_nonb
     floor = -math.inf                                          # a new prefix has one path only: below the beam-th
     if beam is not None and len(nxt) >= beam:                  # prefix that stays, it cannot make the beam
         floor = heapq.nlargest(beam, (_lae2(*v) + penalty * len(k) for k, v in nxt.items()))[-1]
+    parents = {q[:-1] for q in hyps if q}                      # prefixes with a child already in the beam
     for p, (pb, pnb) in hyps.items():                          # 2. prefixes that grow by one unit
         both, last, bonus = _lae2(pb, pnb), (p[-1] if p else None), penalty * (len(p) + 1)
         for c, x in zip(ids, lps):
             if c == skip or c == blank_id: continue
             v = (pb if c == last else both) + x                # a repeated unit needs a blank in between
             k = p + (c,)
-            if v + bonus < floor and k not in nxt:
-                if c != last: break                            # units come best first: the rest are lower still
-                continue
-            add(k, 1, v)
+            if k in nxt or v + bonus >= floor: add(k, 1, v)
+            elif c != last and p not in parents: break         # units come best first: the rest are lower still
     return nxt
 
 # %% ../nbs/13_decode.ipynb #cb65ad47
