@@ -15,7 +15,8 @@ from .data import check_data, decode_utterances
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
            'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods', 'decode_main',
            'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
-           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'main']
+           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'lm_parser', 'lm_main',
+           'tune_lm_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -483,20 +484,130 @@ def demo_main(argv: Sequence[str]) -> int:
     p.add_argument('--methods', default='all', metavar='M[,M...]', help='decoding methods, comma-separated, or all')
     p.add_argument('--n-average', type=int, default=5, help='checkpoints to average (best by valid_loss)')
     p.add_argument('--fresh', action='store_true', help='delete the work dir first (otherwise training resumes)')
+    p.add_argument('--lm', action='store_true', help='add the LM stage: word 3-gram from the train text, alpha/beta tuned on dev')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=10')
     a = p.parse_args(argv)
     from asr_nb.core import setup_logging
     from asr_nb.recipes import run_tiny_recipe
     setup_logging()
     run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed,
-                    methods=parse_methods(a.methods), n_average=a.n_average, overrides=a.overrides, fresh=a.fresh,
+                    methods=None if a.methods == 'all' else parse_methods(a.methods), n_average=a.n_average,
+                    overrides=a.overrides, fresh=a.fresh, lm=a.lm,
                     log=lambda m: print(m, flush=True))
+    return 0
+
+# %% ../nbs/16_cli.ipynb #54976a76
+from typing import Iterator
+
+def _text_lines(path:str|os.PathLike, kaldi:bool) -> Iterator[str]:
+    "Transcripts of a text file, streamed: one per line (`kaldi`: drop the leading utterance id); a data dir: its `text`."
+    p = Path(path)
+    if p.is_dir(): p, kaldi = p/'text', True
+    if not p.is_file(): raise CLIError(f"text file not found: {p}")
+    with open(p, encoding='utf-8') as f:
+        for line in f:
+            s = line.split(maxsplit=1)[1] if kaldi and len(line.split(maxsplit=1)) > 1 else ('' if kaldi else line)
+            if s.strip(): yield s.strip()
+
+def lm_parser() -> argparse.ArgumentParser:
+    p = _parser('asr_nb_lm', 'Build language models: an n-gram ARPA file (modified Kneser-Ney) or the neural LSTM LM.',
+                'examples:\n  asr_nb_lm ngram --text data/train --order 3 --out exp/lm/word3.arpa\n'
+                '  asr_nb_lm ngram --text corpus.txt --unit char --order 5 --out exp/lm/char5.arpa\n'
+                '  asr_nb_lm train --exp exp/tiny --text data/train --dev data/dev --out exp/tiny/lm.pt --epochs 10')
+    sub = p.add_subparsers(dest='job', required=True, metavar='{ngram,train}')
+    g = sub.add_parser('ngram', help='estimate an ARPA n-gram from text', formatter_class=_Formatter)
+    g.add_argument('--text', required=True, nargs='+', metavar='TEXT', help='plain text (a sentence a line), or a data dir (its text)')
+    g.add_argument('--kaldi', action='store_true', help='text files are Kaldi "utt-id words..." lines')
+    g.add_argument('--order', type=int, default=3)
+    g.add_argument('--unit', default='word', choices=['word', 'char', 'tokens'],
+                   help='word (whitespace), char (each character, spaces dropped: a Chinese LM), tokens (the units of --exp)')
+    g.add_argument('--exp', default=None, metavar='DIR', help='experiment whose tokenizer gives the units (with --unit tokens)')
+    g.add_argument('--out', required=True, metavar='ARPA')
+    t = sub.add_parser('train', help='train the LSTM LM on transcripts', formatter_class=_Formatter)
+    t.add_argument('--exp', required=True, metavar='DIR', help='experiment whose tokenizer the LM predicts')
+    t.add_argument('--text', required=True, nargs='+', metavar='TEXT'); t.add_argument('--dev', nargs='*', default=[], metavar='TEXT')
+    t.add_argument('--kaldi', action='store_true', help='text files are Kaldi "utt-id words..." lines')
+    t.add_argument('--out', required=True, metavar='FILE'); t.add_argument('--device', default='cpu')
+    for k, typ in (('epochs', int), ('hidden_dim', int), ('num_layers', int), ('batch_size', int), ('lr', float)):
+        t.add_argument('--' + k.replace('_', '-'), type=typ, default=None, help=f'LMConfig.{k}')
+    return p
+
+# %% ../nbs/16_cli.ipynb #b0ca00d1
+def _exp_tokenizer(exp:str|os.PathLike):
+    "The tokenizer stored in an experiment dir."
+    from asr_nb.core import load_config
+    from asr_nb.tokenizer import load_tokenizer
+    d = _check_exp(exp)
+    return load_tokenizer(d, load_config(d/'config.yaml').tokenizer.space_token)
+
+@cli_entry('asr_nb_lm')
+def lm_main(argv: Sequence[str]) -> int:
+    "Console script `asr_nb_lm`: `ngram` (asr_nb.lm.build_arpa) or `train` (asr_nb.lm.train_lm)."
+    a = lm_parser().parse_args(argv)
+    from asr_nb import lm as L
+    lines = lambda paths: (s for p in paths for s in _text_lines(p, a.kaldi))
+    if a.job == 'ngram':
+        if a.unit == 'tokens' and not a.exp: raise CLIError("--unit tokens needs --exp (the experiment whose units to use)")
+        tok = _exp_tokenizer(a.exp) if a.unit == 'tokens' else None
+        split = {'word': str.split, 'char': lambda s: list(s.replace(' ', '')), 'tokens': lambda s: tok.tokenize(s)}[a.unit]
+        n = [0]
+        def sents():
+            for s in lines(a.text): n[0] += 1; yield split(s)
+        L.build_arpa(sents(), a.out, order=a.order, vocab=tok.units[2:-1] if tok else ())
+        if not n[0]: raise CLIError(f"no text in {' '.join(a.text)}")
+        print(f"{a.out}: order {a.order} {a.unit} n-gram from {n[0]} sentences")
+        return 0
+    tok = _exp_tokenizer(a.exp)
+    kw = {k: getattr(a, k) for k in ('epochs', 'hidden_dim', 'num_layers', 'batch_size', 'lr') if getattr(a, k) is not None}
+    train, dev = list(lines(a.text)), list(lines(a.dev))
+    if not train: raise CLIError(f"no text in {' '.join(a.text)}")
+    _, hist = L.train_lm(train, dev, tok, L.LMConfig(**kw), out_path=a.out, device=a.device)
+    print(f"{a.out}: {len(hist)} epochs, dev perplexity {min(h['dev_ppl'] for h in hist):.3f}")
+    return 0
+
+# %% ../nbs/16_cli.ipynb #46a621e2
+def _floats(s:str) -> list[float]:
+    try: return [float(x) for x in s.split(',') if x.strip()]
+    except ValueError: raise CLIError(f"expected comma-separated numbers, got {s!r}") from None
+
+@cli_entry('asr_nb_tune_lm')
+def tune_lm_main(argv: Sequence[str]) -> int:
+    "Console script `asr_nb_tune_lm`: grid search of alpha and beta for the word-LM search on a dev set."
+    p = _parser('asr_nb_tune_lm', 'Tune the word LM weight (alpha) and word bonus (beta) on a dev set: the encoder runs '
+                'once, the search once per pair; prints the WER table and the best pair.',
+                'example:\n  asr_nb_tune_lm --exp exp/tiny --data data/dev --lm exp/lm/word3.arpa --alphas 0,0.5,1,2 --betas 0,1,2')
+    p.add_argument('--exp', required=True, metavar='DIR'); p.add_argument('--data', required=True, metavar='DATA')
+    p.add_argument('--lm', required=True, metavar='LM', help='word n-gram: .arpa or KenLM binary .klm')
+    p.add_argument('--alphas', default='0,0.25,0.5,1,1.5,2', type=_floats); p.add_argument('--betas', default='-1,0,1,2,3', type=_floats)
+    p.add_argument('--beam', type=int, default=100); p.add_argument('--cutoff-top-n', type=int, default=40)
+    p.add_argument('--python', action='store_true', help='the readable search instead of the C++ backend (slow)')
+    p.add_argument('--out', default=None, metavar='JSON', help='write the table and the best pair here')
+    p.add_argument('--threads', type=int, default=1, help='CPU threads for PyTorch')
+    a = p.parse_args(argv)
+    exp = _check_exp(a.exp)
+    utts = [u for u in decode_utterances(a.data) if u.text]
+    if not utts: raise CLIError(f"{a.data}: no utterance with a reference transcript to tune on")
+    import torch
+    from asr_nb.export import Recognizer
+    from asr_nb import lm as L
+    if a.threads: torch.set_num_threads(a.threads)
+    rec = Recognizer.from_exp(exp)
+    wl = L.load_lm(a.lm, rec.tokenizer.units, kind='word')
+    posts = L.ctc_posteriors(rec, utts)
+    res = L.tune_lm(posts, {u.key: u.text for u in utts}, wl, rec.tokenizer, a.alphas, a.betas, a.beam, not a.python,
+                    cutoff_top_n=a.cutoff_top_n, lang='zh' if rec.lang == 'zh' else 'auto')
+    print(L.format_tune_table(res))
+    b = res['best']
+    print(f"decode with: --method ctc_beam_lm_fast --lm-path {a.lm} --lm-weight {b['alpha']:g} decode.penalty={b['beta']:g}")
+    if a.out:
+        from asr_nb.core import atomic_write_text
+        atomic_write_text(a.out, json.dumps(_jsonable(res), indent=1) + '\n')
     return 0
 
 # %% ../nbs/16_cli.ipynb #737a37c9
 VERBS = dict(train=train_main, average=average_main, decode=decode_main, score=score_main, scp2jsonl=scp2jsonl_main,
              jsonl2scp=jsonl2scp_main, synth=synth_main, validate=validate_main, export=export_main, demo=demo_main,
-             transcribe=transcribe_main)
+             transcribe=transcribe_main, lm=lm_main, tune_lm=tune_lm_main)
 
 def main(argv: Sequence[str] | None = None) -> int:
     "`python -m asr_nb.cli VERB [args]`."

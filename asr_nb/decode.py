@@ -4,11 +4,13 @@
 
 # %% ../nbs/13_decode.ipynb #4d58618c
 from __future__ import annotations
-import math, time
+import heapq, math, os, sys, time
+from contextlib import contextmanager
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from types import SimpleNamespace
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,9 +22,10 @@ from .model import ctc_greedy_search
 from .tokenizer import Tokenizer
 
 # %% auto #0
-__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'CTCPrefixScorer',
-           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'decode_batch',
-           'DecodeError', 'score_hyps', 'decode_data', 'format_table']
+__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'WordState',
+           'WordScorer', 'ctc_beam_search_lm', 'quiet_stderr', 'ctc_beam_search_fast', 'CTCPrefixScorer',
+           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'ctc_search',
+           'decode_batch', 'DecodeError', 'score_hyps', 'decode_data', 'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -68,55 +71,92 @@ def _lae(*xs:float) -> float:
     if m == -math.inf: return m
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
+def _lae2(a:float, b:float) -> float:
+    "log(exp(a) + exp(b)): `_lae` of two numbers, the search's inner-loop case, without a generator."
+    if a < b: a, b = b, a
+    if b == -math.inf: return a
+    return a + math.log1p(math.exp(b - a))
+
+def _frame_candidates(logp:Tensor,          # (T, V) one utterance's log-posteriors
+                      top_n:int,            # at most this many units per frame (WeNet's token_beam, PPASR's cutoff_top_n)
+                      cutoff_prob:float=1.0, # and only the most likely units whose probabilities sum to this
+                     ) -> tuple[list[list[int]], list[list[float]]]:
+    "Per frame, the unit ids and log-probs the search tries (PPASR's pruning): two lists of T lists."
+    top_lp, top_id = logp.double().topk(min(top_n, logp.size(-1)), -1)       # (T, k), best first
+    keep = ((top_lp.exp().cumsum(-1) < cutoff_prob).sum(-1) + 1).tolist() if cutoff_prob < 1 else [top_lp.size(1)] * len(top_lp)
+    return ([r[:k] for r, k in zip(top_id.tolist(), keep)], [r[:k] for r, k in zip(top_lp.tolist(), keep)])
+
+def _extend(hyps:dict,       # prefix (tuple of ids) -> (log p_blank, log p_nonblank) after frame t - 1
+            ids:list[int], lps:list[float], # frame t's candidate units, best first, and their log-probs
+            blank_id:int, skip:int,          # skip: a unit that is never a label (<sos/eos>)
+            beam:int|None=None, penalty:float=0.0, # given (no LM): new prefixes that cannot enter the beam are not made
+           ) -> dict:
+    "One frame of CTC prefix search: the prefixes after frame t, {prefix: [log p_b, log p_nb]}."
+    nxt = {}
+    def add(k, i, v):                                          # nxt[k][i] += v in log space (most k are new)
+        e = nxt.get(k)
+        if e is None: nxt[k] = [v, -math.inf] if i == 0 else [-math.inf, v]
+        else: e[i] = _lae2(e[i], v)
+    for p, (pb, pnb) in hyps.items():                          # 1. prefixes that stay: blank, or the last unit again
+        for c, x in zip(ids, lps):
+            if c == blank_id: add(p, 0, _lae2(pb, pnb) + x)
+            elif p and c == p[-1]: add(p, 1, pnb + x)          # repeat merged into the same symbol
+    floor = -math.inf                                          # a new prefix has one path only: below the beam-th
+    if beam is not None and len(nxt) >= beam:                  # prefix that stays, it cannot make the beam
+        floor = heapq.nlargest(beam, (_lae2(*v) + penalty * len(k) for k, v in nxt.items()))[-1]
+    parents = {q[:-1] for q in hyps if q}                      # prefixes with a child already in the beam
+    for p, (pb, pnb) in hyps.items():                          # 2. prefixes that grow by one unit
+        both, last, bonus = _lae2(pb, pnb), (p[-1] if p else None), penalty * (len(p) + 1)
+        for c, x in zip(ids, lps):
+            if c == skip or c == blank_id: continue
+            v = (pb if c == last else both) + x                # a repeated unit needs a blank in between
+            k = p + (c,)
+            if k in nxt or v + bonus >= floor: add(k, 1, v)
+            elif c != last and p not in parents: break         # units come best first: the rest are lower still
+    return nxt
+
+# %% ../nbs/13_decode.ipynb #cb65ad47
+def _lm_start(lm, sos_id:int, device) -> dict:
+    "LM info of the empty prefix: {(): [state object, row in it, ln P(. | prefix) as a (V,) list, ln P_lm(prefix)]}."
+    lp, st = lm.score(torch.tensor([sos_id], device=device), lm.init_state(1))
+    return {(): [st, 0, lp[0].float().tolist(), 0.0]}
+
+def _lm_total(lmi:dict, p:tuple) -> float:
+    "ln P_lm(prefix p): known, or one step from its parent's next-unit distribution."
+    if p in lmi: return lmi[p][3]
+    par = lmi[p[:-1]]; return par[3] + par[2][p[-1]]
+
+def _lm_advance(lm, lmi:dict, hyps:dict, device) -> dict:
+    "LM info of the surviving prefixes; new ones asked in one batched call per parent state object."
+    new, groups = {}, defaultdict(list)
+    for p in hyps:
+        if p in lmi: new[p] = lmi[p]
+        else: groups[id(lmi[p[:-1]][0])].append(p)
+    for ps in groups.values():
+        obj = lmi[ps[0][:-1]][0]
+        rows = torch.tensor([lmi[p[:-1]][1] for p in ps], device=device)
+        lp, st = lm.score(torch.tensor([p[-1] for p in ps], device=device), lm.select_state(obj, rows))
+        lp = lp.float().tolist()
+        for i, p in enumerate(ps): new[p] = [st, i, lp[i], _lm_total(lmi, p)]
+    return new
+
+# %% ../nbs/13_decode.ipynb #931358fa
 def _prefix_beam_one(logp:Tensor, beam:int, token_beam:int, blank_id:int, lm, lm_weight:float,
-                     penalty:float, sos_id:int, nbest:int) -> list[Hypothesis]:
+                     penalty:float, sos_id:int, nbest:int, cutoff_prob:float=1.0) -> list[Hypothesis]:
     "CTC prefix beam search over one utterance's (T, V) log-posteriors."
-    ninf = -math.inf
-    hyps = {(): (0.0, ninf)}  # prefix -> (log p_blank, log p_nonblank): probability of prefix, ending in blank / non-blank
-    lmi = {}                  # prefix -> [state_obj, row, next_logp (V,) list, lm_total]
-    if lm is not None:
-        lp, st = lm.score(torch.tensor([sos_id], device=logp.device), lm.init_state(1))
-        lmi[()] = [st, 0, lp[0].float().tolist(), 0.0]
-    def rank(p, pb, pnb, lm_tot):
-        return _lae(pb, pnb) + lm_weight * lm_tot + penalty * len(p)
-    V = logp.size(-1)
-    k = min(token_beam, V)
-    top_lp, top_id = logp.double().topk(k, -1)  # (T, k)
-    top_lp, top_id = top_lp.tolist(), top_id.tolist()
-    for t in range(logp.size(0)):
-        nxt = defaultdict(lambda: [ninf, ninf])
-        for p, (pb, pnb) in hyps.items():
-            for c, x in zip(top_id[t], top_lp[t]):
-                if c == sos_id: continue  # sos/eos is never a label of the transcript
-                if c == blank_id:
-                    e = nxt[p]; e[0] = _lae(e[0], pb + x, pnb + x)
-                elif p and c == p[-1]:
-                    e = nxt[p]; e[1] = _lae(e[1], pnb + x)            # repeat merged into the same symbol
-                    e = nxt[p + (c,)]; e[1] = _lae(e[1], pb + x)      # a blank separated a new copy
-                else:
-                    e = nxt[p + (c,)]; e[1] = _lae(e[1], pb + x, pnb + x)
-        def lm_tot(p):
-            if lm is None: return 0.0
-            if p in lmi: return lmi[p][3]
-            par = lmi[p[:-1]]; return par[3] + par[2][p[-1]]
-        ranked = sorted(((p, v) for p, v in nxt.items() if max(v) > ninf), key=lambda kv: -rank(kv[0], *kv[1], lm_tot(kv[0])))[:beam]
-        hyps = {p: tuple(v) for p, v in ranked}
-        if lm is not None:
-            new, groups = {}, defaultdict(list)  # group the new prefixes by the state object of their parent
-            for p in hyps:
-                if p in lmi: new[p] = lmi[p]
-                else: groups[id(lmi[p[:-1]][0])].append(p)
-            for ps in groups.values():
-                obj = lmi[ps[0][:-1]][0]
-                rows = torch.tensor([lmi[p[:-1]][1] for p in ps], device=logp.device)
-                last = torch.tensor([p[-1] for p in ps], device=logp.device)
-                lp, st = lm.score(last, lm.select_state(obj, rows))
-                lp = lp.float().tolist()
-                for i, p in enumerate(ps): new[p] = [st, i, lp[i], lm_tot(p)]
-            lmi = new
+    hyps = {(): (0.0, -math.inf)}  # prefix -> (log p_blank, log p_nonblank)
+    lmi = _lm_start(lm, sos_id, logp.device) if lm is not None else None
+    def rank(kv):
+        p, (pb, pnb) = kv
+        return _lae2(pb, pnb) + (lm_weight * _lm_total(lmi, p) if lm is not None else 0.0) + penalty * len(p)
+    ids, lps = _frame_candidates(logp, token_beam, cutoff_prob)
+    for t in range(len(ids)):
+        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id, *((beam, penalty) if lm is None else ()))
+        hyps = dict(heapq.nlargest(beam, ((p, v) for p, v in nxt.items() if max(v) > -math.inf), key=rank))
+        if lm is not None: lmi = _lm_advance(lm, lmi, hyps, logp.device)
     out = []
     for p, (pb, pnb) in hyps.items():
-        c = _lae(pb, pnb)
+        c = _lae2(pb, pnb)
         l = lmi[p][3] + lmi[p][2][sos_id] if lm is not None else 0.0  # + log P_lm(eos | prefix)
         out.append(Hypothesis(list(p), c + lm_weight * l + penalty * len(p), ctc_score=c, lm_score=l))
     return sorted(out, key=lambda h: -h.score)[:nbest]
@@ -131,17 +171,154 @@ def ctc_prefix_beam_search(ctc_logp:Tensor,          # (B, T, V) CTC log-posteri
                            lm_weight:float=0.0,      # alpha: weight of log P_lm
                            penalty:float=0.0,        # beta: bonus per emitted token
                            sos_id:int|None=None,     # LM start/end symbol (default: V - 1)
+                           cutoff_prob:float=1.0,    # per frame, only the top units whose probabilities sum to this
                           ) -> list[list[Hypothesis]]:
     "CTC prefix beam search (Graves 2012; Hannun et al. 2014) in log space, optional LM fusion."
     V = ctc_logp.size(-1)
     sos_id = V - 1 if sos_id is None else sos_id
+    return [_prefix_beam_one(ctc_logp[b, :int(lens[b])], beam, token_beam or beam, blank_id, lm, lm_weight, penalty,
+                             sos_id, nbest or beam, cutoff_prob) for b in range(ctc_logp.size(0))]
+
+# %% ../nbs/13_decode.ipynb #454d8638
+class WordState(NamedTuple):
+    "A prefix's word-LM bookkeeping: what the search ranks by, and what the scorer needs to go on."
+    lm: float      # ln P_lm of the words finished so far (and of </s> after `finish`)
+    words: int     # words finished so far
+    ctx: Any       # the scorer's LM context after them (a KenLM state, a tuple of words)
+    pending: str   # the word being spelled: the units since the last word boundary
+
+class WordScorer(Protocol):
+    "What the word-LM search needs (`asr_nb.lm.WordLM`): the LM is asked only when a word ends."
+    def start(self) -> WordState: ...
+    def advance(self, st:WordState, token:int) -> WordState|None: ...  # the prefix grew by unit `token` (None: it
+                                                                       # can no longer spell words the LM knows)
+    def finish(self, st:WordState) -> WordState|None: ...              # end of utterance: the pending word, then </s>
+
+def _word_beam_one(logp:Tensor, lm:WordScorer, beam:int, alpha:float, beta:float, cutoff_prob:float,
+                   cutoff_top_n:int, blank_id:int, sos_id:int, nbest:int) -> list[Hypothesis]:
+    "One utterance's (T, V) log-posteriors: prefixes ranked by log P_ctc + alpha ln P_lm(words) + beta #words."
+    hyps, ws = {(): (0.0, -math.inf)}, {(): lm.start()}        # prefix -> (log p_b, log p_nb); prefix -> WordState
+    def rank(kv):
+        s = ws[kv[0]]; return _lae2(*kv[1]) + alpha * s.lm + beta * s.words
+    ids, lps = _frame_candidates(logp, cutoff_top_n, cutoff_prob)
+    for t in range(len(ids)):
+        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id)
+        for p in nxt:
+            if p not in ws: ws[p] = lm.advance(ws[p[:-1]], p[-1])  # the LM is asked if p[-1] ended a word
+        live = ((p, v) for p, v in nxt.items() if ws[p] is not None and max(v) > -math.inf)
+        hyps = dict(heapq.nlargest(beam, live, key=rank))
+        ws = {p: ws[p] for p in hyps}
     out = []
-    for b in range(ctc_logp.size(0)):
-        out.append(_prefix_beam_one(ctc_logp[b, :int(lens[b])], beam, token_beam or beam, blank_id, lm,
-                                    lm_weight, penalty, sos_id, nbest or beam))
+    for p, v in hyps.items():
+        c, f = _lae2(*v), lm.finish(ws[p])
+        if f is not None: out.append(Hypothesis(list(p), c + alpha * f.lm + beta * f.words, ctc_score=c, lm_score=f.lm))
+    return sorted(out, key=lambda h: -h.score)[:nbest]
+
+# %% ../nbs/13_decode.ipynb #98baaa02
+def ctc_beam_search_lm(ctc_logp:Tensor,       # (B, T, V) CTC log-posteriors
+                       lens:Tensor,           # (B,) valid frames
+                       lm:WordScorer,         # a word n-gram over the units (`asr_nb.lm.WordLM`)
+                       beam:int=100,          # prefixes kept after each frame (PPASR: up to 300)
+                       alpha:float=0.5,       # LM weight on ln P_lm
+                       beta:float=0.0,        # bonus per word
+                       cutoff_prob:float=0.99, # per frame, the top units whose probabilities sum to this
+                       cutoff_top_n:int=40,   # and at most this many
+                       blank_id:int=0,
+                       sos_id:int|None=None,  # never a label (default: V - 1)
+                       nbest:int|None=None,   # hypotheses returned per utterance (default: beam)
+                      ) -> list[list[Hypothesis]]:
+    "CTC prefix beam search with a word n-gram, DeepSpeech/PPASR rules; `lm_score` is ln P_lm(words, </s>)."
+    sos_id = ctc_logp.size(-1) - 1 if sos_id is None else sos_id
+    return [_word_beam_one(ctc_logp[b, :int(lens[b])], lm, beam, alpha, beta, cutoff_prob, cutoff_top_n, blank_id,
+                           sos_id, nbest or beam) for b in range(ctc_logp.size(0))]
+
+class _NoWords:
+    "No LM: the word search is then a plain CTC prefix beam search with PPASR's pruning."
+    def start(self) -> WordState: return WordState(0.0, 0, None, '')
+    def advance(self, st:WordState, token:int) -> WordState: return st
+    def finish(self, st:WordState) -> WordState: return st
+_NO_WORDS = _NoWords()
+
+# %% ../nbs/13_decode.ipynb #076c4573
+_FAST_DECODERS: dict = {}   # a few built decoders (building one loads the LM)
+
+@contextmanager
+def quiet_stderr():
+    "Silence what C++ libraries write to file descriptor 2 (KenLM's progress bar while it reads an ARPA file)."
+    sys.stderr.flush(); saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try: yield
+    finally: os.dup2(saved, 2); os.close(saved); os.close(null)
+
+def _fast_decoder(lm, units:list[str], beam:int, alpha:float, beta:float, top_n:int, nbest:int, blank_id:int,
+                  threshold:float):
+    "torchaudio's flashlight `ctc_decoder` for this word LM and these settings, built once; and the silence unit."
+    import tempfile
+    from torchaudio.models.decoder import ctc_decoder
+    key = (str(lm.path) if lm else None, tuple(units), beam, alpha, beta, top_n, nbest, blank_id, threshold)
+    if key not in _FAST_DECODERS:
+        units = list(units)
+        sil = next((u for u in units if u in ('<space>', '▁', ' ', '|')), None)
+        if sil is None: units.append(sil := '<sil>')            # no space unit (Chinese): an impossible extra column
+        spaced = lm is not None and units[-1] != '<sil>' and getattr(lm, 'mode', 'space') == 'space'  # words end with a space
+        with tempfile.TemporaryDirectory() as d:   # no LM: lexicon-free, a plain CTC beam search
+            lex = Path(d)/'lexicon.txt' if lm is not None else None
+            if lex: lex.write_text(''.join(f"{w} {' '.join(sp + [sil] * spaced)}\n" for w, sp in lm.lexicon()), encoding='utf-8')
+            with quiet_stderr():
+                dec = ctc_decoder(str(lex) if lex else None, units, lm=str(lm.path) if lm else None, nbest=nbest,
+                                  beam_size=beam, beam_size_token=top_n, beam_threshold=threshold,
+                                  lm_weight=alpha * math.log(10), word_score=beta, sil_score=0.0, log_add=True,
+                                  blank_token=units[blank_id], sil_token=sil)
+        if len(_FAST_DECODERS) >= 4: _FAST_DECODERS.pop(next(iter(_FAST_DECODERS)))
+        _FAST_DECODERS[key] = (dec, units.index(sil), units[-1] == '<sil>', spaced)
+    return _FAST_DECODERS[key]
+
+# %% ../nbs/13_decode.ipynb #1b2553e3
+def ctc_beam_search_fast(ctc_logp:Tensor, lens:Tensor,    # (B, T, V), (B,)
+                         lm,                               # a word LM with .path (KenLM-readable), .units, .lexicon(); or None
+                         units:Sequence[str]|None=None,    # the units (default: lm.units; names only matter to the lexicon)
+                         beam:int=100, alpha:float=0.5, beta:float=0.0, cutoff_top_n:int=40, blank_id:int=0,
+                         nbest:int=1,
+                         beam_threshold:float=25.0,        # drop hypotheses this far (log) below the best
+                        ) -> list[list[Hypothesis]]:
+    "`ctc_beam_search_lm` in C++ (flashlight-text via torchaudio): n-best per utterance; `score` only (no parts)."
+    V = ctc_logp.size(-1)
+    units = list(units) if units is not None else list(lm.units) if lm is not None else [f"u{i}" for i in range(V)]
+    dec, sil, extra, spaced = _fast_decoder(lm, units, beam, alpha, beta, min(cutoff_top_n, ctc_logp.size(-1)),
+                                    nbest, blank_id, beam_threshold)
+    x = ctc_logp.detach().float().cpu()
+    lens = lens.detach().cpu().long()
+    if extra: x = torch.cat([x, torch.full_like(x[..., :1], NEG)], -1)   # (B, T, V + 1): the silence never fires
+    if spaced:    # a last frame that is surely a space completes the last word, as the end of the utterance does for us
+        end = torch.full_like(x[:, :1], NEG); end[..., sil] = 0.0
+        x = torch.cat([x, end], 1); x[torch.arange(len(lens)), lens] = end[:, 0]; lens = lens + 1   # (B, T + 1, V)
+    out = []
+    for hs in dec(x.contiguous(), lens.to(torch.int32)):
+        res = []
+        for h in hs:
+            t = h.tokens.tolist()
+            while t and t[0] == sil: t = t[1:]                 # the decoder's sentence-boundary silences
+            while t and t[-1] == sil: t = t[:-1]
+            res.append(Hypothesis(t, float(h.score), ctc_score=math.nan, lm_score=math.nan))
+        out.append(res)
     return out
 
 # %% ../nbs/13_decode.ipynb #40421e67
+def _prefix_forward(xs:Tensor,   # (T, N, C) log-posteriors of each candidate c
+                    xb:Tensor,   # (T, N, C) log-posteriors of blank
+                    phi:Tensor,  # (T, N, C) log P(h at t, ready for a new c)
+                    l:int,       # length of h
+                   ) -> Tensor:
+    "Forward variables r (T, 2, N, C) of the prefixes h + c: [:, 0] ends in c, [:, 1] ends in blank."
+    T, N, C = xs.shape
+    r = torch.full((T, 2, N, C), NEG, device=xs.device)
+    if l == 0: r[0, 0] = xs[0]                                       # (a prefix longer than T stays impossible)
+    for t in range(max(l, 1), T):
+        r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xs[t]   # end in c (non-blank)
+        r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]  # end in blank
+    return r
+
+# %% ../nbs/13_decode.ipynb #6215b6d2
 class CTCPrefixScorer:
     "CTC prefix scores psi(h + c) for N running hypotheses of B utterances at once (Watanabe et al. 2017)."
     def __init__(self, ctc_logp:Tensor, # (B, T, V) CTC log-posteriors
@@ -176,12 +353,8 @@ class CTCPrefixScorer:
         r_sum = torch.logaddexp(r_prev[:, 0], r_prev[:, 1])              # (T, N): log P(prefix h, t frames)
         # phi_t: prob of h at t that can be followed by a new c (if c repeats h's last, a blank must come between)
         phi = torch.where((cand == last[:, None])[None], r_prev[:, 1, :, None], r_sum[..., None])  # (T, N, C)
-        r = torch.full((T, 2, N, C), NEG, device=self.x.device)
-        if l == 0: r[0, 0] = xs[0]                                       # (a prefix longer than T stays impossible)
+        r = _prefix_forward(xs, xb, phi, l)
         start = max(l, 1)
-        for t in range(start, T):
-            r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xs[t]   # end in c (non-blank)
-            r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]  # end in blank
         psi = r[min(start, T) - 1, 0]                                    # (N, C): c on the first frame (l = 0)
         if start < T: psi = torch.logsumexp(torch.cat([phi[start - 1:T - 1] + xs[start:T], psi[None]]), 0)
         psi = torch.where(cand == self.eos, r_sum[-1][:, None], psi)     # eos: the whole of h
@@ -214,6 +387,7 @@ def _collect_ended(ys:Tensor, score:Tensor, comp:Tensor, tok:Tensor, eos:int, ac
         score[n] = -math.inf
     return fin, sc, cp
 
+# %% ../nbs/13_decode.ipynb #cfec1688
 def _stop_flags(score:Tensor, ys:Tensor, cp:list, act:list[int], K:int, ended:list[list], fallback:list, i:int,
                 maxlen:list[int], admissible:bool, no_maxlenratio:bool) -> list[bool]:
     "Which utterances are done: no live slot, at the length limit, provably finished, or ESPnet's end detection."
@@ -238,6 +412,29 @@ def _end_detect(ended:list[Hypothesis], i:int, M:int=3, D_end:float=math.log(mat
         if hs and max(hs) - best < D_end: count += 1
     return count == M
 
+# %% ../nbs/13_decode.ipynb #d3a24f53
+def _beam_start(model:nn.Module, enc:Tensor, enc_lens:Tensor, K:int, maxlenratio:float, minlenratio:float):
+    "The B x K slots before the first step: utt, memory, ys (N, 1), score (N,), component scores (3, N), max/min lengths."
+    dev, B = enc.device, enc.size(0)
+    utt = torch.arange(B, device=dev).repeat_interleave(K)               # (N,) utterance of each slot, N = B * K
+    ys = torch.full((B * K, 1), model.sos_id, dtype=torch.long, device=dev)  # (N, 1)
+    score = torch.zeros(B, K, device=dev); score[:, 1:] = -math.inf      # one live slot per utterance at first
+    lens_cpu = enc_lens.cpu()
+    maxlen = (lens_cpu if maxlenratio == 0 else (maxlenratio * lens_cpu).long().clamp(min=1)).tolist()
+    minlen = (minlenratio * lens_cpu).long().tolist()
+    return utt, enc[utt], enc_lens.to(dev)[utt], ys, score.view(B * K), torch.zeros(3, B * K, device=dev), maxlen, minlen
+
+def _joint_ctc_scores(scorer:CTCPrefixScorer, ctc_state, utt:Tensor, i:int, cand_score:Tensor, # (N, V)
+                      ctc_weight:float, pre_beam:int):
+    "CTC increments log psi(hc) - log psi(h) (N, V), -inf outside the pre-beam; and psi, r, candidates for `select`."
+    N, V = cand_score.shape
+    cand = cand_score.topk(pre_beam, -1)[1] if ctc_weight < 1 and pre_beam < V else None  # (N, P) pre-beam
+    psi, r = scorer.score(ctc_state, utt, i, cand)                      # (N, C), (T, 2, N, C)
+    if cand is None: cand = torch.arange(V, device=cand_score.device).expand(N, V)
+    delta = (psi - ctc_state[1][:, None]).masked_fill(psi <= NEG / 2, -math.inf)  # impossible prefixes: -inf
+    return torch.full((N, V), -math.inf, device=cand_score.device).scatter(1, cand, delta), psi, r, cand
+
+# %% ../nbs/13_decode.ipynb #44fe0e0b
 def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder.forward_one_step, .sos_id, .eos_id, .vocab_size
                           enc:Tensor,                  # (B, T, d) encoder output
                           enc_lens:Tensor,             # (B,) valid encoder frames
@@ -258,17 +455,8 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
     if ctc_weight > 0 and ctc_logp is None: raise ValueError("ctc_weight > 0 needs ctc_logp")
     if getattr(model, 'decoder', None) is None and ctc_weight < 1:
         raise ValueError("this model has no attention decoder: use a CTC method or ctc_weight=1")
-    dev, (B, T, _) = enc.device, enc.shape
-    K, V, eos = beam, model.vocab_size, model.eos_id
-    utt = torch.arange(B, device=dev).repeat_interleave(K)               # (N,) utterance of each slot, N = B * K
-    mem, mem_lens = enc[utt], enc_lens.to(dev)[utt]                      # (N, T, d), (N,)
-    ys = torch.full((B * K, 1), model.sos_id, dtype=torch.long, device=dev)  # (N, 1)
-    score = torch.zeros(B, K, device=dev); score[:, 1:] = -math.inf      # one live slot per utterance at first
-    score = score.view(B * K)
-    comp = torch.zeros(3, B * K, device=dev)                             # running att, ctc, lm scores
-    lens_cpu = enc_lens.cpu()
-    maxlen = (lens_cpu if maxlenratio == 0 else (maxlenratio * lens_cpu).long().clamp(min=1)).tolist()
-    minlen = (minlenratio * lens_cpu).long().tolist()
+    dev, B, K, V, eos = enc.device, enc.size(0), beam, model.vocab_size, model.eos_id
+    utt, mem, mem_lens, ys, score, comp, maxlen, minlen = _beam_start(model, enc, enc_lens, K, maxlenratio, minlenratio)
     use_ctc = ctc_weight > 0
     if use_ctc:
         scorer = CTCPrefixScorer(ctc_logp, enc_lens, getattr(model, 'blank_id', 0), eos)
@@ -289,12 +477,8 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
             lm_lp = lm_lp.float(); cand_score = cand_score + lm_weight * lm_lp
         _length_limits(cand_score, act, K, i, minlen, maxlen, eos)        # before the pre-beam
         if use_ctc:
-            P = min(V, int(pre_beam_ratio * K))
-            cand = cand_score.topk(P, -1)[1] if ctc_weight < 1 and P < V else None  # (N, P) pre-beam
-            psi, r = scorer.score(ctc_state, utt, i, cand)                # (N, C), (T, 2, N, C)
-            if cand is None: cand = torch.arange(V, device=dev).expand(N, V)
-            delta = (psi - ctc_state[1][:, None]).masked_fill(psi <= NEG / 2, -math.inf)  # impossible prefixes: -inf
-            ctc_d = torch.full((N, V), -math.inf, device=dev).scatter(1, cand, delta)
+            ctc_d, psi, r, cand = _joint_ctc_scores(scorer, ctc_state, utt, i, cand_score, ctc_weight,
+                                                    min(V, int(pre_beam_ratio * K)))
             cand_score = cand_score + ctc_weight * ctc_d                  # tokens outside the pre-beam: -inf
         cand_score = cand_score + penalty
         total = (score[:, None] + cand_score).view(Ba, K * V)            # (Ba, K*V)
@@ -358,6 +542,7 @@ def _lm_sequence_scores(lm:LanguageModel, seqs:list[list[int]], sos_id:int, devi
         tot += lp.float().gather(1, out[:, j:j + 1])[:, 0] * (j < lens)
     return tot
 
+# %% ../nbs/13_decode.ipynb #21f7aff0
 def attention_rescoring(model:nn.Module, enc:Tensor, enc_lens:Tensor,
                         ctc_logp:Tensor,            # (B, T, V)
                         beam:int=10,                # size of the CTC prefix-beam n-best that is rescored
@@ -390,17 +575,32 @@ class Search:
     needs: frozenset # subset of the model's `capabilities`: "ctc" (a trained CTC head), "decoder" (attention decoder)
     uses_lm: bool    # shallow fusion with an LM when decode.lm_weight > 0
     help: str        # one line for --help
+    lm_kind: str = "unit"  # "unit": an LM over the model's units (`LanguageModel`); "word": a word n-gram (`WordScorer`)
 
+def _lm_of(lm, kind:str, method:str):
+    "The LM if it is of the kind the method fuses; a `ConfigError` naming the method that would take it if not."
+    if lm is not None and (kind == "word") != hasattr(lm, 'advance'):
+        use = "ctc_beam_lm or ctc_beam_lm_fast" if kind == "unit" else "ctc_prefix_beam, attention, joint or rescoring"
+        raise ConfigError(f"method '{method}' fuses {'a word n-gram' if kind == 'word' else 'an LM over the units'}; "
+                          f"decode.lm_path {getattr(lm, 'path', '')} is {'a word n-gram' if kind == 'unit' else 'an LM over units'}: use {use}")
+    return lm
+
+# %% ../nbs/13_decode.ipynb #f4841347
 def _s_greedy(m, enc, el, lp, cfg, lm): return greedy_hypotheses(lp, el, m.blank_id)
 def _s_prefix(m, enc, el, lp, cfg, lm):
-    return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=lm, lm_weight=cfg.lm_weight,
+    return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=_lm_of(lm, "unit", cfg.method), lm_weight=cfg.lm_weight,
                                   penalty=cfg.penalty, sos_id=m.sos_id)
 def _s_attention(m, enc, el, lp, cfg, lm, ctc_weight=0.0):
-    return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, lm, cfg.lm_weight, cfg.penalty,
+    return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.penalty,
                                  cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
 def _s_joint(m, enc, el, lp, cfg, lm): return _s_attention(m, enc, el, lp, cfg, lm, cfg.ctc_weight)
 def _s_rescore(m, enc, el, lp, cfg, lm):
-    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, lm, cfg.lm_weight, cfg.nbest)
+    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.nbest)
+def _s_beam_lm(m, enc, el, lp, cfg, lm):
+    return ctc_beam_search_lm(lp, el, _lm_of(lm, "word", cfg.method) or _NO_WORDS, cfg.beam, cfg.lm_weight, cfg.penalty,
+                              cfg.cutoff_prob, cfg.cutoff_top_n, m.blank_id, m.sos_id, cfg.nbest)
+def _s_beam_fast(m, enc, el, lp, cfg, lm):
+    return ctc_beam_search_fast(lp, el, _lm_of(lm, "word", cfg.method), None, cfg.beam, cfg.lm_weight, cfg.penalty, cfg.cutoff_top_n, m.blank_id, cfg.nbest)
 
 _C, _D, _CD = frozenset({"ctc"}), frozenset({"decoder"}), frozenset({"ctc", "decoder"})
 SEARCHES: dict[str, Search] = {
@@ -409,7 +609,11 @@ SEARCHES: dict[str, Search] = {
     "attention":       Search(_s_attention, _D, True, "attention beam search"),
     "joint":           Search(_s_joint, _CD, True, "joint CTC/attention beam search (decode.ctc_weight)"),
     "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
+    "ctc_beam_lm":     Search(_s_beam_lm, _C, True, "CTC beam search + word n-gram (PPASR rules; lm_weight=alpha, penalty=beta per word)", "word"),
+    "ctc_beam_lm_fast": Search(_s_beam_fast, _C, True, "ctc_beam_lm in C++ (flashlight-text): for large beams", "word"),
 }
+
+# %% ../nbs/13_decode.ipynb #da1a8f66
 _NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder"}
 _LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder"}
 
@@ -429,6 +633,14 @@ def check_method(method:str, capabilities:frozenset|set, what:str="this model") 
                           f"{' and '.join(_LACK_WORDS[k] for k in missing)}"
                           + (f": use one of {', '.join(ok)}" if ok else ": it can run no decoding method"))
     return s
+
+def ctc_search(method:str, ctc_logp:Tensor, lens:Tensor, # a CTC-only method of SEARCHES; (B, T, V), (B,)
+               cfg:DecodeConfig, lm=None, blank_id:int=0, sos_id:int|None=None) -> list[list[Hypothesis]]:
+    "Run a CTC-only search on posteriors alone (an ONNX encoder's output): the same table entry, no model needed."
+    s = SEARCHES[method]
+    if s.needs != {"ctc"}: raise ConfigError(f"method '{method}' needs more than CTC posteriors")
+    ids = SimpleNamespace(blank_id=blank_id, sos_id=ctc_logp.size(-1) - 1 if sos_id is None else sos_id)
+    return s.fn(ids, None, lens, ctc_logp, replace(cfg, method=method), lm if s.uses_lm else None)
 
 @torch.inference_mode()
 def decode_batch(model:nn.Module, feats:Tensor,   # (B, T, n_mels) raw fbank (the model applies CMVN)
@@ -536,6 +748,22 @@ def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool) -> t
 
 def _examples(keys:Sequence[str], n:int=3) -> str: return ', '.join(keys[:n]) + (' ...' if len(keys) > n else '')
 
+def _run_method(engine, order:Sequence, method:str, bs:int, sr:int, skipped:dict, strict:bool):
+    "Transcribe `order` in batches of `bs` with one method: (hyps, audio seconds, wall seconds, keys too short)."
+    hyps, audio_s, wall, short = {}, 0.0, 0.0, []
+    for s in range(0, len(order), bs):
+        t0 = time.perf_counter()                                # the user's wait starts with reading the audio
+        batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
+        if not batch: continue
+        texts = engine.transcribe(wavs, method=method, sample_rate=sr, batch_size=len(wavs))
+        synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
+        n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
+        for u, w, t, e in zip(batch, wavs, texts, n_enc):
+            hyps[u.key] = t; audio_s += w.numel() / sr
+            if e < 1: short.append(u.key)
+    return hyps, audio_s, wall, short
+
+# %% ../nbs/13_decode.ipynb #4875fadb
 def decode_data(engine,                         # a `Recognizer`, or a model (`ASRFamily`) with `tokenizer` and `feat_cfg`
                 utts:Sequence,                  # `Utterance`s (text None or '' : decoded, not scored)
                 methods:str|Sequence[str]|None=None, # names in SEARCHES (default: the engine's decode.method)
@@ -561,17 +789,7 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
     order = sorted(utts, key=lambda u: -_approx_seconds(u))       # similar lengths share a batch: little padding
     skipped, results = {}, {}
     for m in methods:
-        hyps, audio_s, wall, short = {}, 0.0, 0.0, []
-        for s in range(0, len(order), bs):
-            t0 = time.perf_counter()                                # the user's wait starts with reading the audio
-            batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
-            if not batch: continue
-            texts = engine.transcribe(wavs, method=m, sample_rate=sr, batch_size=len(wavs))
-            synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
-            n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
-            for u, w, t, e in zip(batch, wavs, texts, n_enc):
-                hyps[u.key] = t; audio_s += w.numel() / sr
-                if e < 1: short.append(u.key)
+        hyps, audio_s, wall, short = _run_method(engine, order, m, bs, sr, skipped, strict)
         if not hyps: raise DecodeError(f"nothing to decode: all {len(utts)} utterance(s) were unreadable or empty")
         res = dict(method=m, n=len(hyps), skipped=dict(skipped), too_short=len(short), audio_seconds=round(audio_s, 3),
                    wall_seconds=round(wall, 3), rtf=wall / max(audio_s, 1e-9), hyps=hyps)

@@ -413,9 +413,7 @@ def _decode_ids(rec: Recognizer, feats: torch.Tensor, lens: torch.Tensor, # (B, 
             hyps = dec.decode_batch(rec.model, feats.to(rec.device), lens.to(rec.device), cfg, rec.lm)
             return [h[0].tokens if h else [] for h in hyps], None, None
         lp, _, enc_lens = rec.encode(feats, lens)                                # (B, T', V), (B,)
-        if method == 'ctc_greedy': hyps = dec.greedy_hypotheses(lp, enc_lens, rec.blank_id)
-        else: hyps = dec.ctc_prefix_beam_search(lp, enc_lens, cfg.beam, 1, rec.blank_id, lm=rec.lm,
-                                                lm_weight=cfg.lm_weight, penalty=cfg.penalty, sos_id=rec.tokenizer.sos_id)
+        hyps = dec.ctc_search(method, lp, enc_lens, cfg, rec.lm, rec.blank_id, rec.tokenizer.sos_id)  # any CTC-only entry of SEARCHES
     return [h[0].tokens if h else [] for h in hyps], lp, enc_lens
 
 # %% ../nbs/15_export.ipynb #68ce4258

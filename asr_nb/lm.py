@@ -8,16 +8,19 @@ import math, random, time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from .core import IGNORE_ID, UserError, get_logger
+from .core import IGNORE_ID, UserError, atomic_write, get_logger
+from .decode import WordState, quiet_stderr
 
 # %% auto #0
 __all__ = ['LMConfig', 'LSTMLM', 'lm_perplexity', 'train_lm', 'save_lm', 'LMError', 'ArpaError', 'read_arpa', 'NgramLM',
-           'build_arpa', 'load_lm']
+           'count_ngrams', 'adjusted_counts', 'mkn_discounts', 'kneser_ney', 'build_arpa', 'ArpaWords', 'KenlmWords',
+           'word_mode', 'WordLM', 'check_word_overlap', 'ctc_posteriors', 'tune_lm', 'format_tune_table',
+           'open_word_lm', 'load_lm']
 
 # %% ../nbs/14_lm.ipynb #201d6efd
 @dataclass
@@ -37,6 +40,7 @@ class LMConfig:
             if getattr(self, k) < 1: raise ValueError(f"LMConfig.{k} must be >= 1, got {getattr(self, k)}")
         if not 0 <= self.dropout < 1: raise ValueError(f"LMConfig.dropout must be in [0, 1), got {self.dropout}")
 
+# %% ../nbs/14_lm.ipynb #12c16c03
 class LSTMLM(nn.Module):
     "Token LSTM LM: `forward(ys_in (B, L)) -> logits (B, L, V)`; implements the decoder's LM protocol."
     def __init__(self, vocab_size:int,          # units of the tokenizer, `<sos/eos>` last
@@ -93,6 +97,21 @@ def lm_perplexity(lm:LSTMLM, seqs:Sequence[Sequence[int]], batch_size:int=64) ->
     lm.train(was)
     return math.exp(nll / max(n, 1))
 
+def _lm_epoch(lm:LSTMLM, opt:torch.optim.Optimizer, seqs:list[list[int]], cfg:LMConfig, device) -> float:
+    "One training pass over token sequences in the order given; the training perplexity (eos included)."
+    lm.train(); tot, n = 0.0, 0
+    for i in range(0, len(seqs), cfg.batch_size):
+        inp, tgt = _lm_batch(seqs[i:i + cfg.batch_size], lm.sos_id)
+        inp, tgt = inp.to(device), tgt.to(device)
+        logits, _ = lm(inp)                                          # (B, L, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_ID, reduction='sum')
+        ntok = int((tgt != IGNORE_ID).sum())
+        opt.zero_grad(); (loss / ntok).backward()
+        nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip); opt.step()
+        tot += loss.item(); n += ntok
+    return math.exp(tot / max(n, 1))
+
+# %% ../nbs/14_lm.ipynb #207e5e7e
 def train_lm(train_texts:Sequence[str], dev_texts:Sequence[str],
              tokenizer,                  # the recogniser's tokenizer: the LM predicts its units
              cfg:LMConfig=LMConfig(),
@@ -108,20 +127,11 @@ def train_lm(train_texts:Sequence[str], dev_texts:Sequence[str],
     opt = torch.optim.Adam(lm.parameters(), lr=cfg.lr)
     hist, best, best_state = [], math.inf, None
     for ep in range(1, cfg.epochs + 1):
-        t0, tot, n = time.perf_counter(), 0.0, 0
+        t0 = time.perf_counter()
         order = list(range(len(train))); rng.shuffle(order)
-        lm.train()
-        for i in range(0, len(order), cfg.batch_size):
-            inp, tgt = _lm_batch([train[j] for j in order[i:i + cfg.batch_size]], lm.sos_id)
-            inp, tgt = inp.to(device), tgt.to(device)
-            logits, _ = lm(inp)                                          # (B, L, V)
-            loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=IGNORE_ID, reduction='sum')
-            ntok = int((tgt != IGNORE_ID).sum())
-            opt.zero_grad(); (loss / ntok).backward()
-            nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip); opt.step()
-            tot += loss.item(); n += ntok
+        train_ppl = _lm_epoch(lm, opt, [train[j] for j in order], cfg, device)
         dev_ppl = lm_perplexity(lm, dev_ids, cfg.batch_size) if dev_ids else math.nan
-        hist.append(dict(epoch=ep, train_ppl=math.exp(tot / max(n, 1)), dev_ppl=dev_ppl,
+        hist.append(dict(epoch=ep, train_ppl=train_ppl, dev_ppl=dev_ppl,
                          seconds=time.perf_counter() - t0))
         log.info(f"lm epoch {ep}: train ppl {hist[-1]['train_ppl']:.3f} dev ppl {dev_ppl:.3f}")
         if not dev_ids or dev_ppl < best:
@@ -178,6 +188,20 @@ def read_arpa(path:str|Path) -> tuple[int, dict[tuple[str, ...], tuple[float, fl
 # %% ../nbs/14_lm.ipynb #63215ab3
 _LN10 = math.log(10.0)
 
+def _unit_grams(grams:dict, units:Sequence[str]) -> tuple[dict, dict, set[str]]:
+    "ARPA n-grams over unit ids: ({history: {next id: ln p}}, {ids: ln backoff}, the ARPA words that are not units)."
+    V = len(units)
+    w2id = {u: i for i, u in enumerate(units)}
+    w2id.update({'<s>': V - 1, '</s>': V - 1})
+    nxt, bos, missing = defaultdict(dict), {}, set()
+    for g, (p, bo) in grams.items():
+        if any(w not in w2id for w in g): missing.update(w for w in g if w not in w2id); continue
+        ids = tuple(w2id[w] for w in g)
+        if g[-1] != '<s>': nxt[ids[:-1]][ids[-1]] = p * _LN10  # <s> is never predicted (shares the id of </s>)
+        if g[-1] != '</s>': bos[ids] = bo * _LN10             # a history never ends in </s> (it shares the id of <s>)
+    return nxt, bos, missing
+
+# %% ../nbs/14_lm.ipynb #4d8d7a72
 class NgramLM:
     "An ARPA back-off n-gram over the recogniser's units, with the decoder's LM protocol (natural-log scores)."
     def __init__(self, arpa:str|Path,      # ARPA file whose words are unit strings
@@ -187,17 +211,13 @@ class NgramLM:
         self.order, grams = read_arpa(arpa)
         self.vocab_size = V = len(units)
         self.sos_id = self.eos_id = V - 1
-        w2id = {u: i for i, u in enumerate(units)}
-        w2id.update({'<s>': V - 1, '</s>': V - 1})
+        self._next, self._bo, missing = _unit_grams(grams, units)   # history ids -> {next id: ln p}; ids -> ln backoff
+        words = {g[0] for g in grams if len(g) == 1} - {'<s>', '</s>', '<unk>'}
+        if words and words <= missing:
+            raise LMError(f"{arpa}: none of the ARPA's {len(words)} words is a unit of the model (e.g. "
+                          f"{', '.join(sorted(words)[:3])}): a word-level LM is read by `WordNgram` (method ctc_beam_lm)")
         self.unk_log10 = grams.get(('<unk>',), (oov_log10, 0.0))[0]
         self.floor = oov_log10 * _LN10
-        self._next = defaultdict(dict)   # history ids -> {next id: ln prob}
-        self._bo = {}                    # history ids -> ln backoff
-        for g, (p, bo) in grams.items():
-            if any(w not in w2id for w in g): continue   # words that are not units can never be asked for
-            ids = tuple(w2id[w] for w in g)
-            if g[-1] != '<s>': self._next[ids[:-1]][ids[-1]] = p * _LN10  # <s> is never predicted (shares the id of </s>)
-            self._bo[ids] = bo * _LN10
         self._cache = {}
 
     def dist(self, hist:tuple[int, ...]) -> Tensor:
@@ -229,67 +249,348 @@ class NgramLM:
             lp, st = self.score(torch.tensor([prev]), st); tot += float(lp[0, nxt]) / _LN10
         return tot
 
-# %% ../nbs/14_lm.ipynb #786b595a
-def build_arpa(sentences:Sequence[Sequence[str]], # unit strings per sentence (e.g. `tokenizer.tokenize(text)`)
+# %% ../nbs/14_lm.ipynb #4645fbf1
+def count_ngrams(sentences:Iterable[Sequence[str]], # words of each sentence, streamed
+                 order:int=3,
+                ) -> tuple[list[str], list[dict]]:
+    "Raw counts for interpolated Kneser-Ney: (vocabulary, counts); counts[n] maps n-grams of word ids to counts."
+    if order < 1: raise ValueError(f"order must be >= 1, got {order}")
+    vocab, ids = ['<s>', '</s>'], {'<s>': 0, '</s>': 1}
+    high, bos = defaultdict(int), [None] + [defaultdict(int) for _ in range(order - 1)]  # N-grams; <s>-initial n < N
+    for s in sentences:
+        w = [0]                                                  # <s>
+        for x in s:
+            i = ids.get(x)
+            if i is None: i = ids[x] = len(vocab); vocab.append(x)
+            w.append(i)
+        w.append(1)                                              # </s>
+        for i in range(len(w) - order + 1): high[tuple(w[i:i + order])] += 1
+        for n in range(1, min(order, len(w) + 1)): bos[n][tuple(w[:n])] += 1
+    return vocab, bos + [high]
+
+def adjusted_counts(counts:list[dict], order:int) -> list[dict]:
+    "Kneser-Ney counts per order: raw for the highest order and for <s>-initial n-grams, else N1+(. g)."
+    adj = [None] * (order + 1)
+    adj[order] = dict(counts[order])
+    for n in range(order - 1, 0, -1):
+        a = defaultdict(int)
+        for g in adj[n + 1]: a[g[1:]] += 1                      # one more distinct left neighbour of g[1:]
+        a.update(counts[n])                                      # n-grams starting with <s> (id 0): raw counts
+        adj[n] = dict(a)
+    return adj
+
+def mkn_discounts(a:dict) -> tuple[float, float, float]:
+    "D1, D2, D3+ (Chen & Goodman 1998) from the counts-of-counts of one order; absolute discounting D = Y if undefined."
+    t = Counter(c for c in a.values() if c <= 4)
+    y = t[1] / (t[1] + 2 * t[2]) if t[1] and t[2] else 0.5
+    if not all(t[k] for k in (1, 2, 3, 4)): return (y, y, y)
+    d = (1 - 2 * y * t[2] / t[1], 2 - 3 * y * t[3] / t[2], 3 - 4 * y * t[4] / t[3])
+    return d if all(0 < dk < k + 1 for k, dk in enumerate(d)) else (y, y, y)
+
+# %% ../nbs/14_lm.ipynb #67495003
+def kneser_ney(adj:list[dict], order:int, vocab_size:int, # words that can be predicted: all but <s>, with <unk>
+               discounts:dict|None=None,                   # {n: (D1, D2, D3+)} to fix them (default: `mkn_discounts`)
+              ) -> tuple[list[dict], dict]:
+    "Interpolated modified Kneser-Ney: per order {n-gram: P(w | h)}, and {context: gamma(h)} (probabilities, not logs)."
+    probs, gamma = [None], {}
+    for n in range(1, order + 1):
+        a = {g: c for g, c in adj[n].items() if g != (0,)}          # <s> is never predicted
+        D = (discounts or {}).get(n) or mkn_discounts(a)
+        total, nk = defaultdict(int), defaultdict(lambda: [0, 0, 0])
+        for g, c in a.items():
+            total[g[:-1]] += c; nk[g[:-1]][min(c, 3) - 1] += 1
+        for h, t in total.items(): gamma[h] = sum(d * k for d, k in zip(D, nk[h])) / t
+        p = {}
+        for g, c in a.items():
+            below = probs[n - 1][g[1:]] if n > 1 else 1 / vocab_size          # P(w | h') (uniform under the unigram)
+            p[g] = (c - D[min(c, 3) - 1]) / total[g[:-1]] + gamma[g[:-1]] * below
+        probs.append(p)
+    return probs, gamma
+
+# %% ../nbs/14_lm.ipynb #3de65f4f
+def build_arpa(sentences:Iterable[Sequence[str]], # words of each sentence (a word LM), or units (`tokenizer.tokenize`)
                out_path:str|Path,
                order:int=3,
-               discount:float=0.5,                  # D in (0, 1]
-               vocab:Sequence[str]=(),              # extra units that get unigram mass although unseen
+               vocab:Sequence[str]=(),              # extra words that get unigram mass although unseen
+               discounts:dict|None=None,            # {n: (D1, D2, D3+)} (default: estimated, `mkn_discounts`)
               ) -> Path:
-    "Estimate a back-off n-gram with absolute discounting and write it as an ARPA file."
-    if order < 1: raise ValueError(f"order must be >= 1, got {order}")
-    if not 0 < discount <= 1: raise ValueError(f"discount must be in (0, 1], got {discount}")
-    counts = [Counter() for _ in range(order + 1)]                 # counts[n][ngram]
-    for s in sentences:
-        w = ['<s>', *s, '</s>']
-        for n in range(1, order + 1):
-            for i in range(len(w) - n + 1): counts[n][tuple(w[i:i + n])] += 1
-    words = sorted({g[0] for g in counts[1]} - {'<s>'} | set(vocab) | {'<unk>', '</s>'})
-    tot = sum(c for g, c in counts[1].items() if g != ('<s>',))
-    seen = [g for g in counts[1] if g != ('<s>',)]
-    left = discount * len(seen) / tot                               # unigram mass given to all words uniformly
-    logp = {(w,): math.log10(max(counts[1].get((w,), 0) - discount, 0) / tot + left / len(words)) for w in words}
-    logp[('<s>',)] = -99.0
-    bo = {}
-    def p10(g):                                                      # back-off log10 P(g[-1] | g[:-1]) so far
-        if g in logp: return logp[g]
-        return bo.get(g[:-1], 0.0) + p10(g[1:]) if len(g) > 1 else logp.get(g, logp[('<unk>',)])
-    for n in range(2, order + 1):
-        hist = Counter()
-        for g, c in counts[n].items(): hist[g[:-1]] += c
-        for g, c in counts[n].items(): logp[g] = math.log10((c - discount) / hist[g[:-1]]) if c > discount else None
-        for g in [g for g in counts[n] if logp[g] is None]: del logp[g]
-        by_h = defaultdict(list)
-        for g in counts[n]:
-            if g in logp: by_h[g[:-1]].append(g)
-        for h in hist:                                                # bo(h) normalises P(. | h)
-            num = 1 - sum(10 ** logp[g] for g in by_h[h])
-            den = 1 - sum(10 ** p10(g[1:]) for g in by_h[h])
-            bo[h] = math.log10(max(num, 1e-12) / max(den, 1e-12))
-    grams = {n: sorted(g for g in logp if len(g) == n) for n in range(1, order + 1)}
-    out = ['', '\\data\\'] + [f"ngram {n}={len(grams[n])}" for n in grams] + ['']
-    for n in grams:
-        out.append(f"\\{n}-grams:")
-        for g in grams[n]:
-            b = f"\t{bo[g]:.6f}" if g in bo and n < order else ''
-            out.append(f"{logp[g]:.6f}\t{' '.join(g)}{b}")
-        out.append('')
-    out.append('\\end\\')
-    Path(out_path).write_text('\n'.join(out) + '\n', encoding='utf-8')
+    "Estimate an interpolated modified Kneser-Ney n-gram (Chen & Goodman 1998) and write it as an ARPA file."
+    words, counts = count_ngrams(sentences, order)
+    adj = adjusted_counts(counts, order); del counts
+    seen = set(words)
+    extra = [w for w in dict.fromkeys([*vocab, '<unk>']) if w not in seen]  # count 0: the uniform share only
+    probs, gamma = kneser_ney(adj, order, len(words) - 1 + len(extra), discounts)
+    l10 = lambda x: f"{math.log10(x):.6f}"
+    def line(g, p):
+        bo = f"\t{l10(gamma[g])}" if len(g) < order and g in gamma else ''
+        return f"{p}\t{' '.join(words[i] for i in g)}{bo}\n"
+    sizes = [len(probs[1]) + 1 + len(extra)] + [len(probs[n]) for n in range(2, order + 1)]
+    with atomic_write(out_path, 'w') as f:
+        f.write('\\data\\\n' + ''.join(f"ngram {n}={c}\n" for n, c in enumerate(sizes, 1)) + '\n\\1-grams:\n')
+        f.write(line((0,), '-99'))                                            # <s>: a context, never predicted
+        for g, p in probs[1].items(): f.write(line(g, l10(p)))
+        for w in extra: f.write(f"{l10(gamma[()] / (len(words) - 1 + len(extra)))}\t{w}\n")
+        for n in range(2, order + 1):
+            f.write(f"\n\\{n}-grams:\n")
+            for g, p in probs[n].items(): f.write(line(g, l10(p)))
+        f.write('\n\\end\\\n')
     return Path(out_path)
 
-# %% ../nbs/14_lm.ipynb #ac0a2cf1
-def load_lm(path:str|Path,                # `*.arpa` or a file written by `save_lm`
-            units:Sequence[str]|None=None, # tokenizer units (needed for ARPA)
-            device:str|torch.device='cpu') -> LSTMLM|NgramLM:
-    "Load an LM for shallow fusion by file type."
+# %% ../nbs/14_lm.ipynb #a02a1651
+class ArpaWords:
+    "Word n-gram queries from an ARPA file in plain dicts (the teaching reference for `KenlmWords`); log10 scores."
+    def __init__(self, path:str|Path, oov_log10:float=-100.0):
+        self.path = Path(path)
+        self.order, self.grams = read_arpa(path)
+        self.vocab = {g[0] for g in self.grams if len(g) == 1} - {'<s>', '</s>', '<unk>'}
+        self.unk = self.grams.get(('<unk>',), (oov_log10, 0.0))[0]
+
+    def __contains__(self, word:str) -> bool: return word in self.vocab
+    def words(self) -> set[str]: return set(self.vocab)
+    def begin(self) -> tuple[str, ...]: return ('<s>',) if self.order > 1 else ()
+
+    def score(self, ctx:tuple[str, ...], word:str) -> tuple[float, tuple[str, ...]]:
+        "log10 P(word | ctx) by back-off, and the context after `word` (its last order - 1 words)."
+        w = word if word in self.vocab or word == '</s>' else '<unk>'
+        nxt = (ctx + (w,))[-(self.order - 1):] if self.order > 1 else ()
+        bo = 0.0
+        for i in range(len(ctx) + 1):                  # the longest listed n-gram ending in w wins
+            hit = self.grams.get(ctx[i:] + (w,))
+            if hit is not None: return bo + hit[0], nxt
+            if i < len(ctx): bo += self.grams.get(ctx[i:], (0.0, 0.0))[1]   # not listed: back off from ctx[i:]
+        return bo + self.unk, nxt
+
+# %% ../nbs/14_lm.ipynb #0bd4731a
+def _kenlm_reason(e:Exception) -> str:
+    "KenLM's exception text, reduced to its reason (one line)."
+    msg = ' '.join(str(e).split())
+    for cut in (' threw ', ' because '):
+        if cut in msg: msg = msg.split(cut, 1)[1]
+    return msg[:200]
+
+def _arpa_unigrams(path:Path) -> set[str]:
+    "The words of an ARPA file's 1-gram section (read up to its end only)."
+    words, on = set(), False
+    with open(path, encoding='utf-8', errors='replace') as f:
+        for line in f:
+            s = line.strip()
+            if s.startswith("\\"):
+                if on: break
+                on = s == '\\1-grams:'; continue
+            if on and s: words.update(s.split()[1:2])
+    return words - {'<s>', '</s>', '<unk>'}
+
+# %% ../nbs/14_lm.ipynb #a6436f60
+class KenlmWords:
+    "The same queries through KenLM: `.arpa` or binary `.klm`; contexts are `kenlm.State`s."
+    def __init__(self, path:str|Path):
+        import kenlm
+        self.path, self._kenlm = Path(path), kenlm
+        if not self.path.is_file(): raise LMError(f"{path}: language model not found")
+        cfg = kenlm.Config(); cfg.show_progress = False
+        try:
+            with quiet_stderr(): self.m = kenlm.Model(str(path), cfg)
+        except (OSError, RuntimeError) as e:
+            with open(path, 'rb') as f: binary = f.read(7) == b'mmap lm' or self.path.suffix in ('.klm', '.binary', '.bin')
+            if not binary: read_arpa(path)              # an ARPA file: our reader names the line at fault
+            raise LMError(f"{path}: not a readable KenLM model (ARPA or binary): {_kenlm_reason(e)}") from None
+        self.order = self.m.order
+
+    def __contains__(self, word:str) -> bool: return word in self.m
+    def words(self) -> set[str]:
+        "The LM's words, read from the ARPA file (a KenLM binary does not list them)."
+        with open(self.path, 'rb') as f:
+            if f.read(7) == b'mmap lm': raise LMError(f"{self.path}: a binary KenLM model does not list its words: give its ARPA file")
+        return _arpa_unigrams(self.path)
+    def begin(self):
+        s = self._kenlm.State(); self.m.BeginSentenceWrite(s); return s
+    def score(self, ctx, word:str) -> tuple[float, object]:
+        out = self._kenlm.State(); return self.m.BaseScore(ctx, word, out), out
+
+# %% ../nbs/14_lm.ipynb #b2094d47
+_SPACES = ('<space>', '▁', ' ', '|')   # units that stand for a word boundary
+
+def word_mode(units:Sequence[str]) -> str:
+    "How units make words: 'bpe' (a unit starting with '▁' starts a word), 'space' (a space unit ends one), 'char' (each unit is a word)."
+    if any(u.startswith('▁') and len(u) > 1 for u in units): return 'bpe'
+    if any(u in _SPACES for u in units): return 'space'
+    return 'char'
+
+# %% ../nbs/14_lm.ipynb #bda4725d
+def _greedy_pieces(s:str, units:set[str]) -> list[str]|None:
+    "Split s into the longest units, left to right; None if some part is no unit."
+    out, i = [], 0
+    while i < len(s):
+        j = next((j for j in range(len(s), i, -1) if s[i:j] in units), None)
+        if j is None: return None
+        out.append(s[i:j]); i = j
+    return out
+
+# %% ../nbs/14_lm.ipynb #0b188442
+class WordLM:
+    "A word n-gram over the recogniser's units: `asr_nb.decode.WordScorer` (start / advance / finish), natural-log scores."
+    kind = 'word'
+    def __init__(self, model:ArpaWords|KenlmWords, # the word n-gram
+                 units:Sequence[str],              # tokenizer units, index = id
+                 mode:str|None=None,               # 'bpe', 'space' or 'char' (default: `word_mode(units)`)
+                 restrict:bool=True):              # words only from the LM's vocabulary (PPASR's dictionary)
+        self.model, self.units, self.path = model, list(units), model.path
+        self.mode = mode or word_mode(units)
+        self.space = {i for i, u in enumerate(self.units) if u in _SPACES}
+        self._cache = {}                            # (ctx, word) -> (ln p, ctx after)
+        self.prefixes = None                        # every prefix of every LM word, when the words are known
+        if restrict and self.mode != 'char':
+            try: words = model.words()
+            except LMError: words = None            # a KenLM binary: any word may be written (as <unk>)
+            if words is not None: self.words, self.prefixes = words, {w[:i] for w in words for i in range(len(w) + 1)}
+        if self.mode == 'char' and not any(u in model for u in self.units):
+            raise LMError(f"{self.path}: the LM shares no word with the model's units (a character LM was expected: "
+                          f"every unit is a word here, e.g. {', '.join(self.units[2:5])})")
+
+    def start(self) -> WordState: return WordState(0.0, 0, self.model.begin(), '')
+
+    def _word(self, st:WordState, w:str, count:int=1) -> WordState|None:
+        "`st` after the word w (ln P added, the context moved on); None for a word outside a restricted vocabulary."
+        if self.prefixes is not None and count and w not in self.words: return None
+        hit = self._cache.get((st.ctx, w))
+        if hit is None:
+            if len(self._cache) > 1_000_000: self._cache.clear()  # bound memory on long runs
+            p, ctx = self.model.score(st.ctx, w); hit = self._cache[(st.ctx, w)] = (p * _LN10, ctx)
+        return WordState(st.lm + hit[0], st.words + count, hit[1], '')
+
+    def advance(self, st:WordState, token:int) -> WordState|None:
+        "The prefix grew by `token`: score the word it ended, if any; None if no LM word can be spelled any more."
+        u = self.units[token]
+        if self.mode == 'char': return self._word(st, u)
+        if token in self.space: return self._word(st, st.pending) if st.pending else st
+        if self.mode == 'bpe' and u.startswith('▁'):
+            st, u = (self._word(st, st.pending) if st.pending else st), u[1:]
+            if st is None: return None
+            st = st._replace(pending='')
+        pending = st.pending + u
+        return None if self.prefixes is not None and pending not in self.prefixes else st._replace(pending=pending)
+
+    def finish(self, st:WordState) -> WordState|None:
+        "End of utterance: the word being spelled, then </s> (not counted as a word)."
+        if st.pending: st = self._word(st, st.pending)
+        return None if st is None else self._word(st, '</s>', count=0)
+
+    def lexicon(self) -> list[tuple[str, list[str]]]:
+        "(word, the units that spell it) for each LM word the units can spell: the fast backend's lexicon."
+        have, out = set(self.units), []
+        for w in sorted(self.model.words()):
+            if self.mode == 'char': sp = [w] if w in have else None
+            elif self.mode == 'space': sp = list(w) if all(ch in have for ch in w) else None
+            else: sp = _greedy_pieces('▁' + w, have)     # sentencepiece: one spelling, longest pieces first
+            if sp: out.append((w, sp))
+        if not out: raise LMError(f"{self.path}: the units spell none of the LM's words")
+        return out
+
+# %% ../nbs/14_lm.ipynb #61429aad
+def check_word_overlap(lm:WordLM, texts:Iterable[str], what:str='the transcripts') -> float:
+    "Share of the words of `texts` the LM knows; `LMError` naming the LM file when it knows none."
+    ws = [w for t in texts for w in (list(t.replace(' ', '')) if lm.mode == 'char' else t.split())]
+    known = sum(w in lm.model for w in ws)
+    if ws and not known:
+        raise LMError(f"{lm.path}: the LM shares no word with {what} (e.g. {', '.join(ws[:3])}): wrong LM or wrong language?")
+    return known / max(len(ws), 1)
+
+# %% ../nbs/14_lm.ipynb #65c3790d
+@torch.inference_mode()
+def ctc_posteriors(engine,                # a `Recognizer` (or anything with feat_cfg, sample_rate and encode(feats, lens))
+                   utts:Sequence,          # `Utterance`s
+                   batch_size:int=8,
+                  ) -> dict[str, Tensor]:
+    "CTC log-posteriors (T', V) of every readable utterance, computed once for the searches to reuse."
+    from asr_nb.decode import _read_batch
+    from asr_nb.features import make_frontend
+    fe, out, skipped = make_frontend(engine.feat_cfg), {}, {}
+    for s in range(0, len(utts), batch_size):
+        batch, wavs = _read_batch(utts[s:s + batch_size], engine.sample_rate, skipped, strict=False)
+        if not batch: continue
+        x, lens = fe.batch(wavs)                                    # (B, T, D), (B,)
+        lp, _, enc_lens = engine.encode(x, lens)                    # (B, T', V), (B,)
+        for u, row, n in zip(batch, lp.float().cpu(), enc_lens.tolist()): out[u.key] = row[:n].clone()
+    return out
+
+def _search_texts(posts:dict[str, Tensor], lm, tokenizer, alpha:float, beta:float, beam:int, fast:bool,
+                  cutoff_prob:float, cutoff_top_n:int) -> dict[str, str]:
+    "1-best text of every utterance's posteriors with one (alpha, beta)."
+    from asr_nb.decode import ctc_beam_search_fast, ctc_beam_search_lm
+    out = {}
+    for k, lp in posts.items():
+        L = torch.tensor([lp.size(0)])
+        hs = (ctc_beam_search_fast(lp[None], L, lm, beam=beam, alpha=alpha, beta=beta, cutoff_top_n=cutoff_top_n) if fast else
+              ctc_beam_search_lm(lp[None], L, lm, beam, alpha, beta, cutoff_prob, cutoff_top_n, nbest=1))[0]
+        out[k] = ' '.join(tokenizer.decode(hs[0].tokens).split()) if hs else ''
+    return out
+
+# %% ../nbs/14_lm.ipynb #c330b12a
+def tune_lm(posts:dict[str, Tensor],      # utt-id -> (T', V) CTC log-posteriors (`ctc_posteriors`)
+            refs:dict[str, str],          # utt-id -> reference transcript
+            lm:WordLM, tokenizer,
+            alphas:Sequence[float]=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
+            betas:Sequence[float]=(-1.0, 0.0, 1.0, 2.0, 3.0),
+            beam:int=100, fast:bool=True, cutoff_prob:float=1.0, cutoff_top_n:int=40,
+            lang:str='auto',              # CER space rule (`asr_nb.decode.score_hyps`)
+           ) -> dict:
+    "Grid search of alpha x beta: dict(rows=[dict(alpha, beta, wer, cer)], best=the row with the lowest WER, then CER)."
+    from asr_nb.decode import score_hyps
+    check_word_overlap(lm, refs.values(), 'the dev transcripts')
+    rows = []
+    for a in alphas:
+        for b in betas:
+            hyps = _search_texts(posts, lm, tokenizer, a, b, beam, fast, cutoff_prob, cutoff_top_n)
+            r = score_hyps({k: refs.get(k, '') for k in hyps}, hyps, lang)
+            rows.append(dict(alpha=a, beta=b, wer=r['wer'], cer=r['cer']))
+    best = min(rows, key=lambda r: (r['wer'], r['cer'], r['alpha'], abs(r['beta'])))
+    return dict(rows=rows, best=best)
+
+def format_tune_table(res:dict) -> str:
+    "WER % of the grid as a Markdown table (rows alpha, columns beta), the best pair starred, then the best line."
+    alphas, betas = sorted({r['alpha'] for r in res['rows']}), sorted({r['beta'] for r in res['rows']})
+    cell = {(r['alpha'], r['beta']): r for r in res['rows']}
+    star = lambda r: f"{r['wer']:.2f}" + ('*' if r is res['best'] else '')
+    out = ["| alpha \\ beta | " + " | ".join(f"{b:g}" for b in betas) + " |", "| ---: " + "| ---: " * len(betas) + "|"]
+    out += [f"| {a:g} | " + " | ".join(star(cell[(a, b)]) for b in betas) + " |" for a in alphas]
+    b = res['best']
+    return '\n'.join(out) + f"\n\nbest: alpha={b['alpha']:g} beta={b['beta']:g} WER {b['wer']:.2f} % CER {b['cer']:.2f} %"
+
+# %% ../nbs/14_lm.ipynb #c8a0bc99
+_KENLM_BINARY = (b'mmap lm ', b'mmap lm\x00')   # the first bytes of KenLM's binary formats
+_KLM_SUFFIXES = ('.klm', '.binary', '.bin')
+
+def open_word_lm(path:str|Path, units:Sequence[str], backend:str='kenlm') -> WordLM:
+    "A word n-gram (`.arpa`, or binary `.klm` with KenLM) over `units`, for `asr_nb.decode.ctc_beam_search_lm`."
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"{path}: language model not found")
-    if path.suffix == '.arpa':
-        if units is None: raise ValueError("an ARPA LM needs the tokenizer's units")
-        return NgramLM(path, units)
+    if not path.is_file(): raise LMError(f"{path}: language model not found")
+    if backend not in ('kenlm', 'python'): raise ValueError(f"backend must be 'kenlm' or 'python', got {backend!r}")
+    return WordLM(KenlmWords(path) if backend == 'kenlm' else ArpaWords(path), units)
+
+# %% ../nbs/14_lm.ipynb #1a542840
+def load_lm(path:str|Path,                # `*.arpa`, a KenLM binary (`.klm`), or a file written by `save_lm`
+            units:Sequence[str]|None=None, # tokenizer units (needed for n-grams)
+            device:str|torch.device='cpu',
+            kind:str='auto',              # 'unit' (NgramLM/LSTMLM), 'word' (WordLM), or 'auto' (by the file)
+           ) -> LSTMLM|NgramLM|WordLM:
+    "Load an LM by file type; a bad file raises `LMError` naming it (one line)."
+    path = Path(path)
+    if not path.is_file(): raise LMError(f"{path}: language model not found")
+    with open(path, 'rb') as f: head = f.read(16)
+    klm = path.suffix in _KLM_SUFFIXES or head.startswith(b'mmap lm')      # KenLM's binary formats
+    arpa = path.suffix == '.arpa' or head.lstrip().startswith(b'\\data\\')
+    if (klm or arpa) and units is None: raise ValueError("an n-gram LM needs the tokenizer's units")
+    if klm:
+        if kind == 'unit': raise LMError(f"{path}: a KenLM binary is used as a word LM (method ctc_beam_lm); a unit LM is an ARPA file")
+        return open_word_lm(path, units)
+    if arpa:
+        if kind == 'auto':   # words that are mostly units: an LM over units; otherwise a word LM
+            words = _arpa_unigrams(path)
+            kind = 'unit' if words and len(words & set(units)) >= len(words) / 2 else 'word'
+        return NgramLM(path, units) if kind == 'unit' else open_word_lm(path, units)
+    if kind == 'word': raise LMError(f"{path}: a neural LM predicts units; a word LM is an ARPA or KenLM binary file")
     try: ck = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e: raise LMError(f"{path}: not a readable LM checkpoint ({type(e).__name__}); LMs are *.arpa or files of save_lm") from None
+    except Exception as e: raise LMError(f"{path}: not a readable LM checkpoint ({type(e).__name__}); LMs are *.arpa, *.klm or files of save_lm") from None
     if not isinstance(ck, dict) or ck.get('kind') != 'lstm': raise LMError(f"{path}: not an asr_nb LM checkpoint")
     if units is not None and len(units) != ck['vocab_size']:
         raise LMError(f"{path}: LM has {ck['vocab_size']} units, the tokenizer {len(units)}")

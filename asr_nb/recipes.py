@@ -12,8 +12,8 @@ from .core import ExpConfig, load_config
 
 # %% auto #0
 __all__ = ['LIBRISPEECH_OVERRIDES', 'Recipe', 'aishell_recipe', 'librispeech_recipe', 'stage_prepare', 'stage_validate',
-           'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table', 'run_tiny_recipe',
-           'make_mini_aishell', 'make_mini_librispeech']
+           'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table', 'word_lm_stage',
+           'run_tiny_recipe', 'make_mini_aishell', 'make_mini_librispeech']
 
 # %% ../nbs/21_recipe_aishell.ipynb #e392059d
 @dataclass
@@ -182,6 +182,26 @@ def _save_results(wd: Path, results: dict[str, dict], timings: dict[str, float],
     atomic_write_text(wd/'results.md', table + "\n")
     return table
 
+# %% ../nbs/21_recipe_aishell.ipynb #800c2636
+def word_lm_stage(exp:Path, dirs:dict, rec, test_utts:Sequence, # the experiment, its data dirs, its `Recognizer`, the test set
+                  order:int=3, beam:int=300, log:Callable[[str], None]=print) -> dict:
+    "The LM stage: a word n-gram (modified Kneser-Ney) from the train transcripts, alpha/beta tuned on dev, test decoded."
+    from dataclasses import replace
+    from asr_nb.data import decode_utterances
+    from asr_nb.decode import decode_data
+    from asr_nb.lm import build_arpa, ctc_posteriors, format_tune_table, load_lm, tune_lm
+    with open(Path(dirs['train'])/'text', encoding='utf-8') as f:
+        arpa = build_arpa((l.split()[1:] for l in f if l.split()[1:]), exp/'lm'/f'word{order}.arpa', order)
+    wl = load_lm(arpa, rec.tokenizer.units, kind='word')
+    dev = [u for u in decode_utterances(dirs['dev']) if u.text]
+    tuned = tune_lm(ctc_posteriors(rec, dev), {u.key: u.text for u in dev}, wl, rec.tokenizer, beam=100,
+                    lang='zh' if rec.lang == 'zh' else 'auto')
+    log(format_tune_table(tuned))
+    best = tuned['best']
+    rec.lm = wl    # loaded here even at alpha = 0: its dictionary alone restricts the words
+    rec.decode_cfg = replace(rec.decode_cfg, lm_path=str(arpa), lm_weight=best['alpha'], penalty=best['beta'], beam=beam)
+    return decode_data(rec, test_utts, ['ctc_beam_lm_fast'], exp/'decode_test', subdirs=True, log=log)
+
 # %% ../nbs/21_recipe_aishell.ipynb #51db8c43
 def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/, exp/, results.{json,md}
                     config: str | os.PathLike | None = None, # default: conf/tiny.yaml
@@ -192,6 +212,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
                     n_average: int = 5, # checkpoints averaged (best by valid_loss)
                     overrides: Sequence[str] = (), # config overrides, e.g. ['train.max_epochs=2']
                     fresh: bool = False, # delete `workdir` first
+                    lm: bool = False, # the LM stage: a word 3-gram, alpha/beta tuned on dev, test decoded with it (`word_lm_stage`)
                     log: Callable[[str], None] = print,
                    ) -> dict:
     "The tiny end-to-end recipe: synth -> validate -> train -> average -> decode; returns results, timings and the table."
@@ -217,8 +238,14 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
         from asr_nb.export import Recognizer
         from asr_nb.decode import decode_data
         rec = Recognizer.from_exp(exp, weights=avg, device='cpu')
-        results = decode_data(rec, test_utts, list(methods or rec.methods), exp/'decode_test', subdirs=True, log=log)
+        from asr_nb.decode import SEARCHES
+        plain = [m for m in rec.methods if SEARCHES[m].lm_kind != 'word']     # the word-LM searches belong to the LM stage
+        results = decode_data(rec, test_utts, list(methods or plain), exp/'decode_test', subdirs=True, log=log)
         for r in results.values(): log(format_result_line(r))
+    if lm:
+        with _Stage('lm', timings, log):
+            results.update(word_lm_stage(exp, dirs, rec, test_utts, log=log))
+            log(format_result_line(results['ctc_beam_lm_fast']))
     table = _save_results(wd, results, timings, log)
     return dict(results=results, timings=timings, table=table, exp_dir=exp, data_dirs=dirs, summary=summary)
 

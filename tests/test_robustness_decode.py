@@ -94,21 +94,21 @@ def test_one_list_of_methods_everywhere(exp):
     from asr_nb import cli
     from asr_nb.export import Recognizer
     names = tuple(SEARCHES)
-    assert names == ('ctc_greedy', 'ctc_prefix_beam', 'attention', 'joint', 'rescoring')
+    assert names == ('ctc_greedy', 'ctc_prefix_beam', 'attention', 'joint', 'rescoring', 'ctc_beam_lm', 'ctc_beam_lm_fast')
     assert cli.METHODS == names
     for m in names: DecodeConfig(method=m)                           # the config accepts exactly the table
     with pytest.raises(ConfigError, match="'greedy' is not one of"): DecodeConfig(method='greedy')
     help_text = decode_parser().format_help()
     assert all(f"  {m} " in help_text for m in names)                # --help lists every search with what it needs
     assert Recognizer.from_exp(exp).methods == names
-    assert methods_for({'ctc'}) == ('ctc_greedy', 'ctc_prefix_beam') and methods_for({'decoder'}) == ('attention',)
+    assert methods_for({'ctc'}) == ('ctc_greedy', 'ctc_prefix_beam', 'ctc_beam_lm', 'ctc_beam_lm_fast') and methods_for({'decoder'}) == ('attention',)
     assert methods_for(set()) == ()
 
 
 def test_refusals_name_what_is_missing():
     with pytest.raises(ConfigError) as e: check_method('joint', {'ctc'}, 'this model (exp/x)')
     assert str(e.value) == ("method 'joint' needs an attention decoder; this model (exp/x) has no attention decoder: "
-                            "use one of ctc_greedy, ctc_prefix_beam")
+                            "use one of ctc_greedy, ctc_prefix_beam, ctc_beam_lm, ctc_beam_lm_fast")
     with pytest.raises(ConfigError) as e: check_method('ctc_prefix_beam', {'decoder'}, 'this model (exp/y)')
     assert str(e.value) == ("method 'ctc_prefix_beam' needs a trained CTC head; this model (exp/y) was trained with "
                             "ctc_weight=0 (its CTC head is untrained): use one of attention")
@@ -119,7 +119,7 @@ def test_decode_refuses_before_any_work(exp_ctc_only, exp_no_ctc, tmp_path, caps
     out = tmp_path/'out'
     rc, _, err = run(decode_main, ['--exp', exp_ctc_only, '--data', data, '--method', 'joint', '--out', out], capsys)
     assert_one_line_error(rc, err, f"method 'joint' needs an attention decoder; this model ({exp_ctc_only}) has no "
-                                   "attention decoder: use one of ctc_greedy, ctc_prefix_beam")
+                                   "attention decoder: use one of ctc_greedy, ctc_prefix_beam, ctc_beam_lm, ctc_beam_lm_fast")
     rc, _, err = run(decode_main, ['--exp', exp_no_ctc, '--data', data, '--method', 'ctc_greedy,attention', '--out', out], capsys)
     assert_one_line_error(rc, err, "method 'ctc_greedy' needs a trained CTC head", "ctc_weight=0", "use one of attention")
     assert not out.exists()                                          # refused before anything was decoded or written
