@@ -412,11 +412,15 @@ def export_main(argv: Sequence[str]) -> int:
     p.add_argument('--weights', default=None, help='weights file (default: model_avg.pt if present, else the last checkpoint)')
     p.add_argument('--opset', type=int, default=17, help='ONNX opset')
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    p.add_argument('--format', choices=('asr_nb', 'sherpa-onnx'), default='asr_nb',
+                   help="sherpa-onnx: model.onnx (CMVN inside), model.int8.onnx and tokens.txt for sherpa-onnx's CTC recognizer")
     a = p.parse_args(argv)
     exp = _check_exp(a.exp)
     if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
     from asr_nb.export import export_onnx
-    info = export_onnx(exp, a.out, weights=a.weights, opset=a.opset, check=not a.no_check)
+    from asr_nb.sherpa import export_sherpa_ctc
+    if a.format == 'sherpa-onnx': info = export_sherpa_ctc(exp, a.out, weights=a.weights, opset=a.opset)
+    else: info = export_onnx(exp, a.out, weights=a.weights, opset=a.opset, check=not a.no_check)
     print(json.dumps(_jsonable(info), indent=1))
     return 0
 
