@@ -13,9 +13,10 @@ from .data import check_data, decode_utterances
 
 # %% auto #0
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
-           'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods', 'decode_main',
-           'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
-           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'main']
+           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
+           'parse_methods', 'decode_main', 'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main',
+           'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main',
+           'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -167,6 +168,26 @@ def _jsonable(x):
     return str(x)
 
 # %% ../nbs/16_cli.ipynb #d0d72341
+def parse_range(s: str) -> list[int]:
+    "`37-40` -> [37, 38, 39, 40]; `30,35-37` -> [30, 35, 36, 37] (argparse type of --epochs/--steps)."
+    out = []
+    for part in s.split(','):
+        a, _, b = part.strip().partition('-')
+        if not a.isdigit() or (b and not b.isdigit()) or (b and int(b) < int(a)):
+            raise argparse.ArgumentTypeError(f"expected N, N-M or a comma list of them (M >= N), got {s!r}")
+        out += range(int(a), int(b or a) + 1)
+    return sorted(set(out))
+
+def checkpoints_by(exp: Path, epochs: list[int] | None = None, steps: list[int] | None = None) -> list[Path]:
+    "The checkpoint files ending `epochs` (1-based) or saved at `steps`; one error line names what is missing."
+    from asr_nb.checkpoint import list_checkpoints
+    recs = list_checkpoints(exp)
+    have = {r['epoch']: r['path'] for r in recs if r['batch_idx'] == 0} if epochs else {r['step']: r['path'] for r in recs}
+    want, what = (epochs, 'epoch') if epochs else (steps, 'step')
+    missing = [x for x in want if x not in have]
+    if missing: raise CLIError(f"{exp}: no checkpoint at {what}(s) {missing}; have {sorted(have)}")
+    return [have[x] for x in want]
+
 def average_parser() -> argparse.ArgumentParser:
     p = _parser('asr_nb_average', 'Average checkpoints of an experiment into model_avg.pt (best N by a metric, or last N).',
                 'example:\n  asr_nb_average --exp exp/tiny --n 5 --by valid_loss')
@@ -174,6 +195,9 @@ def average_parser() -> argparse.ArgumentParser:
     p.add_argument('--n', type=int, default=10, help='number of checkpoints to average')
     p.add_argument('--by', default='valid_loss', choices=['valid_loss', 'valid_acc', 'valid_cer', 'last'],
                    help='pick the best N by this validation metric, or the last N')
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument('--epochs', type=parse_range, metavar='R', help="instead: the checkpoints ending these epochs, e.g. 37-40 or 30,35-37")
+    sel.add_argument('--steps', type=parse_range, metavar='R', help='instead: the checkpoints saved at these steps, e.g. 1200-1400')
     return p
 
 @cli_entry('asr_nb_average')
@@ -183,7 +207,8 @@ def average_main(argv: Sequence[str]) -> int:
     if a.n < 1: raise CLIError(f"--n must be >= 1, got {a.n}")
     exp = _check_exp(a.exp)
     from asr_nb.average import average_exp
-    print(average_exp(str(exp), n=a.n, by=a.by))
+    if a.epochs or a.steps: print(average_exp(str(exp), paths=checkpoints_by(exp, epochs=a.epochs, steps=a.steps)))
+    else: print(average_exp(str(exp), n=a.n, by=a.by))
     return 0
 
 # %% ../nbs/16_cli.ipynb #a8f6fb7c
@@ -297,6 +322,8 @@ def score_parser() -> argparse.ArgumentParser:
                         'auto decides once from the references (any CJK character: zh)')
     p.add_argument('--report', default=None, metavar='FILE', help='write the per-utterance aligned REF/HYP report here')
     p.add_argument('--json', action='store_true', help='print the totals as JSON (null where nothing could be scored)')
+    p.add_argument('--lowercase', action='store_true', help='fold case on both sides before scoring')
+    p.add_argument('--remove-punct', action='store_true', help="drop punctuation on both sides (apostrophes inside words stay)")
     return p
 
 @cli_entry('asr_nb_score')
@@ -304,6 +331,9 @@ def score_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_score`."
     a = score_parser().parse_args(argv)
     refs, hyps = _read_text(a.ref, 'reference'), _read_text(a.hyp, 'hypothesis')
+    if a.lowercase or a.remove_punct:
+        from asr_nb.metrics import normalize_text
+        refs, hyps = ({k: normalize_text(v, a.lowercase, a.remove_punct) for k, v in t.items()} for t in (refs, hyps))
     missing = [k for k in refs if k not in hyps]
     extra = [k for k in hyps if k not in refs]
     if extra: raise CLIError(f"{len(extra)} hypothesis id(s) not in the references, e.g. {extra[0]!r}")
