@@ -14,9 +14,9 @@ from .data import check_data, decode_utterances
 # %% auto #0
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
            'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
-           'parse_methods', 'decode_main', 'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main',
-           'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main',
-           'main']
+           'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
+           'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
+           'find_conf', 'demo_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -246,6 +246,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='cpu', help="device: cpu, cuda, npu, mps or auto")
     p.add_argument('--strict', action='store_true', help='stop when any utterance is unreadable instead of skipping it')
     p.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
+    p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
@@ -295,7 +296,11 @@ def decode_main(argv: Sequence[str]) -> int:
     methods = parse_methods(a.method, rec.capabilities)
     res = decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
                       log=lambda m: print(m, file=sys.stderr))
-    for r in res.values(): print(format_result_line(r) + f"  -> {r['out_dir']}")
+    for r in res.values():
+        if a.ctm:                                                   # word times of this method's hypotheses
+            from asr_nb.core import atomic_write_text
+            atomic_write_text(Path(r['out_dir'])/'ctm', ''.join(l + '\n' for l in decode_ctm(rec, utts, r['hyps'])))
+        print(format_result_line(r) + f"  -> {r['out_dir']}")
     return 0
 
 def format_result_line(r: dict) -> str:
@@ -303,6 +308,32 @@ def format_result_line(r: dict) -> str:
     pct = lambda x: '   n/a' if x is None else f"{x:6.2f}"
     extra = ''.join(f"  {k.replace('_', ' ')}={r[k]}" for k in ('unscored', 'too_short') if r.get(k))
     return f"{r['method']:<16s} CER {pct(r['cer'])} %  WER {pct(r['wer'])} %  RTF {r['rtf']:.4f}  n={r['n']}{extra}"
+
+# %% ../nbs/16_cli.ipynb #7810009f
+def decode_ctm(rec, # a Recognizer (asr_nb.export)
+               utts: list, # the decoded utterances (asr_nb.data.Utterance)
+               hyps: dict[str, str], # utt-id -> hypothesis text (any method's)
+              ) -> list[str]:
+    "CTM lines of the hypotheses: each aligned to its utterance's CTC posteriors (`asr_nb.align`); a segment's times are its recording's."
+    from asr_nb.align import ctm_lines, forced_spans, word_times
+    from asr_nb.export import _features, _token_spans
+    from asr_nb.features import load_audio
+    frame_s, space = rec.feat_cfg.frame_shift_ms / 1000 * rec.subsampling, getattr(rec.tokenizer, 'space_token', None)
+    lines = []
+    for u in utts:
+        ids = rec.tokenizer.encode(hyps.get(u.key) or '')
+        if not ids: continue
+        feats, lens = _features([load_audio(u.audio, u.start, u.end, rec.sample_rate)], rec.feat_cfg)
+        if int(rec._encoder_lengths(lens)[0]) < 1: continue
+        lp, _, enc_lens = rec.encode(feats, lens)
+        lp = lp[0, :int(enc_lens[0])].float().cpu()
+        try: spans = forced_spans(lp, ids, rec.blank_id)                        # (start, end, confidence)
+        except ValueError: spans = [(a, b, 0.0) for a, b in _token_spans(lp.numpy(), ids, rec.blank_id)]  # unalignable: spread
+        words = word_times([rec.tokenizer.units[i] for i in ids], [(a * frame_s, b * frame_s, c) for a, b, c in spans], space)
+        names = hyps[u.key].split()                                             # the text's spelling (units may be <unk>)
+        if len(names) == len(words): words = [(n, *w[1:]) for n, w in zip(names, words)]
+        lines += ctm_lines(u.key, words, offset=u.start or 0.0)             # segments: times in the recording
+    return lines
 
 # %% ../nbs/16_cli.ipynb #84744875
 def _read_text(path: str | os.PathLike, what: str) -> dict[str, str]:
@@ -475,6 +506,7 @@ def transcribe_main(argv: Sequence[str]) -> int:
     p.add_argument('audio', nargs='+', help='audio files (wav, flac, ...)')
     p.add_argument('--method', default='ctc_greedy', choices=list(_methods()), help='decoding method (asr_nb.decode.SEARCHES)')
     p.add_argument('--timestamps', action='store_true', help='also print CTC token times (seconds)')
+    p.add_argument('--ctm', action='store_true', help='print word times as CTM lines (file stem as the id) instead')
     p.add_argument('--channel', type=_channel, metavar='N|mean', help='multi-channel files: take channel N, or mean to downmix')
     p.add_argument('--max-segment-s', type=float, metavar='S', help='cut longer audio into pieces (energy VAD; default 30)')
     a = p.parse_args(argv)
@@ -483,12 +515,15 @@ def transcribe_main(argv: Sequence[str]) -> int:
     rec = Recognizer.from_exp(_check_exp(a.exp)) if a.exp else Recognizer.from_onnx(a.onnx)
     bad = 0
     for f in a.audio:
-        try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps, channel=a.channel, max_segment_s=a.max_segment_s)
+        try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps or a.ctm, channel=a.channel, max_segment_s=a.max_segment_s)
         except _user_error_types() as e:                    # this file is unusable: say so, go on with the others
             msg = _one_line(e); msg = msg if f in msg else f"{f}: {msg}"
             if 'channel' in msg and a.channel is None: msg += " (use --channel N, or --channel mean to downmix)"
             print(f"asr_nb_transcribe: error: {msg}", file=sys.stderr); bad += 1; continue
-        if a.timestamps: print(f"{f}\t{o['text']}\t" + ' '.join(f"{t}@{s:.2f}" for t, s, _ in o['timestamps']))
+        if a.ctm:
+            from asr_nb.align import ctm_lines
+            for l in ctm_lines(Path(f).stem, o['words']): print(l)
+        elif a.timestamps: print(f"{f}\t{o['text']}\t" + ' '.join(f"{t}@{s:.2f}" for t, s, _ in o['timestamps']))
         else: print(f"{f}\t{o}")
     return 2 if bad else 0
 
