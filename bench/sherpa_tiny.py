@@ -27,16 +27,21 @@ def main():
     sr = rates.pop()
     rows = {}
     t = time.perf_counter(); ours = Recognizer.from_exp(a.exp).transcribe(waves, 'ctc_greedy', sample_rate=sr); dt = time.perf_counter() - t
-    rows['asr_nb ctc_greedy (PyTorch)'] = dict(cer_pct=cer(refs, ours), wer_pct=wer(refs, ours), wall_s=round(dt, 2))
+    rows['asr_nb ctc_greedy (PyTorch)'] = dict(cer_pct=round(cer(refs, ours), 2), wer_pct=round(wer(refs, ours), 2), wall_s=round(dt, 2))
     with tempfile.TemporaryDirectory() as d:
         info = export_sherpa_ctc(a.exp, d)
         for name, int8, size in (('sherpa-onnx fp32', False, info['model_bytes']), ('sherpa-onnx int8', True, info['model_int8_bytes'])):
             t = time.perf_counter(); hyps = sherpa_transcribe(sherpa_recognizer(d, int8=int8), waves, sr); dt = time.perf_counter() - t
-            rows[name] = dict(cer_pct=cer(refs, hyps), wer_pct=wer(refs, hyps), wall_s=round(dt, 2), model_mb=round(size / 2**20, 2),
+            rows[name] = dict(cer_pct=round(cer(refs, hyps), 2), wer_pct=round(wer(refs, hyps), 2), wall_s=round(dt, 2), model_mb=round(size / 2**20, 2),
                               same_text_as_ours=sum(h == o for h, o in zip(hyps, ours)), utts=len(keys))
-    res = dict(exp=str(a.exp), data=str(a.data), rows=rows)
+    res = dict(title="sherpa-onnx deployment of the tiny recipe's Conformer (asr_nb_export --format sherpa-onnx), its test set",
+               command=f'.venv/bin/python bench/sherpa_tiny.py --exp {a.exp} --data {a.data}',
+               rows=[dict(engine=k, **v) for k, v in rows.items()],
+               notes='CER/WER against the references; same_text_as_ours: transcripts identical to our ctc_greedy. '
+                     'sherpa-onnx decodes all utterances in one batch (1 thread); wall times on a shared machine are rough. '
+                     'int8: onnxruntime dynamic quantisation of the MatMul weights.')
     Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
-    for k, v in rows.items(): print(f'{k:28s} {json.dumps(v)}')
+    for r in res['rows']: print(json.dumps(r))
 
 
 if __name__ == '__main__': main()
