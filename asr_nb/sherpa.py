@@ -54,7 +54,8 @@ def _subsampling(model, cfg) -> int:
 # %% ../nbs/17_sherpa.ipynb #073bf801
 def _check_exportable(model: nn.Module, cfg, exp) -> None:
     if 'ctc' not in getattr(model, 'capabilities', ()):
-        raise SherpaExportError(f"{exp}: family {cfg.model.family!r} has no CTC head; sherpa-onnx's CTC recognizer needs one")
+        raise SherpaExportError(f"{exp}: family {cfg.model.family!r} has no CTC head; sherpa-onnx's CTC recognizer needs one "
+                                f"(a family with its own sherpa-onnx layout, such as Paraformer, writes it with plain asr_nb_export)")
     if cfg.features.kind != 'fbank':
         raise SherpaExportError(f"{exp}: features.kind={cfg.features.kind!r}; sherpa-onnx computes fbank only")
 
