@@ -7,14 +7,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # g++/cmake/zlib: kenlm (n-gram LM queries) builds from its source distribution
-APT_PKGS := espeak-ng sox libsndfile1 g++ cmake zlib1g-dev
+# chromium + chromium-driver: the documentation site's browser test (tests/test_site.py)
+APT_PKGS := espeak-ng sox libsndfile1 g++ cmake zlib1g-dev chromium chromium-driver
 
 .PHONY: install system venv demo test test-nbs test-py sync-check readme bench docs clean
 
 install: system venv
 
 system:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! ldconfig -p | grep -q libsndfile || ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then \
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null || ! ldconfig -p | grep -q libsndfile || ! command -v g++ >/dev/null || ! command -v cmake >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  echo "installing system packages: $(APT_PKGS)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PKGS) >/dev/null; \
 	fi
@@ -32,7 +33,8 @@ demo: install
 	$(BIN)/asr_nb_demo
 
 ## Everything CI checks: notebooks clean, package in sync, notebook tests, pytest.
-test: install sync-check test-nbs test-py
+## The site build is part of it (about 30 s on 2 cores): tests/test_site.py checks the fresh build in Chromium.
+test: install sync-check test-nbs docs test-py
 
 sync-check:
 	@before=$$(find nbs asr_nb -type f \( -name '*.ipynb' -o -name '*.py' \) -not -path '*/.ipynb_checkpoints/*' | sort | xargs md5sum); \
@@ -60,8 +62,11 @@ readme:
 bench: install
 	$(BIN)/python bench/run_all.py
 
+## The documentation site: Sphinx + myst-nb reads nbs/*.ipynb with their stored outputs (nothing is executed)
+## and autodoc the docstrings; open docs/_build/html/index.html. Incremental: re-running rebuilds what changed.
 docs: install
-	$(BIN)/nbdev_docs
+	$(BIN)/sphinx-build -b html -q -j 2 docs docs/_build/html
+	@echo 'docs: open docs/_build/html/index.html'
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info _proc _docs
+	rm -rf $(VENV) build dist *.egg-info _proc _docs docs/_build

@@ -13,10 +13,10 @@ from .data import check_data, decode_utterances
 
 # %% auto #0
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
-           'summary_line', 'average_parser', 'average_main', 'decode_parser', 'parse_methods', 'decode_main',
-           'format_result_line', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
-           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'lm_parser', 'lm_main',
-           'tune_lm_main', 'main']
+           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
+           'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
+           'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
+           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -168,6 +168,26 @@ def _jsonable(x):
     return str(x)
 
 # %% ../nbs/16_cli.ipynb #d0d72341
+def parse_range(s: str) -> list[int]:
+    "`37-40` -> [37, 38, 39, 40]; `30,35-37` -> [30, 35, 36, 37] (argparse type of --epochs/--steps)."
+    out = []
+    for part in s.split(','):
+        a, _, b = part.strip().partition('-')
+        if not a.isdigit() or (b and not b.isdigit()) or (b and int(b) < int(a)):
+            raise argparse.ArgumentTypeError(f"expected N, N-M or a comma list of them (M >= N), got {s!r}")
+        out += range(int(a), int(b or a) + 1)
+    return sorted(set(out))
+
+def checkpoints_by(exp: Path, epochs: list[int] | None = None, steps: list[int] | None = None) -> list[Path]:
+    "The checkpoint files ending `epochs` (1-based) or saved at `steps`; one error line names what is missing."
+    from asr_nb.checkpoint import list_checkpoints
+    recs = list_checkpoints(exp)
+    have = {r['epoch']: r['path'] for r in recs if r['batch_idx'] == 0} if epochs else {r['step']: r['path'] for r in recs}
+    want, what = (epochs, 'epoch') if epochs else (steps, 'step')
+    missing = [x for x in want if x not in have]
+    if missing: raise CLIError(f"{exp}: no checkpoint at {what}(s) {missing}; have {sorted(have)}")
+    return [have[x] for x in want]
+
 def average_parser() -> argparse.ArgumentParser:
     p = _parser('asr_nb_average', 'Average checkpoints of an experiment into model_avg.pt (best N by a metric, or last N).',
                 'example:\n  asr_nb_average --exp exp/tiny --n 5 --by valid_loss')
@@ -175,6 +195,9 @@ def average_parser() -> argparse.ArgumentParser:
     p.add_argument('--n', type=int, default=10, help='number of checkpoints to average')
     p.add_argument('--by', default='valid_loss', choices=['valid_loss', 'valid_acc', 'valid_cer', 'last'],
                    help='pick the best N by this validation metric, or the last N')
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument('--epochs', type=parse_range, metavar='R', help="instead: the checkpoints ending these epochs, e.g. 37-40 or 30,35-37")
+    sel.add_argument('--steps', type=parse_range, metavar='R', help='instead: the checkpoints saved at these steps, e.g. 1200-1400')
     return p
 
 @cli_entry('asr_nb_average')
@@ -184,7 +207,8 @@ def average_main(argv: Sequence[str]) -> int:
     if a.n < 1: raise CLIError(f"--n must be >= 1, got {a.n}")
     exp = _check_exp(a.exp)
     from asr_nb.average import average_exp
-    print(average_exp(str(exp), n=a.n, by=a.by))
+    if a.epochs or a.steps: print(average_exp(str(exp), paths=checkpoints_by(exp, epochs=a.epochs, steps=a.steps)))
+    else: print(average_exp(str(exp), n=a.n, by=a.by))
     return 0
 
 # %% ../nbs/16_cli.ipynb #a8f6fb7c
@@ -222,6 +246,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='cpu', help="device: cpu, cuda, npu, mps or auto")
     p.add_argument('--strict', action='store_true', help='stop when any utterance is unreadable instead of skipping it')
     p.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
+    p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
@@ -271,7 +296,11 @@ def decode_main(argv: Sequence[str]) -> int:
     methods = parse_methods(a.method, rec.capabilities)
     res = decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
                       log=lambda m: print(m, file=sys.stderr))
-    for r in res.values(): print(format_result_line(r) + f"  -> {r['out_dir']}")
+    for r in res.values():
+        if a.ctm:                                                   # word times of this method's hypotheses
+            from asr_nb.core import atomic_write_text
+            atomic_write_text(Path(r['out_dir'])/'ctm', ''.join(l + '\n' for l in decode_ctm(rec, utts, r['hyps'])))
+        print(format_result_line(r) + f"  -> {r['out_dir']}")
     return 0
 
 def format_result_line(r: dict) -> str:
@@ -279,6 +308,32 @@ def format_result_line(r: dict) -> str:
     pct = lambda x: '   n/a' if x is None else f"{x:6.2f}"
     extra = ''.join(f"  {k.replace('_', ' ')}={r[k]}" for k in ('unscored', 'too_short') if r.get(k))
     return f"{r['method']:<16s} CER {pct(r['cer'])} %  WER {pct(r['wer'])} %  RTF {r['rtf']:.4f}  n={r['n']}{extra}"
+
+# %% ../nbs/16_cli.ipynb #7810009f
+def decode_ctm(rec, # a Recognizer (asr_nb.export)
+               utts: list, # the decoded utterances (asr_nb.data.Utterance)
+               hyps: dict[str, str], # utt-id -> hypothesis text (any method's)
+              ) -> list[str]:
+    "CTM lines of the hypotheses: each aligned to its utterance's CTC posteriors (`asr_nb.align`); a segment's times are its recording's."
+    from asr_nb.align import ctm_lines, forced_spans, word_times
+    from asr_nb.export import _features, _token_spans
+    from asr_nb.features import load_audio
+    frame_s, space = rec.feat_cfg.frame_shift_ms / 1000 * rec.subsampling, getattr(rec.tokenizer, 'space_token', None)
+    lines = []
+    for u in utts:
+        ids = rec.tokenizer.encode(hyps.get(u.key) or '')
+        if not ids: continue
+        feats, lens = _features([load_audio(u.audio, u.start, u.end, rec.sample_rate)], rec.feat_cfg)
+        if int(rec._encoder_lengths(lens)[0]) < 1: continue
+        lp, _, enc_lens = rec.encode(feats, lens)
+        lp = lp[0, :int(enc_lens[0])].float().cpu()
+        try: spans = forced_spans(lp, ids, rec.blank_id)                        # (start, end, confidence)
+        except ValueError: spans = [(a, b, 0.0) for a, b in _token_spans(lp.numpy(), ids, rec.blank_id)]  # unalignable: spread
+        words = word_times([rec.tokenizer.units[i] for i in ids], [(a * frame_s, b * frame_s, c) for a, b, c in spans], space)
+        names = hyps[u.key].split()                                             # the text's spelling (units may be <unk>)
+        if len(names) == len(words): words = [(n, *w[1:]) for n, w in zip(names, words)]
+        lines += ctm_lines(u.key, words, offset=u.start or 0.0)             # segments: times in the recording
+    return lines
 
 # %% ../nbs/16_cli.ipynb #84744875
 def _read_text(path: str | os.PathLike, what: str) -> dict[str, str]:
@@ -298,6 +353,8 @@ def score_parser() -> argparse.ArgumentParser:
                         'auto decides once from the references (any CJK character: zh)')
     p.add_argument('--report', default=None, metavar='FILE', help='write the per-utterance aligned REF/HYP report here')
     p.add_argument('--json', action='store_true', help='print the totals as JSON (null where nothing could be scored)')
+    p.add_argument('--lowercase', action='store_true', help='fold case on both sides before scoring')
+    p.add_argument('--remove-punct', action='store_true', help="drop punctuation on both sides (apostrophes inside words stay)")
     return p
 
 @cli_entry('asr_nb_score')
@@ -305,6 +362,9 @@ def score_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_score`."
     a = score_parser().parse_args(argv)
     refs, hyps = _read_text(a.ref, 'reference'), _read_text(a.hyp, 'hypothesis')
+    if a.lowercase or a.remove_punct:
+        from asr_nb.metrics import normalize_text
+        refs, hyps = ({k: normalize_text(v, a.lowercase, a.remove_punct) for k, v in t.items()} for t in (refs, hyps))
     missing = [k for k in refs if k not in hyps]
     extra = [k for k in hyps if k not in refs]
     if extra: raise CLIError(f"{len(extra)} hypothesis id(s) not in the references, e.g. {extra[0]!r}")
@@ -413,11 +473,15 @@ def export_main(argv: Sequence[str]) -> int:
     p.add_argument('--weights', default=None, help='weights file (default: model_avg.pt if present, else the last checkpoint)')
     p.add_argument('--opset', type=int, default=17, help='ONNX opset')
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
+    p.add_argument('--format', choices=('asr_nb', 'sherpa-onnx'), default='asr_nb',
+                   help="sherpa-onnx: model.onnx (CMVN inside), model.int8.onnx and tokens.txt for sherpa-onnx's CTC recognizer")
     a = p.parse_args(argv)
     exp = _check_exp(a.exp)
     if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
     from asr_nb.export import export_onnx
-    info = export_onnx(exp, a.out, weights=a.weights, opset=a.opset, check=not a.no_check)
+    from asr_nb.sherpa import export_sherpa_ctc
+    if a.format == 'sherpa-onnx': info = export_sherpa_ctc(exp, a.out, weights=a.weights, opset=a.opset)
+    else: info = export_onnx(exp, a.out, weights=a.weights, opset=a.opset, check=not a.no_check)
     print(json.dumps(_jsonable(info), indent=1))
     return 0
 
@@ -442,6 +506,7 @@ def transcribe_main(argv: Sequence[str]) -> int:
     p.add_argument('audio', nargs='+', help='audio files (wav, flac, ...)')
     p.add_argument('--method', default='ctc_greedy', choices=list(_methods()), help='decoding method (asr_nb.decode.SEARCHES)')
     p.add_argument('--timestamps', action='store_true', help='also print CTC token times (seconds)')
+    p.add_argument('--ctm', action='store_true', help='print word times as CTM lines (file stem as the id) instead')
     p.add_argument('--channel', type=_channel, metavar='N|mean', help='multi-channel files: take channel N, or mean to downmix')
     p.add_argument('--max-segment-s', type=float, metavar='S', help='cut longer audio into pieces (energy VAD; default 30)')
     a = p.parse_args(argv)
@@ -450,12 +515,15 @@ def transcribe_main(argv: Sequence[str]) -> int:
     rec = Recognizer.from_exp(_check_exp(a.exp)) if a.exp else Recognizer.from_onnx(a.onnx)
     bad = 0
     for f in a.audio:
-        try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps, channel=a.channel, max_segment_s=a.max_segment_s)
+        try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps or a.ctm, channel=a.channel, max_segment_s=a.max_segment_s)
         except _user_error_types() as e:                    # this file is unusable: say so, go on with the others
             msg = _one_line(e); msg = msg if f in msg else f"{f}: {msg}"
             if 'channel' in msg and a.channel is None: msg += " (use --channel N, or --channel mean to downmix)"
             print(f"asr_nb_transcribe: error: {msg}", file=sys.stderr); bad += 1; continue
-        if a.timestamps: print(f"{f}\t{o['text']}\t" + ' '.join(f"{t}@{s:.2f}" for t, s, _ in o['timestamps']))
+        if a.ctm:
+            from asr_nb.align import ctm_lines
+            for l in ctm_lines(Path(f).stem, o['words']): print(l)
+        elif a.timestamps: print(f"{f}\t{o['text']}\t" + ' '.join(f"{t}@{s:.2f}" for t, s, _ in o['timestamps']))
         else: print(f"{f}\t{o}")
     return 2 if bad else 0
 

@@ -167,8 +167,9 @@ def ctc_force_align(log_probs: np.ndarray, # (T', V) CTC log-probabilities of on
 # %% ../nbs/15_export.ipynb #bc300d91
 def _token_spans(log_probs: np.ndarray, # (T', V) CTC log-probabilities of one utterance
                  ids: Sequence[int], blank: int = 0) -> list[tuple[int, int]]: # per token: (first frame, last frame + 1)
-    "`ctc_force_align`, or an even spread over the frames when the tokens cannot be aligned (an attention hypothesis longer than CTC allows)."
-    try: return ctc_force_align(log_probs, ids, blank)
+    "CTC forced alignment (torchaudio's, `asr_nb.align.forced_spans`; equal to `ctc_force_align`), or an even spread over the frames when the tokens cannot be aligned (an attention hypothesis longer than CTC allows)."
+    from asr_nb.align import forced_spans
+    try: return [(a, b) for a, b, _ in forced_spans(log_probs, ids, blank)]
     except ValueError:
         edges = np.linspace(0, len(log_probs), len(ids) + 1).astype(int)
         return [(int(a), int(max(b, a + 1))) for a, b in zip(edges[:-1], edges[1:])]
@@ -389,7 +390,10 @@ class Recognizer:
     def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
         text = self.tokenizer.decode(ids)
         if not timestamps: return text
-        return dict(text=text, tokens=ids, timestamps=[(self.tokenizer.units[t], round(a, 3), round(b, 3)) for t, (a, b) in zip(ids, times)])
+        from asr_nb.align import word_times
+        units = [self.tokenizer.units[t] for t in ids]
+        words = [(w, round(a, 3), round(b, 3)) for w, a, b, _ in word_times(units, times, getattr(self.tokenizer, 'space_token', None))]
+        return dict(text=text, tokens=ids, timestamps=[(u, round(a, 3), round(b, 3)) for u, (a, b) in zip(units, times)], words=words)
 
     def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
         "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."

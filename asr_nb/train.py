@@ -22,7 +22,7 @@ from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_
 __all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'noam_lr', 'warmup_decay_lr', 'LRSchedule', 'build_optimizer', 'train_step',
            'validate', 'format_log_line', 'parse_log_line', 'read_train_log', 'plot_curves', 'Meter', 'TrainLog',
            'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError', 'find_resume', 'check_resume',
-           'check_skip_rate', 'train']
+           'check_skip_rate', 'config_report', 'train']
 
 # %% ../nbs/10_train.ipynb #a60e7937
 def noam_lr(step: int, # optimiser update, counted from 1
@@ -562,6 +562,12 @@ def _wrap_ddp(run: _Run):
         run.model = DDP(run.raw, device_ids=[dev.index] if dev.type == "cuda" else None,
                         find_unused_parameters=run.cfg.model.loss.ctc_weight in (0.0, 1.0))
 
+# %% ../nbs/10_train.ipynb #2bd3f867
+def config_report(cfg: ExpConfig) -> str:
+    "The resolved config (every default and override applied) as the YAML of config.yaml, for the top of train.log."
+    import yaml
+    return "resolved config:\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip()
+
 # %% ../nbs/10_train.ipynb #aabbe8d1
 def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names) -> _Run:
     "Everything before the first update (see the prose above)."
@@ -569,6 +575,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     resume_path, st = find_resume(tc, exp)
     if st is not None: check_resume(cfg, exp, resume_path, st)  # before anything is written
     train_utts, valid_utts = _load_utts(train_data), _load_utts(valid_data)
+    tlog.info(config_report(cfg))                            # rank 0: the resolved config, first in train.log
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
     D.barrier()
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
