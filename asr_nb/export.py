@@ -54,7 +54,7 @@ def export_model_onnx(model: nn.Module, # an ASRModel (eval mode is set here)
     from asr_nb.conformer import set_impl
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     model = set_impl(copy.deepcopy(model).float().eval(), 'plain')  # the zero-copy rel-shift view does not trace
-    feats, lens = _example_inputs(n_mels)
+    feats, lens = _example_inputs(n_mels, T=getattr(model, 'onnx_example_frames', 200))  # a family may need longer inputs (wav2vec 2.0: samples)
     paths = dict(encoder=out/'encoder.onnx')
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation and tracer warnings
@@ -84,7 +84,7 @@ def check_onnx(model: nn.Module, # the PyTorch model that was exported
               ) -> dict[str, float]:
     "Max absolute difference between onnxruntime and PyTorch outputs on valid positions."
     model = model.eval(); out = Path(out_dir)
-    feats, lens = _example_inputs(n_mels, B, T, seed)
+    feats, lens = _example_inputs(n_mels, B, getattr(model, 'onnx_check_frames', T), seed)
     with torch.no_grad(): lp, enc, enc_lens = EncoderCTC(model)(feats, lens)
     o_lp, o_enc, o_lens = _session(out/'encoder.onnx').run(None, {'feats': feats.numpy(), 'feat_lens': lens.numpy()})
     if not np.array_equal(o_lens, enc_lens.numpy()): raise AssertionError(f"encoder lengths differ: {o_lens} vs {enc_lens}")
@@ -123,7 +123,7 @@ def onnx_length_limits(model: nn.Module, # an ASRModel
             if isinstance(m, RelPositionalEncoding): return (m.pe.size(1) + 1) // 2    # positions T-1 ... -(T-1)
             if isinstance(m, AbsPositionalEncoding): return m.pe.size(0)
         return None
-    enc = table_len(model.encoder)
+    enc = table_len(getattr(model, 'encoder', None))   # families without one (wav2vec 2.0): no table, no limit
     return dict(max_frames=None if enc is None else _max_input_frames(model.output_lengths, enc),
                 max_enc_frames=enc, max_decoder_len=table_len(getattr(model, 'decoder', None)))
 
@@ -192,7 +192,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
                 subsampling=cfg.model.encoder.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
                 sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
-                capabilities=sorted(model.capabilities),
+                capabilities=sorted(model.capabilities), model=config_to_dict(cfg.model),  # `model`: the family's length rule in from_onnx
                 **onnx_length_limits(model))  # what the trace froze: Recognizer.from_onnx keeps inputs under max_frames
     atomic_write_text(out/'meta.json', json.dumps(meta, indent=1))
     info = {k: str(v) for k, v in paths.items()}
@@ -333,6 +333,7 @@ class Recognizer:
         max_frames = meta.get('max_frames', _LEGACY_MAX_FRAMES.get(meta['subsampling']))  # exports before the limit was recorded
         rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers),
                   max_frames=max_frames)
+        rec.model_cfg = meta.get('model')   # the family's length rule (exports before it was recorded: the subsampling)
         rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
         return rec
 
@@ -395,6 +396,7 @@ class Recognizer:
         if self.model is not None: return self.model.output_lengths(lens)
         from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
         from asr_nb.model import model_length_rule   # an export records its subsampling (meta.json); the model's rule applies
+        if getattr(self, 'model_cfg', None): return model_length_rule(config_from_dict({'model': self.model_cfg}))(lens)  # exports with meta['model']
         return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
 
 # %% ../nbs/15_export.ipynb #14b4fa13

@@ -114,6 +114,7 @@ def _transformer(net: Wav2Vec2Model, x: torch.Tensor, lengths: torch.Tensor) -> 
 class Wav2Vec2CTC(nn.Module):
     """wav2vec 2.0 with a CTC head (Baevski et al., 2020; fairseq's `wav2vec_ctc`), the `wav2vec2_ctc` family.
     Input: `features.kind: raw`, feats (B, N, 1) samples at 16 kHz. `forward(batch)` -> dict(loss, loss_ctc, num_inf_ctc)."""
+    onnx_example_frames, onnx_check_frames = 8000, 6283   # samples: ONNX traces and checks need inputs past the 400-sample field
     def __init__(self, c: Wav2Vec2Config, # model.wav2vec2
                  vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1 (the CTC head never emits <sos/eos>)
                  accum_grad: int = 1, # train.accum_grad: forwards per update, for freeze_finetune_updates
@@ -267,15 +268,16 @@ def safe_torch_load(path: str | Path) -> object:
             warnings.simplefilter("ignore")   # torch's note about pickle protocols
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        m = re.search(r"(?:GLOBAL|global|function) ([\w.]+)", str(e))
-        what = f"'{m.group(1)}'" if m else "an object that is not a tensor, container or argparse.Namespace"
-        raise CheckpointError(f"{path}: refused to load: the pickle names {what}, which is not on the allow-list "
-                              f"(tensors, plain containers, argparse.Namespace); it is not a checkpoint asr_nb reads") from None
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if m: raise CheckpointError(f"{path}: refused to load: the pickle names '{m.group(1)}', which is not on the allow-list "
+                                    f"(tensors, plain containers, argparse.Namespace)") from None
+        why = next((l.strip() for l in str(e).splitlines() if l.strip().startswith(("Unsupported", "invalid load key"))), "")
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the safe unpickler stopped{': ' + why[:100] if why else ''})") from None
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)): raise
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:120]})") from None
 
-# %% ../nbs/32_wav2vec2.ipynb #997f444c
+# %% ../nbs/32_wav2vec2.ipynb #1410e955
 def _cfg_get(obj, key: str):
     "A key of a dict or an attribute of a Namespace (fairseq's two config shapes); None when absent."
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
@@ -301,7 +303,7 @@ def read_fairseq(path: str | Path, # a fairseq .pt file
     p.update(arch=fairseq_arch(_as_dict(conf), str(path)), source=f"fairseq checkpoint {path}")
     return p
 
-# %% ../nbs/32_wav2vec2.ipynb #42c25ecc
+# %% ../nbs/32_wav2vec2.ipynb #e7be43d3
 def hf_arch(conf: dict, source: str) -> dict: # model.wav2vec2 fields
     "A transformers `Wav2Vec2Config` (config.json) -> our architecture fields; other model types are refused by name."
     if conf.get("model_type") != "wav2vec2":
@@ -347,7 +349,7 @@ def read_hf_dir(d: str | Path) -> Pretrained:
     p.update(arch=hf_arch(conf, str(d/"config.json")), source=f"Hugging Face directory {d}")
     return p
 
-# %% ../nbs/32_wav2vec2.ipynb #f618c839
+# %% ../nbs/32_wav2vec2.ipynb #77772ef0
 PRETRAINED_FORMAT = "asr_nb.wav2vec2"
 
 def load_pretrained(path: str | Path) -> Pretrained:
@@ -361,7 +363,7 @@ def load_pretrained(path: str | Path) -> Pretrained:
                           head=None, source=f"asr_nb_pretrain output {p}")
     return read_fairseq(p, st)
 
-# %% ../nbs/32_wav2vec2.ipynb #b1caa790
+# %% ../nbs/32_wav2vec2.ipynb #6c5bcee8
 def _init_pretrained(self: Wav2Vec2CTC) -> str:
     "Copy `model.wav2vec2.pretrained` into the network and `mask_emb`; the CTC head stays fresh. Returns the log message."
     if not self.c.pretrained: return "model.wav2vec2.pretrained is empty: the wav2vec 2.0 network starts from random weights"
