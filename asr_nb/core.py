@@ -260,11 +260,27 @@ class Wav2Vec2Config:
     mask_channel_length: int = 64   # ... in spans this wide
     freeze_feature_encoder: bool = True  # no gradient into the conv feature encoder (fairseq feature_grad_mult=0)
     freeze_finetune_updates: int = 0     # updates during which only the CTC head trains
+    # self-supervised pre-training (asr_nb_pretrain); fairseq's wav2vec2 BASE values
+    codebook_groups: int = 2        # G: product-quantizer groups ...
+    codebook_vars: int = 320        # V: ... of V entries each
+    codebook_dim: int = 256         # quantized vector size (G slices of codebook_dim / G)
+    final_dim: int = 256            # space where context and quantized targets are compared
+    latent_temp: list = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # Gumbel temperature: start, floor, decay per update
+    num_negatives: int = 100        # K distractors per masked frame, from the same utterance
+    logit_temp: float = 0.1         # kappa: cosine similarities are divided by it
+    diversity_weight: float = 0.1   # alpha: weight of the codebook diversity loss
+    feature_pen_weight: float = 10.0  # weight of the L2 penalty on the conv features
+    feature_grad_mult: float = 0.1  # scale of the gradient into the conv feature encoder during pre-training
     def __post_init__(self):
         _check_choice(self, "extractor_mode", ("group_norm", "layer_norm"))
         _check_positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "pos_conv_kernel", "pos_conv_groups",
                         "mask_time_length", "mask_channel_length")
-        _check_positive(self, "freeze_finetune_updates", allow_zero=True)
+        _check_positive(self, "freeze_finetune_updates", "feature_grad_mult", "diversity_weight", "feature_pen_weight", allow_zero=True)
+        _check_positive(self, "codebook_groups", "codebook_vars", "codebook_dim", "final_dim", "num_negatives", "logit_temp")
+        if self.codebook_dim % self.codebook_groups: raise ConfigError(f"codebook_dim: {self.codebook_dim} is not divisible by codebook_groups {self.codebook_groups}")
+        if len(self.latent_temp) != 3 or not 0 < self.latent_temp[1] <= self.latent_temp[0] or not 0 < self.latent_temp[2] <= 1:
+            raise ConfigError(f"latent_temp: expected [start, floor, decay] with 0 < floor <= start and 0 < decay <= 1, got {self.latent_temp}")
+        self.latent_temp = [float(t) for t in self.latent_temp]
         _check_unit_interval(self, "dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop")
         for n in ("mask_time_prob", "mask_channel_prob"):
             if not 0 <= getattr(self, n) <= 1: raise ConfigError(f"{n}: must be in [0, 1], got {getattr(self, n)}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/32_wav2vec2.ipynb #71f44497
 from __future__ import annotations
-import argparse, ast, json, math, pickle, re, time, warnings
+import argparse, ast, json, math, pickle, re, struct, time, warnings
 from dataclasses import replace
 from pathlib import Path
 import torch
@@ -19,7 +19,9 @@ from .checkpoint import CheckpointError
 # %% auto #0
 __all__ = ['PRETRAINED_FORMAT', 'conv_receptive_field', 'conv_output_lengths', 'build_wav2vec2', 'tiny_wav2vec2_config',
            'span_mask', 'apply_masks', 'Wav2Vec2CTC', 'Pretrained', 'map_fairseq_state', 'fairseq_arch',
-           'safe_torch_load', 'read_fairseq', 'hf_arch', 'map_hf_state', 'read_hf_dir', 'load_pretrained']
+           'safe_torch_load', 'read_fairseq', 'hf_arch', 'map_hf_state', 'read_hf_dir', 'load_pretrained',
+           'GumbelVectorQuantizer', 'sample_negatives', 'contrastive_logits', 'Wav2Vec2Pretrain', 'crop_batches',
+           'save_pretrained', 'pretrain', 'pretrain_main']
 
 # %% ../nbs/32_wav2vec2.ipynb #f29e92fa
 def conv_receptive_field(conv_layers: list, # [[channels, kernel, stride], ...] (model.wav2vec2.conv_layers)
@@ -273,7 +275,7 @@ def safe_torch_load(path: str | Path) -> object:
                                     f"(tensors, plain containers, argparse.Namespace)") from None
         why = next((l.strip() for l in str(e).splitlines() if l.strip().startswith(("Unsupported", "invalid load key"))), "")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the safe unpickler stopped{': ' + why[:100] if why else ''})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as e:
+    except (RuntimeError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)): raise
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:120]})") from None
 
@@ -379,3 +381,205 @@ def _init_pretrained(self: Wav2Vec2CTC) -> str:
     return f"initialised the wav2vec 2.0 network from {p['source']} ({len(p['state'])} tensors); the CTC head over {self.vocab_size} units is new"
 
 Wav2Vec2CTC.init_pretrained = _init_pretrained
+
+# %% ../nbs/32_wav2vec2.ipynb #e8772a46
+def _perplexity(p: torch.Tensor) -> torch.Tensor: # (G, V) distributions -> scalar, summed over groups
+    "exp(entropy) per group, summed: V x G when every entry is equally used, G when one entry per group is."
+    return torch.exp(-(p * torch.log(p + 1e-7)).sum(-1)).sum()
+
+class GumbelVectorQuantizer(nn.Module):
+    "Product quantizer with Gumbel-softmax selection (Baevski et al., 2020 sec. 2; Jang et al., 2017). (B, T, C) -> dict."
+    def __init__(self, dim: int, # input channels C
+                 groups: int, # G
+                 num_vars: int, # V entries per group
+                 vq_dim: int, # output size (G slices of vq_dim / G)
+                 temp: tuple = (2.0, 0.5, 0.999995), # (start, floor, decay per update)
+                ):
+        super().__init__()
+        self.groups, self.num_vars = groups, num_vars
+        self.vars = nn.Parameter(torch.empty(1, groups * num_vars, vq_dim // groups).uniform_())  # the codebooks
+        self.weight_proj = nn.Linear(dim, groups * num_vars)
+        nn.init.normal_(self.weight_proj.weight, mean=0, std=1); nn.init.zeros_(self.weight_proj.bias)
+        self.max_temp, self.min_temp, self.temp_decay = temp
+        self.curr_temp = self.max_temp
+
+    def set_num_updates(self, n: int):
+        "Anneal: temperature = max(start * decay^n, floor)."
+        self.curr_temp = max(self.max_temp * self.temp_decay ** n, self.min_temp)
+
+    def forward(self, x: torch.Tensor) -> dict: # (B, T, C) -> x (B, T, vq_dim), perplexities, num_vars, temp
+        B, T, _ = x.shape
+        G, V = self.groups, self.num_vars
+        logits = self.weight_proj(x).reshape(B * T * G, V).float()             # (BTG, V)
+        hard = F.one_hot(logits.argmax(-1), V).to(logits.dtype)                 # (BTG, V)
+        code_ppl = _perplexity(hard.view(B * T, G, V).mean(0))
+        prob_ppl = _perplexity(torch.softmax(logits.view(B * T, G, V), -1).mean(0))
+        onehot = F.gumbel_softmax(logits, tau=self.curr_temp, hard=True) if self.training else hard
+        q = onehot.view(B * T, G * V, 1).type_as(self.vars) * self.vars         # (BT, GV, vq_dim / G)
+        q = q.view(B * T, G, V, -1).sum(2).reshape(B, T, -1)                    # (B, T, vq_dim): one entry per group
+        return dict(x=q, code_perplexity=code_ppl, prob_perplexity=prob_ppl, num_vars=G * V, temp=self.curr_temp)
+
+# %% ../nbs/32_wav2vec2.ipynb #9b1a01f7
+def sample_negatives(y: torch.Tensor, # (M, D) targets of one utterance's masked frames
+                     num: int, # K
+                     generator: torch.Generator | None = None,
+                    ) -> torch.Tensor: # (M, K, D)
+    "K distractors per row, uniformly from the other rows (never the row itself)."
+    M = y.size(0)
+    idx = torch.randint(0, max(M - 1, 1), (M, num), generator=generator)          # (M, K) among the M - 1 others
+    idx = idx + (idx >= torch.arange(M)[:, None]).long()                          # skip the row itself
+    return y[idx.clamp(max=M - 1).to(y.device)]
+
+def contrastive_logits(c: torch.Tensor, # (M, D) context vectors at masked frames
+                       q: torch.Tensor, # (M, D) their true targets
+                       negs: torch.Tensor, # (M, K, D) distractors
+                       logit_temp: float = 0.1, # kappa
+                      ) -> torch.Tensor: # (M, 1 + K): column 0 is the target
+    "Cosine similarities / kappa between each context vector and its target and distractors."
+    cand = torch.cat([q[:, None], negs], dim=1)                                     # (M, 1 + K, D)
+    logits = F.cosine_similarity(c[:, None].float(), cand.float(), dim=-1) / logit_temp
+    same = (negs == q[:, None]).all(-1)                                             # (M, K) a distractor equal to the target
+    return torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
+
+# %% ../nbs/32_wav2vec2.ipynb #ce758a15
+class Wav2Vec2Pretrain(nn.Module):
+    "wav2vec 2.0 pre-training (Baevski et al., 2020): (B, N) equal-length waveforms -> dict(loss, loss_contrastive, loss_diversity, ...)."
+    def __init__(self, c: Wav2Vec2Config):
+        super().__init__()
+        self.c = c
+        self.wav2vec2 = build_wav2vec2(c)
+        self.mask_emb = nn.Parameter(torch.empty(c.embed_dim).uniform_())
+        self.quantizer = GumbelVectorQuantizer(c.conv_layers[-1][0], c.codebook_groups, c.codebook_vars, c.codebook_dim,
+                                               tuple(c.latent_temp))
+        self.project_q = nn.Linear(c.codebook_dim, c.final_dim)   # targets -> comparison space
+        self.final_proj = nn.Linear(c.embed_dim, c.final_dim)     # context -> comparison space
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def forward(self, wave: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+        c, fp = self.c, self.wav2vec2.encoder.feature_projection
+        if self.training: self.quantizer.set_num_updates(int(self.num_updates))
+        z, _ = self.wav2vec2.feature_extractor(wave, None)                             # (B, T, C)
+        if c.feature_grad_mult != 1.0: z = GradMultiply.apply(z, c.feature_grad_mult)
+        pen = z.float().pow(2).mean()
+        z = fp.layer_norm(z)
+        q = self.quantizer(z)                                                           # targets from unmasked features
+        B, T, _ = z.shape
+        lens = torch.full((B,), T, dtype=torch.long)
+        x, mask = apply_masks(fp.dropout(fp.projection(z)), lens, self.mask_emb, replace(c, mask_channel_prob=0.0), min_spans=2)
+        x = self.final_proj(_transformer(self.wav2vec2, x, lens.to(x.device)))        # (B, T, F)
+        y = self.project_q(q["x"])                                                      # (B, T, F)
+        loss_m, correct, n = x.new_zeros(()).float(), 0, 0
+        for b in range(B):                                                              # distractors from the same utterance
+            yb, xb = y[b, mask[b]], x[b, mask[b]]                                       # (M, F)
+            logits = contrastive_logits(xb, yb, sample_negatives(yb, c.num_negatives, generator), c.logit_temp)
+            loss_m = loss_m + F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=x.device), reduction="sum")
+            correct, n = correct + int((logits.argmax(-1) == 0).sum()), n + len(logits)
+        loss_m = loss_m / max(n, 1)
+        div = (q["num_vars"] - q["prob_perplexity"]) / q["num_vars"]
+        loss = loss_m + c.diversity_weight * div + c.feature_pen_weight * pen
+        return dict(loss=loss, loss_contrastive=loss_m.detach(), loss_diversity=div.detach(), feature_pen=pen.detach(),
+                    prob_perplexity=q["prob_perplexity"].detach(), code_perplexity=q["code_perplexity"].detach(),
+                    temp=torch.tensor(q["temp"]), acc=torch.tensor(correct / max(n, 1)), masked=torch.tensor(n))
+
+# %% ../nbs/32_wav2vec2.ipynb #3eb80f9f
+def _unlabelled(data) -> list:
+    "Utterances from a data dir (text optional) or a manifest (jsonl, fairseq .tsv), with num_frames filled."
+    from asr_nb.data import fill_num_frames, load_utterances, read_data_dir
+    p = Path(data)
+    utts = read_data_dir(p, text_optional=True) if p.is_dir() else load_utterances(p)
+    return fill_num_frames(list(utts))
+
+def crop_batches(frames: list, # num_frames (10 ms) per utterance
+                 budget: int, # data.max_frames_in_batch: utterances x cropped length
+                 max_frames: int, # crop longer utterances to this
+                 min_frames: int, # drop shorter ones
+                ) -> list[list[int]]: # indices, ascending length; each batch is cropped to its first (shortest) member
+    "Group utterances of similar length so that count x shortest length fits the budget."
+    order = sorted((i for i, n in enumerate(frames) if n and n >= min_frames), key=lambda i: frames[i])
+    batches, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * min(frames[cur[0]], max_frames) > budget: batches.append(cur); cur = []
+        cur.append(i)
+    return batches + ([cur] if cur else [])
+
+# %% ../nbs/32_wav2vec2.ipynb #c4b91e3d
+def _load_crops(utts: list, idx: list[int], cfg, g: torch.Generator) -> torch.Tensor: # (B, N) equal-length waveforms
+    "Read the batch's audio and crop every utterance to the shortest, at a random offset."
+    from asr_nb.features import load_audio
+    waves = [load_audio(utts[i].audio, utts[i].start, utts[i].end, cfg.features.sample_rate) for i in idx]
+    n = min(min(len(w) for w in waves), cfg.data.max_frames * cfg.features.sample_rate // 100)
+    offs = [int(torch.randint(0, len(w) - n + 1, (1,), generator=g)) for w in waves]
+    return torch.stack([w[o:o + n] for w, o in zip(waves, offs)])
+
+def save_pretrained(model: Wav2Vec2Pretrain, path: str | Path):
+    "`pretrained.pt` (format asr_nb.wav2vec2): the config section, the network's weights, mask_emb; written atomically."
+    from asr_nb.core import atomic_write
+    with atomic_write(path) as f:
+        torch.save(dict(format=PRETRAINED_FORMAT, wav2vec2=config_to_dict(model.c), model=model.wav2vec2.state_dict(),
+                        mask_emb=model.mask_emb.detach(), num_updates=int(model.num_updates)), f)
+
+# %% ../nbs/32_wav2vec2.ipynb #2e5edb36
+def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), features, data (batching), optim, train
+             data: str | Path, # unlabelled audio: a data dir (text optional), a jsonl manifest or a fairseq .tsv
+             exp_dir: str | Path, # writes config.yaml, pretrain.log, pretrained.pt
+            ) -> dict: # summary: steps, last losses, perplexities, path
+    "Self-supervised wav2vec 2.0 pre-training on unlabelled audio; `pretrained.pt` feeds `model.wav2vec2.pretrained`."
+    import logging
+    from asr_nb.core import get_logger, save_config, seed_everything
+    from asr_nb.train import LRSchedule, build_optimizer, format_log_line
+    if cfg.features.kind != "raw": raise ConfigError("features.kind: wav2vec 2.0 pre-training reads the waveform: use features.kind: raw")
+    exp = Path(exp_dir); exp.mkdir(parents=True, exist_ok=True)
+    log = get_logger("asr_nb.pretrain"); fh = logging.FileHandler(exp/"pretrain.log"); log.addHandler(fh)
+    try:
+        save_config(cfg, exp/"config.yaml"); seed_everything(cfg.train.seed)
+        if cfg.train.num_threads: torch.set_num_threads(cfg.train.num_threads)
+        utts = _unlabelled(data)
+        c = cfg.model.wav2vec2
+        min_frames = max(cfg.data.min_frames, math.ceil((conv_receptive_field(c.conv_layers)[0] +
+                         conv_receptive_field(c.conv_layers)[1] * (c.mask_time_length + 2)) * 100 / cfg.features.sample_rate))
+        batches = crop_batches([u.num_frames for u in utts], cfg.data.max_frames_in_batch, cfg.data.max_frames, min_frames)
+        if not batches: raise UserError(f"{data}: no utterance of at least {min_frames} frames (10 ms) to pre-train on")
+        model = Wav2Vec2Pretrain(c)
+        opt = build_optimizer(model, cfg.optim); sched = LRSchedule(opt, cfg.optim, c.embed_dim)
+        steps = cfg.train.max_steps or cfg.train.max_epochs * len(batches)
+        log.info(f"pre-training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {sum(map(len, batches))} "
+                 f"utterances ({len(batches)} batches), {steps} updates")
+        g, t0, out = torch.Generator().manual_seed(cfg.train.seed), time.time(), {}
+        while int(model.num_updates) < steps:
+            for bi in torch.randperm(len(batches), generator=g).tolist():
+                model.train()
+                out = model(_load_crops(utts, batches[bi], cfg, g), generator=g)
+                opt.zero_grad(set_to_none=True); out["loss"].backward()
+                gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
+                opt.step(); sched.step(); model.num_updates += 1
+                k = int(model.num_updates)
+                if k % cfg.train.log_interval == 0 or k == steps:
+                    log.info(format_log_line("train", dict(step=k, **{n: float(v.detach()) for n, v in out.items()}, lr=sched.get_last_lr(),
+                                                           grad_norm=float(gn), elapsed_s=round(time.time() - t0, 1))))
+                if cfg.train.save_interval and k % cfg.train.save_interval == 0: save_pretrained(model, exp/"pretrained.pt")
+                if k >= steps: break
+        save_pretrained(model, exp/"pretrained.pt")
+        summary = dict(exp_dir=str(exp), pretrained=str(exp/"pretrained.pt"), step=int(model.num_updates),
+                       **{n: round(float(v.detach()), 4) for n, v in out.items()}, elapsed_s=round(time.time() - t0, 1))
+        log.info(f"finished: {json.dumps(summary)}")
+        return summary
+    finally: log.removeHandler(fh); fh.close()
+
+# %% ../nbs/32_wav2vec2.ipynb #daa3f8d0
+from .cli import cli_entry
+
+@cli_entry("asr_nb_pretrain")
+def pretrain_main(argv: list[str]) -> int:
+    "Console script `asr_nb_pretrain --config C --data DATA --exp DIR [key=value ...]` (a thin wrapper of `pretrain`)."
+    from asr_nb.cli import resolve_config
+    from asr_nb.core import setup_logging
+    p = argparse.ArgumentParser(prog="asr_nb_pretrain", description="Self-supervised wav2vec 2.0 pre-training on unlabelled audio.")
+    p.add_argument("--config", required=True, help="YAML config (e.g. conf/wav2vec2_pretrain_tiny.yaml)")
+    p.add_argument("--data", required=True, help="a data dir (text not needed), a jsonl manifest or a fairseq .tsv")
+    p.add_argument("--exp", required=True, help="output dir: config.yaml, pretrain.log, pretrained.pt")
+    p.add_argument("overrides", nargs="*", help="section.key=value")
+    a = p.parse_args(argv)
+    cfg = resolve_config(a.config, a.overrides)
+    setup_logging()
+    print(json.dumps(pretrain(cfg, a.data, a.exp)))
+    return 0
