@@ -484,9 +484,11 @@ class Wav2Vec2Pretrain(nn.Module):
 # %% ../nbs/32_wav2vec2.ipynb #3eb80f9f
 def _unlabelled(data) -> list:
     "Utterances from a data dir (text optional) or a manifest (jsonl, fairseq .tsv), with num_frames filled."
-    from asr_nb.data import fill_num_frames, load_utterances, read_data_dir
+    from asr_nb.data import fill_num_frames, load_utterances, read_data_dir, read_fairseq_tsv
     p = Path(data)
-    utts = read_data_dir(p, text_optional=True) if p.is_dir() else load_utterances(p)
+    if p.is_dir(): utts = read_data_dir(p, text_optional=True)
+    elif p.suffix == ".tsv": utts = read_fairseq_tsv(p, text_optional=True)
+    else: utts = load_utterances(p)
     return fill_num_frames(list(utts))
 
 def crop_batches(frames: list, # num_frames (10 ms) per utterance

@@ -179,3 +179,77 @@ def test_architecture_mismatch_names_the_overrides(tmp_path):
     m = Wav2Vec2CTC(Wav2Vec2Config(pretrained=str(tmp_path/"hf")), vocab_size=5)   # BASE sizes, the checkpoint is tiny
     with pytest.raises(CheckpointError) as e: m.init_pretrained()
     assert "model.wav2vec2.embed_dim=32" in str(e.value) and "model.wav2vec2.conv_layers=[[32,10,5]" in str(e.value)
+
+
+# ---- the CLI end to end: fairseq .tsv/.ltr data, pre-train, fine-tune from it, decode, export, transcribe ----------------
+import json
+from asr_nb.cli import decode_main, export_main, synth_main, train_main, transcribe_main
+from asr_nb.data import load_utterances, write_fairseq_manifest
+from asr_nb.wav2vec2 import pretrain_main
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["train.max_steps=3", "optim.total_steps=3", "train.log_interval=1", "train.valid_interval=0", "train.save_interval=0"]
+
+
+@pytest.fixture(scope="module")
+def fairseq_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("w2v")
+    assert synth_main(["--out", str(d/"synth"), "--n-train", "12", "--n-dev", "3", "--n-test", "3", "--seed", "5"]) == 0
+    for split in ("train", "dev"):
+        write_fairseq_manifest(load_utterances(d/"synth"/split), d/"manifest", split)
+        (d/"manifest"/f"{split}.wrd").unlink()                     # letters only, as fairseq's fine-tuning reads them
+    return d
+
+
+def one_line_error(rc, err, *needles):
+    lines = [l for l in err.splitlines() if l.strip() and "INFO" not in l]
+    assert rc == 2 and len(lines) == 1 and "error:" in lines[0] and "Traceback" not in err, err
+    for n in needles: assert n in lines[0], (n, lines[0])
+
+
+def test_pretrain_finetune_decode_export_transcribe(fairseq_data, tmp_path, capsys):
+    d, m = fairseq_data, fairseq_data/"manifest"
+    assert (m/"train.tsv").read_text().splitlines()[1].count("\t") == 1 and "|" in (m/"train.ltr").read_text()
+    rc = pretrain_main(["--config", str(ROOT/"conf"/"wav2vec2_pretrain_tiny.yaml"), "--data", str(m/"train.tsv"),
+                        "--exp", str(tmp_path/"pt"), "train.max_steps=2", "optim.total_steps=2", "train.log_interval=1"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["step"] == 2 and 0 < summary["prob_perplexity"] <= 128 and "loss_contrastive=" in (tmp_path/"pt"/"pretrain.log").read_text()
+    exp = tmp_path/"ft"
+    rc = train_main(["--config", str(ROOT/"conf"/"wav2vec2_tiny.yaml"), "--train", str(m/"train.tsv"), "--valid", str(m/"dev.tsv"),
+                     "--exp", str(exp), *FAST, "model.wav2vec2.freeze_finetune_updates=2",
+                     f"model.wav2vec2.pretrained={tmp_path/'pt'/'pretrained.pt'}"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    log = (exp/"train.log").read_text()
+    assert "initialised the wav2vec 2.0 network from asr_nb_pretrain output" in log and "loss_ctc=" in log
+    rc = decode_main(["--exp", str(exp), "--data", str(d/"synth"/"test"), "--method", "ctc_greedy,ctc_prefix_beam", "--out", str(tmp_path/"dec")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads((tmp_path/"dec"/"ctc_greedy"/"result.json").read_text())["n"] == 3
+    one_line_error(decode_main(["--exp", str(exp), "--data", str(d/"synth"/"test"), "--method", "attention", "--out", str(tmp_path/"x")]),
+                   capsys.readouterr()[1], "attention")
+    rc = export_main(["--exp", str(exp), "--out", str(tmp_path/"onnx")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    meta = json.loads((tmp_path/"onnx"/"meta.json").read_text())
+    assert meta["capabilities"] == ["ctc"] and meta["model"]["family"] == "wav2vec2_ctc"
+    wav = (d/"synth"/"test"/"wav.scp").read_text().split()[1]
+    assert transcribe_main(["--onnx", str(tmp_path/"onnx"), wav]) == 0
+    onnx_text = capsys.readouterr()[0]
+    assert transcribe_main(["--exp", str(exp), wav]) == 0
+    assert capsys.readouterr()[0] == onnx_text                     # onnxruntime transcribes as PyTorch does
+
+
+def test_planted_pickle_through_the_training_cli(fairseq_data, tmp_path, capsys):
+    marker = tmp_path/"PWNED"
+
+    class Evil:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    torch.save({"args": Evil(), "model": {}}, tmp_path/"wav2vec_small.pt")
+    m = fairseq_data/"manifest"
+    rc = train_main(["--config", str(ROOT/"conf"/"wav2vec2_tiny.yaml"), "--train", str(m/"train.tsv"), "--valid", str(m/"dev.tsv"),
+                     "--exp", str(tmp_path/"exp"), *FAST, f"model.wav2vec2.pretrained={tmp_path/'wav2vec_small.pt'}"])
+    one_line_error(rc, capsys.readouterr()[1], "wav2vec_small.pt", "posix.system")
+    assert not marker.exists()
