@@ -43,16 +43,26 @@ def conv_output_lengths(lengths: torch.Tensor, # (B,) samples
     return lengths
 
 # %% ../nbs/32_wav2vec2.ipynb #90e1112c
+def _fairseq_init(net: Wav2Vec2Model) -> Wav2Vec2Model:
+    "fairseq's initialisation where torchaudio keeps PyTorch's defaults: Kaiming-normal convolutions (so the features do not shrink layer by layer), N(0, 0.02) Transformer linears."
+    with torch.no_grad():
+        for block in net.feature_extractor.conv_layers: nn.init.kaiming_normal_(block.conv.weight)
+        for m in net.encoder.transformer.layers.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None: nn.init.zeros_(m.bias)
+    return net
+
 def build_wav2vec2(c: Wav2Vec2Config, # sizes and dropouts
                   ) -> Wav2Vec2Model: # torchaudio's network: .feature_extractor, .encoder (.feature_projection, .transformer)
-    "torchaudio's `Wav2Vec2Model` for the sizes of `c` (no output layer: the family adds its own CTC head)."
-    return wav2vec2_model(
+    "torchaudio's `Wav2Vec2Model` for the sizes of `c`, initialised as fairseq does (no output layer: the family adds its own CTC head)."
+    return _fairseq_init(wav2vec2_model(
         extractor_mode=c.extractor_mode, extractor_conv_layer_config=[tuple(l) for l in c.conv_layers],
         extractor_conv_bias=c.conv_bias, encoder_embed_dim=c.embed_dim, encoder_projection_dropout=c.dropout_input,
         encoder_pos_conv_kernel=c.pos_conv_kernel, encoder_pos_conv_groups=c.pos_conv_groups,
         encoder_num_layers=c.num_layers, encoder_num_heads=c.num_heads, encoder_attention_dropout=c.attention_dropout,
         encoder_ff_interm_features=c.ff_dim, encoder_ff_interm_dropout=c.activation_dropout, encoder_dropout=c.dropout,
-        encoder_layer_norm_first=c.layer_norm_first, encoder_layer_drop=c.layerdrop, aux_num_out=None)
+        encoder_layer_norm_first=c.layer_norm_first, encoder_layer_drop=c.layerdrop, aux_num_out=None))
 
 def tiny_wav2vec2_config(**kw) -> Wav2Vec2Config:
     "A wav2vec 2.0 small enough for tests and the CPU demo (base's conv strides, narrow layers)."
@@ -138,6 +148,9 @@ class Wav2Vec2CTC(nn.Module):
         if cfg.features.kind != "raw":
             raise ConfigError(f"features.kind: '{cfg.features.kind}' does not fit model.family 'wav2vec2_ctc', whose conv feature "
                               "encoder reads the waveform: use features.kind: raw")
+        if cfg.features.cmvn != "none":
+            raise ConfigError(f"features.cmvn: '{cfg.features.cmvn}' does not fit model.family 'wav2vec2_ctc', which reads the waveform "
+                              "as it is (model.wav2vec2.normalize normalises each utterance): use features.cmvn: none")
         if cfg.features.sample_rate != 16000:
             raise ConfigError(f"features.sample_rate: wav2vec 2.0's conv strides assume 16000 Hz, got {cfg.features.sample_rate}")
         return cls(cfg.model.wav2vec2, vocab_size, accum_grad=cfg.train.accum_grad)
