@@ -435,7 +435,9 @@ def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signal
     feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
     got, lp, enc_lens = rec.decode_ids(feats, lens, method)
     if timed and lp is None: lp, _, enc_lens = rec.encode(feats, lens)
-    frame_s = rec.feat_cfg.frame_shift_ms / 1000 * rec.subsampling               # seconds per encoder frame
+    n = 10**6                                                                     # input units -> encoder frame rate, from the length rule
+    unit_s = 1 / rec.sample_rate if rec.feat_cfg.kind == 'raw' else rec.feat_cfg.frame_shift_ms / 1000
+    frame_s = unit_s * round(n / int(rec._encoder_lengths(torch.tensor([n]))[0]))  # seconds per encoder frame (wav2vec 2.0: 320 samples)
     for j, i in enumerate(ok):
         times = None
         if timed:
