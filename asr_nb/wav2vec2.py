@@ -312,13 +312,14 @@ def read_fairseq(path: str | Path, # a fairseq .pt file
     w2v = _cfg_get(conf, "w2v_args")                                  # fine-tuned: the pre-training config inside
     if w2v is not None: conf = _cfg_get(w2v, "model") if _cfg_get(w2v, "model") is not None else w2v
     name = _cfg_get(conf, "_name") or _cfg_get(conf, "arch") or "wav2vec2"
+    if name == "wav2vec_ctc": raise CheckpointError(f"{path}: a fine-tuned model without 'w2v_args': its architecture is unknown")
     if not str(name).startswith("wav2vec"):
         raise CheckpointError(f"{path}: a fairseq '{name}' model, not wav2vec 2.0")
     p = map_fairseq_state(st["model"], str(path))
     p.update(arch=fairseq_arch(_as_dict(conf), str(path)), source=f"fairseq checkpoint {path}")
     return p
 
-# %% ../nbs/32_wav2vec2.ipynb #e7be43d3
+# %% ../nbs/32_wav2vec2.ipynb #f618c839
 def hf_arch(conf: dict, source: str) -> dict: # model.wav2vec2 fields
     "A transformers `Wav2Vec2Config` (config.json) -> our architecture fields; other model types are refused by name."
     if conf.get("model_type") != "wav2vec2":
@@ -364,7 +365,7 @@ def read_hf_dir(d: str | Path) -> Pretrained:
     p.update(arch=hf_arch(conf, str(d/"config.json")), source=f"Hugging Face directory {d}")
     return p
 
-# %% ../nbs/32_wav2vec2.ipynb #77772ef0
+# %% ../nbs/32_wav2vec2.ipynb #b1caa790
 PRETRAINED_FORMAT = "asr_nb.wav2vec2"
 
 def load_pretrained(path: str | Path) -> Pretrained:
@@ -378,7 +379,7 @@ def load_pretrained(path: str | Path) -> Pretrained:
                           head=None, source=f"asr_nb_pretrain output {p}")
     return read_fairseq(p, st)
 
-# %% ../nbs/32_wav2vec2.ipynb #6c5bcee8
+# %% ../nbs/32_wav2vec2.ipynb #0eecaefd
 def _init_pretrained(self: Wav2Vec2CTC) -> str:
     "Copy `model.wav2vec2.pretrained` into the network and `mask_emb`; the CTC head stays fresh. Returns the log message."
     if not self.c.pretrained: return "model.wav2vec2.pretrained is empty: the wav2vec 2.0 network starts from random weights"
@@ -395,7 +396,7 @@ def _init_pretrained(self: Wav2Vec2CTC) -> str:
 
 Wav2Vec2CTC.init_pretrained = _init_pretrained
 
-# %% ../nbs/32_wav2vec2.ipynb #e8772a46
+# %% ../nbs/32_wav2vec2.ipynb #338350c7
 def _perplexity(p: torch.Tensor) -> torch.Tensor: # (G, V) distributions -> scalar, summed over groups
     "exp(entropy) per group, summed: V x G when every entry is equally used, G when one entry per group is."
     return torch.exp(-(p * torch.log(p + 1e-7)).sum(-1)).sum()
@@ -432,7 +433,7 @@ class GumbelVectorQuantizer(nn.Module):
         q = q.view(B * T, G, V, -1).sum(2).reshape(B, T, -1)                    # (B, T, vq_dim): one entry per group
         return dict(x=q, code_perplexity=code_ppl, prob_perplexity=prob_ppl, num_vars=G * V, temp=self.curr_temp)
 
-# %% ../nbs/32_wav2vec2.ipynb #9b1a01f7
+# %% ../nbs/32_wav2vec2.ipynb #4bae5572
 def sample_negatives(y: torch.Tensor, # (M, D) targets of one utterance's masked frames
                      num: int, # K
                      generator: torch.Generator | None = None,
@@ -454,7 +455,7 @@ def contrastive_logits(c: torch.Tensor, # (M, D) context vectors at masked frame
     same = (negs == q[:, None]).all(-1)                                             # (M, K) a distractor equal to the target
     return torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
 
-# %% ../nbs/32_wav2vec2.ipynb #ce758a15
+# %% ../nbs/32_wav2vec2.ipynb #af2a74ea
 class Wav2Vec2Pretrain(nn.Module):
     "wav2vec 2.0 pre-training (Baevski et al., 2020): (B, N) equal-length waveforms -> dict(loss, loss_contrastive, loss_diversity, ...)."
     def __init__(self, c: Wav2Vec2Config):
@@ -494,7 +495,7 @@ class Wav2Vec2Pretrain(nn.Module):
                     prob_perplexity=q["prob_perplexity"].detach(), code_perplexity=q["code_perplexity"].detach(),
                     temp=torch.tensor(q["temp"]), acc=torch.tensor(correct / max(n, 1)), masked=torch.tensor(n))
 
-# %% ../nbs/32_wav2vec2.ipynb #3eb80f9f
+# %% ../nbs/32_wav2vec2.ipynb #85dbefc9
 def _unlabelled(data) -> list:
     "Utterances from a data dir (text optional) or a manifest (jsonl, fairseq .tsv), with num_frames filled."
     from asr_nb.data import fill_num_frames, load_utterances, read_data_dir, read_fairseq_tsv
@@ -517,7 +518,7 @@ def crop_batches(frames: list, # num_frames (10 ms) per utterance
         cur.append(i)
     return batches + ([cur] if cur else [])
 
-# %% ../nbs/32_wav2vec2.ipynb #c4b91e3d
+# %% ../nbs/32_wav2vec2.ipynb #2e5edb36
 def _load_crops(utts: list, idx: list[int], cfg, g: torch.Generator) -> torch.Tensor: # (B, N) equal-length waveforms
     "Read the batch's audio and crop every utterance to the shortest, at a random offset."
     from asr_nb.features import load_audio
@@ -533,7 +534,7 @@ def save_pretrained(model: Wav2Vec2Pretrain, path: str | Path):
         torch.save(dict(format=PRETRAINED_FORMAT, wav2vec2=config_to_dict(model.c), model=model.wav2vec2.state_dict(),
                         mask_emb=model.mask_emb.detach(), num_updates=int(model.num_updates)), f)
 
-# %% ../nbs/32_wav2vec2.ipynb #2e5edb36
+# %% ../nbs/32_wav2vec2.ipynb #daa3f8d0
 def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), features, data (batching), optim, train
              data: str | Path, # unlabelled audio: a data dir (text optional), a jsonl manifest or a fairseq .tsv
              exp_dir: str | Path, # writes config.yaml, pretrain.log, pretrained.pt
@@ -580,7 +581,7 @@ def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), feat
         return summary
     finally: log.removeHandler(fh); fh.close()
 
-# %% ../nbs/32_wav2vec2.ipynb #daa3f8d0
+# %% ../nbs/32_wav2vec2.ipynb #8616e75c
 from .cli import cli_entry
 
 @cli_entry("asr_nb_pretrain")
