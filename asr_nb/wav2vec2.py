@@ -495,7 +495,7 @@ class Wav2Vec2Pretrain(nn.Module):
                     prob_perplexity=q["prob_perplexity"].detach(), code_perplexity=q["code_perplexity"].detach(),
                     temp=torch.tensor(q["temp"]), acc=torch.tensor(correct / max(n, 1)), masked=torch.tensor(n))
 
-# %% ../nbs/32_wav2vec2.ipynb #85dbefc9
+# %% ../nbs/32_wav2vec2.ipynb #2e5edb36
 def _unlabelled(data) -> list:
     "Utterances from a data dir (text optional) or a manifest (jsonl, fairseq .tsv), with num_frames filled."
     from asr_nb.data import fill_num_frames, load_utterances, read_data_dir, read_fairseq_tsv
@@ -518,7 +518,7 @@ def crop_batches(frames: list, # num_frames (10 ms) per utterance
         cur.append(i)
     return batches + ([cur] if cur else [])
 
-# %% ../nbs/32_wav2vec2.ipynb #2e5edb36
+# %% ../nbs/32_wav2vec2.ipynb #8616e75c
 def _load_crops(utts: list, idx: list[int], cfg, g: torch.Generator) -> torch.Tensor: # (B, N) equal-length waveforms
     "Read the batch's audio and crop every utterance to the shortest, at a random offset."
     from asr_nb.features import load_audio
@@ -534,7 +534,7 @@ def save_pretrained(model: Wav2Vec2Pretrain, path: str | Path):
         torch.save(dict(format=PRETRAINED_FORMAT, wav2vec2=config_to_dict(model.c), model=model.wav2vec2.state_dict(),
                         mask_emb=model.mask_emb.detach(), num_updates=int(model.num_updates)), f)
 
-# %% ../nbs/32_wav2vec2.ipynb #daa3f8d0
+# %% ../nbs/32_wav2vec2.ipynb #6193e75a
 def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), features, data (batching), optim, train
              data: str | Path, # unlabelled audio: a data dir (text optional), a jsonl manifest or a fairseq .tsv
              exp_dir: str | Path, # writes config.yaml, pretrain.log, pretrained.pt
@@ -581,7 +581,7 @@ def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), feat
         return summary
     finally: log.removeHandler(fh); fh.close()
 
-# %% ../nbs/32_wav2vec2.ipynb #8616e75c
+# %% ../nbs/32_wav2vec2.ipynb #af4341ed
 from .cli import cli_entry
 
 @cli_entry("asr_nb_pretrain")
