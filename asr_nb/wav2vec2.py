@@ -88,7 +88,7 @@ def span_mask(lengths: torch.Tensor, # (B,) valid positions per row
         mask[b, (starts[:, None] + torch.arange(span)).flatten()] = True
     return mask
 
-# %% ../nbs/32_wav2vec2.ipynb #ca2bef63
+# %% ../nbs/32_wav2vec2.ipynb #4678afda
 def apply_masks(x: torch.Tensor, # (B, T, C) projected features
                 lengths: torch.Tensor, # (B,) frames
                 mask_emb: torch.Tensor, # (C,) learnt replacement for masked frames
@@ -106,7 +106,7 @@ def apply_masks(x: torch.Tensor, # (B, T, C) projected features
         x = x.masked_fill(cmask[:, None, :], 0.0)
     return x, tmask
 
-# %% ../nbs/32_wav2vec2.ipynb #7776f328
+# %% ../nbs/32_wav2vec2.ipynb #61cccdf9
 def _normalize_waves(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor: # (B, N) -> (B, N), padding stays 0
     "Zero mean, unit variance per utterance over its valid samples (fairseq's `normalize: true`, large models)."
     valid = ~make_pad_mask(lengths, wave.size(1))                       # (B, N)
@@ -122,7 +122,7 @@ def _transformer(net: Wav2Vec2Model, x: torch.Tensor, lengths: torch.Tensor) -> 
     att = (-10000.0 * pad[:, None, None, :].to(x.dtype)).expand(x.size(0), 1, x.size(1), x.size(1))  # (B, 1, T, T)
     return net.encoder.transformer(x, attention_mask=att)
 
-# %% ../nbs/32_wav2vec2.ipynb #9fa91be7
+# %% ../nbs/32_wav2vec2.ipynb #a004abe7
 class Wav2Vec2CTC(nn.Module):
     """wav2vec 2.0 with a CTC head (Baevski et al., 2020; fairseq's `wav2vec_ctc`), the `wav2vec2_ctc` family.
     Input: `features.kind: raw`, feats (B, N, 1) samples at 16 kHz. `forward(batch)` -> dict(loss, loss_ctc, num_inf_ctc)."""
@@ -169,7 +169,7 @@ class Wav2Vec2CTC(nn.Module):
         "True while only the CTC head trains (the first `freeze_finetune_updates` updates)."
         return int(self.num_forwards) // self.accum_grad < self.c.freeze_finetune_updates
 
-# %% ../nbs/32_wav2vec2.ipynb #61cccdf9
+# %% ../nbs/32_wav2vec2.ipynb #c2f97da5
 def _encode(self: Wav2Vec2CTC, feats: torch.Tensor, # (B, N, 1) samples (features.kind raw)
             feat_lens: torch.Tensor, # (B,)
            ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T', d), (B,)
@@ -207,7 +207,7 @@ def _forward(self: Wav2Vec2CTC, batch: Batch) -> dict[str, torch.Tensor]:
 Wav2Vec2CTC.encode, Wav2Vec2CTC.ctc_log_probs, Wav2Vec2CTC.greedy_search = _encode, _ctc_log_probs, _greedy_search
 Wav2Vec2CTC.losses, Wav2Vec2CTC.forward = _losses, _forward
 
-# %% ../nbs/32_wav2vec2.ipynb #427b432e
+# %% ../nbs/32_wav2vec2.ipynb #6cfd4aeb
 class Pretrained(dict):
     "What a checkpoint reader returns: `arch` (model.wav2vec2 fields), `state` (torchaudio names), `mask_emb` (d,) or None, `head` ((V, d), (V,)) or None, `source` (a description)."
 
@@ -218,7 +218,7 @@ def _weight_norm_names(k: str) -> str:
     "Old weight_norm names (weight_g, weight_v) -> torch's parametrization names (original0 = g, original1 = v)."
     return k.replace(".weight_g", ".parametrizations.weight.original0").replace(".weight_v", ".parametrizations.weight.original1")
 
-# %% ../nbs/32_wav2vec2.ipynb #6cfd4aeb
+# %% ../nbs/32_wav2vec2.ipynb #ce613863
 _FAIRSEQ_KEYS = [  # (fairseq prefix regex, torchaudio prefix), first match wins
     (r"feature_extractor\.conv_layers\.(\d+)\.0\.", r"feature_extractor.conv_layers.\1.conv."),
     (r"feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.layer_norm.\1"),  # GroupNorm
@@ -250,7 +250,7 @@ def map_fairseq_state(sd: dict, # a fairseq wav2vec 2.0 state dict (pre-trained,
         else: raise CheckpointError(f"{source}: unexpected parameter '{k}' for a wav2vec 2.0 model")
     return Pretrained(state=out, mask_emb=mask_emb, head=tuple(head) if head[0] is not None else None)
 
-# %% ../nbs/32_wav2vec2.ipynb #ce613863
+# %% ../nbs/32_wav2vec2.ipynb #eac19fed
 def _literal_layers(expr: str, source: str) -> list:
     "Evaluate fairseq's `conv_feature_layers` string: literals, `+` and `* int` only."
     def ev(n):
@@ -273,7 +273,7 @@ def fairseq_arch(m: dict, # fairseq's model config of the wav2vec 2.0 network (p
                 ff_dim=int(g("encoder_ffn_embed_dim", 3072)), pos_conv_kernel=int(g("conv_pos", 128)),
                 pos_conv_groups=int(g("conv_pos_groups", 16)), layer_norm_first=bool(g("layer_norm_first", False)))
 
-# %% ../nbs/32_wav2vec2.ipynb #7358051f
+# %% ../nbs/32_wav2vec2.ipynb #1410e955
 _SAFE_GLOBALS = [argparse.Namespace]   # what a fairseq checkpoint may name besides tensors and containers
 
 def safe_torch_load(path: str | Path) -> object:
@@ -292,7 +292,7 @@ def safe_torch_load(path: str | Path) -> object:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)): raise
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:120]})") from None
 
-# %% ../nbs/32_wav2vec2.ipynb #1410e955
+# %% ../nbs/32_wav2vec2.ipynb #e7be43d3
 def _cfg_get(obj, key: str):
     "A key of a dict or an attribute of a Namespace (fairseq's two config shapes); None when absent."
     return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
@@ -319,7 +319,7 @@ def read_fairseq(path: str | Path, # a fairseq .pt file
     p.update(arch=fairseq_arch(_as_dict(conf), str(path)), source=f"fairseq checkpoint {path}")
     return p
 
-# %% ../nbs/32_wav2vec2.ipynb #f618c839
+# %% ../nbs/32_wav2vec2.ipynb #b1caa790
 def hf_arch(conf: dict, source: str) -> dict: # model.wav2vec2 fields
     "A transformers `Wav2Vec2Config` (config.json) -> our architecture fields; other model types are refused by name."
     if conf.get("model_type") != "wav2vec2":
@@ -365,7 +365,7 @@ def read_hf_dir(d: str | Path) -> Pretrained:
     p.update(arch=hf_arch(conf, str(d/"config.json")), source=f"Hugging Face directory {d}")
     return p
 
-# %% ../nbs/32_wav2vec2.ipynb #b1caa790
+# %% ../nbs/32_wav2vec2.ipynb #0eecaefd
 PRETRAINED_FORMAT = "asr_nb.wav2vec2"
 
 def load_pretrained(path: str | Path) -> Pretrained:
@@ -379,7 +379,7 @@ def load_pretrained(path: str | Path) -> Pretrained:
                           head=None, source=f"asr_nb_pretrain output {p}")
     return read_fairseq(p, st)
 
-# %% ../nbs/32_wav2vec2.ipynb #0eecaefd
+# %% ../nbs/32_wav2vec2.ipynb #338350c7
 def _init_pretrained(self: Wav2Vec2CTC) -> str:
     "Copy `model.wav2vec2.pretrained` into the network and `mask_emb`; the CTC head stays fresh. Returns the log message."
     if not self.c.pretrained: return "model.wav2vec2.pretrained is empty: the wav2vec 2.0 network starts from random weights"
@@ -396,7 +396,7 @@ def _init_pretrained(self: Wav2Vec2CTC) -> str:
 
 Wav2Vec2CTC.init_pretrained = _init_pretrained
 
-# %% ../nbs/32_wav2vec2.ipynb #338350c7
+# %% ../nbs/32_wav2vec2.ipynb #eecc177b
 def _perplexity(p: torch.Tensor) -> torch.Tensor: # (G, V) distributions -> scalar, summed over groups
     "exp(entropy) per group, summed: V x G when every entry is equally used, G when one entry per group is."
     return torch.exp(-(p * torch.log(p + 1e-7)).sum(-1)).sum()
@@ -433,7 +433,7 @@ class GumbelVectorQuantizer(nn.Module):
         q = q.view(B * T, G, V, -1).sum(2).reshape(B, T, -1)                    # (B, T, vq_dim): one entry per group
         return dict(x=q, code_perplexity=code_ppl, prob_perplexity=prob_ppl, num_vars=G * V, temp=self.curr_temp)
 
-# %% ../nbs/32_wav2vec2.ipynb #4bae5572
+# %% ../nbs/32_wav2vec2.ipynb #ce758a15
 def sample_negatives(y: torch.Tensor, # (M, D) targets of one utterance's masked frames
                      num: int, # K
                      generator: torch.Generator | None = None,
@@ -455,7 +455,7 @@ def contrastive_logits(c: torch.Tensor, # (M, D) context vectors at masked frame
     same = (negs == q[:, None]).all(-1)                                             # (M, K) a distractor equal to the target
     return torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, float("-inf"))], dim=1)
 
-# %% ../nbs/32_wav2vec2.ipynb #af2a74ea
+# %% ../nbs/32_wav2vec2.ipynb #3eb80f9f
 class Wav2Vec2Pretrain(nn.Module):
     "wav2vec 2.0 pre-training (Baevski et al., 2020): (B, N) equal-length waveforms -> dict(loss, loss_contrastive, loss_diversity, ...)."
     def __init__(self, c: Wav2Vec2Config):
@@ -495,7 +495,7 @@ class Wav2Vec2Pretrain(nn.Module):
                     prob_perplexity=q["prob_perplexity"].detach(), code_perplexity=q["code_perplexity"].detach(),
                     temp=torch.tensor(q["temp"]), acc=torch.tensor(correct / max(n, 1)), masked=torch.tensor(n))
 
-# %% ../nbs/32_wav2vec2.ipynb #2e5edb36
+# %% ../nbs/32_wav2vec2.ipynb #8616e75c
 def _unlabelled(data) -> list:
     "Utterances from a data dir (text optional) or a manifest (jsonl, fairseq .tsv), with num_frames filled."
     from asr_nb.data import fill_num_frames, load_utterances, read_data_dir, read_fairseq_tsv
@@ -518,7 +518,7 @@ def crop_batches(frames: list, # num_frames (10 ms) per utterance
         cur.append(i)
     return batches + ([cur] if cur else [])
 
-# %% ../nbs/32_wav2vec2.ipynb #8616e75c
+# %% ../nbs/32_wav2vec2.ipynb #af4341ed
 def _load_crops(utts: list, idx: list[int], cfg, g: torch.Generator) -> torch.Tensor: # (B, N) equal-length waveforms
     "Read the batch's audio and crop every utterance to the shortest, at a random offset."
     from asr_nb.features import load_audio
@@ -534,7 +534,7 @@ def save_pretrained(model: Wav2Vec2Pretrain, path: str | Path):
         torch.save(dict(format=PRETRAINED_FORMAT, wav2vec2=config_to_dict(model.c), model=model.wav2vec2.state_dict(),
                         mask_emb=model.mask_emb.detach(), num_updates=int(model.num_updates)), f)
 
-# %% ../nbs/32_wav2vec2.ipynb #6193e75a
+# %% ../nbs/32_wav2vec2.ipynb #e9406137
 def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), features, data (batching), optim, train
              data: str | Path, # unlabelled audio: a data dir (text optional), a jsonl manifest or a fairseq .tsv
              exp_dir: str | Path, # writes config.yaml, pretrain.log, pretrained.pt
@@ -581,7 +581,7 @@ def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), feat
         return summary
     finally: log.removeHandler(fh); fh.close()
 
-# %% ../nbs/32_wav2vec2.ipynb #af4341ed
+# %% ../nbs/32_wav2vec2.ipynb #2bd45573
 from .cli import cli_entry
 
 @cli_entry("asr_nb_pretrain")
