@@ -14,10 +14,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
-           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'DeepSpeech2Config', 'ModelConfig',
-           'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict', 'config_from_dict',
-           'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config', 'seed_everything',
-           'get_logger', 'setup_logging']
+           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'DeepSpeech2Config', 'Wav2Vec2Config',
+           'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict',
+           'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config',
+           'seed_everything', 'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -263,6 +263,63 @@ class DeepSpeech2Config:
             raise ConfigError(f"lookahead: {self.lookahead} needs bidirectional: false (a bidirectional model already sees "
                               "the whole utterance)")
 
+# %% ../nbs/00_core.ipynb #e969f217
+@dataclass
+class Wav2Vec2Config:
+    "wav2vec 2.0 (Baevski et al., 2020; fairseq's `wav2vec_ctc`): sizes, masking, freezing, the checkpoint to start from. Defaults: BASE."
+    pretrained: str = ""            # fairseq .pt, Hugging Face dir (config.json + model.safetensors) or asr_nb_pretrain output; '' = random init
+    extractor_mode: str = "group_norm" # conv feature encoder norm: 'group_norm' (base: first layer only) or 'layer_norm' (large: every layer)
+    conv_layers: list = field(default_factory=lambda: [[512, 10, 5]] + [[512, 3, 2]] * 4 + [[512, 2, 2]] * 2)  # [channels, kernel, stride]
+    conv_bias: bool = False         # bias in the conv layers (large: true)
+    embed_dim: int = 768            # Transformer width
+    num_layers: int = 12
+    num_heads: int = 12
+    ff_dim: int = 3072              # feed-forward units
+    pos_conv_kernel: int = 128      # convolutional relative positional embedding: kernel (frames) ...
+    pos_conv_groups: int = 16       # ... and groups
+    layer_norm_first: bool = False  # pre-LN (large) instead of post-LN (base)
+    normalize: bool = False         # zero-mean unit-variance waveform per utterance (fairseq task.normalize; large models)
+    dropout: float = 0.1            # Transformer dropout
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.1 # dropout after the feed-forward activation
+    dropout_input: float = 0.0      # dropout after the feature projection
+    layerdrop: float = 0.1          # probability of skipping a whole Transformer layer in training
+    mask_time_prob: float = 0.65    # share of frames covered by time masks (spans start with prob mask_time_prob / mask_time_length)
+    mask_time_length: int = 10      # frames per time mask
+    mask_channel_prob: float = 0.5  # share of channels zeroed ...
+    mask_channel_length: int = 64   # ... in spans this wide
+    freeze_feature_encoder: bool = True  # no gradient into the conv feature encoder (fairseq feature_grad_mult=0)
+    freeze_finetune_updates: int = 0     # updates during which only the CTC head trains
+    # self-supervised pre-training (asr_nb_pretrain); fairseq's wav2vec2 BASE values
+    codebook_groups: int = 2        # G: product-quantizer groups ...
+    codebook_vars: int = 320        # V: ... of V entries each
+    codebook_dim: int = 256         # quantized vector size (G slices of codebook_dim / G)
+    final_dim: int = 256            # space where context and quantized targets are compared
+    latent_temp: list = field(default_factory=lambda: [2.0, 0.5, 0.999995])  # Gumbel temperature: start, floor, decay per update
+    num_negatives: int = 100        # K distractors per masked frame, from the same utterance
+    logit_temp: float = 0.1         # kappa: cosine similarities are divided by it
+    diversity_weight: float = 0.1   # alpha: weight of the codebook diversity loss
+    feature_pen_weight: float = 10.0  # weight of the L2 penalty on the conv features
+    feature_grad_mult: float = 0.1  # scale of the gradient into the conv feature encoder during pre-training
+    def __post_init__(self):
+        _check_choice(self, "extractor_mode", ("group_norm", "layer_norm"))
+        _check_positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "pos_conv_kernel", "pos_conv_groups",
+                        "mask_time_length", "mask_channel_length")
+        _check_positive(self, "freeze_finetune_updates", "feature_grad_mult", "diversity_weight", "feature_pen_weight", allow_zero=True)
+        _check_positive(self, "codebook_groups", "codebook_vars", "codebook_dim", "final_dim", "num_negatives", "logit_temp")
+        if self.codebook_dim % self.codebook_groups: raise ConfigError(f"codebook_dim: {self.codebook_dim} is not divisible by codebook_groups {self.codebook_groups}")
+        if len(self.latent_temp) != 3 or not 0 < self.latent_temp[1] <= self.latent_temp[0] or not 0 < self.latent_temp[2] <= 1:
+            raise ConfigError(f"latent_temp: expected [start, floor, decay] with 0 < floor <= start and 0 < decay <= 1, got {self.latent_temp}")
+        self.latent_temp = [float(t) for t in self.latent_temp]
+        _check_unit_interval(self, "dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop")
+        for n in ("mask_time_prob", "mask_channel_prob"):
+            if not 0 <= getattr(self, n) <= 1: raise ConfigError(f"{n}: must be in [0, 1], got {getattr(self, n)}")
+        if self.embed_dim % self.num_heads: raise ConfigError(f"embed_dim: {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.embed_dim % self.pos_conv_groups: raise ConfigError(f"pos_conv_groups: {self.pos_conv_groups} does not divide embed_dim {self.embed_dim}")
+        if not self.conv_layers or any(not isinstance(l, (list, tuple)) or len(l) != 3 or any(int(x) <= 0 for x in l) for l in self.conv_layers):
+            raise ConfigError(f"conv_layers: expected a list of [channels, kernel, stride] with positive entries, got {self.conv_layers}")
+        self.conv_layers = [[int(x) for x in l] for l in self.conv_layers]
+
 # %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass
 class ModelConfig:
@@ -272,6 +329,7 @@ class ModelConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     deepspeech2: DeepSpeech2Config = field(default_factory=DeepSpeech2Config)  # family 'deepspeech2' (30_deepspeech2)
+    wav2vec2: Wav2Vec2Config = field(default_factory=Wav2Vec2Config)  # family 'wav2vec2_ctc' (32_wav2vec2)
     def __post_init__(self):
         if self.decoder.num_blocks == 0 and self.loss.ctc_weight != 1:
             raise ConfigError("loss.ctc_weight: must be 1.0 when decoder.num_blocks is 0 (no attention decoder)")
@@ -312,14 +370,20 @@ class OptimConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-9
     weight_decay: float = 0.0
-    scheduler: str = "noam"        # 'noam' | 'warmup_decay' | 'constant'
+    scheduler: str = "noam"        # 'noam' | 'warmup_decay' | 'constant' | 'tri_stage' (fairseq's, wav2vec 2.0 fine-tuning)
     noam_factor: float = 1.0       # ESPnet's transformer-lr: lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     warmup_steps: int = 25000
+    total_steps: int = 0           # tri_stage: updates the schedule spans (fairseq's max_update; set it with train.max_steps)
+    phase_ratio: list = field(default_factory=lambda: [0.1, 0.4, 0.5])  # tri_stage: warm-up, hold, decay shares of total_steps
+    init_lr_scale: float = 0.01    # tri_stage: lr at step 0 = init_lr_scale * lr
+    final_lr_scale: float = 0.05   # tri_stage: lr at the end = final_lr_scale * lr (exponential decay)
     def __post_init__(self):
-        _check_choice(self, "optimizer", ("adam", "adamw")); _check_choice(self, "scheduler", ("noam", "warmup_decay", "constant"))
+        _check_choice(self, "optimizer", ("adam", "adamw")); _check_choice(self, "scheduler", ("noam", "warmup_decay", "constant", "tri_stage"))
         _check_positive(self, "lr", "eps", "noam_factor"); _check_positive(self, "weight_decay", "warmup_steps", allow_zero=True)
         if len(self.betas) != 2: raise ConfigError(f"betas: expected two numbers, got {self.betas}")
         self.betas = [float(b) for b in self.betas]
+        if self.scheduler == "tri_stage" and (self.total_steps <= 0 or len(self.phase_ratio) != 3 or abs(sum(self.phase_ratio) - 1) > 1e-6):
+            raise ConfigError(f"total_steps/phase_ratio: tri_stage needs total_steps > 0 and three shares summing to 1, got {self.total_steps}, {self.phase_ratio}")
 
 # %% ../nbs/00_core.ipynb #bc565c79
 @dataclass

@@ -21,11 +21,12 @@ __all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'FING
            'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines',
            'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments',
            'read_data_dir', 'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'write_ppasr_manifest',
-           'nonfinite_message', 'fill_num_frames', 'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames',
-           'ctc_length_check', 'validate_utterances', 'validate_data_dir', 'check_data', 'usable_utterances',
-           'decode_utterances', 'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint',
-           'fingerprint_changes', 'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech',
-           'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
+           'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv', 'write_fairseq_manifest', 'nonfinite_message',
+           'fill_num_frames', 'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames', 'ctc_length_check',
+           'validate_utterances', 'validate_data_dir', 'check_data', 'usable_utterances', 'decode_utterances',
+           'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint', 'fingerprint_changes',
+           'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech', 'synth_voices',
+           'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -338,10 +339,11 @@ def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
     return utts
 
 def load_utterances(path:Path|str, strict:bool=False) -> list[Utterance]:
-    "Utterances from a Kaldi data dir or a `.jsonl` manifest."
+    "Utterances from a Kaldi data dir, a `.jsonl` manifest or a fairseq `.tsv` manifest."
     p = Path(path)
     if p.is_dir(): return read_data_dir(p, strict=strict)
     if p.exists() and not p.is_file(): check_regular_file(p, 'manifest')   # a FIFO or device: say what it is
+    if p.is_file() and p.suffix == '.tsv': return read_fairseq_tsv(p)   # fairseq manifest (+ .wrd/.ltr labels)
     if p.is_file(): return read_jsonl(p)
     raise DataError(f"{p}: neither a data dir nor a jsonl manifest")
 
@@ -372,6 +374,66 @@ def write_ppasr_manifest(utts:Sequence[Utterance], path:Path|str) -> Path:
     _write_lines(p, (json.dumps(dict(audio_filepath=u.audio, duration=round(u.num_frames * FRAME_SHIFT_S, 2), text=u.text),
                                 ensure_ascii=False) for u in utts))
     return p
+
+# %% ../nbs/02_data.ipynb #da061a4c
+def ltr_to_text(line:str) -> str:
+    "fairseq letter labels -> transcript: 'H E L L O | W O R L D |' -> 'HELLO WORLD'."
+    return ' '.join(w.replace(' ', '') for w in line.split('|') if w.strip())
+
+def text_to_ltr(text:str) -> str:
+    "Transcript -> fairseq letter labels: 'HELLO WORLD' -> 'H E L L O | W O R L D |'."
+    return ' '.join(' '.join(w) + ' |' for w in text.split())
+
+def _fairseq_labels(p:Path) -> tuple[Path, list[str]]|None:
+    "The transcripts beside manifest `p` (`.wrd` preferred, else `.ltr`), one per line, or None."
+    for ext in ('.wrd', '.ltr'):
+        lp = p.with_suffix(ext)
+        if lp.is_file():
+            lines = [l for _, l in read_lines(lp, f'fairseq {ext} file')]
+            return lp, [ltr_to_text(l) if ext == '.ltr' else ' '.join(l.split()) for l in lines]
+    return None
+
+def read_fairseq_tsv(path:Path|str, text_optional:bool=False, # pre-training / decoding: labels may be absent (text=None)
+                     sample_rate:int=16000, # Hz of the manifest's num_samples (fairseq's corpora: 16 kHz)
+                    ) -> list[Utterance]:
+    "A fairseq `.tsv` manifest and its `.wrd`/`.ltr` labels; DataError names file:line."
+    p = Path(path)
+    lines = list(read_lines(p, 'fairseq manifest'))
+    if not lines or not lines[0][1].strip(): raise DataError(f"{p}:1: the first line must be the audio root directory")
+    root, utts, seen = Path(lines[0][1].strip()), [], {}
+    for lineno, line in lines[1:]:
+        if not line.strip(): continue
+        rel, _, n = line.partition('\t')
+        if not rel or not n.strip().isdigit(): raise DataError(f"{p}:{lineno}: expected relative_path<TAB>num_samples, got {line[:80]!r}")
+        key = str(Path(rel).with_suffix(''))
+        if key in seen: raise DataError(f"{p}:{lineno}: duplicate path '{rel}' (first on line {seen[key]})")
+        seen[key] = lineno
+        utts.append(Utterance(key, str(root/rel), None, num_frames=int(n) * 100 // sample_rate))
+    labels = _fairseq_labels(p)
+    if labels is None:
+        if text_optional: return utts
+        raise DataError(f"{p}: no transcripts ({p.with_suffix('.wrd').name} or {p.with_suffix('.ltr').name} beside it)")
+    lp, texts = labels
+    if len(texts) != len(utts): raise DataError(f"{lp}: {len(texts)} lines for the {len(utts)} utterances of {p}")
+    return [Utterance(u.key, u.audio, t, num_frames=u.num_frames) for u, t in zip(utts, texts)]
+
+# %% ../nbs/02_data.ipynb #b42202c9
+def write_fairseq_manifest(utts:Sequence[Utterance], out_dir:Path|str, split:str='train') -> Path:
+    "Write `split.tsv` (root = the audio files' common folder), `split.wrd` and `split.ltr`; whole files only. Returns the .tsv."
+    if any(u.start is not None or u.end is not None for u in utts): raise DataError("fairseq manifests hold whole files; write segments to wav files first")
+    paths = [os.path.abspath(u.audio) for u in utts]
+    root = os.path.commonpath([os.path.dirname(a) for a in paths]) if paths else '.'
+    rows = []
+    for u, a in zip(utts, paths):
+        try: n = sf.info(a).frames
+        except Exception: raise DataError(f"utterance {u.key!r}: soundfile cannot read the header of {a}") from None
+        rows.append(f"{os.path.relpath(a, root)}\t{n}")
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out/f'{split}.tsv', '\n'.join([root] + rows) + '\n')
+    if all(u.text is not None for u in utts):
+        atomic_write_text(out/f'{split}.wrd', ''.join(f"{u.text}\n" for u in utts))
+        atomic_write_text(out/f'{split}.ltr', ''.join(f"{text_to_ltr(u.text)}\n" for u in utts))
+    return out/f'{split}.tsv'
 
 # %% ../nbs/02_data.ipynb #c6b05b30
 def _audio_info(path:str) -> tuple[int, int, int]|None:

@@ -54,7 +54,7 @@ def export_model_onnx(model: nn.Module, # an ASRModel (eval mode is set here)
     from asr_nb.conformer import set_impl
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     model = set_impl(copy.deepcopy(model).float().eval(), 'plain')  # the zero-copy rel-shift view does not trace
-    feats, lens = _example_inputs(n_mels)
+    feats, lens = _example_inputs(n_mels, T=getattr(model, 'onnx_example_frames', 200))  # a family may need longer inputs (wav2vec 2.0: samples)
     paths = dict(encoder=out/'encoder.onnx')
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation and tracer warnings
@@ -84,7 +84,7 @@ def check_onnx(model: nn.Module, # the PyTorch model that was exported
               ) -> dict[str, float]:
     "Max absolute difference between onnxruntime and PyTorch outputs on valid positions."
     model = model.eval(); out = Path(out_dir)
-    feats, lens = _example_inputs(n_mels, B, T, seed)
+    feats, lens = _example_inputs(n_mels, B, getattr(model, 'onnx_check_frames', T), seed)
     with torch.no_grad(): lp, enc, enc_lens = EncoderCTC(model)(feats, lens)
     o_lp, o_enc, o_lens = _session(out/'encoder.onnx').run(None, {'feats': feats.numpy(), 'feat_lens': lens.numpy()})
     if not np.array_equal(o_lens, enc_lens.numpy()): raise AssertionError(f"encoder lengths differ: {o_lens} vs {enc_lens}")
@@ -123,7 +123,7 @@ def onnx_length_limits(model: nn.Module, # an ASRModel
             if isinstance(m, RelPositionalEncoding): return (m.pe.size(1) + 1) // 2    # positions T-1 ... -(T-1)
             if isinstance(m, AbsPositionalEncoding): return m.pe.size(0)
         return None
-    enc = table_len(model.encoder)
+    enc = table_len(getattr(model, 'encoder', None))   # families without one (wav2vec 2.0): no table, no limit
     return dict(max_frames=None if enc is None else _max_input_frames(model.output_lengths, enc),
                 max_enc_frames=enc, max_decoder_len=table_len(getattr(model, 'decoder', None)))
 
@@ -193,7 +193,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
                 subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), model=config_to_dict(cfg.model), vocab_size=model.vocab_size, blank_id=model.blank_id,
                 sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
-                capabilities=sorted(model.capabilities),
+                capabilities=sorted(model.capabilities), model=config_to_dict(cfg.model),  # `model`: the family's length rule in from_onnx
                 **onnx_length_limits(model))  # what the trace froze: Recognizer.from_onnx keeps inputs under max_frames
     atomic_write_text(out/'meta.json', json.dumps(meta, indent=1))
     info = {k: str(v) for k, v in paths.items()}
@@ -437,7 +437,9 @@ def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signal
     feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
     got, lp, enc_lens = rec.decode_ids(feats, lens, method)
     if timed and lp is None: lp, _, enc_lens = rec.encode(feats, lens)
-    frame_s = rec.feat_cfg.frame_shift_ms / 1000 * rec.subsampling               # seconds per encoder frame
+    n = 10**6                                                                     # input units -> encoder frame rate, from the length rule
+    unit_s = 1 / rec.sample_rate if rec.feat_cfg.kind == 'raw' else rec.feat_cfg.frame_shift_ms / 1000
+    frame_s = unit_s * round(n / int(rec._encoder_lengths(torch.tensor([n]))[0]))  # seconds per encoder frame (wav2vec 2.0: 320 samples)
     for j, i in enumerate(ok):
         times = None
         if timed:

@@ -239,6 +239,7 @@ class ASRFamily(Protocol):
 MODELS: dict[str, str] = {  # model.family -> "module:Class"; the class has `from_config(cfg, vocab_size, cmvn)` and `length_rule(cfg)`
     "ctc_attention": "asr_nb.model:ASRModel",
     "deepspeech2": "asr_nb.deepspeech2:DeepSpeech2",     # 30_deepspeech2
+    "wav2vec2_ctc": "asr_nb.wav2vec2:Wav2Vec2CTC",   # wav2vec 2.0 + CTC head (32_wav2vec2)
 }
 
 def model_class(family: str) -> type:

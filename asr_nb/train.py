@@ -19,9 +19,9 @@ from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_
                                save_checkpoint, source_exp_dir, write_index)
 
 # %% auto #0
-__all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'noam_lr', 'warmup_decay_lr', 'LRSchedule', 'build_optimizer', 'train_step',
-           'validate', 'format_log_line', 'parse_log_line', 'read_train_log', 'plot_curves', 'Meter', 'TrainLog',
-           'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError', 'find_resume', 'check_resume',
+__all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'noam_lr', 'warmup_decay_lr', 'tri_stage_lr', 'LRSchedule', 'build_optimizer',
+           'train_step', 'validate', 'format_log_line', 'parse_log_line', 'read_train_log', 'plot_curves', 'Meter',
+           'TrainLog', 'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError', 'find_resume', 'check_resume',
            'check_skip_rate', 'config_report', 'train']
 
 # %% ../nbs/10_train.ipynb #a60e7937
@@ -44,6 +44,24 @@ def warmup_decay_lr(step: int, # optimiser update, counted from 1
     if warmup_steps <= 0: return peak_lr
     return peak_lr * warmup_steps ** 0.5 * min(s ** -0.5, s * warmup_steps ** -1.5)
 
+# %% ../nbs/10_train.ipynb #2ae824e4
+def tri_stage_lr(step: int, # optimiser update, counted from 1
+                 peak_lr: float, # learning rate of the hold stage
+                 total_steps: int, # updates the schedule spans (fairseq's max_update)
+                 phase_ratio: tuple | list = (0.1, 0.4, 0.5), # shares of warm-up, hold and decay
+                 init_lr_scale: float = 0.01, # warm-up starts at init_lr_scale * peak
+                 final_lr_scale: float = 0.05, # decay ends at final_lr_scale * peak
+                ) -> float:
+    "fairseq's tri-stage schedule (wav2vec 2.0 fine-tuning): linear warm-up, hold, exponential decay, then stay at the final rate."
+    warm, hold, decay = (int(r * total_steps) for r in phase_ratio)
+    s = max(int(step), 1) - 1  # updates done before this one (fairseq counts from 0)
+    if s < warm: return peak_lr * (init_lr_scale + (1 - init_lr_scale) * s / warm)      # linear from init to peak
+    s -= warm
+    if s < hold: return peak_lr                                                           # flat at the peak
+    s -= hold
+    if s < decay: return peak_lr * math.exp(math.log(final_lr_scale) * s / decay)       # exponential down to the final scale
+    return peak_lr * final_lr_scale
+
 # %% ../nbs/10_train.ipynb #9f5a6128
 class LRSchedule:
     "Sets the optimiser's learning rate from the update count: 'noam', 'warmup_decay' or 'constant'."
@@ -52,7 +70,7 @@ class LRSchedule:
                  d_model: int, # model width (noam)
                  lr_factor: float = 1.0, # multiplies every learning rate (fine-tuning)
                 ):
-        if cfg.scheduler not in ("noam", "warmup_decay", "constant"):
+        if cfg.scheduler not in ("noam", "warmup_decay", "constant", "tri_stage"):
             raise ValueError(f"optim.scheduler must be 'noam', 'warmup_decay' or 'constant', got '{cfg.scheduler}'")
         self.optimizer, self.cfg, self.d_model, self.lr_factor = optimizer, cfg, d_model, lr_factor
         self.step_count = 0  # updates done so far
@@ -63,6 +81,7 @@ class LRSchedule:
         c = self.cfg
         if c.scheduler == "noam": lr = noam_lr(step, self.d_model, c.warmup_steps, c.noam_factor)
         elif c.scheduler == "warmup_decay": lr = warmup_decay_lr(step, c.lr, c.warmup_steps)
+        elif c.scheduler == "tri_stage": lr = tri_stage_lr(step, c.lr, c.total_steps, c.phase_ratio, c.init_lr_scale, c.final_lr_scale)
         else: lr = c.lr
         return lr * self.lr_factor
 
@@ -579,6 +598,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
     D.barrier()
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
+    if st is None and hasattr(run.raw, "init_pretrained"): tlog.info(run.raw.init_pretrained())  # a family's pre-trained start (wav2vec 2.0)
     if st is not None: run.progress = _restore(run, resume_path, st)
     elif tc.init_from: tlog.info(init_from(run.raw, tc.init_from, run.tok.units))
     _wrap_ddp(run)
