@@ -191,7 +191,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     paths = export_model_onnx(model, out, n_mels=frontend_dim(cfg), opset=opset)
     tok.save(out)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
-                subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), model=config_to_dict(cfg.model), vocab_size=model.vocab_size, blank_id=model.blank_id,
+                subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), vocab_size=model.vocab_size, blank_id=model.blank_id,
                 sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
                 capabilities=sorted(model.capabilities), model=config_to_dict(cfg.model),  # `model`: the family's length rule in from_onnx
                 **onnx_length_limits(model))  # what the trace froze: Recognizer.from_onnx keeps inputs under max_frames
