@@ -332,7 +332,10 @@ class TrainLog:
         if self.main: self.log.warning(msg)
     def error(self, msg: str):
         "Write a user error to train.log only (the command line prints it on stderr)."
-        if self.handler is not None: self.handler.handle(self.log.makeRecord(self.log.name, logging.ERROR, "", 0, msg, None, None))
+        self.to_file(msg, logging.ERROR)
+    def to_file(self, msg: str, level: int = logging.INFO):
+        "Write to train.log only, not the console (long reports such as the resolved config)."
+        if self.handler is not None: self.handler.handle(self.log.makeRecord(self.log.name, level, "", 0, msg, None, None))
 
     def train_line(self, device: torch.device, epoch: str, step: str, lr: float, skipped: int, world_size: int = 1):
         "Log the window's means and the epoch's mean loss, then start a new window (a collective under DDP)."
@@ -594,7 +597,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     resume_path, st = find_resume(tc, exp)
     if st is not None: check_resume(cfg, exp, resume_path, st)  # before anything is written
     train_utts, valid_utts = _load_utts(train_data), _load_utts(valid_data)
-    tlog.info(config_report(cfg))                            # rank 0: the resolved config, first in train.log
+    tlog.to_file(config_report(cfg))                         # rank 0: the resolved config, first in train.log (not the console)
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
     D.barrier()
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
