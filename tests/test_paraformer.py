@@ -1,0 +1,94 @@
+"""Paraformer (issue 13) end to end: configs, an overfit check of the whole model, training through `asr_nb_train`,
+decoding with the one-pass search through `asr_nb_decode` and `Recognizer`, bad targets in one line, ONNX."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr_nb.cli import decode_main, synth_main, train_main, transcribe_main
+from asr_nb.core import Batch, UserError, load_config
+from asr_nb.model import build_model, check_model_config
+from asr_nb.paraformer import Paraformer, ParaformerTargetError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64',
+         'model.encoder.num_blocks=1', 'model.encoder.cnn_kernel=3', 'model.decoder.num_blocks=1', 'model.decoder.linear_units=64',
+         'train.max_steps=3', 'train.log_interval=1', 'train.tensorboard=false', 'train.num_threads=1',
+         'data.max_frames_in_batch=3000', 'optim.warmup_steps=2', 'data.num_workers=0']
+
+
+def run(main, argv, capsys):
+    rc = main([str(a) for a in argv]); out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(rc, err, *needles):
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == 2 and len(lines) == 1 and 'error:' in lines[0] and 'Traceback' not in err, err
+    for n in needles: assert n in lines[0], (n, lines[0])
+
+
+@pytest.mark.parametrize('name', ['paraformer_tiny', 'paraformer'])
+def test_configs_build(name):
+    cfg = load_config(ROOT/'conf'/f'{name}.yaml')
+    assert cfg.model.family == 'paraformer' and cfg.decode.method == 'paraformer'
+    check_model_config(cfg)                                      # builds on the meta device: every ConfigError surfaces
+
+
+def tiny_model(vocab=8, **over):
+    cfg = load_config(ROOT/'conf'/'paraformer_tiny.yaml')
+    from asr_nb.core import apply_overrides
+    cfg = apply_overrides(cfg, [s for s in SMALL if s.startswith('model.')] + ['specaug.enable=false',
+                                'model.encoder.dropout=0', 'model.decoder.dropout=0'] + [f'{k}={v}' for k, v in over.items()])
+    return build_model(cfg, vocab)
+
+
+def test_overfit_one_batch_decodes_its_targets():
+    "A few hundred updates on one batch: the predictor counts the tokens and the one-pass search reads them back."
+    torch.manual_seed(0)
+    model = tiny_model()
+    feats, flens = torch.randn(2, 60, 80), torch.tensor([60, 48])
+    toks, tlens = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, -1, -1]]), torch.tensor([6, 4])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        out = model(Batch(feats, flens, toks, tlens, ['a', 'b'])); opt.zero_grad(); out['loss'].backward(); opt.step()
+    model.eval()
+    with torch.no_grad(): ids = model.greedy_search(*model.encode(feats, flens))
+    assert ids == [[1, 2, 3, 4, 5, 6], [6, 5, 4, 3]], (ids, {k: float(v) for k, v in out.items()})
+    assert float(out['loss_pre']) < 0.5
+
+
+def test_bad_targets_are_user_errors():
+    model = tiny_model().eval()
+    feats, flens = torch.randn(2, 40, 80), torch.tensor([40, 40])   # 9 encoder frames each
+    with pytest.raises(ParaformerTargetError, match='utterance long_one: 12 tokens but only 9 encoder frames'):
+        model(Batch(feats, flens, torch.ones(2, 12, dtype=torch.long), torch.tensor([3, 12]), ['ok', 'long_one']))
+    with pytest.raises(UserError, match='utterance empty_one: empty target'):
+        model(Batch(feats, flens, torch.ones(2, 3, dtype=torch.long), torch.tensor([0, 3]), ['empty_one', 'ok']))
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp('corpus')/'synth'
+    assert synth_main(['--out', str(d), '--n-train', '20', '--n-dev', '4', '--n-test', '4', '--seed', '5']) == 0
+    return {s: d/s for s in ('train', 'dev', 'test')}
+
+
+def test_train_decode_transcribe(corpus, tmp_path, capsys):
+    exp = tmp_path/'exp'
+    rc, out, err = run(train_main, ['--config', ROOT/'conf'/'paraformer_tiny.yaml', '--train', corpus['train'],
+                                    '--valid', corpus['dev'], '--exp', exp, *SMALL], capsys)
+    assert rc == 0, err
+    log = (exp/'train.log').read_text()
+    for k in ('loss_att=', 'loss_pre=', 'loss_ctc=', 'glance=', 'acc='): assert k in log, k
+    rc, out, err = run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'paraformer,ctc_greedy',
+                                     '--out', tmp_path/'dec'], capsys)
+    assert rc == 0, err
+    res = json.loads((tmp_path/'dec'/'paraformer'/'result.json').read_text())
+    assert res['n'] == 4 and res['cer'] is not None
+    one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'joint', '--out', tmp_path/'x'],
+                        capsys)[::2], "'joint'", 'attention decoder')
+    wav = (corpus['test']/'wav.scp').read_text().split()[1]
+    rc, out, err = run(transcribe_main, ['--exp', exp, wav], capsys)
+    assert rc == 0, err
