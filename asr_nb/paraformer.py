@@ -16,7 +16,7 @@ from .model import CTCHead, LabelSmoothingLoss, ctc_greedy_search, ctc_loss, fro
 # %% auto #0
 __all__ = ['ParaformerConfig', 'paraformer_config', 'cif_weights', 'cif', 'fire_frames', 'CIFPredictor', 'quantity_loss',
            'scale_alphas', 'ParallelDecoder', 'glance_sampler', 'ParaformerTargetError', 'check_targets', 'Paraformer',
-           'paraformer_search']
+           'paraformer_search', 'ParaformerOnePass', 'export_paraformer_onnx', 'check_paraformer_onnx']
 
 # %% ../nbs/31_paraformer.ipynb #ef461f98
 @dataclass
@@ -41,14 +41,15 @@ def paraformer_config(cfg) -> ParaformerConfig: # cfg: ExpConfig or ModelConfig
     m = getattr(cfg, "model", cfg)
     return getattr(m, "paraformer", None) or ParaformerConfig()
 
-# %% ../nbs/31_paraformer.ipynb #0fad4c69
+# %% ../nbs/31_paraformer.ipynb #3bf1ed05
 def cif_weights(alphas: torch.Tensor, # (B, T') frame weights alpha (0 on padding)
                 num_tokens: torch.Tensor, # (B,) tokens to fire per utterance
                 threshold: float = 1.0, # beta
                 max_tokens: int | None = None, # N, the width of the result (default num_tokens.max())
                ) -> torch.Tensor: # (B, N, T') share of frame t in token k (rows k >= num_tokens are 0)
     "Integrate-and-fire as a matrix (Dong & Xu, 2020): the weight each frame gives each token."
-    N = int(num_tokens.max()) if max_tokens is None and num_tokens.numel() else (max_tokens or 0)
+    if max_tokens is not None: N = max_tokens
+    else: N = num_tokens.max() if num_tokens.numel() else 0     # a 0-d tensor: the width stays symbolic under ONNX tracing
     a = alphas.to(torch.float64 if alphas.dtype == torch.float64 else torch.float32) / threshold  # fp32 at least
     c = torch.cumsum(a, dim=1)[:, None, :]                       # (B, 1, T') integrated after frame t
     k = torch.arange(N, device=alphas.device, dtype=a.dtype)[None, :, None]  # (1, N, 1)
@@ -289,3 +290,44 @@ def paraformer_search(model: Paraformer, enc: torch.Tensor, enc_lens: torch.Tens
         ids, sc = logp.indices[b, :n].tolist(), float(logp.values[b, :n].sum())
         out.append([Hypothesis([t for t in ids if t not in (model.blank_id, model.eos_id)], sc, att_score=sc)])
     return out
+
+# %% ../nbs/31_paraformer.ipynb #4838efd8
+class ParaformerOnePass(nn.Module):
+    "Encoder, predictor, CIF (with the tail) and parallel decoder as one graph: (feats, feat_lens) -> (logits, token_num)."
+    def __init__(self, model: Paraformer): super().__init__(); self.model = model
+    def forward(self, feats: torch.Tensor, # (B, T, D) raw features (CMVN inside)
+                feat_lens: torch.Tensor, # (B,)
+               ) -> tuple[torch.Tensor, torch.Tensor]: # logits (B, N, V), token_num (B,) int64
+        m, p = self.model, self.model.pcfg
+        enc, enc_lens = m.encode(feats, feat_lens)
+        alphas = m.predictor(enc, enc_lens)                                   # (B, T')
+        num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()
+        return m.decoder(cif(enc, alphas, num, p.threshold), num, enc, enc_lens), num
+
+def export_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, opset: int = 17):
+    "Trace `ParaformerOnePass` to `path` (dynamic batch, frames and tokens); returns the path."
+    import copy, warnings
+    from pathlib import Path
+    from asr_nb.conformer import set_impl
+    m = set_impl(copy.deepcopy(model).float().eval(), 'plain')              # the rel-shift view does not trace
+    g = torch.Generator().manual_seed(0)
+    feats, lens = torch.randn(2, 200, n_mels, generator=g) * 3 + 10, torch.tensor([200, 120])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(ParaformerOnePass(m), (feats, lens), str(path), dynamo=False, opset_version=opset,
+                          input_names=['speech', 'speech_lengths'], output_names=['logits', 'token_num'],
+                          dynamic_axes={'speech': {0: 'B', 1: 'T'}, 'speech_lengths': {0: 'B'},
+                                        'logits': {0: 'B', 1: 'N'}, 'token_num': {0: 'B'}})
+    return Path(path)
+
+def check_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, B: int = 3, T: int = 157, seed: int = 1) -> dict:
+    "onnxruntime vs PyTorch on new inputs: token counts must be equal; the largest logit difference on valid positions."
+    import onnxruntime as ort
+    g = torch.Generator().manual_seed(seed)
+    feats, lens = torch.randn(B, T, n_mels, generator=g) * 3 + 10, torch.linspace(T, T // 2, B).round().long()
+    with torch.no_grad(): ref, num = ParaformerOnePass(model.eval())(feats, lens)
+    got, onum = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(
+        None, {'speech': feats.numpy(), 'speech_lengths': lens.numpy()})
+    if onum.tolist() != num.tolist(): raise AssertionError(f"token_num differs: {onum.tolist()} vs {num.tolist()}")
+    diff = max((float(abs(got[b, :n] - ref[b, :n].numpy()).max()) for b, n in enumerate(num.tolist()) if n), default=0.0)
+    return dict(paraformer_max_abs_diff=diff, token_num=num.tolist())
