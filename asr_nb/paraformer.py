@@ -16,7 +16,8 @@ from .model import CTCHead, LabelSmoothingLoss, ctc_greedy_search, ctc_loss, fro
 # %% auto #0
 __all__ = ['ParaformerConfig', 'paraformer_config', 'cif_weights', 'cif', 'fire_frames', 'CIFPredictor', 'quantity_loss',
            'scale_alphas', 'ParallelDecoder', 'glance_sampler', 'ParaformerTargetError', 'check_targets', 'Paraformer',
-           'paraformer_search', 'ParaformerOnePass', 'export_paraformer_onnx', 'check_paraformer_onnx']
+           'paraformer_search', 'ParaformerOnePass', 'export_paraformer_onnx', 'check_paraformer_onnx',
+           'export_sherpa_onnx']
 
 # %% ../nbs/31_paraformer.ipynb #ef461f98
 @dataclass
@@ -291,15 +292,15 @@ def paraformer_search(model: Paraformer, enc: torch.Tensor, enc_lens: torch.Tens
         out.append([Hypothesis([t for t in ids if t not in (model.blank_id, model.eos_id)], sc, att_score=sc)])
     return out
 
-# %% ../nbs/31_paraformer.ipynb #4838efd8
+# %% ../nbs/31_paraformer.ipynb #466bfc58
 class ParaformerOnePass(nn.Module):
     "Encoder, predictor, CIF (with the tail) and parallel decoder as one graph: (feats, feat_lens) -> (logits, token_num)."
     def __init__(self, model: Paraformer): super().__init__(); self.model = model
     def forward(self, feats: torch.Tensor, # (B, T, D) raw features (CMVN inside)
-                feat_lens: torch.Tensor, # (B,)
+                feat_lens: torch.Tensor, # (B,) int32 (sherpa-onnx's type) or int64
                ) -> tuple[torch.Tensor, torch.Tensor]: # logits (B, N, V), token_num (B,) int64
         m, p = self.model, self.model.pcfg
-        enc, enc_lens = m.encode(feats, feat_lens)
+        enc, enc_lens = m.encode(feats, feat_lens.long())
         alphas = m.predictor(enc, enc_lens)                                   # (B, T')
         num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()
         return m.decoder(cif(enc, alphas, num, p.threshold), num, enc, enc_lens), num
@@ -311,7 +312,7 @@ def export_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, opset: int
     from asr_nb.conformer import set_impl
     m = set_impl(copy.deepcopy(model).float().eval(), 'plain')              # the rel-shift view does not trace
     g = torch.Generator().manual_seed(0)
-    feats, lens = torch.randn(2, 200, n_mels, generator=g) * 3 + 10, torch.tensor([200, 120])
+    feats, lens = torch.randn(2, 200, n_mels, generator=g) * 3 + 10, torch.tensor([200, 120], dtype=torch.int32)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         torch.onnx.export(ParaformerOnePass(m), (feats, lens), str(path), dynamo=False, opset_version=opset,
@@ -324,10 +325,33 @@ def check_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, B: int = 3,
     "onnxruntime vs PyTorch on new inputs: token counts must be equal; the largest logit difference on valid positions."
     import onnxruntime as ort
     g = torch.Generator().manual_seed(seed)
-    feats, lens = torch.randn(B, T, n_mels, generator=g) * 3 + 10, torch.linspace(T, T // 2, B).round().long()
+    feats, lens = torch.randn(B, T, n_mels, generator=g) * 3 + 10, torch.linspace(T, T // 2, B).round().int()
     with torch.no_grad(): ref, num = ParaformerOnePass(model.eval())(feats, lens)
     got, onum = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(
         None, {'speech': feats.numpy(), 'speech_lengths': lens.numpy()})
     if onum.tolist() != num.tolist(): raise AssertionError(f"token_num differs: {onum.tolist()} vs {num.tolist()}")
     diff = max((float(abs(got[b, :n] - ref[b, :n].numpy()).max()) for b, n in enumerate(num.tolist()) if n), default=0.0)
     return dict(paraformer_max_abs_diff=diff, token_num=num.tolist())
+
+# %% ../nbs/31_paraformer.ipynb #c452031e
+def export_sherpa_onnx(model: Paraformer, # a trained Paraformer
+                       feat_cfg, # its FeatureConfig (fbank n_mels, lfr_m, lfr_n)
+                       units: list[str], # the tokenizer's units, index = id
+                       out_dir, # writes model.onnx and tokens.txt
+                      ) -> dict:
+    "Export in sherpa-onnx's offline Paraformer layout; returns the paths."
+    import onnx
+    from pathlib import Path
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    dim = feat_cfg.n_mels * feat_cfg.lfr_m if hasattr(feat_cfg, 'lfr_m') else feat_cfg.n_mels
+    path = export_paraformer_onnx(model, out/'model.onnx', n_mels=dim)
+    mo = onnx.load(str(path))
+    meta = dict(vocab_size=str(model.vocab_size), lfr_window_size=str(getattr(feat_cfg, 'lfr_m', 1)),
+                lfr_window_shift=str(getattr(feat_cfg, 'lfr_n', 1)), model_type='paraformer', neg_mean=','.join(['0'] * dim),
+                inv_stddev=','.join(['1'] * dim), comment='asr_nb Paraformer (CMVN inside the graph)')
+    for k, v in meta.items():
+        e = mo.metadata_props.add(); e.key, e.value = k, v
+    onnx.save(mo, str(path))
+    names = list(units); names[model.eos_id] = '</s>'
+    (out/'tokens.txt').write_text(''.join(f"{u} {i}\n" for i, u in enumerate(names)), encoding='utf-8')
+    return dict(model=path, tokens=out/'tokens.txt')

@@ -92,3 +92,28 @@ def test_train_decode_transcribe(corpus, tmp_path, capsys):
     wav = (corpus['test']/'wav.scp').read_text().split()[1]
     rc, out, err = run(transcribe_main, ['--exp', exp, wav], capsys)
     assert rc == 0, err
+
+
+def test_sherpa_onnx_decodes_the_export(tmp_path):
+    "sherpa-onnx (its own fbank, its greedy search) reads the export and finds the tokens our one-pass graph finds."
+    sherpa_onnx = pytest.importorskip('sherpa_onnx')
+    import numpy as np
+    from asr_nb.core import FeatureConfig
+    from asr_nb.features import make_frontend
+    from asr_nb.paraformer import ParaformerOnePass, export_sherpa_onnx
+    torch.manual_seed(0)
+    model = tiny_model(vocab=7).eval()
+    with torch.no_grad():                                            # an untrained model made to fire and to avoid </s>
+        model.predictor.proj.bias.fill_(2.0); model.decoder.output_layer.bias[[0, 6]] = -50.0
+    units = ['<blank>', 'a', 'b', 'c', 'd', 'e', '<sos/eos>']
+    paths = export_sherpa_onnx(model, FeatureConfig(), units, tmp_path)
+    rec = sherpa_onnx.OfflineRecognizer.from_paraformer(paraformer=str(paths['model']), tokens=str(paths['tokens']),
+                                                        num_threads=1, sample_rate=16000, feature_dim=80)
+    w = (np.random.RandomState(0).randn(24000) * 0.1).astype(np.float32)
+    s = rec.create_stream(); s.accept_waveform(16000, w); rec.decode_stream(s)
+    f = make_frontend(FeatureConfig())(torch.from_numpy(w))
+    with torch.no_grad(): logits, num = ParaformerOnePass(model)(f[None], torch.tensor([f.size(0)]))
+    ours = [units[i] for i in logits[0, :int(num[0])].argmax(-1).tolist()]
+    assert len(ours) > 5 and abs(len(s.result.tokens) - len(ours)) <= 1, (s.result.tokens, ours)
+    same = sum(a == b for a, b in zip(s.result.tokens, ours)) / len(ours)
+    assert same >= 0.8, (s.result.tokens, ours)                   # the fbanks differ at the edges (snip_edges)
