@@ -61,6 +61,7 @@ def _readable_first(ranked: list[dict], n: int, newest: bool) -> list[dict]:
         except CheckpointError as e: log.warning(f"{e}; not averaged")
     return out
 
+# %% ../nbs/11_average.ipynb #46b11fd6
 def select_checkpoints(exp_dir: str | os.PathLike, # experiment dir (or its checkpoints/ dir)
                        n: int = 10, # how many
                        by: str = "valid_loss", # 'valid_loss' | 'valid_acc' | 'valid_cer' | 'last'
@@ -85,6 +86,7 @@ def select_checkpoints(exp_dir: str | os.PathLike, # experiment dir (or its chec
         get_logger("average").warning(f"asked for {n} checkpoints by {by}, {len(chosen)} available")
     return [r["path"] for r in sorted(chosen, key=lambda r: r["step"])]
 
+# %% ../nbs/11_average.ipynb #2c673fb5
 def average_exp(exp_dir: str | os.PathLike, # experiment dir written by `asr_nb.train.train`
                 n: int = 10, # how many checkpoints
                 by: str = "valid_loss", # see `select_checkpoints`

@@ -147,6 +147,7 @@ def train_main(argv: Sequence[str]) -> int:
         return summary['exit_code']
     return 0
 
+# %% ../nbs/16_cli.ipynb #ee43e5b2
 def summary_line(summary: dict) -> str:
     "The training summary without its per-validation history, as one JSON line."
     return json.dumps(_jsonable({k: v for k, v in summary.items() if k != 'history'}))
@@ -223,6 +224,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
+# %% ../nbs/16_cli.ipynb #9c790856
 def parse_methods(spec: str, # 'all' or comma-separated method names
                   capabilities: frozenset | set | None = None, # 'all' = the methods these allow (None: every method)
                  ) -> list[str]:
@@ -346,6 +348,7 @@ def jsonl2scp_main(argv: Sequence[str]) -> int:
     print(a.out_dir)
     return 0
 
+# %% ../nbs/16_cli.ipynb #197df41c
 @cli_entry('asr_nb_synth')
 def synth_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_synth`."
@@ -363,6 +366,7 @@ def synth_main(argv: Sequence[str]) -> int:
     for k, v in dirs.items(): print(f"{k}\t{v}")
     return 0
 
+# %% ../nbs/16_cli.ipynb #441c8247
 @cli_entry('asr_nb_validate')
 def validate_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_validate`."
@@ -416,6 +420,7 @@ def export_main(argv: Sequence[str]) -> int:
     print(json.dumps(_jsonable(info), indent=1))
     return 0
 
+# %% ../nbs/16_cli.ipynb #19777d49
 def _channel(s: str) -> int | str:
     "argparse type of --channel: a channel index >= 0 or 'mean'."
     if s == 'mean': return s

@@ -166,8 +166,8 @@ def rel_shift_reference(x: torch.Tensor) -> torch.Tensor:
     return x[..., 1:, :].reshape(*lead, T, P)[..., : P // 2 + 1]
 
 # %% ../nbs/07_conformer.ipynb #5a337bbc
-class MultiHeadedAttention(nn.Module):
-    "Multi-head attention; `pos_enc` picks plain, ESPnet rel-pos (`pos_bias_u/v`, `linear_pos`) or RoPE scoring."
+class _AttentionProjections(nn.Module):
+    "The parameters of `MultiHeadedAttention`: q/k/v/out projections and, for rel-pos, `linear_pos` and `pos_bias_u/v`."
     impl: str = "sdpa"  # 'sdpa' (fast) or 'plain' (ESPnet's masked softmax, the reference)
     def __init__(self, n_head: int, # heads
                  d_model: int, # model dimension
@@ -212,6 +212,9 @@ class MultiHeadedAttention(nn.Module):
         bd = torch.bmm(qv, p.permute(1, 2, 0)).view(H, B, T, 2 * T - 1)  # per head one GEMM over all frames
         return rel_shift(bd).transpose(0, 1)  # (B, H, T, T) view
 
+# %% ../nbs/07_conformer.ipynb #b121862d
+class MultiHeadedAttention(_AttentionProjections):
+    "Multi-head attention; `pos_enc` picks plain, ESPnet rel-pos (`pos_bias_u/v`, `linear_pos`) or RoPE scoring."
     def forward(self, query: torch.Tensor, # (B, T1, d)
                 key: torch.Tensor, # (B, T2, d)
                 value: torch.Tensor, # (B, T2, d)
@@ -375,6 +378,7 @@ class ConformerEncoder(nn.Module):
             else: x = layer(x, mask, pos, pad)
         return self.after_norm(x), lengths
 
+# %% ../nbs/07_conformer.ipynb #75df5624
 class TransformerEncoder(ConformerEncoder):
     "The plain Transformer encoder: `ConformerEncoder` with `kind='transformer'` (no macaron, no conv module)."
     def __init__(self, cfg: EncoderConfig, input_dim: int = 80):

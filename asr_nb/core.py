@@ -122,6 +122,7 @@ class FeatureConfig:
         if self.kind == "mfcc" and not 0 < self.num_ceps <= self.n_mels:
             raise ConfigError(f"num_ceps: must be in [1, n_mels={self.n_mels}], got {self.num_ceps}")
 
+# %% ../nbs/00_core.ipynb #b4087335
 @dataclass
 class SpecAugConfig:
     "SpecAugment (Park et al. 2019), applied to normalised features in training."
@@ -208,6 +209,7 @@ class EncoderConfig:
         if self.cnn_kernel % 2 == 0 or self.cnn_kernel < 1: raise ConfigError(f"cnn_kernel: must be odd and positive, got {self.cnn_kernel}")
         _check_unit_interval(self, "dropout", "positional_dropout", "attention_dropout")
 
+# %% ../nbs/00_core.ipynb #5d1963a5
 @dataclass
 class DecoderConfig:
     "The attention decoder (a Transformer decoder over the encoder output)."
@@ -287,6 +289,7 @@ class OptimConfig:
         if len(self.betas) != 2: raise ConfigError(f"betas: expected two numbers, got {self.betas}")
         self.betas = [float(b) for b in self.betas]
 
+# %% ../nbs/00_core.ipynb #bc565c79
 @dataclass
 class TrainConfig:
     "The training loop."
@@ -401,6 +404,7 @@ def _convert(value, typ, key: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return [value]
     raise ConfigError(f"{key}: expected {tname}, got {value!r}")
 
+# %% ../nbs/00_core.ipynb #7d8158ed
 def _field_types(cls) -> dict:
     hints = get_type_hints(cls)
     return {f.name: (list if str(hints[f.name]).startswith(("list", "typing.List")) or hints[f.name] is list else hints[f.name])

@@ -80,6 +80,7 @@ def _open_regular(p:Path, what:str, error:type):
     os.set_blocking(fd, True)
     return os.fdopen(fd, 'rb')
 
+# %% ../nbs/02_data.ipynb #047c380e
 MAX_LINE_BYTES = 1 << 20  # a longer line is not a text file we know (binary data, a missing newline in a huge file)
 
 def read_lines(path:Path|str,                # a UTF-8 text file
@@ -103,6 +104,7 @@ def read_lines(path:Path|str,                # a UTF-8 text file
             line = line.rstrip('\n').rstrip('\r')
             yield lineno, (line.lstrip('\ufeff') if lineno == 1 else line)
 
+# %% ../nbs/02_data.ipynb #7d1df256
 def read_kv_file(path:Path|str,              # a Kaldi `key value` file
                  what:str='file',            # how messages name it
                  *, value_required:bool=True, # a line with only a key is an error (False: empty value allowed, e.g. `text`)
@@ -157,6 +159,7 @@ def _parse_frames(value:str) -> int:
     if not (value.isascii() and value.isdigit()): raise ValueError(f"frame count '{value}' is not a non-negative integer")
     return int(value)
 
+# %% ../nbs/02_data.ipynb #4fcaa3bc
 # the one rule per Kaldi data file: name -> (value required, value parser)
 KALDI_FILES = {'text': (False, None), 'wav.scp': (True, _parse_wav), 'utt2spk': (True, None),
                'segments': (True, _parse_segment), 'utt2num_frames': (True, _parse_frames)}
@@ -223,6 +226,7 @@ def _join_dir(d:Path, problems:list|None, text_optional:bool=False) -> tuple[lis
             for k in sorted(audio) if k in text or text_optional]
     return utts, dict(issues), where
 
+# %% ../nbs/02_data.ipynb #318533ec
 def read_data_dir(path:Path|str,    # Kaldi data dir with wav.scp and text (utt2spk, segments, utt2num_frames optional)
                   strict:bool=False, # raise on ids missing from wav.scp/text (default: skip them with a warning)
                   text_optional:bool=False, # decoding: `text` may be absent or partial; such utterances get text=None
@@ -296,6 +300,7 @@ def write_jsonl(utts:Sequence[Utterance], path:Path|str) -> Path:
     _write_lines(p, (json.dumps(_utt2json(u), ensure_ascii=False) for u in utts))
     return p
 
+# %% ../nbs/02_data.ipynb #27925416
 def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
     if not isinstance(obj, dict): raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for k in ('key', 'source', 'target'):
@@ -316,6 +321,7 @@ def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
     return Utterance(obj['key'], obj['source'], obj.get('target'), speaker=None if spk is None else str(spk),
                      start=None if st is None else float(st), end=None if en is None else float(en), num_frames=n)
 
+# %% ../nbs/02_data.ipynb #823b126a
 def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
     "Read a jsonl manifest; malformed lines and duplicate keys raise DataError naming file:line (decoding: `target` optional)."
     p, utts, seen = Path(path), [], {}
@@ -452,6 +458,26 @@ def _rate_note(rates:Counter, sample_rate:int) -> str:
 
 def _space_ok(units:set[str]) -> bool: return ' ' in units or '<space>' in units or '▁' in units
 
+# %% ../nbs/02_data.ipynb #2fe6de4c
+def _check_utt_audio(u:Utterance, info:tuple[int, int, int]|None, # (samples, rate, channels) from `_audio_info`; None: unreadable
+                     corrupt:dict, sample_rate:int|None, channels:int|None,
+                     rs:list[str], rates:Counter) -> int|None:
+    "Append the audio reasons of `u` to `rs`, count a resampled rate in `rates`; its length in 10 ms units (`u.num_frames` if unreadable)."
+    if info is None:
+        rs.append(_audio_problem(u.audio) or f"unreadable_audio: soundfile cannot open {u.audio}"); return u.num_frames
+    n, sr, ch = info
+    if corrupt.get(u.audio): rs.append(corrupt[u.audio])   # empty unless read_audio
+    if sample_rate is not None and sr != sample_rate: rates[sr] += 1
+    if channels is not None and ch != channels: rs.append(f"bad_channels: {ch} channels, expected {channels}")
+    if u.start is not None and n > 0 and u.start >= n / sr:
+        rs.append(f"segment_out_of_range: starts at {u.start}s but {u.audio} lasts {n / sr:.3f}s")
+    if u.num_frames is not None and abs(u.num_frames - _frames_10ms(u, info)) > 1:
+        rs.append(f"num_frames_mismatch: recorded {u.num_frames} frames, audio has {_frames_10ms(u, info)} (stale utt2num_frames/source_len?)")
+    frames = _frames_10ms(u, info)
+    if n == 0 or frames == 0: rs.append('zero_length: no audio samples' if n == 0 else 'zero_length: segment shorter than 10 ms')
+    return frames
+
+# %% ../nbs/02_data.ipynb #848d9dda
 def validate_utterances(utts:Sequence[Utterance],           # utterances to check
                         *, units:set[str]|None=None,        # allowed symbols (characters); None: no check
                         sample_rate:int|None=16000,         # features' rate: other rates are resampled, counted in `notes` (None: no note)
@@ -485,19 +511,7 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
             if oov: rs.append(f"oov_chars: {' '.join(repr(c) for c in oov)} not in units")
         frames = u.num_frames
         if check_audio:
-            info = infos[u.audio]
-            if info is None: rs.append(_audio_problem(u.audio) or f"unreadable_audio: soundfile cannot open {u.audio}")
-            else:
-                n, sr, ch = info
-                if read_audio and corrupt.get(u.audio): rs.append(corrupt[u.audio])
-                if sample_rate is not None and sr != sample_rate: rates[sr] += 1
-                if channels is not None and ch != channels: rs.append(f"bad_channels: {ch} channels, expected {channels}")
-                if u.start is not None and n > 0 and u.start >= n / sr:
-                    rs.append(f"segment_out_of_range: starts at {u.start}s but {u.audio} lasts {n / sr:.3f}s")
-                if u.num_frames is not None and abs(u.num_frames - _frames_10ms(u, info)) > 1:
-                    rs.append(f"num_frames_mismatch: recorded {u.num_frames} frames, audio has {_frames_10ms(u, info)} (stale utt2num_frames/source_len?)")
-                frames = _frames_10ms(u, info)
-                if n == 0 or frames == 0: rs.append('zero_length: no audio samples' if n == 0 else 'zero_length: segment shorter than 10 ms')
+            frames = _check_utt_audio(u, infos[u.audio], corrupt, sample_rate, channels, rs, rates)
         if frames and u.text.strip() and length_rule is not None:
             why = ctc_length_check(frames, list(tokenize(u.text) if tokenize is not None else u.text), length_rule)
             if why: rs.append(f"too_long_for_ctc: {why}")
@@ -602,6 +616,7 @@ def write_fingerprint(path:Path|str,          # e.g. exp/tokenizer.json
     atomic_write_text(path, json.dumps(fp, indent=1, sort_keys=True, ensure_ascii=False) + '\n')
     return fp
 
+# %% ../nbs/02_data.ipynb #2cf00056
 def read_fingerprint(path:Path|str) -> dict|None:
     "The fingerprint at `path`, or None when missing or unreadable (treated as absent)."
     p = Path(path)
@@ -747,6 +762,7 @@ SYNTH_ACCENTS = ('en-us', 'en-gb', 'en-gb-scotland', 'en-gb-x-rp', 'en-gb-x-gbcl
 SYNTH_TRAIN_VARIANTS = ('', 'm1', 'm2', 'm3', 'm5', 'm6', 'm7', 'f1', 'f2', 'f4', 'f5', 'klatt', 'klatt2', 'klatt4', 'klatt5')
 SYNTH_TEST_VARIANTS = ('m4', 'f3', 'klatt3')  # held out: never in train or dev
 
+# %% ../nbs/02_data.ipynb #a2c53882
 # Mandarin: common words, spoken by espeak-ng's `cmn-latn-pinyin` voice (its `cmn` voice reads tone digits in English)
 SYNTH_WORDS_ZH = tuple("""
 我们 你们 他们 今天 明天 昨天 现在 时候 时间 早上 晚上 中午 下午 上午 学生 老师 学校 朋友 家人 妈妈
@@ -834,6 +850,7 @@ def _pid_alive(pid:int) -> bool:
     except PermissionError: return True
     return True
 
+# %% ../nbs/02_data.ipynb #9748550a
 def synth_corpus(out_dir:Path|str,     # corpus root: writes out_dir/{train,dev,test} Kaldi dirs and out_dir/wav/
                  *, n_train:int=2000,  # training utterances
                  n_dev:int=200,        # dev utterances (training voices)

@@ -336,6 +336,7 @@ def _pin_memory(cfg: ExpConfig) -> bool:
     dev = cfg.train.device
     return torch.cuda.is_available() and (dev == "auto" or dev.startswith("cuda"))
 
+# %% ../nbs/06_dataset.ipynb #791cb436
 def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
                     tokenizer,                 # with `encode(text) -> list[int]`
                     cfg: ExpConfig,            # uses cfg.data, cfg.features, cfg.train.device

@@ -223,6 +223,7 @@ def _file_seconds(path) -> float:
     try: return float(sf.info(str(path)).duration)
     except Exception: return 0.0
 
+# %% ../nbs/15_export.ipynb #eead3346
 def _file_pieces(path: str | os.PathLike, target: int, channel: int | str | None, max_segment_s: float,
                  block_s: float = 60.0, # seconds read at a time for the energies
                 ) -> tuple[list[tuple[int, int]], Callable]: # pieces [a, b) in samples at `target`, and read(a, b) -> (b-a,)
@@ -246,6 +247,7 @@ def _as_wave(x, sample_rate: int | None, target: int, channel: int | str | None 
         w = AF.resample(w, sr, target)
     return w
 
+# %% ../nbs/15_export.ipynb #0aa25725
 _META_KEYS = ('features', 'decode', 'tokenizer', 'subsampling')
 
 def _read_meta(path: Path) -> dict:
@@ -355,20 +357,7 @@ class Recognizer:
     def decode_ids(self, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
                    method: str) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
         "Token ids of the best hypothesis per utterance, with the CTC log-probs and lengths (for timestamps)."
-        from asr_nb import decode as dec
-        cfg = dataclasses.replace(self.decode_cfg, method=method)
-        if self.session is not None and method == 'ctc_greedy':    # onnxruntime + numpy only
-            lp, _, enc_lens = self.encode(feats, lens)
-            return [ctc_greedy_ids(lp[b, :int(n)].numpy(), self.blank_id) for b, n in enumerate(enc_lens)], lp, enc_lens
-        with torch.no_grad():
-            if self.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):  # every other search: decode_batch
-                hyps = dec.decode_batch(self.model, feats.to(self.device), lens.to(self.device), cfg, self.lm)
-                return [h[0].tokens if h else [] for h in hyps], None, None
-            lp, _, enc_lens = self.encode(feats, lens)                                # (B, T', V), (B,)
-            if method == 'ctc_greedy': hyps = dec.greedy_hypotheses(lp, enc_lens, self.blank_id)
-            else: hyps = dec.ctc_prefix_beam_search(lp, enc_lens, cfg.beam, 1, self.blank_id, lm=self.lm,
-                                                    lm_weight=cfg.lm_weight, penalty=cfg.penalty, sos_id=self.tokenizer.sos_id)
-        return [h[0].tokens if h else [] for h in hyps], lp, enc_lens
+        return _decode_ids(self, feats, lens, method)
 
     def segment_limit_s(self, max_segment_s: float | None = None) -> float:
         "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
@@ -385,28 +374,15 @@ class Recognizer:
                    channel: int | str | None = None, # multi-channel files: channel index or 'mean' (downmix); None: error
                   ):
         "Text per input; with `timestamps`, dict(text, tokens, timestamps=[(unit, start_s, end_s), ...]). One input -> one result."
-        from asr_nb.segment import plan_segments
         single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
         items = [inputs] if single else list(inputs)
         method = method or self.decode_cfg.method
         from asr_nb.decode import check_method
         check_method(method, self.capabilities, 'this model' if self.model is not None else
                      'onnxruntime (it runs the exported encoder and CTC head only; decode with --exp for the attention methods)')
-        bs, outs = batch_size or self.decode_cfg.batch_size, []
-        limit = self.segment_limit_s(max_segment_s)
-        for s in range(0, len(items), bs):
-            batch, res = items[s:s + bs], {}
-            for i, x in enumerate(batch):          # a long file is never read whole: energies block by block, then pieces
-                if isinstance(x, (str, os.PathLike)) and _file_seconds(x) > limit:
-                    res[i] = self._decode_long(*_file_pieces(x, self.sample_rate, channel, limit), method, bs)
-            waves = {i: _as_wave(x, sample_rate, self.sample_rate, channel) for i, x in enumerate(batch) if i not in res}
-            long = [i for i, w in waves.items() if len(w) > limit * self.sample_rate]     # long arrays
-            short = [i for i in waves if i not in long]
-            res.update(zip(short, self._decode_waves([waves[i] for i in short], method, timestamps)))
-            for i in long:
-                pieces = plan_segments(waves[i].numpy(), self.sample_rate, limit)
-                res[i] = self._decode_long(pieces, lambda a, b, w=waves[i]: w[a:b], method, bs)
-            outs += [self._result(*res[i], timestamps) for i in range(len(batch))]
+        bs, limit = batch_size or self.decode_cfg.batch_size, self.segment_limit_s(max_segment_s)
+        outs = [r for s in range(0, len(items), bs)
+                for r in _transcribe_batch(self, items[s:s + bs], method, sample_rate, timestamps, bs, limit, channel)]
         return outs[0] if single else outs
 
     def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
@@ -421,40 +397,81 @@ class Recognizer:
         from asr_nb.model import model_length_rule   # an export records its subsampling (meta.json); the model's rule applies
         return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
 
-    def _decode_waves(self, waves: Sequence[torch.Tensor], # short signals (N,) at the model's rate
-                      method: str, timed: bool, # timed: also token (start_s, end_s) from a CTC forced alignment
-                     ) -> list[tuple[list[int], list[tuple[float, float]] | None]]:
-        "Token ids (and times) of one batch of signals; those too short for the subsampling give no tokens."
-        if not waves: return []
-        feats, lens = _features(waves, self.feat_cfg)
-        ok = torch.nonzero(self._encoder_lengths(lens) >= 1).flatten().tolist()   # the model's own length rule
-        out = [([], [] if timed else None) for _ in waves]
-        if len(ok) < len(waves):
-            short = [f"{len(w) / self.sample_rate:.3f} s" for i, w in enumerate(waves) if i not in set(ok)]
-            get_logger("export").warning(f"{len(short)} input(s) too short for the model (under one encoder frame: "
-                                         f"{', '.join(short[:5])}); transcribed as empty")
-        if not ok: return out
-        feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
-        got, lp, enc_lens = self.decode_ids(feats, lens, method)
-        if timed and lp is None: lp, _, enc_lens = self.encode(feats, lens)
-        frame_s = self.feat_cfg.frame_shift_ms / 1000 * self.subsampling               # seconds per encoder frame
-        for j, i in enumerate(ok):
-            times = None
-            if timed:
-                spans = _token_spans(lp[j, :int(enc_lens[j])].float().cpu().numpy(), got[j], self.blank_id)
-                times = [(a * frame_s, b * frame_s) for a, b in spans]
-            out[i] = (got[j], times)
-        return out
+# %% ../nbs/15_export.ipynb #14b4fa13
+def _decode_ids(rec: Recognizer, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
+                method: str) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+    "`Recognizer.decode_ids`: the engine's searches (ctc_greedy in numpy under onnxruntime; `decode_batch` for the rest)."
+    from asr_nb import decode as dec
+    cfg = dataclasses.replace(rec.decode_cfg, method=method)
+    if rec.session is not None and method == 'ctc_greedy':    # onnxruntime + numpy only
+        lp, _, enc_lens = rec.encode(feats, lens)
+        return [ctc_greedy_ids(lp[b, :int(n)].numpy(), rec.blank_id) for b, n in enumerate(enc_lens)], lp, enc_lens
+    with torch.no_grad():
+        if rec.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):  # every other search: decode_batch
+            hyps = dec.decode_batch(rec.model, feats.to(rec.device), lens.to(rec.device), cfg, rec.lm)
+            return [h[0].tokens if h else [] for h in hyps], None, None
+        lp, _, enc_lens = rec.encode(feats, lens)                                # (B, T', V), (B,)
+        if method == 'ctc_greedy': hyps = dec.greedy_hypotheses(lp, enc_lens, rec.blank_id)
+        else: hyps = dec.ctc_prefix_beam_search(lp, enc_lens, cfg.beam, 1, rec.blank_id, lm=rec.lm,
+                                                lm_weight=cfg.lm_weight, penalty=cfg.penalty, sos_id=rec.tokenizer.sos_id)
+    return [h[0].tokens if h else [] for h in hyps], lp, enc_lens
 
-    def _decode_long(self, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
-                     read: Callable[[int, int], torch.Tensor], # read(a, b) -> (b - a,) signal of one piece
-                     method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
-        "Decode the pieces of one long input in batches and stitch their tokens on the original time line."
-        from asr_nb.segment import stitch_tokens
-        sr, toks = self.sample_rate, []
-        for s in range(0, len(pieces), batch_size):
-            part = pieces[s:s + batch_size]
-            for (a, _), (ids, times) in zip(part, self._decode_waves([read(a, b) for a, b in part], method, True)):
-                toks.append([(t, a / sr + t0, a / sr + t1) for t, (t0, t1) in zip(ids, times)])
-        kept = stitch_tokens([(a / sr, b / sr) for a, b in pieces], toks)
-        return [t for t, *_ in kept], [(t0, t1) for _, t0, t1 in kept]
+# %% ../nbs/15_export.ipynb #68ce4258
+def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signals (N,) at the model's rate
+                  method: str, timed: bool, # timed: also token (start_s, end_s) from a CTC forced alignment
+                 ) -> list[tuple[list[int], list[tuple[float, float]] | None]]:
+    "Token ids (and times) of one batch of signals; those too short for the subsampling give no tokens."
+    if not waves: return []
+    feats, lens = _features(waves, rec.feat_cfg)
+    ok = torch.nonzero(rec._encoder_lengths(lens) >= 1).flatten().tolist()   # the model's own length rule
+    out = [([], [] if timed else None) for _ in waves]
+    if len(ok) < len(waves):
+        short = [f"{len(w) / rec.sample_rate:.3f} s" for i, w in enumerate(waves) if i not in set(ok)]
+        get_logger("export").warning(f"{len(short)} input(s) too short for the model (under one encoder frame: "
+                                     f"{', '.join(short[:5])}); transcribed as empty")
+    if not ok: return out
+    feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
+    got, lp, enc_lens = rec.decode_ids(feats, lens, method)
+    if timed and lp is None: lp, _, enc_lens = rec.encode(feats, lens)
+    frame_s = rec.feat_cfg.frame_shift_ms / 1000 * rec.subsampling               # seconds per encoder frame
+    for j, i in enumerate(ok):
+        times = None
+        if timed:
+            spans = _token_spans(lp[j, :int(enc_lens[j])].float().cpu().numpy(), got[j], rec.blank_id)
+            times = [(a * frame_s, b * frame_s) for a, b in spans]
+        out[i] = (got[j], times)
+    return out
+
+# %% ../nbs/15_export.ipynb #8ac8e497
+def _decode_long(rec: Recognizer, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
+                 read: Callable[[int, int], torch.Tensor], # read(a, b) -> (b - a,) signal of one piece
+                 method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
+    "Decode the pieces of one long input in batches and stitch their tokens on the original time line."
+    from asr_nb.segment import stitch_tokens
+    sr, toks = rec.sample_rate, []
+    for s in range(0, len(pieces), batch_size):
+        part = pieces[s:s + batch_size]
+        for (a, _), (ids, times) in zip(part, _decode_waves(rec, [read(a, b) for a, b in part], method, True)):
+            toks.append([(t, a / sr + t0, a / sr + t1) for t, (t0, t1) in zip(ids, times)])
+    kept = stitch_tokens([(a / sr, b / sr) for a, b in pieces], toks)
+    return [t for t, *_ in kept], [(t0, t1) for _, t0, t1 in kept]
+
+# %% ../nbs/15_export.ipynb #0a90c49a
+def _transcribe_batch(rec: Recognizer, batch: list, # paths / arrays
+                      method: str, sample_rate: int | None, timestamps: bool, batch_size: int,
+                      limit: float, # inputs longer than this (seconds) are decoded in pieces
+                      channel: int | str | None) -> list:
+    "`Recognizer.transcribe`'s results for one batch: long files in pieces read block by block, long arrays in pieces, the rest together."
+    from asr_nb.segment import plan_segments
+    res = {}
+    for i, x in enumerate(batch):          # a long file is never read whole: energies block by block, then pieces
+        if isinstance(x, (str, os.PathLike)) and _file_seconds(x) > limit:
+            res[i] = _decode_long(rec, *_file_pieces(x, rec.sample_rate, channel, limit), method, batch_size)
+    waves = {i: _as_wave(x, sample_rate, rec.sample_rate, channel) for i, x in enumerate(batch) if i not in res}
+    long = [i for i, w in waves.items() if len(w) > limit * rec.sample_rate]     # long arrays
+    short = [i for i in waves if i not in long]
+    res.update(zip(short, _decode_waves(rec, [waves[i] for i in short], method, timestamps)))
+    for i in long:
+        pieces = plan_segments(waves[i].numpy(), rec.sample_rate, limit)
+        res[i] = _decode_long(rec, pieces, lambda a, b, w=waves[i]: w[a:b], method, batch_size)
+    return [rec._result(*res[i], timestamps) for i in range(len(batch))]

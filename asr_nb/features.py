@@ -104,6 +104,7 @@ def mfcc(wav: torch.Tensor,           # (num_samples,) float signal in [-1, 1] a
                       dither=cfg.dither if dither is None else dither, energy_floor=0.0, use_energy=False,
                       sample_frequency=cfg.sample_rate, low_freq=cfg.low_freq, high_freq=cfg.high_freq)
 
+# %% ../nbs/04_features.ipynb #fff522b8
 class Frontend:
     "Waveform (N,) -> features (T, dim) for one `FeatureConfig`; subclasses set `dim` and `_compute`."
     def __init__(self, cfg: FeatureConfig): self.cfg = cfg
@@ -129,6 +130,7 @@ class Frontend:
 
     def __repr__(self) -> str: return f"{type(self).__name__}(dim={self.dim}, sample_rate={self.cfg.sample_rate})"
 
+# %% ../nbs/04_features.ipynb #1df9a456
 class FbankFrontend(Frontend):
     "Kaldi log-mel filterbank: dim = n_mels."
     dim = property(lambda self: self.cfg.n_mels)
@@ -196,6 +198,7 @@ def _cmvn_feats(wav: torch.Tensor, fe) -> np.ndarray: # (T, D) float64
     "The front end's features of one waveform, without dither, as float64 for the statistics."
     return fe(wav).double().numpy()
 
+# %% ../nbs/04_features.ipynb #300baf47
 def compute_cmvn(utts: Iterable,                  # `Utterance`s (audio, start, end) or audio paths
                  cfg: FeatureConfig = FeatureConfig(),
                  out_path: str | os.PathLike | None = None, # where to write cmvn.npz (None = don't save)
@@ -228,6 +231,7 @@ def compute_cmvn(utts: Iterable,                  # `Utterance`s (audio, start, 
     log.info(f"cmvn: {n} frames from {used} utterances")
     return stats
 
+# %% ../nbs/04_features.ipynb #bfa6973d
 def load_cmvn(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]: # mean (D,), istd (D,) float32
     "Read `cmvn.npz` written by `compute_cmvn`; CmvnError if missing, malformed or not finite."
     from asr_nb.data import check_regular_file
@@ -323,6 +327,7 @@ def cache_features(utts: Iterable,                    # `Utterance`s (key, audio
     get_logger("features").info(f"feature cache {out}: {len(lines)} utterances ({n_new} computed)")
     return out/"feats.scp"
 
+# %% ../nbs/04_features.ipynb #7b13bd2e
 def read_feats_scp(cache_dir: str | os.PathLike,      # a dir written by `cache_features`
                    cfg: FeatureConfig | None = None,   # if given, the cache must have been made with these settings
                   ) -> dict[str, str]:                # key -> .npy path
@@ -341,6 +346,7 @@ def read_feats_scp(cache_dir: str | os.PathLike,      # a dir written by `cache_
         index[parts[0]] = parts[1]
     return index
 
+# %% ../nbs/04_features.ipynb #46cca90f
 def load_cached(path: str | os.PathLike) -> torch.Tensor: # (T, dim) float32
     "One utterance's features from the cache."
     try: return torch.from_numpy(np.load(path))

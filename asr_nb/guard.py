@@ -33,6 +33,7 @@ def _describe_holder(text: str) -> str:
         except PermissionError: pass  # alive, owned by another user
     return text
 
+# %% ../nbs/10_guard.ipynb #65a29a90
 class ExpLock:
     """An exclusive lock on `exp_dir` for one training run: `flock(LOCK_EX | LOCK_NB)` on `exp_dir/.lock`.
     Use as `with ExpLock(exp): ...` or `.acquire()` / `.release()`. Raises `ExpLockedError` at once when another
@@ -79,27 +80,16 @@ class ExpLock:
     def __repr__(self): return f"ExpLock({str(self.exp_dir)!r}, locked={self.locked})"
 
 # %% ../nbs/10_guard.ipynb #bd39aef2
-class Watchdog:
-    """Ends a hung training: a daemon thread expecting `beat()` at least every `bound_s` seconds. On a miss it appends
-    the stacks of every thread and a diagnosis to `log_path`, prints one line on stderr and exits with code 3
-    (or calls `on_timeout(message)` instead, for tests). Bound: `timeout_s` if > 0, else max(`min_timeout_s`,
-    `factor` x median of the last `window` step times); `first_timeout_s` until two steps have finished."""
-    def __init__(self, timeout_s: float = 0.0,      # fixed bound in s; 0 = automatic from step times; < 0 = off
-                 factor: float = 10.0,              # automatic bound = factor x median step time ...
-                 min_timeout_s: float = 300.0,      # ... but at least this many seconds
-                 first_timeout_s: float = 0.0,      # bound until two steps finished; 0 = 3 x max(timeout_s, min_timeout_s)
-                 log_path: str | os.PathLike | None = None, # train.log; None = stacks go to stderr
-                 window: int = 100,                 # recent step times kept for the median
-                 prog: str = "asr_nb_train",        # command name in the stderr line
-                 on_timeout: Callable[[str], None] | None = None, # called with the stderr line instead of exiting
-                ):
+class _StepClock:
+    """The clock a `Watchdog` watches: `beat()` records finished steps (their times set the bound) and other progress;
+    `bound_s` is how long the next beat may take; `paused()` lifts the bound inside a block. The rule: see `Watchdog`."""
+    def __init__(self, timeout_s: float, factor: float, min_timeout_s: float, first_timeout_s: float, window: int):
         if factor <= 0 or min_timeout_s < 0 or first_timeout_s < 0:
             raise ValueError(f"Watchdog: factor must be > 0 and the timeouts >= 0, got {factor}, {min_timeout_s}, {first_timeout_s}")
-        self.timeout_s, self.factor, self.min_timeout_s, self.prog = timeout_s, factor, min_timeout_s, prog
+        self.timeout_s, self.factor, self.min_timeout_s = timeout_s, factor, min_timeout_s
         self.first_timeout_s = first_timeout_s or 3 * max(timeout_s, min_timeout_s)
-        self.log_path, self.on_timeout = (Path(log_path) if log_path else None), on_timeout
-        self.step_times, self.steps, self.last_step_s, self.fired = deque(maxlen=window), 0, None, False
-        self._lock, self._stop, self._thread, self._paused = threading.Lock(), threading.Event(), None, 0
+        self.step_times, self.steps, self.last_step_s = deque(maxlen=window), 0, None
+        self._lock, self._paused = threading.Lock(), 0
         self._last_beat = self._last_step = time.monotonic(); self._last_what = "start"
 
     @property
@@ -128,6 +118,25 @@ class Watchdog:
         try: yield self
         finally:
             with self._lock: self._paused -= 1; self._last_beat = self._last_step = time.monotonic()
+
+# %% ../nbs/10_guard.ipynb #5eb36de6
+class Watchdog(_StepClock):
+    """Ends a hung training: a daemon thread expecting `beat()` at least every `bound_s` seconds. On a miss it appends
+    the stacks of every thread and a diagnosis to `log_path`, prints one line on stderr and exits with code 3
+    (or calls `on_timeout(message)` instead, for tests). Bound: `timeout_s` if > 0, else max(`min_timeout_s`,
+    `factor` x median of the last `window` step times); `first_timeout_s` until two steps have finished."""
+    def __init__(self, timeout_s: float = 0.0,      # fixed bound in s; 0 = automatic from step times; < 0 = off
+                 factor: float = 10.0,              # automatic bound = factor x median step time ...
+                 min_timeout_s: float = 300.0,      # ... but at least this many seconds
+                 first_timeout_s: float = 0.0,      # bound until two steps finished; 0 = 3 x max(timeout_s, min_timeout_s)
+                 log_path: str | os.PathLike | None = None, # train.log; None = stacks go to stderr
+                 window: int = 100,                 # recent step times kept for the median
+                 prog: str = "asr_nb_train",        # command name in the stderr line
+                 on_timeout: Callable[[str], None] | None = None, # called with the stderr line instead of exiting
+                ):
+        super().__init__(timeout_s, factor, min_timeout_s, first_timeout_s, window)
+        self.prog, self.log_path, self.on_timeout, self.fired = prog, (Path(log_path) if log_path else None), on_timeout, False
+        self._stop, self._thread = threading.Event(), None
 
     def start(self) -> "Watchdog":
         if not self.enabled or self._thread is not None: return self
@@ -228,6 +237,7 @@ class StopRequest:
         for s, h in self._old.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
         self._old, self.installed = {}, False
 
+# %% ../nbs/10_guard.ipynb #3dbe7019
 def _quiet_exit(signum, frame):
     "A data worker's SIGTERM/SIGINT: exit with status 0 at once (no cleanup to do; the parent got the signal too)."
     os._exit(0)

@@ -191,6 +191,7 @@ class ScoreReport:
         return '\n'.join(out)
     def __str__(self) -> str: return self.summary()
 
+# %% ../nbs/12_metrics.ipynb #4c454c01
 def score_texts(refs:dict[str, str], hyps:dict[str, str],
                 unit:str='char', lowercase:bool=False, remove_punct:bool=False,
                 remove_space:bool|None=None) -> ScoreReport:

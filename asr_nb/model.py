@@ -128,9 +128,8 @@ class CTCHead(nn.Module):
         return torch.log_softmax(self.ctc_lo(enc).float(), dim=-1)
 
 # %% ../nbs/09_model.ipynb #f819889c
-class ASRModel(nn.Module):
-    """Hybrid CTC/attention ASR model (Watanabe et al., 2017; ESPnet/WeNet's Conformer recipes), the `ctc_attention`
-    family: `forward(batch)` -> dict(loss, loss_ctc, loss_att, acc, num_inf_ctc)."""
+class _ASRModelParts(nn.Module):
+    "The modules of `ASRModel` (CMVN, SpecAugment, encoder, CTC head, decoder, loss) and its registry constructors."
     def __init__(self, cfg: ModelConfig, # model config (encoder, decoder and loss sections)
                  vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
                  specaug: SpecAugConfig | None = None, # SpecAugment settings (None: no augmentation)
@@ -173,6 +172,10 @@ class ASRModel(nn.Module):
         "Encoder frames for input frames, without building the model (the data checks use it)."
         return lambda lens: subsampled_lengths(torch.as_tensor(lens), cfg.model.encoder.subsampling)
 
+# %% ../nbs/09_model.ipynb #bdd9a8fd
+class ASRModel(_ASRModelParts):
+    """Hybrid CTC/attention ASR model (Watanabe et al., 2017; ESPnet/WeNet's Conformer recipes), the `ctc_attention`
+    family: `forward(batch)` -> dict(loss, loss_ctc, loss_att, acc, num_inf_ctc)."""
     def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor: # (B,) input frames -> (B,) encoder frames
         "Encoder frames the model emits for `feat_lens` input frames (the conv2d subsampling arithmetic)."
         return subsampled_lengths(feat_lens, self.cfg.encoder.subsampling)
@@ -232,6 +235,7 @@ class ASRFamily(Protocol):
     def output_lengths(self, feat_lens: torch.Tensor) -> torch.Tensor: ...
     def greedy_search(self, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]: ...
 
+# %% ../nbs/09_model.ipynb #17d608c2
 MODELS: dict[str, str] = {  # model.family -> "module:Class"; the class has `from_config(cfg, vocab_size, cmvn)` and `length_rule(cfg)`
     "ctc_attention": "asr_nb.model:ASRModel",
 }
@@ -255,6 +259,7 @@ def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:
     "Input frames (B,) -> encoder frames (B,) for `cfg`'s family, without building the model."
     return model_class(getattr(cfg.model, "family", "ctc_attention")).length_rule(cfg)
 
+# %% ../nbs/09_model.ipynb #ffe6b45f
 def ctc_length_rule(cfg) -> Callable[[int], int]:
     """THE rule for "long enough for CTC", in one place: an utterance's length in 10 ms units -> encoder frames, through
     `cfg`'s front end and model (`features.utterance_length_rule` + `model_length_rule`). The validator, the dataset's

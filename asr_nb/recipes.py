@@ -156,6 +156,32 @@ class _Stage:
         self.timings[self.name] = time.perf_counter() - self.t0
         if exc[0] is None: self.log(f"== stage {self.name} done in {self.timings[self.name]:.1f} s")
 
+# %% ../nbs/21_recipe_aishell.ipynb #9761723a
+def _validate_splits(dirs: dict[str, Path], # split name -> data dir, the test split last
+                     cfg: ExpConfig, log: Callable[[str], None]) -> list:
+    "Validate every split and log its counts; returns the test split's usable utterances (`DataError` if there are none)."
+    from asr_nb.data import DataError, check_data, validate_utterances
+    from asr_nb.model import ctc_length_rule
+    for k, d in dirs.items():
+        rep = validate_utterances(check_data(d, f'{k} data'), sample_rate=cfg.features.sample_rate,
+                                  length_rule=ctc_length_rule(cfg))
+        log(f"{k}: {rep.total} utterances, {len(rep.good)} good" + (f", {len(rep.bad)} bad {rep.counts()}" if rep.bad else ''))
+    test_utts = rep.good  # the last split validated is the test set
+    if not test_utts: raise DataError(f"test set {dirs['test']} has no usable utterances")
+    return test_utts
+
+def _save_results(wd: Path, results: dict[str, dict], timings: dict[str, float], log: Callable[[str], None]) -> str:
+    "Log the table of methods and stage times; write `results.json` (without hypotheses and reports) and `results.md`."
+    from asr_nb.cli import _jsonable
+    from asr_nb.core import atomic_write_text
+    from asr_nb.decode import format_table
+    table = format_table(results, timings)
+    log("\n" + table)
+    keep = {m: {k: v for k, v in r.items() if k not in ('hyps', 'report')} for m, r in results.items()}
+    atomic_write_text(wd/'results.json', json.dumps(_jsonable(dict(results=keep, timings=timings)), indent=1))
+    atomic_write_text(wd/'results.md', table + "\n")
+    return table
+
 # %% ../nbs/21_recipe_aishell.ipynb #51db8c43
 def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/, exp/, results.{json,md}
                     config: str | os.PathLike | None = None, # default: conf/tiny.yaml
@@ -169,10 +195,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
                     log: Callable[[str], None] = print,
                    ) -> dict:
     "The tiny end-to-end recipe: synth -> validate -> train -> average -> decode; returns results, timings and the table."
-    from asr_nb.cli import _jsonable, find_conf, format_result_line, resolve_config, summary_line
-    from asr_nb.core import atomic_write_text
-    from asr_nb.data import DataError, check_data
-    from asr_nb.model import ctc_length_rule
+    from asr_nb.cli import find_conf, format_result_line, resolve_config, summary_line
     wd = Path(workdir)
     cfg = resolve_config(str(config) if config else str(find_conf('tiny.yaml')), overrides)
     if fresh and wd.exists(): shutil.rmtree(wd)
@@ -181,14 +204,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
     with _Stage('synth', timings, log):
         from asr_nb.data import synth_corpus  # reuses a complete corpus made with the same sizes and seed
         dirs = synth_corpus(wd/'data', n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed)
-    with _Stage('validate', timings, log):
-        from asr_nb.data import validate_utterances
-        for k, d in dirs.items():
-            rep = validate_utterances(check_data(d, f'{k} data'), sample_rate=cfg.features.sample_rate,
-                                      length_rule=ctc_length_rule(cfg))
-            log(f"{k}: {rep.total} utterances, {len(rep.good)} good" + (f", {len(rep.bad)} bad {rep.counts()}" if rep.bad else ''))
-        test_utts = rep.good  # the last split validated is the test set
-        if not test_utts: raise DataError(f"test set {dirs['test']} has no usable utterances")
+    with _Stage('validate', timings, log): test_utts = _validate_splits(dirs, cfg, log)
     with _Stage('train', timings, log):
         from asr_nb.train import train
         summary = train(cfg, str(dirs['train']), str(dirs['dev']), str(exp))
@@ -203,12 +219,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
         rec = Recognizer.from_exp(exp, weights=avg, device='cpu')
         results = decode_data(rec, test_utts, list(methods or rec.methods), exp/'decode_test', subdirs=True, log=log)
         for r in results.values(): log(format_result_line(r))
-    from asr_nb.decode import format_table
-    table = format_table(results, timings)
-    log("\n" + table)
-    keep = {m: {k: v for k, v in r.items() if k not in ('hyps', 'report')} for m, r in results.items()}
-    atomic_write_text(wd/'results.json', json.dumps(_jsonable(dict(results=keep, timings=timings)), indent=1))
-    atomic_write_text(wd/'results.md', table + "\n")
+    table = _save_results(wd, results, timings, log)
     return dict(results=results, timings=timings, table=table, exp_dir=exp, data_dirs=dirs, summary=summary)
 
 # %% ../nbs/21_recipe_aishell.ipynb #522f8cfa

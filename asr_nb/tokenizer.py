@@ -154,6 +154,7 @@ def _train_spm(texts: Iterable[str], vocab_size: int, model_type: str) -> bytes:
                              f"{len(texts)} sentences ({e}); lower tokenizer.bpe_vocab_size") from None
     return buf.getvalue()
 
+# %% ../nbs/03_tokenizer.ipynb #48392c5a
 class BpeTokenizer(Tokenizer):
     "Sentencepiece subword units mapped into ESPnet's token list."
     def __init__(self, model_proto: bytes): # a serialised sentencepiece model (the bytes of `bpe.model`)
@@ -211,6 +212,7 @@ def save_tokenizer(tok: Tokenizer, out_dir: str | os.PathLike, fields: dict) -> 
     write_fingerprint(d/"tokenizer.json", fields, [d/n for n in names])
     return d/"tokenizer.json"
 
+# %% ../nbs/03_tokenizer.ipynb #0fb841c7
 def build_tokenizer(cfg: TokenizerConfig,  # kind, lang, bpe_vocab_size, space_token
                     texts: Iterable[str],  # training transcripts
                     out_dir: str | os.PathLike | None = None, # save the units (and bpe.model, tokenizer.json) here
@@ -224,6 +226,7 @@ def build_tokenizer(cfg: TokenizerConfig,  # kind, lang, bpe_vocab_size, space_t
     if out_dir is not None: save_tokenizer(tok, out_dir, tokenizer_fingerprint(cfg, texts))
     return tok
 
+# %% ../nbs/03_tokenizer.ipynb #82b7d0d5
 def _is_char_unit(u: str, space_token: str) -> bool:
     return len(u) == 1 or u == space_token or (u.startswith("<") and u.endswith(">"))
 

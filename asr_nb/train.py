@@ -120,6 +120,7 @@ def _forward_backward(model, batches: list[Batch], scaler, device, dtype) -> tup
         st["batch_size"] += b.feats.shape[0]; st["frames"] += int(b.feat_lens.sum())
     return avg, st
 
+# %% ../nbs/10_train.ipynb #b007fc21
 def train_step(model: nn.Module, # an ASRFamily model, possibly wrapped in DistributedDataParallel
                batches: list[Batch], # the micro-batches of one update (gradient accumulation)
                optimizer: torch.optim.Optimizer,
@@ -204,6 +205,7 @@ def parse_log_line(line: str) -> tuple[str, dict] | None:
         out[k] = (int(v) if re.fullmatch(r"-?\d+", v) else float(v)) if _NUM.match(v) else v
     return m.group(1), out
 
+# %% ../nbs/10_train.ipynb #ada5e325
 def read_train_log(path: str | os.PathLike) -> dict[str, list[dict]]:
     "{'train': [...], 'valid': [...]} records of `train.log` (or an exp dir), one per step, sorted by step."
     path = Path(path)
@@ -214,6 +216,7 @@ def read_train_log(path: str | os.PathLike) -> dict[str, list[dict]]:
         if r is not None and "step" in r[1]: res[r[0]][r[1]["step"]] = r[1]
     return {k: [v[s] for s in sorted(v)] for k, v in res.items()}
 
+# %% ../nbs/10_train.ipynb #c2164501
 def plot_curves(log, # a path to train.log / an exp dir, or the dict `read_train_log` returns
                 keys: tuple = ("loss", "lr"), # one panel per key; valid_* keys come from validation lines
                 figsize=(6, 2.5)):
@@ -272,6 +275,24 @@ def _add_file_log(path: Path) -> logging.Handler:
 def _rnd(x: float, nd: int | None = None):
     return round(x, nd) if math.isfinite(x) else x
 
+# %% ../nbs/10_train.ipynb #6a426eb5
+def _train_fields(w: dict, # the window's means
+                  e: dict, # the epoch's means
+                  epoch: str, step: str, lr: float, skipped: int, world_size: int,
+                  mem: dict, # `D.memory_stats(device)`
+                 ) -> tuple[dict, list[str], float]: # the line's fields, the model's metric names, input frames/s (all ranks)
+    "The fields of a `train` line: loss, the model's own metrics by name, lr, gradient norm, sizes, timings, memory."
+    nan = float("nan")
+    g = lambda k: w.get(k, nan)
+    model_keys = [k for k in w if k != "loss" and k not in STEP_STATS]
+    t_step = sum(g(k) for k in ("t_data", "t_fwd", "t_bwd", "t_optim"))
+    fps = g("frames") * world_size / max(t_step, 1e-9) if math.isfinite(t_step) else nan  # input frames/s, all ranks
+    fields = dict(epoch=epoch, step=step, loss=g("loss"), loss_epoch=e.get("loss", nan), **{k: w[k] for k in model_keys},
+                  lr=lr, grad_norm=g("grad_norm"), bs=_rnd(g("batch_size")), frames=_rnd(g("frames")),
+                  **{k: _rnd(g(k), 4) for k in ("t_data", "t_fwd", "t_bwd", "t_optim")}, frames_s=_rnd(fps),
+                  mem_mb=f"{mem['current_mb']:.0f}/{mem['peak_mb']:.0f}", skipped=skipped)
+    return fields, model_keys, fps
+
 # %% ../nbs/10_train.ipynb #1b477ddb
 class TrainLog:
     "The run's reports: log lines (rank 0), TensorBoard, the window and epoch meters, user errors into train.log."
@@ -298,19 +319,11 @@ class TrainLog:
         "Log the window's means and the epoch's mean loss, then start a new window (a collective under DDP)."
         w, e = self.window.mean(device), self.epoch_meter.mean(device); self.window = Meter()
         if not self.main: return
-        nan, mem = float("nan"), D.memory_stats(device)
-        g = lambda k: w.get(k, nan)
-        model_keys = [k for k in w if k != "loss" and k not in STEP_STATS]
-        t_step = sum(g(k) for k in ("t_data", "t_fwd", "t_bwd", "t_optim"))
-        fps = g("frames") * world_size / max(t_step, 1e-9) if math.isfinite(t_step) else nan  # input frames/s, all ranks
-        fields = dict(epoch=epoch, step=step, loss=g("loss"), loss_epoch=e.get("loss", nan), **{k: w[k] for k in model_keys},
-                      lr=lr, grad_norm=g("grad_norm"), bs=_rnd(g("batch_size")), frames=_rnd(g("frames")),
-                      **{k: _rnd(g(k), 4) for k in ("t_data", "t_fwd", "t_bwd", "t_optim")}, frames_s=_rnd(fps),
-                      mem_mb=f"{mem['current_mb']:.0f}/{mem['peak_mb']:.0f}", skipped=skipped)
+        fields, model_keys, fps = _train_fields(w, e, epoch, step, lr, skipped, world_size, D.memory_stats(device))
         self.log.info(format_log_line("train", fields))
         if self.tb is not None:
             s = int(str(step).split("/")[0])
-            for k in ["loss", *model_keys, "grad_norm"]: self.tb.add_scalar(f"train/{k}", g(k), s)
+            for k in ["loss", *model_keys, "grad_norm"]: self.tb.add_scalar(f"train/{k}", w.get(k, float("nan")), s)
             self.tb.add_scalar("train/lr", lr, s); self.tb.add_scalar("train/frames_per_s", fps, s)
 
     def valid_line(self, res: dict, epoch: int, step: int, seconds: float):
@@ -364,6 +377,7 @@ class Progress:
     batch_idx: int = 0
     skipped: int = 0
 
+# %% ../nbs/10_train.ipynb #ac490165
 class Checkpointer:
     "Saves the full training state (rank 0 writes; every rank contributes its random state, sampler position, meters)."
     def __init__(self, exp: Path, cfg: ExpConfig, units: list[str], model: nn.Module, optimizer, schedule, scaler,
@@ -675,6 +689,7 @@ def _take_lock(exp: Path, device: torch.device) -> ExpLock | None:
     if D.any_rank(refused is not None, device): raise refused or ExpLockedError(f"{exp}: in use by another training (see rank 0)")
     return lock
 
+# %% ../nbs/10_train.ipynb #a6eea564
 def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yaml)
           train_data, # Kaldi data dir or jsonl manifest (or a list of Utterance)
           valid_data, # the same for the dev set
