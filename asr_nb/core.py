@@ -14,9 +14,10 @@ import yaml
 
 # %% auto #0
 __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
-           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
-           'DecodeConfig', 'ExpConfig', 'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write',
-           'atomic_write_text', 'load_config', 'save_config', 'seed_everything', 'get_logger', 'setup_logging']
+           'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'ParaformerConfig', 'ModelConfig',
+           'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict', 'config_from_dict',
+           'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config', 'seed_everything',
+           'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -97,12 +98,16 @@ class FeatureConfig:
     dither: float = 1.0        # Kaldi dither in training (decoding always uses 0)
     speed_perturb: list = field(default_factory=lambda: [1.0])  # speed factors drawn per utterance in training, e.g. [0.9, 1.0, 1.1]
     cmvn: str = "global"       # 'global' (stats from the training set) or 'none'
+    lfr_m: int = 1             # low frame rate (FunASR's front end): frames stacked into one (Paraformer-large: 7) ...
+    lfr_n: int = 1             # ... and the hop between stacks (Paraformer-large: 6); 1 and 1 = off
     def __post_init__(self):
         _check_positive(self, "sample_rate", "n_mels", "frame_length_ms", "frame_shift_ms")
         _check_positive(self, "dither", allow_zero=True)
         _check_choice(self, "cmvn", ("global", "none"))
         _check_choice(self, "kind", ("fbank", "mfcc", "raw"))
         if self.kind != "raw": self._check_mel()
+        _check_positive(self, "lfr_m", "lfr_n")
+        if self.kind == "raw" and (self.lfr_m, self.lfr_n) != (1, 1): raise ConfigError("lfr_m/lfr_n: stacking needs fbank or mfcc frames, not kind 'raw'")
         if isinstance(self.speed_perturb, (int, float)): self.speed_perturb = [float(self.speed_perturb)]
         if not self.speed_perturb or any(not (0.5 <= float(f) <= 2.0) for f in self.speed_perturb):
             raise ConfigError(f"speed_perturb: factors must lie in [0.5, 2.0], got {self.speed_perturb}")
@@ -232,6 +237,24 @@ class LossConfig:
         if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
         _check_unit_interval(self, "lsm_weight")
 
+# %% ../nbs/00_core.ipynb #46d761a0
+@dataclass
+class ParaformerConfig:
+    "Paraformer's predictor and sampler (`model.paraformer`; defaults: FunASR's AISHELL paraformer_conformer recipe)."
+    predictor_kernel: int = 3        # depthwise conv of the predictor (FunASR: l_order=1, r_order=1)
+    predictor_dropout: float = 0.1
+    threshold: float = 1.0           # CIF firing threshold beta
+    tail_threshold: float = 0.45     # decoding: a remainder >= 1 - tail_threshold after the last frame still fires
+    predictor_weight: float = 1.0    # weight of the quantity loss |sum(alpha) - L|
+    sampling_ratio: float = 0.4      # glancing sampler lambda: share of wrong tokens glanced (0 = one training pass)
+    def __post_init__(self):
+        if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
+            raise ConfigError(f"predictor_kernel: must be odd and positive, got {self.predictor_kernel}")
+        if not self.threshold > 0: raise ConfigError(f"threshold: must be > 0, got {self.threshold}")
+        for k in ("predictor_dropout", "tail_threshold", "sampling_ratio"):
+            if not 0 <= getattr(self, k) < 1: raise ConfigError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+        if self.predictor_weight < 0: raise ConfigError(f"predictor_weight: must be >= 0, got {self.predictor_weight}")
+
 # %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass
 class ModelConfig:
@@ -240,6 +263,7 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    paraformer: ParaformerConfig = field(default_factory=ParaformerConfig)  # family 'paraformer' (asr_nb.paraformer)
     def __post_init__(self):
         if self.decoder.num_blocks == 0 and self.loss.ctc_weight != 1:
             raise ConfigError("loss.ctc_weight: must be 1.0 when decoder.num_blocks is 0 (no attention decoder)")
@@ -448,6 +472,7 @@ def apply_overrides(cfg: ExpConfig, overrides: list[str] | None) -> ExpConfig:
     for o in overrides or []:
         if "=" not in o: raise ConfigError(f"override '{o}': expected section.key=value")
         key, raw = o.split("=", 1)
+        key = key.strip().lstrip("+")  # FunASR's (Hydra's) spellings +key=value and ++key=value set the key too
         parts, node = _override_path(key), d
         if seen.setdefault(".".join(parts), key.strip()) != key.strip():  # an old and a new spelling of one setting
             raise ConfigError(f"overrides '{seen['.'.join(parts)]}' and '{key.strip()}' name the same setting; keep '{'.'.join(parts)}'")

@@ -399,6 +399,7 @@ def _s_attention(m, enc, el, lp, cfg, lm, ctc_weight=0.0):
     return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, lm, cfg.lm_weight, cfg.penalty,
                                  cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
 def _s_joint(m, enc, el, lp, cfg, lm): return _s_attention(m, enc, el, lp, cfg, lm, cfg.ctc_weight)
+def _s_paraformer(m, enc, el, lp, cfg, lm): return m.paraformer_search(enc, el)   # the family's one pass (31_paraformer)
 def _s_rescore(m, enc, el, lp, cfg, lm):
     return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, lm, cfg.lm_weight, cfg.nbest)
 
@@ -409,9 +410,10 @@ SEARCHES: dict[str, Search] = {
     "attention":       Search(_s_attention, _D, True, "attention beam search"),
     "joint":           Search(_s_joint, _CD, True, "joint CTC/attention beam search (decode.ctc_weight)"),
     "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
+    "paraformer":      Search(_s_paraformer, frozenset({"paraformer"}), False, "Paraformer: CIF predictor + parallel decoder, one pass"),
 }
-_NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder"}
-_LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder"}
+_NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder", "paraformer": "a Paraformer (model.family paraformer)"}
+_LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder", "paraformer": "is not one"}
 
 def methods_for(capabilities:frozenset|set) -> tuple[str, ...]:
     "The methods a model with these `capabilities` can run, in table order."

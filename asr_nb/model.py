@@ -238,6 +238,7 @@ class ASRFamily(Protocol):
 # %% ../nbs/09_model.ipynb #17d608c2
 MODELS: dict[str, str] = {  # model.family -> "module:Class"; the class has `from_config(cfg, vocab_size, cmvn)` and `length_rule(cfg)`
     "ctc_attention": "asr_nb.model:ASRModel",
+    "paraformer": "asr_nb.paraformer:Paraformer",       # CIF + parallel decoder (31_paraformer)
 }
 
 def model_class(family: str) -> type:
