@@ -117,3 +117,18 @@ def test_sherpa_onnx_decodes_the_export(tmp_path):
     assert len(ours) > 5 and abs(len(s.result.tokens) - len(ours)) <= 1, (s.result.tokens, ours)
     same = sum(a == b for a, b in zip(s.result.tokens, ours)) / len(ours)
     assert same >= 0.8, (s.result.tokens, ours)                   # the fbanks differ at the edges (snip_edges)
+
+
+def test_lfr_front_end_feeds_the_model():
+    "features.lfr_m/lfr_n (FunASR's 7/6): the model's input is 560 wide and the length rule counts stacked frames."
+    from asr_nb.core import apply_overrides
+    from asr_nb.features import make_frontend
+    from asr_nb.model import ctc_length_rule, frontend_dim
+    cfg = apply_overrides(load_config(ROOT/'conf'/'paraformer_tiny.yaml'), ['features.lfr_m=7', '++features.lfr_n=6'] + SMALL[:6])
+    fe = make_frontend(cfg.features)
+    assert (fe.dim, frontend_dim(cfg), fe.num_frames(16000)) == (560, 560, 17)     # 98 frames of 10 ms -> ceil(98 / 6)
+    assert ctc_length_rule(cfg)(600) == ((fe.num_frames(96000) - 1) // 2 - 1) // 2   # 6 s -> 100 stacks -> 24 encoder frames
+    model = build_model(cfg, 8).eval()
+    x, lens = fe.batch([torch.randn(32000) * 0.1])
+    with torch.no_grad(): enc, enc_lens = model.encode(x, lens)
+    assert x.shape[-1] == 560 and int(enc_lens[0]) == int(model.output_lengths(lens)[0])
