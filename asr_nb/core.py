@@ -329,6 +329,7 @@ class TrainConfig:
     save_interval: int = 0         # steps between checkpoints (0 = each epoch only)
     keep_n_best: int = 10          # checkpoints kept, ranked by best_metric
     keep_last_n: int = 1           # also keep the N newest checkpoints (for last-N averaging)
+    avg_nbest_model: int = 0       # at the end, average the N best (by best_metric) into model_avg.pt (FunASR's name); 0 = off
     best_metric: str = "valid_loss" # 'valid_loss' | 'valid_acc' | 'valid_cer'
     resume: bool = True            # continue automatically from the last checkpoint in the exp dir
     resume_from: str = ""          # explicit checkpoint to resume (full state)
@@ -346,6 +347,8 @@ class TrainConfig:
         _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
         _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", "max_skip_rate", "watchdog_min_s", allow_zero=True)
         _check_positive(self, "watchdog_factor")
+        _check_positive(self, "avg_nbest_model", allow_zero=True)
+        if self.avg_nbest_model > self.keep_n_best: raise ConfigError(f"avg_nbest_model: {self.avg_nbest_model} > keep_n_best {self.keep_n_best} (only those are kept)")
         d = self.device.split(":")[0]
         if d not in ("auto", "cpu", "cuda", "npu", "mps"):
             raise ConfigError(f"device: '{self.device}' is not one of ['auto', 'cpu', 'cuda', 'npu', 'mps']{_suggest(d, ['auto', 'cpu', 'cuda', 'npu', 'mps'])}")
