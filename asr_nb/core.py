@@ -162,10 +162,10 @@ class TokenizerConfig:
 @dataclass
 class DataConfig:
     "Filtering and dynamic batching."
-    batch_type: str = "length"       # 'example' | 'length' (padded frames) | 'token' | 'bins' (padded numel)
+    batch_type: str = "length"       # 'example' | 'length' (padded frames) | 'token' (FunASR's: padded input frames) | 'target_token' | 'bins' (padded numel)
     batch_size: int = 32             # utterances per batch for batch_type='example'
-    max_frames_in_batch: int = 12000 # padded-frame budget for batch_type='length'
-    max_tokens_in_batch: int = 2000  # padded-token budget for batch_type='token'
+    max_frames_in_batch: int = 12000 # padded-frame budget for batch_type='length' and 'token'
+    max_tokens_in_batch: int = 2000  # padded-target-token budget for batch_type='target_token'
     bins: int = 1000000              # padded frames * feature dim budget for batch_type='bins'
     min_frames: int = 10             # drop (and report) shorter utterances
     max_frames: int = 3000           # drop (and report) longer utterances
@@ -177,7 +177,7 @@ class DataConfig:
     drop_last: bool = False          # DDP: drop the incomplete last step instead of repeating the shortest batches
     length_jitter: float = 0.0       # bucketing: sort by length * (1 + U(-j, j)) each epoch; 0 = strict length sort
     def __post_init__(self):
-        _check_choice(self, "batch_type", ("example", "length", "token", "bins"))
+        _check_choice(self, "batch_type", ("example", "length", "token", "target_token", "bins"))
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
         if self.length_jitter >= 1: raise ConfigError(f"length_jitter: must be < 1 (a relative jitter of the sort length), got {self.length_jitter}")
@@ -431,6 +431,16 @@ def _convert(value, typ, key: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return [value]
     raise ConfigError(f"{key}: expected {tname}, got {value!r}")
 
+# %% ../nbs/00_core.ipynb #4b7abbea
+def _migrate_data_dict(d: dict) -> dict:
+    """`batch_type: token` meant padded *target* tokens in asr_nb 0.1 and means FunASR's padded input frames now: a
+    data section that says `token` and sets only `max_tokens_in_batch` (the old budget) is read as `target_token`."""
+    if not isinstance(d, dict) or d.get("batch_type") != "token" or "max_tokens_in_batch" not in d or "max_frames_in_batch" in d: return d
+    import logging
+    logging.getLogger("asr_nb.core").warning("data.batch_type: 'token' with max_tokens_in_batch is the old target-token budget: "
+                                             "read as 'target_token' (FunASR's 'token' budgets input frames: max_frames_in_batch)")
+    return {**d, "batch_type": "target_token"}
+
 # %% ../nbs/00_core.ipynb #7d8158ed
 def _field_types(cls) -> dict:
     hints = get_type_hints(cls)
@@ -440,6 +450,7 @@ def _field_types(cls) -> dict:
 def _build(cls, d: dict, prefix: str):
     if not isinstance(d, dict): raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {d!r}")
     if cls is ModelConfig: d = _nest_model_dict(d)
+    if cls is DataConfig: d = _migrate_data_dict(d)
     types, kwargs = _field_types(cls), {}
     for k, v in d.items():
         if k not in types:
