@@ -62,7 +62,7 @@ def export_model_onnx(model: nn.Module, # an ASRModel (eval mode is set here)
                           input_names=['feats', 'feat_lens'], output_names=['log_probs', 'enc', 'enc_lens'],
                           dynamic_axes={'feats': {0: 'B', 1: 'T'}, 'feat_lens': {0: 'B'}, 'log_probs': {0: 'B', 1: 'T_enc'},
                                         'enc': {0: 'B', 1: 'T_enc'}, 'enc_lens': {0: 'B'}})
-        if decoder and getattr(model, 'decoder', None) is not None:
+        if decoder and getattr(model, 'decoder', None) is not None and 'decoder' in model.capabilities:  # not a parallel decoder
             _, enc, enc_lens = EncoderCTC(model)(feats, lens)
             ys = torch.full((enc.size(0), 3), model.sos_id, dtype=torch.long)  # (N, l)
             paths['decoder_step'] = out/'decoder_step.onnx'
@@ -189,6 +189,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     model = model.float().eval()
     paths = export_model_onnx(model, out, n_mels=frontend_dim(cfg), opset=opset)
     tok.save(out)
+    if hasattr(model, 'export_family_onnx'): paths.update(model.export_family_onnx(out, cfg, tok))  # a family's own graphs (Paraformer)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
                 subsampling=cfg.model.encoder.subsampling, vocab_size=model.vocab_size, blank_id=model.blank_id,
                 sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
@@ -200,6 +201,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
         diffs = check_onnx(model, out, n_mels=frontend_dim(cfg))
         if max(diffs.values()) > 1e-4: warnings.warn(f"ONNX differs from PyTorch by more than 1e-4: {diffs}")
         info.update(diffs)
+        if hasattr(model, 'check_family_onnx'): info.update(model.check_family_onnx(out, cfg))
     return info
 
 # %% ../nbs/15_export.ipynb #ed9d74fc

@@ -318,7 +318,7 @@ def check_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, B: int = 3,
     diff = max((float(abs(got[b, :n] - ref[b, :n].numpy()).max()) for b, n in enumerate(num.tolist()) if n), default=0.0)
     return dict(paraformer_max_abs_diff=diff, token_num=num.tolist())
 
-# %% ../nbs/31_paraformer.ipynb #c452031e
+# %% ../nbs/31_paraformer.ipynb #6c00b5e4
 def export_sherpa_onnx(model: Paraformer, # a trained Paraformer
                        feat_cfg, # its FeatureConfig (fbank n_mels, lfr_m, lfr_n)
                        units: list[str], # the tokenizer's units, index = id
@@ -328,7 +328,8 @@ def export_sherpa_onnx(model: Paraformer, # a trained Paraformer
     import onnx
     from pathlib import Path
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    dim = feat_cfg.n_mels * feat_cfg.lfr_m if hasattr(feat_cfg, 'lfr_m') else feat_cfg.n_mels
+    from asr_nb.features import make_frontend
+    dim = make_frontend(feat_cfg).dim                                          # stacked frames with LFR
     path = export_paraformer_onnx(model, out/'model.onnx', n_mels=dim)
     mo = onnx.load(str(path))
     meta = dict(vocab_size=str(model.vocab_size), lfr_window_size=str(getattr(feat_cfg, 'lfr_m', 1)),
@@ -340,3 +341,13 @@ def export_sherpa_onnx(model: Paraformer, # a trained Paraformer
     names = list(units); names[model.eos_id] = '</s>'
     (out/'tokens.txt').write_text(''.join(f"{u} {i}\n" for i, u in enumerate(names)), encoding='utf-8')
     return dict(model=path, tokens=out/'tokens.txt')
+
+def _export_family_onnx(self: Paraformer, out_dir, cfg, tokenizer) -> dict:
+    "What `asr_nb.export.export_onnx` adds for this family: model.onnx and tokens.txt in sherpa-onnx's layout."
+    return {'paraformer': export_sherpa_onnx(self, cfg.features, list(tokenizer.units), out_dir)['model']}
+
+def _check_family_onnx(self: Paraformer, out_dir, cfg) -> dict:
+    from pathlib import Path
+    return check_paraformer_onnx(self, Path(out_dir)/'model.onnx', n_mels=frontend_dim(cfg))
+
+Paraformer.export_family_onnx, Paraformer.check_family_onnx = _export_family_onnx, _check_family_onnx

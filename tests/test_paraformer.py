@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr_nb.cli import decode_main, synth_main, train_main, transcribe_main
+from asr_nb.cli import decode_main, export_main, synth_main, train_main, transcribe_main
 from asr_nb.core import Batch, UserError, load_config
 from asr_nb.model import build_model, check_model_config
 from asr_nb.paraformer import Paraformer, ParaformerTargetError
@@ -98,6 +98,10 @@ def test_train_decode_transcribe(corpus, tmp_path, capsys):
     wav = (corpus['test']/'wav.scp').read_text().split()[1]
     rc, out, err = run(transcribe_main, ['--exp', exp, wav], capsys)
     assert rc == 0, err
+    rc, out, err = run(export_main, ['--exp', exp, '--out', tmp_path/'onnx'], capsys)   # encoder+CTC, and the one-pass graph
+    assert rc == 0, err
+    files = sorted(p.name for p in (tmp_path/'onnx').iterdir())
+    assert {'encoder.onnx', 'model.onnx', 'tokens.txt', 'meta.json'} <= set(files) and 'decoder_step.onnx' not in files, files
 
 
 def test_sherpa_onnx_decodes_the_export(tmp_path):
