@@ -494,7 +494,7 @@ def demo_main(argv: Sequence[str]) -> int:
     from asr_nb.recipes import run_tiny_recipe
     setup_logging()
     run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed,
-                    methods=parse_methods(a.methods), n_average=a.n_average, overrides=a.overrides, fresh=a.fresh,
+                    methods=None if a.methods == 'all' else parse_methods(a.methods), n_average=a.n_average, overrides=a.overrides, fresh=a.fresh,
                     log=lambda m: print(m, flush=True))
     return 0
 
