@@ -364,7 +364,7 @@ class Recognizer:
     def segment_limit_s(self, max_segment_s: float | None = None) -> float:
         "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
         lim = float(max_segment_s or self.max_segment_s)
-        if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms / 1000)
+        if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms * self.feat_cfg.lfr_n / 1000)  # LFR: n shifts a frame
         return lim
 
     def transcribe(self, inputs, # a path / array, or a list of them
@@ -435,10 +435,14 @@ def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signal
     feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
     got, lp, enc_lens = rec.decode_ids(feats, lens, method)
     if timed and lp is None: lp, _, enc_lens = rec.encode(feats, lens)
-    frame_s = rec.feat_cfg.frame_shift_ms / 1000 * rec.subsampling               # seconds per encoder frame
+    frame_s = rec.feat_cfg.frame_shift_ms * rec.feat_cfg.lfr_n / 1000 * rec.subsampling   # seconds per encoder frame (LFR: x lfr_n)
+    fired = None
+    if timed and method == 'paraformer' and rec.model is not None:                # Paraformer: times from CIF's fire positions
+        with torch.no_grad(): fired = rec.model.token_times(*rec.model.encode(feats.to(rec.device), lens.to(rec.device)), frame_s)
     for j, i in enumerate(ok):
         times = None
-        if timed:
+        if fired is not None: times = [(a, b) for _, a, b in fired[j]]
+        elif timed:
             spans = _token_spans(lp[j, :int(enc_lens[j])].float().cpu().numpy(), got[j], rec.blank_id)
             times = [(a * frame_s, b * frame_s) for a, b in spans]
         out[i] = (got[j], times)

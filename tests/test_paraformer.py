@@ -98,6 +98,12 @@ def test_train_decode_transcribe(corpus, tmp_path, capsys):
     wav = (corpus['test']/'wav.scp').read_text().split()[1]
     rc, out, err = run(transcribe_main, ['--exp', exp, wav], capsys)
     assert rc == 0, err
+    from asr_nb.export import Recognizer
+    import soundfile as sf
+    r = Recognizer.from_exp(exp).transcribe(wav, method='paraformer', timestamps=True)     # times from the fire positions
+    assert r['tokens'] and len(r['timestamps']) == len(r['tokens'])
+    assert all(0 <= a < b <= sf.info(wav).duration + 0.05 for _, a, b in r['timestamps'])
+    assert [a for _, a, _ in r['timestamps']] == sorted(a for _, a, _ in r['timestamps'])
     rc, out, err = run(export_main, ['--exp', exp, '--out', tmp_path/'onnx'], capsys)   # encoder+CTC, and the one-pass graph
     assert rc == 0, err
     files = sorted(p.name for p in (tmp_path/'onnx').iterdir())
