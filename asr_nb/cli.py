@@ -146,6 +146,11 @@ def train_main(argv: Sequence[str]) -> int:
     if summary.get('exit_code'):  # stopped by SIGTERM/SIGINT after saving: the shell's 128 + signal number
         if _is_main(): print(f"asr_nb_train: {summary['message']}", file=sys.stderr)
         return summary['exit_code']
+    if cfg.train.avg_nbest_model and _is_main():   # FunASR's avg_nbest_model: the n best averaged when training ends
+        from asr_nb.average import average_exp
+        from asr_nb.core import get_logger
+        out = average_exp(a.exp, n=cfg.train.avg_nbest_model, by=cfg.train.best_metric)
+        get_logger('average').info(f"averaged the {cfg.train.avg_nbest_model} best checkpoints by {cfg.train.best_metric} into {out}")
     return 0
 
 # %% ../nbs/16_cli.ipynb #ee43e5b2

@@ -15,9 +15,9 @@ import yaml
 # %% auto #0
 __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
            'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'DeepSpeech2Config', 'Wav2Vec2Config',
-           'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig', 'config_to_dict',
-           'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config', 'save_config',
-           'seed_everything', 'get_logger', 'setup_logging']
+           'ParaformerConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig',
+           'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config',
+           'save_config', 'seed_everything', 'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -99,12 +99,16 @@ class FeatureConfig:
     speed_perturb: list = field(default_factory=lambda: [1.0])  # speed factors drawn per utterance in training, e.g. [0.9, 1.0, 1.1]
     cmvn: str = "global"       # 'global' (stats from the training set) or 'none'
     cmvn_file: str = ""        # global: take these statistics instead of computing them (a cmvn.npz or PPASR's mean_std.npz)
+    lfr_m: int = 1             # low frame rate (FunASR's front end): frames stacked into one (Paraformer-large: 7) ...
+    lfr_n: int = 1             # ... and the hop between stacks (Paraformer-large: 6); 1 and 1 = off
     def __post_init__(self):
         _check_positive(self, "sample_rate", "n_mels", "frame_length_ms", "frame_shift_ms")
         _check_positive(self, "dither", allow_zero=True)
         _check_choice(self, "cmvn", ("global", "none"))
         _check_choice(self, "kind", ("fbank", "mfcc", "raw"))
         if self.kind != "raw": self._check_mel()
+        _check_positive(self, "lfr_m", "lfr_n")
+        if self.kind == "raw" and (self.lfr_m, self.lfr_n) != (1, 1): raise ConfigError("lfr_m/lfr_n: stacking needs fbank or mfcc frames, not kind 'raw'")
         if isinstance(self.speed_perturb, (int, float)): self.speed_perturb = [float(self.speed_perturb)]
         if not self.speed_perturb or any(not (0.5 <= float(f) <= 2.0) for f in self.speed_perturb):
             raise ConfigError(f"speed_perturb: factors must lie in [0.5, 2.0], got {self.speed_perturb}")
@@ -160,10 +164,10 @@ class TokenizerConfig:
 @dataclass
 class DataConfig:
     "Filtering and dynamic batching."
-    batch_type: str = "length"       # 'example' | 'length' (padded frames) | 'token' | 'bins' (padded numel)
+    batch_type: str = "length"       # 'example' | 'length' (padded frames) | 'token' (FunASR's: padded input frames) | 'target_token' | 'bins' (padded numel)
     batch_size: int = 32             # utterances per batch for batch_type='example'
-    max_frames_in_batch: int = 12000 # padded-frame budget for batch_type='length'
-    max_tokens_in_batch: int = 2000  # padded-token budget for batch_type='token'
+    max_frames_in_batch: int = 12000 # padded-frame budget for batch_type='length' and 'token'
+    max_tokens_in_batch: int = 2000  # padded-target-token budget for batch_type='target_token'
     bins: int = 1000000              # padded frames * feature dim budget for batch_type='bins'
     min_frames: int = 10             # drop (and report) shorter utterances
     max_frames: int = 3000           # drop (and report) longer utterances
@@ -175,7 +179,7 @@ class DataConfig:
     drop_last: bool = False          # DDP: drop the incomplete last step instead of repeating the shortest batches
     length_jitter: float = 0.0       # bucketing: sort by length * (1 + U(-j, j)) each epoch; 0 = strict length sort
     def __post_init__(self):
-        _check_choice(self, "batch_type", ("example", "length", "token", "bins"))
+        _check_choice(self, "batch_type", ("example", "length", "token", "target_token", "bins"))
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
         if self.length_jitter >= 1: raise ConfigError(f"length_jitter: must be < 1 (a relative jitter of the sort length), got {self.length_jitter}")
@@ -320,6 +324,24 @@ class Wav2Vec2Config:
             raise ConfigError(f"conv_layers: expected a list of [channels, kernel, stride] with positive entries, got {self.conv_layers}")
         self.conv_layers = [[int(x) for x in l] for l in self.conv_layers]
 
+# %% ../nbs/00_core.ipynb #46d761a0
+@dataclass
+class ParaformerConfig:
+    "Paraformer's predictor and sampler (`model.paraformer`; defaults: FunASR's AISHELL paraformer_conformer recipe)."
+    predictor_kernel: int = 3        # depthwise conv of the predictor (FunASR: l_order=1, r_order=1)
+    predictor_dropout: float = 0.1
+    threshold: float = 1.0           # CIF firing threshold beta
+    tail_threshold: float = 0.45     # decoding: a remainder >= 1 - tail_threshold after the last frame still fires
+    predictor_weight: float = 1.0    # weight of the quantity loss |sum(alpha) - L|
+    sampling_ratio: float = 0.4      # glancing sampler lambda: share of wrong tokens glanced (0 = one training pass)
+    def __post_init__(self):
+        if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
+            raise ConfigError(f"predictor_kernel: must be odd and positive, got {self.predictor_kernel}")
+        if not self.threshold > 0: raise ConfigError(f"threshold: must be > 0, got {self.threshold}")
+        for k in ("predictor_dropout", "tail_threshold", "sampling_ratio"):
+            if not 0 <= getattr(self, k) < 1: raise ConfigError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+        if self.predictor_weight < 0: raise ConfigError(f"predictor_weight: must be >= 0, got {self.predictor_weight}")
+
 # %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass
 class ModelConfig:
@@ -330,6 +352,7 @@ class ModelConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     deepspeech2: DeepSpeech2Config = field(default_factory=DeepSpeech2Config)  # family 'deepspeech2' (30_deepspeech2)
     wav2vec2: Wav2Vec2Config = field(default_factory=Wav2Vec2Config)  # family 'wav2vec2_ctc' (32_wav2vec2)
+    paraformer: ParaformerConfig = field(default_factory=ParaformerConfig)  # family 'paraformer' (asr_nb.paraformer)
     def __post_init__(self):
         if self.decoder.num_blocks == 0 and self.loss.ctc_weight != 1:
             raise ConfigError("loss.ctc_weight: must be 1.0 when decoder.num_blocks is 0 (no attention decoder)")
@@ -401,6 +424,7 @@ class TrainConfig:
     save_interval: int = 0         # steps between checkpoints (0 = each epoch only)
     keep_n_best: int = 10          # checkpoints kept, ranked by best_metric
     keep_last_n: int = 1           # also keep the N newest checkpoints (for last-N averaging)
+    avg_nbest_model: int = 0       # at the end, average the N best (by best_metric) into model_avg.pt (FunASR's name); 0 = off
     best_metric: str = "valid_loss" # 'valid_loss' | 'valid_acc' | 'valid_cer'
     resume: bool = True            # continue automatically from the last checkpoint in the exp dir
     resume_from: str = ""          # explicit checkpoint to resume (full state)
@@ -418,6 +442,8 @@ class TrainConfig:
         _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
         _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", "max_skip_rate", "watchdog_min_s", allow_zero=True)
         _check_positive(self, "watchdog_factor")
+        _check_positive(self, "avg_nbest_model", allow_zero=True)
+        if self.avg_nbest_model > self.keep_n_best: raise ConfigError(f"avg_nbest_model: {self.avg_nbest_model} > keep_n_best {self.keep_n_best} (only those are kept)")
         d = self.device.split(":")[0]
         if d not in ("auto", "cpu", "cuda", "npu", "mps"):
             raise ConfigError(f"device: '{self.device}' is not one of ['auto', 'cpu', 'cuda', 'npu', 'mps']{_suggest(d, ['auto', 'cpu', 'cuda', 'npu', 'mps'])}")
@@ -503,6 +529,16 @@ def _convert(value, typ, key: str):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return [value]
     raise ConfigError(f"{key}: expected {tname}, got {value!r}")
 
+# %% ../nbs/00_core.ipynb #4b7abbea
+def _migrate_data_dict(d: dict) -> dict:
+    """`batch_type: token` meant padded *target* tokens in asr_nb 0.1 and means FunASR's padded input frames now: a
+    data section that says `token` and sets only `max_tokens_in_batch` (the old budget) is read as `target_token`."""
+    if not isinstance(d, dict) or d.get("batch_type") != "token" or "max_tokens_in_batch" not in d or "max_frames_in_batch" in d: return d
+    import logging
+    logging.getLogger("asr_nb.core").warning("data.batch_type: 'token' with max_tokens_in_batch is the old target-token budget: "
+                                             "read as 'target_token' (FunASR's 'token' budgets input frames: max_frames_in_batch)")
+    return {**d, "batch_type": "target_token"}
+
 # %% ../nbs/00_core.ipynb #7d8158ed
 def _field_types(cls) -> dict:
     hints = get_type_hints(cls)
@@ -512,6 +548,7 @@ def _field_types(cls) -> dict:
 def _build(cls, d: dict, prefix: str):
     if not isinstance(d, dict): raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {d!r}")
     if cls is ModelConfig: d = _nest_model_dict(d)
+    if cls is DataConfig: d = _migrate_data_dict(d)
     types, kwargs = _field_types(cls), {}
     for k, v in d.items():
         if k not in types:
@@ -547,6 +584,7 @@ def apply_overrides(cfg: ExpConfig, overrides: list[str] | None) -> ExpConfig:
     for o in overrides or []:
         if "=" not in o: raise ConfigError(f"override '{o}': expected section.key=value")
         key, raw = o.split("=", 1)
+        key = key.strip().lstrip("+")  # FunASR's (Hydra's) spellings +key=value and ++key=value set the key too
         parts, node = _override_path(key), d
         if seen.setdefault(".".join(parts), key.strip()) != key.strip():  # an old and a new spelling of one setting
             raise ConfigError(f"overrides '{seen['.'.join(parts)]}' and '{key.strip()}' name the same setting; keep '{'.'.join(parts)}'")

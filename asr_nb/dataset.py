@@ -72,14 +72,14 @@ def filter_utterances(utts: Sequence[Utterance], # utterances with `num_frames` 
     return kept, report
 
 # %% ../nbs/06_dataset.ipynb #0d73862c
-BATCH_TYPES = ("example", "length", "token", "bins")
+BATCH_TYPES = ("example", "length", "token", "target_token", "bins")
 
 def batch_budget(data_cfg: DataConfig) -> int:
     "The budget that `data_cfg.batch_type` compares batch costs against."
     bt = data_cfg.batch_type
     if bt not in BATCH_TYPES: raise ValueError(f"batch_type must be one of {BATCH_TYPES}, got {bt!r}")
     return {"example": data_cfg.batch_size, "length": data_cfg.max_frames_in_batch,
-            "token": data_cfg.max_tokens_in_batch, "bins": data_cfg.bins}[bt]
+            "token": data_cfg.max_frames_in_batch, "target_token": data_cfg.max_tokens_in_batch, "bins": data_cfg.bins}[bt]
 
 def batch_cost(batch_type: str, # one of BATCH_TYPES
                n: int,          # utterances in the batch
@@ -90,14 +90,15 @@ def batch_cost(batch_type: str, # one of BATCH_TYPES
     "Padded size of a batch of `n` utterances, in the unit of `batch_type`'s budget."
     if batch_type == "example": return n
     if batch_type == "length": return n * max_frames
-    if batch_type == "token": return n * max_tokens
+    if batch_type == "token": return n * max_frames         # FunASR's `token`: padded input frames
+    if batch_type == "target_token": return n * max_tokens
     if batch_type == "bins": return n * max_frames * feat_dim
     raise ValueError(f"batch_type must be one of {BATCH_TYPES}, got {batch_type!r}")
 
 # %% ../nbs/06_dataset.ipynb #ff2b1573
 def sort_key_lengths(frame_lens: Sequence[int], token_lens: Sequence[int], batch_type: str) -> list[int]:
-    "The length the batches are sorted by: tokens for `token`, frames otherwise."
-    return list(token_lens) if batch_type == "token" else list(frame_lens)
+    "The length the batches are sorted by: tokens for `target_token`, frames otherwise."
+    return list(token_lens) if batch_type == "target_token" else list(frame_lens)
 
 def make_batches(frame_lens: Sequence[int], # frames per utterance
                  token_lens: Sequence[int], # tokens per utterance

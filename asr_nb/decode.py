@@ -594,6 +594,7 @@ def _s_attention(m, enc, el, lp, cfg, lm, ctc_weight=0.0):
     return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.penalty,
                                  cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
 def _s_joint(m, enc, el, lp, cfg, lm): return _s_attention(m, enc, el, lp, cfg, lm, cfg.ctc_weight)
+def _s_paraformer(m, enc, el, lp, cfg, lm): return m.paraformer_search(enc, el)   # the family's one pass (31_paraformer)
 def _s_rescore(m, enc, el, lp, cfg, lm):
     return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.nbest)
 def _s_beam_lm(m, enc, el, lp, cfg, lm):
@@ -611,11 +612,12 @@ SEARCHES: dict[str, Search] = {
     "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
     "ctc_beam_lm":     Search(_s_beam_lm, _C, True, "CTC beam search + word n-gram (PPASR rules; lm_weight=alpha, penalty=beta per word)", "word"),
     "ctc_beam_lm_fast": Search(_s_beam_fast, _C, True, "ctc_beam_lm in C++ (flashlight-text): for large beams", "word"),
+    "paraformer":      Search(_s_paraformer, frozenset({"paraformer"}), False, "Paraformer: CIF predictor + parallel decoder, one pass"),
 }
 
 # %% ../nbs/13_decode.ipynb #da1a8f66
-_NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder"}
-_LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder"}
+_NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder", "paraformer": "a Paraformer (model.family paraformer)"}
+_LACK_WORDS = {"ctc": "was trained with ctc_weight=0 (its CTC head is untrained)", "decoder": "has no attention decoder", "paraformer": "is not one"}
 
 def methods_for(capabilities:frozenset|set) -> tuple[str, ...]:
     "The methods a model with these `capabilities` can run, in table order."

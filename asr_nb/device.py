@@ -223,10 +223,12 @@ def _rss_mb() -> float:
     except OSError: return float("nan")
 
 def memory_stats(device: torch.device) -> dict:
-    "Current and peak memory in MiB: allocator stats on accelerators, process RSS on the CPU."
+    "Current and peak memory in MiB (and the allocator cache on accelerators): allocator stats there, process RSS on the CPU."
     if device.type in ("cuda", "npu"):
         be = _backend(device.type)
-        return {"current_mb": be.memory_allocated(device) / 2**20, "peak_mb": be.max_memory_allocated(device) / 2**20}
+        st = {"current_mb": be.memory_allocated(device) / 2**20, "peak_mb": be.max_memory_allocated(device) / 2**20}
+        if hasattr(be, "memory_reserved"): st["cache_mb"] = be.memory_reserved(device) / 2**20   # the caching allocator's reserve
+        return st
     if device.type == "mps":
         cur = torch.mps.current_allocated_memory() / 2**20
         return {"current_mb": cur, "peak_mb": torch.mps.driver_allocated_memory() / 2**20}

@@ -62,7 +62,7 @@ def export_model_onnx(model: nn.Module, # an ASRModel (eval mode is set here)
                           input_names=['feats', 'feat_lens'], output_names=['log_probs', 'enc', 'enc_lens'],
                           dynamic_axes={'feats': {0: 'B', 1: 'T'}, 'feat_lens': {0: 'B'}, 'log_probs': {0: 'B', 1: 'T_enc'},
                                         'enc': {0: 'B', 1: 'T_enc'}, 'enc_lens': {0: 'B'}})
-        if decoder and getattr(model, 'decoder', None) is not None:
+        if decoder and getattr(model, 'decoder', None) is not None and 'decoder' in model.capabilities:  # not a parallel decoder
             _, enc, enc_lens = EncoderCTC(model)(feats, lens)
             ys = torch.full((enc.size(0), 3), model.sos_id, dtype=torch.long)  # (N, l)
             paths['decoder_step'] = out/'decoder_step.onnx'
@@ -190,6 +190,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
     model = model.float().eval()
     paths = export_model_onnx(model, out, n_mels=frontend_dim(cfg), opset=opset)
     tok.save(out)
+    if hasattr(model, 'export_family_onnx'): paths.update(model.export_family_onnx(out, cfg, tok))  # a family's own graphs (Paraformer)
     meta = dict(features=config_to_dict(cfg.features), decode=config_to_dict(cfg.decode), tokenizer=config_to_dict(cfg.tokenizer),
                 subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), vocab_size=model.vocab_size, blank_id=model.blank_id,
                 sos_id=model.sos_id, eos_id=model.eos_id, d_model=cfg.model.encoder.d_model,
@@ -201,6 +202,7 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
         diffs = check_onnx(model, out, n_mels=frontend_dim(cfg))
         if max(diffs.values()) > 1e-4: warnings.warn(f"ONNX differs from PyTorch by more than 1e-4: {diffs}")
         info.update(diffs)
+        if hasattr(model, 'check_family_onnx'): info.update(model.check_family_onnx(out, cfg))
     return info
 
 # %% ../nbs/15_export.ipynb #ed9d74fc
@@ -364,7 +366,7 @@ class Recognizer:
     def segment_limit_s(self, max_segment_s: float | None = None) -> float:
         "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
         lim = float(max_segment_s or self.max_segment_s)
-        if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms / 1000)
+        if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms * self.feat_cfg.lfr_n / 1000)  # LFR: n shifts a frame
         return lim
 
     def transcribe(self, inputs, # a path / array, or a list of them
@@ -438,11 +440,15 @@ def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signal
     got, lp, enc_lens = rec.decode_ids(feats, lens, method)
     if timed and lp is None: lp, _, enc_lens = rec.encode(feats, lens)
     n = 10**6                                                                     # input units -> encoder frame rate, from the length rule
-    unit_s = 1 / rec.sample_rate if rec.feat_cfg.kind == 'raw' else rec.feat_cfg.frame_shift_ms / 1000
+    unit_s = 1 / rec.sample_rate if rec.feat_cfg.kind == 'raw' else rec.feat_cfg.frame_shift_ms * rec.feat_cfg.lfr_n / 1000  # LFR: x lfr_n
     frame_s = unit_s * round(n / int(rec._encoder_lengths(torch.tensor([n]))[0]))  # seconds per encoder frame (wav2vec 2.0: 320 samples)
+    fired = None
+    if timed and method == 'paraformer' and rec.model is not None:                # Paraformer: times from CIF's fire positions
+        with torch.no_grad(): fired = rec.model.token_times(*rec.model.encode(feats.to(rec.device), lens.to(rec.device)), frame_s)
     for j, i in enumerate(ok):
         times = None
-        if timed:
+        if fired is not None: times = [(a, b) for _, a, b in fired[j]]
+        elif timed:
             spans = _token_spans(lp[j, :int(enc_lens[j])].float().cpu().numpy(), got[j], rec.blank_id)
             times = [(a * frame_s, b * frame_s) for a, b in spans]
         out[i] = (got[j], times)

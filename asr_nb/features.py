@@ -18,9 +18,9 @@ from .core import ConfigError, FeatureConfig, UserError, atomic_write_text, get_
 
 # %% auto #0
 __all__ = ['FRONTENDS', 'AudioError', 'load_audio', 'speed_perturb', 'num_frames', 'fbank', 'mfcc', 'Frontend', 'FbankFrontend',
-           'MfccFrontend', 'RawFrontend', 'make_frontend', 'utterance_length_rule', 'check_config', 'CmvnError',
-           'compute_cmvn', 'load_cmvn', 'cmvn_fingerprint', 'ensure_cmvn', 'import_mean_std', 'export_mean_std',
-           'GlobalCMVN', 'cache_features', 'read_feats_scp', 'load_cached']
+           'MfccFrontend', 'RawFrontend', 'make_frontend', 'apply_lfr', 'LfrFrontend', 'utterance_length_rule',
+           'check_config', 'CmvnError', 'compute_cmvn', 'load_cmvn', 'cmvn_fingerprint', 'ensure_cmvn',
+           'import_mean_std', 'export_mean_std', 'GlobalCMVN', 'cache_features', 'read_feats_scp', 'load_cached']
 
 # %% ../nbs/04_features.ipynb #5daab42d
 class AudioError(UserError):
@@ -163,7 +163,29 @@ def make_frontend(cfg: FeatureConfig) -> Frontend:
     "The front end of `cfg.kind`: `.dim`, `.num_frames(num_samples)`, `fe(wave, train=False) -> (T, dim)`, `.batch(waves)`."
     if cfg.kind not in FRONTENDS: raise ConfigError(f"features.kind: '{cfg.kind}' is not one of {list(FRONTENDS)}")
     if cfg.kind != "raw": _check_mel_banks(cfg)
-    return FRONTENDS[cfg.kind](cfg)
+    fe = FRONTENDS[cfg.kind](cfg)
+    return LfrFrontend(fe) if (cfg.lfr_m, cfg.lfr_n) != (1, 1) else fe   # FunASR's low frame rate (below)
+
+# %% ../nbs/04_features.ipynb #8f9a7cc9
+def apply_lfr(feats: torch.Tensor, # (T, D) frames
+              m: int, # frames stacked (lfr_m)
+              n: int, # hop between stacks (lfr_n)
+             ) -> torch.Tensor: # (ceil(T / n), m * D)
+    "Low frame rate stacking (FunASR's `apply_lfr`): stack i holds frames i*n - (m-1)//2 ... + m-1, clamped to [0, T-1]."
+    T = feats.size(0)
+    if T == 0 or (m == 1 and n == 1): return feats.reshape(T, -1) if T else feats.new_zeros(0, m * feats.size(1))
+    idx = torch.arange(-(-T // n))[:, None] * n + torch.arange(m)[None, :] - (m - 1) // 2   # (T', m)
+    return feats[idx.clamp(0, T - 1)].reshape(idx.size(0), m * feats.size(1))
+
+class LfrFrontend(Frontend):
+    "Another front end's frames stacked by `apply_lfr` (`features.lfr_m`, `features.lfr_n`): dim = lfr_m * inner dim."
+    def __init__(self, inner: Frontend):
+        super().__init__(inner.cfg); self.inner = inner
+    dim = property(lambda self: self.inner.dim * self.cfg.lfr_m)
+    def num_frames(self, num_samples: int) -> int:
+        T = self.inner.num_frames(num_samples)
+        return -(-T // self.cfg.lfr_n)                                      # ceil(T / n)
+    def _compute(self, wave, dither): return apply_lfr(self.inner._compute(wave, dither), self.cfg.lfr_m, self.cfg.lfr_n)
 
 # %% ../nbs/04_features.ipynb #3c8490b3
 def utterance_length_rule(feat_cfg: FeatureConfig,      # the front end's settings

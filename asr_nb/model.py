@@ -240,6 +240,7 @@ MODELS: dict[str, str] = {  # model.family -> "module:Class"; the class has `fro
     "ctc_attention": "asr_nb.model:ASRModel",
     "deepspeech2": "asr_nb.deepspeech2:DeepSpeech2",     # 30_deepspeech2
     "wav2vec2_ctc": "asr_nb.wav2vec2:Wav2Vec2CTC",   # wav2vec 2.0 + CTC head (32_wav2vec2)
+    "paraformer": "asr_nb.paraformer:Paraformer",       # CIF + parallel decoder (31_paraformer)
 }
 
 def model_class(family: str) -> type:

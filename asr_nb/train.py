@@ -124,7 +124,7 @@ def _scalar(v) -> float | None:
 
 def _forward_backward(model, batches: list[Batch], scaler, device, dtype) -> tuple[dict, dict]:
     "Forward and backward over the micro-batches: (the forward dicts' scalars averaged, sizes and timings)."
-    n, avg, st = len(batches), {}, dict(batch_size=0, frames=0, t_fwd=0.0, t_bwd=0.0)
+    n, avg, st = len(batches), {}, dict(batch_size=0, frames=0, tokens=0, t_fwd=0.0, t_bwd=0.0)
     for i, b in enumerate(batches):
         b = b.to(device)
         sync = model.no_sync() if (i < n - 1 and hasattr(model, "no_sync")) else contextlib.nullcontext()
@@ -136,7 +136,7 @@ def _forward_backward(model, batches: list[Batch], scaler, device, dtype) -> tup
             st["t_bwd"] += time.perf_counter() - t1; st["t_fwd"] += t1 - t0
         for k, v in out.items():
             if (x := _scalar(v)) is not None: avg[k] = avg.get(k, 0.0) + x / n
-        st["batch_size"] += b.feats.shape[0]; st["frames"] += int(b.feat_lens.sum())
+        st["batch_size"] += b.feats.shape[0]; st["frames"] += int(b.feat_lens.sum()); st["tokens"] += int(b.token_lens.sum())
     return avg, st
 
 # %% ../nbs/10_train.ipynb #b007fc21
@@ -217,7 +217,7 @@ def parse_log_line(line: str) -> tuple[str, dict] | None:
     out = {}
     for kv in m.group(2).split():
         k, v = kv.split("=", 1)
-        if "/" in v and k in ("epoch", "step", "mem_mb"):
+        if "/" in v and k in ("rank", "epoch", "step", "mem_mb"):
             a, b = v.split("/", 1); out[k] = float(a) if "." in a else int(a)
             if k == "step": out["total_steps"] = int(b)
             continue
@@ -255,7 +255,7 @@ def plot_curves(log, # a path to train.log / an exp dir, or the dict `read_train
     return fig
 
 # %% ../nbs/10_train.ipynb #7046d4f5
-STEP_STATS = ("grad_norm", "batch_size", "frames", "t_data", "t_fwd", "t_bwd", "t_optim")  # train_step's own numbers
+STEP_STATS = ("grad_norm", "batch_size", "frames", "tokens", "t_data", "t_fwd", "t_bwd", "t_optim")  # train_step's own numbers
 
 class Meter:
     "Sums of per-update numbers over a window; skipped updates are left out; the keys are whatever the updates carry."
@@ -294,6 +294,20 @@ def _add_file_log(path: Path) -> logging.Handler:
 def _rnd(x: float, nd: int | None = None):
     return round(x, nd) if math.isfinite(x) else x
 
+# %% ../nbs/10_train.ipynb #165109ff
+def _epoch_fields(e: dict) -> dict:
+    "Epoch averages besides the loss: accuracy, and perplexity = exp(attention loss per token) (the loss itself if none)."
+    nan = float("nan")
+    per_utt, tok = e.get("loss_att", e.get("loss", nan)), e.get("tokens", nan)   # family losses are per utterance
+    ppl = math.exp(min(per_utt * e.get("batch_size", nan) / tok, 50.0)) if tok and math.isfinite(tok) and math.isfinite(per_utt) else nan
+    return dict(acc_epoch=e.get("acc", nan), ppl_epoch=ppl)
+
+def _eta(done: int, total: int, seconds_per_step: float) -> str:
+    "Time left as H:MM:SS ('?' before a rate is known)."
+    if total <= done: return "0:00:00"
+    if not math.isfinite(seconds_per_step): return "?"
+    s = int(round((total - done) * seconds_per_step)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
 # %% ../nbs/10_train.ipynb #6a426eb5
 def _train_fields(w: dict, # the window's means
                   e: dict, # the epoch's means
@@ -306,10 +320,12 @@ def _train_fields(w: dict, # the window's means
     model_keys = [k for k in w if k != "loss" and k not in STEP_STATS]
     t_step = sum(g(k) for k in ("t_data", "t_fwd", "t_bwd", "t_optim"))
     fps = g("frames") * world_size / max(t_step, 1e-9) if math.isfinite(t_step) else nan  # input frames/s, all ranks
-    fields = dict(epoch=epoch, step=step, loss=g("loss"), loss_epoch=e.get("loss", nan), **{k: w[k] for k in model_keys},
+    fields = dict(rank=f"{D.rank()}/{world_size}", epoch=epoch, step=step, loss=g("loss"), loss_epoch=e.get("loss", nan),
+                  **{k: w[k] for k in model_keys}, **_epoch_fields(e),
                   lr=lr, grad_norm=g("grad_norm"), bs=_rnd(g("batch_size")), frames=_rnd(g("frames")),
-                  **{k: _rnd(g(k), 4) for k in ("t_data", "t_fwd", "t_bwd", "t_optim")}, frames_s=_rnd(fps),
-                  mem_mb=f"{mem['current_mb']:.0f}/{mem['peak_mb']:.0f}", skipped=skipped)
+                  **{k: _rnd(g(k), 4) for k in ("t_data", "t_fwd", "t_bwd", "t_optim")}, t_total=_rnd(t_step, 4),
+                  frames_s=_rnd(fps), mem_mb="/".join(f"{mem[k]:.0f}" for k in ("current_mb", "peak_mb", "cache_mb") if k in mem),
+                  skipped=skipped)
     return fields, model_keys, fps
 
 # %% ../nbs/10_train.ipynb #1b477ddb
@@ -319,6 +335,7 @@ class TrainLog:
         self.exp, self.main, self.log = Path(exp), main, get_logger("train")
         self.handler = _add_file_log(self.exp/"train.log") if main else None
         self.tb, self.window, self.epoch_meter = None, Meter(), Meter()
+        self._clock = None  # (time, step) of the last train line, for the ETA
 
     def open_tensorboard(self, step: int):
         if self.main: self.tb = _open_tensorboard(self.exp, step)
@@ -342,11 +359,19 @@ class TrainLog:
         w, e = self.window.mean(device), self.epoch_meter.mean(device); self.window = Meter()
         if not self.main: return
         fields, model_keys, fps = _train_fields(w, e, epoch, step, lr, skipped, world_size, D.memory_stats(device))
+        fields["eta"] = self._eta(step, fields["t_total"])   # the time left, also without a terminal (no progress bar)
         self.log.info(format_log_line("train", fields))
         if self.tb is not None:
             s = int(str(step).split("/")[0])
             for k in ["loss", *model_keys, "grad_norm"]: self.tb.add_scalar(f"train/{k}", w.get(k, float("nan")), s)
             self.tb.add_scalar("train/lr", lr, s); self.tb.add_scalar("train/frames_per_s", fps, s)
+
+    def _eta(self, step: str, t_step: float) -> str:
+        "Time left from the wall-clock rate since the last line (the window's step time at the first line)."
+        s, total = (int(x) for x in str(step).split("/")); now = time.time()
+        rate = (now - self._clock[0]) / (s - self._clock[1]) if self._clock and s > self._clock[1] else t_step
+        self._clock = (now, s)
+        return _eta(s, total, rate)
 
     def valid_line(self, res: dict, epoch: int, step: int, seconds: float):
         if not self.main: return

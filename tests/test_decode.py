@@ -11,12 +11,14 @@ import torch.nn.functional as F
 
 from asr_nb.core import DecodeConfig, FeatureConfig, ModelConfig, config_from_dict
 from asr_nb.data import Utterance
-from asr_nb.decode import (SEARCHES, CTCPrefixScorer, Hypothesis, attention_beam_search, attention_rescoring,
+from asr_nb.decode import (SEARCHES, methods_for, CTCPrefixScorer, Hypothesis, attention_beam_search, attention_rescoring,
                            greedy_hypotheses, ctc_prefix_beam_search, decode_batch, decode_data, _lae)
 from asr_nb.lm import LMConfig, LSTMLM, NgramLM, build_arpa, load_lm, save_lm, train_lm
 from asr_nb.metrics import align, cer, error_rate, score_files, wer, write_text
 from asr_nb.model import ASRModel
 from asr_nb.tokenizer import CharTokenizer
+
+HYBRID = methods_for({'ctc', 'decoder'})   # every search a ctc_attention model runs (other families add their own)
 
 torch.set_num_threads(1)
 V = 10
@@ -112,7 +114,7 @@ def test_peaky_posteriors_are_recovered(model):
 def test_batched_equals_per_utterance_all_methods(model, batch, lms):
     feats, lens = batch
     _, lstm, ngram = lms
-    for method in SEARCHES:
+    for method in HYBRID:
         for lm in ((None, lstm, ngram) if SEARCHES[method].lm_kind == 'unit' else (None,)):  # word LMs: tests/test_lm.py
             cfg = DecodeConfig(method=method, beam=4, nbest=3, ctc_weight=0.4, lm_weight=0.3 if lm else 0.0)
             full = decode_batch(model, feats, lens, cfg, lm)
@@ -203,9 +205,9 @@ def test_decode_data_batch_sizes_and_stats(model, tmp_path, lms):
         sf.write(tmp_path / f'{i}.wav', x.numpy(), 16000)
         utts.append(Utterance(f'utt{i}', str(tmp_path / f'{i}.wav'), 'ab cd'))
     kw = dict(tokenizer=tok, feat_cfg=FeatureConfig(), decode_cfg=DecodeConfig(beam=3))
-    r1 = decode_data(model, utts, list(SEARCHES), batch_size=1, **kw)
-    r3 = decode_data(model, utts, list(SEARCHES), tmp_path / 'out', batch_size=3, **kw)
-    for method in SEARCHES:
+    r1 = decode_data(model, utts, list(HYBRID), batch_size=1, **kw)
+    r3 = decode_data(model, utts, list(HYBRID), tmp_path / 'out', batch_size=3, **kw)
+    for method in HYBRID:
         s1, s3 = r1[method], r3[method]
         assert s1['hyps'] == s3['hyps'] and set(s1['hyps']) == {u.key for u in utts}
         assert math.isclose(s3['audio_seconds'], 3.5, rel_tol=1e-6) and s3['rtf'] > 0 and s3['scored'] == 5
@@ -227,7 +229,7 @@ def test_cuda_equals_cpu(model, batch, lms):
     _, lstm, ngram = lms
     gm = copy.deepcopy(model).cuda()
     glstm = copy.deepcopy(lstm).cuda()
-    for method in SEARCHES:
+    for method in HYBRID:
         for lm, glm in ((None, None), (lstm, glstm), (ngram, ngram)):
             cfg = DecodeConfig(method=method, beam=4, nbest=2, lm_weight=0.3 if lm else 0.0)
             c = decode_batch(model, feats, lens, cfg, lm)
@@ -282,7 +284,7 @@ def test_every_method_recovers_what_an_overfit_model_learned():
     for _ in range(200):
         loss = m(batch)['loss']; opt.zero_grad(); loss.backward(); opt.step()
     m.eval()
-    for method in SEARCHES:
+    for method in HYBRID:
         for bs in (4, 1):
             got = [h[0].tokens for s in range(0, 4, bs)
                    for h in decode_batch(m, feats[s:s + bs, :lens[s:s + bs].max()], lens[s:s + bs],
