@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from asr_nb.cli import decode_main, export_main, synth_main, train_main
+from asr_nb.cli import decode_main, export_main, lm_main, synth_main, train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ['model.deepspeech2.conv_channels=4', 'model.deepspeech2.rnn_layers=1', 'model.deepspeech2.rnn_hidden=16',
@@ -60,6 +60,14 @@ def test_trains_decodes_and_exports(corpus, tmp_path, capsys, variant):
     assert rc == 0, err
     res = json.loads((tmp_path/'dec'/'result.json').read_text())
     assert res['n'] == 4 and res['cer'] is not None
+    assert lm_main(['ngram', '--text', str(corpus['train']), '--order', '3', '--out', str(tmp_path/'word3.arpa')]) == 0
+    lm_args = ['--beam', '8', '--lm-path', tmp_path/'word3.arpa', '--lm-weight', '0.5']
+    for m in ('ctc_beam_lm', 'ctc_beam_lm_fast'):                     # PPASR's decoding: CTC prefix beam search + a word n-gram
+        rc, out, err = run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', m, *lm_args, '--out', tmp_path/m], capsys)
+        assert rc == 0, err
+        assert json.loads((tmp_path/m/'result.json').read_text())['n'] == 4
+    one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'ctc_prefix_beam', *lm_args,   # a unit-LM search
+                                      '--out', tmp_path/'y'], capsys)[::2], 'word n-gram', 'ctc_beam_lm')
     one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'attention', '--out', tmp_path/'x'],
                         capsys)[::2], "'attention'")
     rc, out, err = run(export_main, ['--exp', exp, '--out', tmp_path/'onnx'], capsys)

@@ -14,3 +14,11 @@ def test_readme_main_job_table_matches_its_generated_file():
         if m: got[m.group(1)] = tuple(float(x) for x in m.groups()[1:])
     want = {r['method']: (r['cer_pct'], r['wer_pct'], r['rtf']) for r in rows}
     assert got == want, (got, want)
+
+def test_readme_families_table_is_the_generated_one():
+    import subprocess, sys
+    table = subprocess.run([sys.executable, str(ROOT/'bench'/'families_table.py')], capture_output=True, text=True, check=True).stdout
+    readme = (ROOT/'README.md').read_text()
+    section = readme.split('## The model families', 1)[1].split('\n## ', 1)[0]
+    assert table.strip() in section, table
+    assert table.count('\n') >= 7   # the Conformer, DeepSpeech2 (with and without the LM), Paraformer and wav2vec 2.0 rows
