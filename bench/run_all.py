@@ -34,6 +34,19 @@ def _table(rows):
     out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(out)
 
+def _nested(d: dict, path: str = "") -> list[str]:
+    "Scalars as a bullet list; lists of dicts as tables and dicts as sub-lists, each headed by its key path."
+    out = [f"- {k}: {_fmt(v)}" for k, v in d.items() if not isinstance(v, (dict, list))]
+    out += [f"- {k}: {', '.join(map(_fmt, v))}" for k, v in d.items() if isinstance(v, list) and not any(isinstance(x, dict) for x in v)]
+    if out: out.append("")
+    for k, v in d.items():
+        name = f"{path}{k}"
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v): out += [f"`{name}`:", "", _table(v), ""]
+        elif isinstance(v, dict):
+            flat = any(not isinstance(x, (dict, list)) for x in v.values())
+            out += ([f"`{name}`:", ""] if flat else []) + _nested(v, name + ".")
+    return out
+
 def report():
     cpu = "unknown CPU"
     try: cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -49,8 +62,7 @@ def report():
         parts += [f"## {d.get('title', f.stem)}", ""]
         if d.get("command"): parts += [f"Command: `{d['command']}`", ""]
         if d.get("rows"): parts += [_table(d["rows"]), ""]
-        extra = {k: v for k, v in d.items() if k not in ("title", "command", "rows", "notes", "date") and not isinstance(v, (dict, list))}
-        if extra: parts += [f"- {k}: {_fmt(v)}" for k, v in extra.items()] + [""]
+        parts += _nested({k: v for k, v in d.items() if k not in ("title", "command", "rows", "notes", "date")})
         if d.get("notes"): parts += [d["notes"] if isinstance(d["notes"], str) else "\n".join(d["notes"]), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
