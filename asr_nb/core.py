@@ -267,6 +267,27 @@ class DeepSpeech2Config:
             raise ConfigError(f"lookahead: {self.lookahead} needs bidirectional: false (a bidirectional model already sees "
                               "the whole utterance)")
 
+# %% ../nbs/00_core.ipynb #5985f49a
+def _check_wav2vec2(self) -> None: # self: a Wav2Vec2Config (its __post_init__)
+    "One-line ConfigErrors for bad `model.wav2vec2` values; lists are normalised (floats, int triples)."
+    _check_choice(self, "extractor_mode", ("group_norm", "layer_norm"))
+    _check_positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "pos_conv_kernel", "pos_conv_groups",
+                    "mask_time_length", "mask_channel_length")
+    _check_positive(self, "freeze_finetune_updates", "feature_grad_mult", "diversity_weight", "feature_pen_weight", allow_zero=True)
+    _check_positive(self, "codebook_groups", "codebook_vars", "codebook_dim", "final_dim", "num_negatives", "logit_temp")
+    if self.codebook_dim % self.codebook_groups: raise ConfigError(f"codebook_dim: {self.codebook_dim} is not divisible by codebook_groups {self.codebook_groups}")
+    if len(self.latent_temp) != 3 or not 0 < self.latent_temp[1] <= self.latent_temp[0] or not 0 < self.latent_temp[2] <= 1:
+        raise ConfigError(f"latent_temp: expected [start, floor, decay] with 0 < floor <= start and 0 < decay <= 1, got {self.latent_temp}")
+    self.latent_temp = [float(t) for t in self.latent_temp]
+    _check_unit_interval(self, "dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop")
+    for n in ("mask_time_prob", "mask_channel_prob"):
+        if not 0 <= getattr(self, n) <= 1: raise ConfigError(f"{n}: must be in [0, 1], got {getattr(self, n)}")
+    if self.embed_dim % self.num_heads: raise ConfigError(f"embed_dim: {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+    if self.embed_dim % self.pos_conv_groups: raise ConfigError(f"pos_conv_groups: {self.pos_conv_groups} does not divide embed_dim {self.embed_dim}")
+    if not self.conv_layers or any(not isinstance(l, (list, tuple)) or len(l) != 3 or any(int(x) <= 0 for x in l) for l in self.conv_layers):
+        raise ConfigError(f"conv_layers: expected a list of [channels, kernel, stride] with positive entries, got {self.conv_layers}")
+    self.conv_layers = [[int(x) for x in l] for l in self.conv_layers]
+
 # %% ../nbs/00_core.ipynb #e969f217
 @dataclass
 class Wav2Vec2Config:
@@ -305,24 +326,7 @@ class Wav2Vec2Config:
     diversity_weight: float = 0.1   # alpha: weight of the codebook diversity loss
     feature_pen_weight: float = 10.0  # weight of the L2 penalty on the conv features
     feature_grad_mult: float = 0.1  # scale of the gradient into the conv feature encoder during pre-training
-    def __post_init__(self):
-        _check_choice(self, "extractor_mode", ("group_norm", "layer_norm"))
-        _check_positive(self, "embed_dim", "num_layers", "num_heads", "ff_dim", "pos_conv_kernel", "pos_conv_groups",
-                        "mask_time_length", "mask_channel_length")
-        _check_positive(self, "freeze_finetune_updates", "feature_grad_mult", "diversity_weight", "feature_pen_weight", allow_zero=True)
-        _check_positive(self, "codebook_groups", "codebook_vars", "codebook_dim", "final_dim", "num_negatives", "logit_temp")
-        if self.codebook_dim % self.codebook_groups: raise ConfigError(f"codebook_dim: {self.codebook_dim} is not divisible by codebook_groups {self.codebook_groups}")
-        if len(self.latent_temp) != 3 or not 0 < self.latent_temp[1] <= self.latent_temp[0] or not 0 < self.latent_temp[2] <= 1:
-            raise ConfigError(f"latent_temp: expected [start, floor, decay] with 0 < floor <= start and 0 < decay <= 1, got {self.latent_temp}")
-        self.latent_temp = [float(t) for t in self.latent_temp]
-        _check_unit_interval(self, "dropout", "attention_dropout", "activation_dropout", "dropout_input", "layerdrop")
-        for n in ("mask_time_prob", "mask_channel_prob"):
-            if not 0 <= getattr(self, n) <= 1: raise ConfigError(f"{n}: must be in [0, 1], got {getattr(self, n)}")
-        if self.embed_dim % self.num_heads: raise ConfigError(f"embed_dim: {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.embed_dim % self.pos_conv_groups: raise ConfigError(f"pos_conv_groups: {self.pos_conv_groups} does not divide embed_dim {self.embed_dim}")
-        if not self.conv_layers or any(not isinstance(l, (list, tuple)) or len(l) != 3 or any(int(x) <= 0 for x in l) for l in self.conv_layers):
-            raise ConfigError(f"conv_layers: expected a list of [channels, kernel, stride] with positive entries, got {self.conv_layers}")
-        self.conv_layers = [[int(x) for x in l] for l in self.conv_layers]
+    def __post_init__(self): _check_wav2vec2(self)   # the checks (above)
 
 # %% ../nbs/00_core.ipynb #46d761a0
 @dataclass

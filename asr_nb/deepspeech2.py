@@ -140,11 +140,19 @@ class DeepSpeech2Encoder(nn.Module):
         if self.lookahead is not None: x = self.lookahead(x, lens)
         return x, lens
 
-# %% ../nbs/30_deepspeech2.ipynb #e17d0105
+# %% ../nbs/30_deepspeech2.ipynb #f981a765
 def _ds2_cfg(cfg) -> DeepSpeech2Config:
     "The `model.deepspeech2` section of an experiment config (PPASR's defaults when a config has none)."
     return getattr(cfg.model, "deepspeech2", None) or DeepSpeech2Config()
 
+def _ds2_from_config(cls, cfg, vocab_size: int, cmvn=None): # cfg: ExpConfig -> a DeepSpeech2
+    "The registry's constructor (`DeepSpeech2.from_config`): `model.deepspeech2`, `specaug` and the front end's dimension."
+    if cfg.features.kind == "raw":
+        raise ConfigError("features.kind: 'raw' (waveform samples) does not fit model.family 'deepspeech2', whose conv2d "
+                          "layers need a spectrogram: use fbank or mfcc")
+    return cls(_ds2_cfg(cfg), vocab_size, input_dim=frontend_dim(cfg), specaug=cfg.specaug, cmvn=cmvn)
+
+# %% ../nbs/30_deepspeech2.ipynb #e17d0105
 class DeepSpeech2(nn.Module):
     "DeepSpeech2 (Amodei et al. 2016), the `deepspeech2` family: `forward(batch)` -> dict(loss, loss_ctc, num_inf_ctc)."
     def __init__(self, cfg: DeepSpeech2Config, vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
@@ -163,13 +171,7 @@ class DeepSpeech2(nn.Module):
         self.encoder = DeepSpeech2Encoder(input_dim, cfg)
         self.dropout, self.ctc = nn.Dropout(cfg.dropout), CTCHead(self.encoder.output_size, vocab_size)
 
-    @classmethod
-    def from_config(cls, cfg, vocab_size: int, cmvn=None) -> "DeepSpeech2": # cfg: ExpConfig
-        "The registry's constructor: `model.deepspeech2`, `specaug` and the front end's dimension."
-        if cfg.features.kind == "raw":
-            raise ConfigError("features.kind: 'raw' (waveform samples) does not fit model.family 'deepspeech2', whose conv2d "
-                              "layers need a spectrogram: use fbank or mfcc")
-        return cls(_ds2_cfg(cfg), vocab_size, input_dim=frontend_dim(cfg), specaug=cfg.specaug, cmvn=cmvn)
+    from_config = classmethod(_ds2_from_config)   # the registry's constructor (above)
 
     @staticmethod
     def length_rule(cfg): # cfg: ExpConfig -> (input frames (B,) -> encoder frames (B,))

@@ -426,6 +426,18 @@ def _greedy_pieces(s:str, units:set[str]) -> list[str]|None:
         out.append(s[i:j]); i = j
     return out
 
+# %% ../nbs/14_lm.ipynb #7f0dcf8f
+def _lexicon(wl) -> list[tuple[str, list[str]]]: # wl: a WordLM (`WordLM.lexicon`)
+    "(word, the units that spell it) for each LM word the units can spell: the fast backend's lexicon."
+    have, out = set(wl.units), []
+    for w in sorted(wl.model.words()):
+        if wl.mode == 'char': sp = [w] if w in have else None
+        elif wl.mode == 'space': sp = list(w) if all(ch in have for ch in w) else None
+        else: sp = _greedy_pieces('▁' + w, have)     # sentencepiece: one spelling, longest pieces first
+        if sp: out.append((w, sp))
+    if not out: raise LMError(f"{wl.path}: the units spell none of the LM's words")
+    return out
+
 # %% ../nbs/14_lm.ipynb #0b188442
 class WordLM:
     "A word n-gram over the recogniser's units: `asr_nb.decode.WordScorer` (start / advance / finish), natural-log scores."
@@ -475,16 +487,7 @@ class WordLM:
         if st.pending: st = self._word(st, st.pending)
         return None if st is None else self._word(st, '</s>', count=0)
 
-    def lexicon(self) -> list[tuple[str, list[str]]]:
-        "(word, the units that spell it) for each LM word the units can spell: the fast backend's lexicon."
-        have, out = set(self.units), []
-        for w in sorted(self.model.words()):
-            if self.mode == 'char': sp = [w] if w in have else None
-            elif self.mode == 'space': sp = list(w) if all(ch in have for ch in w) else None
-            else: sp = _greedy_pieces('▁' + w, have)     # sentencepiece: one spelling, longest pieces first
-            if sp: out.append((w, sp))
-        if not out: raise LMError(f"{self.path}: the units spell none of the LM's words")
-        return out
+    lexicon = _lexicon                              # (word, its units) for the fast backend (above)
 
 # %% ../nbs/14_lm.ipynb #61429aad
 def check_word_overlap(lm:WordLM, texts:Iterable[str], what:str='the transcripts') -> float:

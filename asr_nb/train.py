@@ -328,6 +328,19 @@ def _train_fields(w: dict, # the window's means
                   skipped=skipped)
     return fields, model_keys, fps
 
+# %% ../nbs/10_train.ipynb #8bd7a56e
+def _tb_scalars(tb, prefix: str, values: dict, step: int):
+    "Write `values` as TensorBoard scalars `prefix/name` at `step` (tb None: TensorBoard is off)."
+    if tb is not None:
+        for k, v in values.items(): tb.add_scalar(f"{prefix}/{k}", v, step)
+
+def _eta_since(tlog, step: str, t_step: float) -> str: # tlog: a TrainLog (`TrainLog._eta`); step "s/total"
+    "Time left from the wall-clock rate since the last line (the window's step time at the first line)."
+    s, total = (int(x) for x in str(step).split("/")); now = time.time()
+    rate = (now - tlog._clock[0]) / (s - tlog._clock[1]) if tlog._clock and s > tlog._clock[1] else t_step
+    tlog._clock = (now, s)
+    return _eta(s, total, rate)
+
 # %% ../nbs/10_train.ipynb #1b477ddb
 class TrainLog:
     "The run's reports: log lines (rank 0), TensorBoard, the window and epoch meters, user errors into train.log."
@@ -361,24 +374,16 @@ class TrainLog:
         fields, model_keys, fps = _train_fields(w, e, epoch, step, lr, skipped, world_size, D.memory_stats(device))
         fields["eta"] = self._eta(step, fields["t_total"])   # the time left, also without a terminal (no progress bar)
         self.log.info(format_log_line("train", fields))
-        if self.tb is not None:
-            s = int(str(step).split("/")[0])
-            for k in ["loss", *model_keys, "grad_norm"]: self.tb.add_scalar(f"train/{k}", w.get(k, float("nan")), s)
-            self.tb.add_scalar("train/lr", lr, s); self.tb.add_scalar("train/frames_per_s", fps, s)
+        _tb_scalars(self.tb, "train", {**{k: w.get(k, float("nan")) for k in ["loss", *model_keys, "grad_norm"]},
+                                       "lr": lr, "frames_per_s": fps}, int(str(step).split("/")[0]))
 
-    def _eta(self, step: str, t_step: float) -> str:
-        "Time left from the wall-clock rate since the last line (the window's step time at the first line)."
-        s, total = (int(x) for x in str(step).split("/")); now = time.time()
-        rate = (now - self._clock[0]) / (s - self._clock[1]) if self._clock and s > self._clock[1] else t_step
-        self._clock = (now, s)
-        return _eta(s, total, rate)
+    _eta = _eta_since                                 # the time left (above)
 
     def valid_line(self, res: dict, epoch: int, step: int, seconds: float):
         if not self.main: return
         self.log.info(format_log_line("valid", dict(epoch=epoch, step=step, loss=res["valid_loss"], acc=res["valid_acc"],
                       cer=res["valid_cer"], utts=res["valid_utts"], time=round(seconds, 2))))
-        if self.tb is not None:
-            for k in ("loss", "acc", "cer"): self.tb.add_scalar(f"valid/{k}", res[f"valid_{k}"], step)
+        _tb_scalars(self.tb, "valid", {k: res[f"valid_{k}"] for k in ("loss", "acc", "cer")}, step)
 
     def close(self):
         if self.tb is not None: self.tb.close(); self.tb = None
