@@ -270,8 +270,8 @@ def _features(wavs: Sequence[torch.Tensor], cfg: FeatureConfig) -> tuple[torch.T
     return make_frontend(cfg).batch(wavs)
 
 # %% ../nbs/15_export.ipynb #1495b019
-class Recognizer:
-    "Speech to text with a trained model: `Recognizer.from_exp(dir)` (PyTorch) or `Recognizer.from_onnx(dir)` (onnxruntime)."
+class _RecognizerSetup:
+    "What a `Recognizer` holds: tokenizer, feature and decoding configs, one engine (PyTorch model or onnxruntime session)."
     def __init__(self, tokenizer, feat_cfg: FeatureConfig, decode_cfg: DecodeConfig, *,
                  subsampling: int = 4, # encoder frame-rate reduction (for timestamps)
                  model: nn.Module | None = None, # the PyTorch ASRModel (every method) ...
@@ -304,6 +304,9 @@ class Recognizer:
         from asr_nb.decode import methods_for
         return methods_for(self.capabilities)
 
+# %% ../nbs/15_export.ipynb #c1fcee45
+class _RecognizerLoaders(_RecognizerSetup):
+    "The two ways to build a `Recognizer`: from an experiment dir (PyTorch) or from an exported dir (onnxruntime)."
     @classmethod
     def from_exp(cls, exp_dir: str | os.PathLike, # experiment dir
                  weights: str | None = None, # default: model_avg.pt, else the best, else the last checkpoint
@@ -340,10 +343,9 @@ class Recognizer:
         rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
         return rec
 
-    def __repr__(self):
-        return (f"Recognizer({'pytorch' if self.model is not None else 'onnxruntime'}, vocab={self.tokenizer.vocab_size}, "
-                f"sample_rate={self.sample_rate}, methods={list(self.methods)})")
-
+# %% ../nbs/15_export.ipynb #49b25412
+class _RecognizerEngine(_RecognizerLoaders):
+    "The network on either engine: features to CTC posteriors, its length rule, and how long one piece may be."
     def encode(self, feats: torch.Tensor, # (B, T, n_mels) raw fbank
                lens: torch.Tensor # (B,)
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # log_probs (B, T', V), enc (B, T', d), enc_lens (B,)
@@ -358,16 +360,31 @@ class Recognizer:
         lp, enc, enc_lens = self.session.run(None, {'feats': feats.numpy().astype(np.float32), 'feat_lens': lens.numpy()})
         return torch.from_numpy(lp), torch.from_numpy(enc), torch.from_numpy(enc_lens)
 
-    def decode_ids(self, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
-                   method: str) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
-        "Token ids of the best hypothesis per utterance, with the CTC log-probs and lengths (for timestamps)."
-        return _decode_ids(self, feats, lens, method)
-
     def segment_limit_s(self, max_segment_s: float | None = None) -> float:
         "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
         lim = float(max_segment_s or self.max_segment_s)
         if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms * self.feat_cfg.lfr_n / 1000)  # LFR: n shifts a frame
         return lim
+
+    def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
+        "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
+        if self.model is not None: return self.model.output_lengths(lens)
+        from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
+        from asr_nb.model import model_length_rule   # an export records its model section (or subsampling) in meta.json
+        if getattr(self, 'model_cfg', None): return model_length_rule(config_from_dict(dict(model=self.model_cfg)))(lens)
+        return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
+
+# %% ../nbs/15_export.ipynb #aadf9322
+class Recognizer(_RecognizerEngine):
+    "Speech to text with a trained model: `Recognizer.from_exp(dir)` (PyTorch) or `Recognizer.from_onnx(dir)` (onnxruntime)."
+    def __repr__(self):
+        return (f"Recognizer({'pytorch' if self.model is not None else 'onnxruntime'}, vocab={self.tokenizer.vocab_size}, "
+                f"sample_rate={self.sample_rate}, methods={list(self.methods)})")
+
+    def decode_ids(self, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
+                   method: str) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
+        "Token ids of the best hypothesis per utterance, with the CTC log-probs and lengths (for timestamps)."
+        return _decode_ids(self, feats, lens, method)
 
     def transcribe(self, inputs, # a path / array, or a list of them
                    method: str | None = None, # default: decode.method of the config
@@ -396,14 +413,6 @@ class Recognizer:
         units = [self.tokenizer.units[t] for t in ids]
         words = [(w, round(a, 3), round(b, 3)) for w, a, b, _ in word_times(units, times, getattr(self.tokenizer, 'space_token', None))]
         return dict(text=text, tokens=ids, timestamps=[(u, round(a, 3), round(b, 3)) for u, (a, b) in zip(units, times)], words=words)
-
-    def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
-        "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
-        if self.model is not None: return self.model.output_lengths(lens)
-        from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
-        from asr_nb.model import model_length_rule   # an export records its model section (or subsampling) in meta.json
-        if getattr(self, 'model_cfg', None): return model_length_rule(config_from_dict(dict(model=self.model_cfg)))(lens)
-        return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
 
 # %% ../nbs/15_export.ipynb #14b4fa13
 def _decode_ids(rec: Recognizer, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
