@@ -270,6 +270,99 @@ def _features(wavs: Sequence[torch.Tensor], cfg: FeatureConfig) -> tuple[torch.T
     return make_frontend(cfg).batch(wavs)
 
 # %% ../nbs/15_export.ipynb #1495b019
+def _encode(self, feats: torch.Tensor, # (B, T, n_mels) raw fbank
+            lens: torch.Tensor # (B,)
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # log_probs (B, T', V), enc (B, T', d), enc_lens (B,)
+    "Run the encoder and CTC head on whichever engine this recognizer has. Raises InputTooLongError above `max_frames`."
+    if self.max_frames is not None and feats.size(1) > self.max_frames:
+        raise InputTooLongError(f"input of {feats.size(1)} frames is longer than this exported graph takes (max_frames="
+                                f"{self.max_frames} in meta.json); Recognizer.transcribe segments long audio")
+    if self.model is not None:
+        with torch.no_grad():
+            enc, enc_lens = self.model.encode(feats.to(self.device), lens.to(self.device))
+            return self.model.ctc_log_probs(enc), enc, enc_lens
+    lp, enc, enc_lens = self.session.run(None, {'feats': feats.numpy().astype(np.float32), 'feat_lens': lens.numpy()})
+    return torch.from_numpy(lp), torch.from_numpy(enc), torch.from_numpy(enc_lens)
+
+def _segment_limit_s(self, max_segment_s: float | None = None) -> float:
+    "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
+    lim = float(max_segment_s or self.max_segment_s)
+    if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms * self.feat_cfg.lfr_n / 1000)  # LFR: n shifts a frame
+    return lim
+
+def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
+    "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
+    if self.model is not None: return self.model.output_lengths(lens)
+    from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
+    from asr_nb.model import model_length_rule   # an export records its model section (or subsampling) in meta.json
+    if getattr(self, 'model_cfg', None): return model_length_rule(config_from_dict(dict(model=self.model_cfg)))(lens)
+    return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
+
+# %% ../nbs/15_export.ipynb #c1fcee45
+def _from_exp(cls, exp_dir: str | os.PathLike, # experiment dir
+              weights: str | None = None, # default: model_avg.pt, else the best, else the last checkpoint
+              device: str = 'cpu', # 'cpu', 'cuda', 'npu', 'mps' or 'auto'
+              overrides: Sequence[str] = (), # decode.* overrides, e.g. ['decode.beam=5']
+             ) -> Recognizer:
+    "A PyTorch recognizer from an experiment dir."
+    from asr_nb.checkpoint import load_model
+    from asr_nb.device import pick_device
+    exp = Path(exp_dir)
+    if not (exp/'config.yaml').is_file(): raise FileNotFoundError(f"{exp} is not an experiment dir (no config.yaml)")
+    dev = pick_device(device)
+    model, tok, cfg = load_model(str(exp), weights, device=dev)
+    cfg = apply_overrides(cfg, list(overrides))
+    return cls(tok, cfg.features, cfg.decode, subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), model=model.float().eval(), device=dev)
+
+def _from_onnx(cls, onnx_dir: str | os.PathLike, # a dir written by `export_onnx`
+               overrides: Sequence[str] = (), # decode.* overrides
+               providers: Sequence[str] | None = None, # onnxruntime execution providers (default CPU)
+              ) -> Recognizer:
+    "An onnxruntime recognizer from an exported dir (no PyTorch model involved)."
+    from asr_nb.tokenizer import load_tokenizer
+    d = Path(onnx_dir)
+    if not (d/'meta.json').is_file(): raise FileNotFoundError(f"{d} is not an exported model dir (no meta.json; see asr_nb_export)")
+    meta = _read_meta(d/'meta.json')
+    cfg = config_from_dict(dict(features=meta['features'], decode=meta['decode'], tokenizer=meta['tokenizer']))
+    cfg = apply_overrides(cfg, list(overrides))
+    tok = load_tokenizer(d, cfg.tokenizer.space_token)
+    max_frames = meta.get('max_frames', _LEGACY_MAX_FRAMES.get(meta['subsampling']))  # exports before the limit was recorded
+    rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers),
+              max_frames=max_frames)
+    rec.model_cfg = meta.get('model')   # the family's length rule (exports before it was recorded: the Conformer's)
+    rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
+    return rec
+
+# %% ../nbs/15_export.ipynb #49b25412
+def _transcribe(self, inputs, # a path / array, or a list of them
+                method: str | None = None, # default: decode.method of the config
+                sample_rate: int | None = None, # rate of array inputs (default: the model's); files carry their own
+                timestamps: bool = False, # also return token times from a CTC forced alignment
+                batch_size: int | None = None, # utterances (or pieces of a long one) per forward pass (default: decode.batch_size)
+                max_segment_s: float | None = None, # longer inputs are segmented (asr_nb.segment); default: the recognizer's
+                channel: int | str | None = None, # multi-channel files: channel index or 'mean' (downmix); None: error
+               ):
+    "Text per input; with `timestamps`, dict(text, tokens, timestamps=[(unit, start_s, end_s), ...]). One input -> one result."
+    single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
+    items = [inputs] if single else list(inputs)
+    method = method or self.decode_cfg.method
+    from asr_nb.decode import check_method
+    check_method(method, self.capabilities, 'this model' if self.model is not None else
+                 'onnxruntime (it runs the exported encoder and CTC head only; decode with --exp for the attention methods)')
+    bs, limit = batch_size or self.decode_cfg.batch_size, self.segment_limit_s(max_segment_s)
+    outs = [r for s in range(0, len(items), bs)
+            for r in _transcribe_batch(self, items[s:s + bs], method, sample_rate, timestamps, bs, limit, channel)]
+    return outs[0] if single else outs
+
+def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
+    text = self.tokenizer.decode(ids)
+    if not timestamps: return text
+    from asr_nb.align import word_times
+    units = [self.tokenizer.units[t] for t in ids]
+    words = [(w, round(a, 3), round(b, 3)) for w, a, b, _ in word_times(units, times, getattr(self.tokenizer, 'space_token', None))]
+    return dict(text=text, tokens=ids, timestamps=[(u, round(a, 3), round(b, 3)) for u, (a, b) in zip(units, times)], words=words)
+
+# %% ../nbs/15_export.ipynb #aadf9322
 class Recognizer:
     "Speech to text with a trained model: `Recognizer.from_exp(dir)` (PyTorch) or `Recognizer.from_onnx(dir)` (onnxruntime)."
     def __init__(self, tokenizer, feat_cfg: FeatureConfig, decode_cfg: DecodeConfig, *,
@@ -291,6 +384,10 @@ class Recognizer:
             from asr_nb.lm import load_lm
             self.lm = load_lm(decode_cfg.lm_path, units=tokenizer.units, device=self.device)
 
+    from_exp, from_onnx = classmethod(_from_exp), classmethod(_from_onnx)
+    encode, segment_limit_s, _encoder_lengths = _encode, _segment_limit_s, _encoder_lengths
+    transcribe, _result = _transcribe, _result
+
     @property
     def sample_rate(self) -> int: return self.feat_cfg.sample_rate
     @property
@@ -303,107 +400,13 @@ class Recognizer:
         "Decoding methods this engine offers (`asr_nb.decode.SEARCHES` filtered by `capabilities`)."
         from asr_nb.decode import methods_for
         return methods_for(self.capabilities)
-
-    @classmethod
-    def from_exp(cls, exp_dir: str | os.PathLike, # experiment dir
-                 weights: str | None = None, # default: model_avg.pt, else the best, else the last checkpoint
-                 device: str = 'cpu', # 'cpu', 'cuda', 'npu', 'mps' or 'auto'
-                 overrides: Sequence[str] = (), # decode.* overrides, e.g. ['decode.beam=5']
-                ) -> Recognizer:
-        "A PyTorch recognizer from an experiment dir."
-        from asr_nb.checkpoint import load_model
-        from asr_nb.device import pick_device
-        exp = Path(exp_dir)
-        if not (exp/'config.yaml').is_file(): raise FileNotFoundError(f"{exp} is not an experiment dir (no config.yaml)")
-        dev = pick_device(device)
-        model, tok, cfg = load_model(str(exp), weights, device=dev)
-        cfg = apply_overrides(cfg, list(overrides))
-        return cls(tok, cfg.features, cfg.decode, subsampling=getattr(model, 'subsampling', cfg.model.encoder.subsampling), model=model.float().eval(), device=dev)
-
-    @classmethod
-    def from_onnx(cls, onnx_dir: str | os.PathLike, # a dir written by `export_onnx`
-                  overrides: Sequence[str] = (), # decode.* overrides
-                  providers: Sequence[str] | None = None, # onnxruntime execution providers (default CPU)
-                 ) -> Recognizer:
-        "An onnxruntime recognizer from an exported dir (no PyTorch model involved)."
-        from asr_nb.tokenizer import load_tokenizer
-        d = Path(onnx_dir)
-        if not (d/'meta.json').is_file(): raise FileNotFoundError(f"{d} is not an exported model dir (no meta.json; see asr_nb_export)")
-        meta = _read_meta(d/'meta.json')
-        cfg = config_from_dict(dict(features=meta['features'], decode=meta['decode'], tokenizer=meta['tokenizer']))
-        cfg = apply_overrides(cfg, list(overrides))
-        tok = load_tokenizer(d, cfg.tokenizer.space_token)
-        max_frames = meta.get('max_frames', _LEGACY_MAX_FRAMES.get(meta['subsampling']))  # exports before the limit was recorded
-        rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers),
-                  max_frames=max_frames)
-        rec.model_cfg = meta.get('model')   # the family's length rule (exports before it was recorded: the Conformer's)
-        rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
-        return rec
-
     def __repr__(self):
         return (f"Recognizer({'pytorch' if self.model is not None else 'onnxruntime'}, vocab={self.tokenizer.vocab_size}, "
                 f"sample_rate={self.sample_rate}, methods={list(self.methods)})")
-
-    def encode(self, feats: torch.Tensor, # (B, T, n_mels) raw fbank
-               lens: torch.Tensor # (B,)
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # log_probs (B, T', V), enc (B, T', d), enc_lens (B,)
-        "Run the encoder and CTC head on whichever engine this recognizer has. Raises InputTooLongError above `max_frames`."
-        if self.max_frames is not None and feats.size(1) > self.max_frames:
-            raise InputTooLongError(f"input of {feats.size(1)} frames is longer than this exported graph takes (max_frames="
-                                    f"{self.max_frames} in meta.json); Recognizer.transcribe segments long audio")
-        if self.model is not None:
-            with torch.no_grad():
-                enc, enc_lens = self.model.encode(feats.to(self.device), lens.to(self.device))
-                return self.model.ctc_log_probs(enc), enc, enc_lens
-        lp, enc, enc_lens = self.session.run(None, {'feats': feats.numpy().astype(np.float32), 'feat_lens': lens.numpy()})
-        return torch.from_numpy(lp), torch.from_numpy(enc), torch.from_numpy(enc_lens)
-
     def decode_ids(self, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
                    method: str) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
         "Token ids of the best hypothesis per utterance, with the CTC log-probs and lengths (for timestamps)."
         return _decode_ids(self, feats, lens, method)
-
-    def segment_limit_s(self, max_segment_s: float | None = None) -> float:
-        "Longest input (seconds) decoded in one piece: `max_segment_s` (default: this recognizer's), capped by `max_frames`."
-        lim = float(max_segment_s or self.max_segment_s)
-        if self.max_frames is not None: lim = min(lim, (self.max_frames - 1) * self.feat_cfg.frame_shift_ms * self.feat_cfg.lfr_n / 1000)  # LFR: n shifts a frame
-        return lim
-
-    def transcribe(self, inputs, # a path / array, or a list of them
-                   method: str | None = None, # default: decode.method of the config
-                   sample_rate: int | None = None, # rate of array inputs (default: the model's); files carry their own
-                   timestamps: bool = False, # also return token times from a CTC forced alignment
-                   batch_size: int | None = None, # utterances (or pieces of a long one) per forward pass (default: decode.batch_size)
-                   max_segment_s: float | None = None, # longer inputs are segmented (asr_nb.segment); default: the recognizer's
-                   channel: int | str | None = None, # multi-channel files: channel index or 'mean' (downmix); None: error
-                  ):
-        "Text per input; with `timestamps`, dict(text, tokens, timestamps=[(unit, start_s, end_s), ...]). One input -> one result."
-        single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
-        items = [inputs] if single else list(inputs)
-        method = method or self.decode_cfg.method
-        from asr_nb.decode import check_method
-        check_method(method, self.capabilities, 'this model' if self.model is not None else
-                     'onnxruntime (it runs the exported encoder and CTC head only; decode with --exp for the attention methods)')
-        bs, limit = batch_size or self.decode_cfg.batch_size, self.segment_limit_s(max_segment_s)
-        outs = [r for s in range(0, len(items), bs)
-                for r in _transcribe_batch(self, items[s:s + bs], method, sample_rate, timestamps, bs, limit, channel)]
-        return outs[0] if single else outs
-
-    def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
-        text = self.tokenizer.decode(ids)
-        if not timestamps: return text
-        from asr_nb.align import word_times
-        units = [self.tokenizer.units[t] for t in ids]
-        words = [(w, round(a, 3), round(b, 3)) for w, a, b, _ in word_times(units, times, getattr(self.tokenizer, 'space_token', None))]
-        return dict(text=text, tokens=ids, timestamps=[(u, round(a, 3), round(b, 3)) for u, (a, b) in zip(units, times)], words=words)
-
-    def _encoder_lengths(self, lens: torch.Tensor) -> torch.Tensor: # (B,) feature frames -> (B,) encoder frames
-        "The model's length arithmetic; for an ONNX export, that of its recorded subsampling."
-        if self.model is not None: return self.model.output_lengths(lens)
-        from asr_nb.core import EncoderConfig, ExpConfig, ModelConfig
-        from asr_nb.model import model_length_rule   # an export records its model section (or subsampling) in meta.json
-        if getattr(self, 'model_cfg', None): return model_length_rule(config_from_dict(dict(model=self.model_cfg)))(lens)
-        return model_length_rule(ExpConfig(model=ModelConfig(encoder=EncoderConfig(subsampling=self.subsampling))))(lens)
 
 # %% ../nbs/15_export.ipynb #14b4fa13
 def _decode_ids(rec: Recognizer, feats: torch.Tensor, lens: torch.Tensor, # (B, T, n_mels), (B,) with every length >= the minimum
