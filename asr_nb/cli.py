@@ -523,7 +523,7 @@ def transcribe_main(argv: Sequence[str]) -> int:
         try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps or a.ctm, channel=a.channel, max_segment_s=a.max_segment_s)
         except _user_error_types() as e:                    # this file is unusable: say so, go on with the others
             msg = _one_line(e); msg = msg if f in msg else f"{f}: {msg}"
-            if 'channel' in msg and a.channel is None: msg += " (use --channel N, or --channel mean to downmix)"
+            if 'mono expected' in msg and a.channel is None: msg = msg.split(' (make it mono')[0] + " (use --channel N, or --channel mean to downmix)"
             print(f"asr_nb_transcribe: error: {msg}", file=sys.stderr); bad += 1; continue
         if a.ctm:
             from asr_nb.align import ctm_lines

@@ -42,7 +42,7 @@ def load_audio(path: str | os.PathLike,    # any regular file libsndfile reads (
         sr, nch, total = f.samplerate, f.channels, f.frames
         if total == 0: raise AudioError(f"{path}: has no samples (zero-length audio)")
         if nch > 1 and channel is None:
-            raise AudioError(f"{path}: has {nch} channels; pass channel=k to take one (mono expected)")
+            raise AudioError(f"{path}: has {nch} channels, mono expected (make it mono, e.g. sox IN -c 1 OUT)")
         if channel is not None and not 0 <= channel < nch:
             raise AudioError(f"{path}: channel {channel} requested but the file has {nch}")
         first = 0 if start is None else int(round(start * sr))

@@ -54,7 +54,7 @@ def test_zero_length_audio(tmp_path):
 def test_empty_segment_and_channels(tmp_path):
     p = tmp_path / "stereo.wav"
     sf.write(p, np.zeros((1600, 2), np.float32), 16000)
-    with pytest.raises(AudioError, match="stereo.wav: has 2 channels"):
+    with pytest.raises(AudioError, match="stereo.wav: has 2 channels, mono expected .make it mono"):
         load_audio(p)
     with pytest.raises(AudioError, match="stereo.wav: channel 2 requested"):
         load_audio(p, channel=2)
