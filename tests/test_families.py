@@ -10,32 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from asr_nb.cli import decode_main, export_main, synth_main, train_main, transcribe_main
+from asr_nb.cli import decode_main, export_main, train_main, transcribe_main
 
-ROOT = Path(__file__).resolve().parents[1]
+from cli_helpers import ROOT, one_line_error, run, synth
 SMALL = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64',
          'model.encoder.num_blocks=1', 'model.encoder.cnn_kernel=3', 'model.decoder.linear_units=64',
          'train.max_steps=3', 'train.log_interval=1', 'train.tensorboard=false', 'train.num_threads=1',
          'data.max_frames_in_batch=3000', 'optim.warmup_steps=2', 'data.num_workers=0']
 
 
-def run(main, argv, capsys):
-    rc = main([str(a) for a in argv]); out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc, err, *needles):
-    lines = [l for l in err.splitlines() if l.strip()]
-    assert rc == 2 and len(lines) == 1 and 'error:' in lines[0] and 'Traceback' not in err, err
-    for n in needles: assert n in lines[0], (n, lines[0])
-    return lines[0]
-
-
 @pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-    d = tmp_path_factory.mktemp('corpus')/'synth'
-    assert synth_main(['--out', str(d), '--n-train', '20', '--n-dev', '4', '--n-test', '4', '--seed', '5']) == 0
-    return {s: d/s for s in ('train', 'dev', 'test')}
+def corpus(tmp_path_factory): return synth(tmp_path_factory, n_train=20, seed=5)
 
 
 def train_exp(corpus, exp, *overrides):
