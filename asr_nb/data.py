@@ -597,14 +597,15 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
             with ThreadPoolExecutor(max(1, jobs)) as ex: corrupt = dict(zip(readable, ex.map(_decode_problem, readable)))
     for u in utts:
         rs = bad[u.key]
-        if not u.text.strip(): rs.append('empty_text: transcript is empty')
+        if u.text is None: pass                   # unlabelled audio (pre-training): nothing to check in the text
+        elif not u.text.strip(): rs.append('empty_text: transcript is empty')
         elif units is not None:
             oov = sorted({c for c in u.text if c not in units and not (c == ' ' and _space_ok(units))})
             if oov: rs.append(f"oov_chars: {' '.join(repr(c) for c in oov)} not in units")
         frames = u.num_frames
         if check_audio:
             frames = _check_utt_audio(u, infos[u.audio], corrupt, sample_rate, channels, rs, rates)
-        if frames and u.text.strip() and length_rule is not None:
+        if frames and u.text and u.text.strip() and length_rule is not None:
             why = ctc_length_check(frames, list(tokenize(u.text) if tokenize is not None else u.text), length_rule)
             if why: rs.append(f"too_long_for_ctc: {why}")
         if not rs: del bad[u.key]

@@ -544,12 +544,15 @@ def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), feat
     from asr_nb.core import get_logger, save_config, seed_everything
     from asr_nb.train import LRSchedule, build_optimizer, format_log_line
     if cfg.features.kind != "raw": raise ConfigError("features.kind: wav2vec 2.0 pre-training reads the waveform: use features.kind: raw")
+    from asr_nb.data import validate_utterances
+    rep = validate_utterances(_unlabelled(data), sample_rate=cfg.features.sample_rate)  # before anything is written
+    if not rep.good: raise UserError(f"{data}: none of its {rep.total} utterances is usable: {rep.counts()}")
+    utts = rep.good                                                  # bad ones are reported (one warning) and skipped
     exp = Path(exp_dir); exp.mkdir(parents=True, exist_ok=True)
     log = get_logger("asr_nb.pretrain"); fh = logging.FileHandler(exp/"pretrain.log"); log.addHandler(fh)
     try:
         save_config(cfg, exp/"config.yaml"); seed_everything(cfg.train.seed)
         if cfg.train.num_threads: torch.set_num_threads(cfg.train.num_threads)
-        utts = _unlabelled(data)
         c = cfg.model.wav2vec2
         min_frames = max(cfg.data.min_frames, math.ceil((conv_receptive_field(c.conv_layers)[0] +
                          conv_receptive_field(c.conv_layers)[1] * (c.mask_time_length + 2)) * 100 / cfg.features.sample_rate))

@@ -251,3 +251,12 @@ def test_planted_pickle_through_the_training_cli(fairseq_data, tmp_path, capsys)
                      "--exp", str(tmp_path/"exp"), *FAST, f"model.wav2vec2.pretrained={tmp_path/'wav2vec_small.pt'}"])
     one_line_error(rc, capsys.readouterr()[1], "wav2vec_small.pt", "posix.system")
     assert not marker.exists()
+
+
+def test_pretrain_checks_its_audio_before_writing(tmp_path, capsys):
+    "A .tsv naming missing audio stops asr_nb_pretrain with an error naming the file, before the exp dir exists."
+    tsv = tmp_path/"t.tsv"; tsv.write_text(f"{tmp_path/'nowhere'}\nx.wav\t100000\n")
+    rc = pretrain_main(["--config", str(ROOT/"conf"/"wav2vec2_pretrain_tiny.yaml"), "--data", str(tsv), "--exp", str(tmp_path/"e")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "t.tsv: none of its 1 utterances is usable" in err and "missing_audio" in err and "Traceback" not in err
+    assert not (tmp_path/"e").exists()
