@@ -380,7 +380,7 @@ class Recognizer:
         self.lm = None
         self.max_segment_s = float(max_segment_s or getattr(decode_cfg, 'max_segment_s', 0) or 30.0)
         self.max_frames = max_frames
-        if decode_cfg.lm_path and decode_cfg.lm_weight > 0:
+        if decode_cfg.lm_path:   # named = loaded and checked (a word LM restricts the words even at lm_weight 0)
             from asr_nb.lm import load_lm
             self.lm = load_lm(decode_cfg.lm_path, units=tokenizer.units, device=self.device)
 

@@ -51,6 +51,10 @@ def test_trains_decodes_and_exports(corpus, tmp_path, capsys, variant):
         rc, out, err = run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', m, *lm_args, '--out', tmp_path/m], capsys)
         assert rc == 0, err
         assert json.loads((tmp_path/m/'result.json').read_text())['n'] == 4
+    (tmp_path/'bad.arpa').write_text('\\data\\\nngram 1=zz\n')          # named is loaded and checked, even at the default weight 0
+    one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'ctc_beam_lm_fast', '--lm-path',
+                                      tmp_path/'bad.arpa', '--out', tmp_path/'z'], capsys)[::2], 'bad.arpa:2')
+    assert not (tmp_path/'z').exists()
     one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'ctc_prefix_beam', *lm_args,   # a unit-LM search
                                       '--out', tmp_path/'y'], capsys)[::2], 'word n-gram', 'ctc_beam_lm')
     one_line_error(*run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'attention', '--out', tmp_path/'x'],
