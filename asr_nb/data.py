@@ -724,6 +724,7 @@ def fingerprint_changes(old:dict|None, # the stored fingerprint (None: absent)
                         new:dict,      # the fields the artefact should have been made from
                         base_dir:Path|str|None=None, # where the listed files live (None: skip the file check)
                         fields:Sequence[str]|None=None, # compare only these keys of `new` (None: all)
+                        defaults:dict|None=None, # {section: {setting: default}}: a setting absent from `old` (added by a later version) counts as its default
                        ) -> list[str]:
     "Why a derived artefact cannot be reused: changed fields, missing or altered files; [] when it can."
     if old is None: return ['no fingerprint (never written, or the run that wrote it was cut short)']
@@ -731,6 +732,7 @@ def fingerprint_changes(old:dict|None, # the stored fingerprint (None: absent)
     for k in fields or new:
         a, b = old.get(k), new[k]
         if isinstance(a, dict) and isinstance(b, dict):   # a settings section: name the settings that differ
+            a = {**(defaults or {}).get(k, {}), **a}
             why += [f"{k}.{s}: {_short(a.get(s))} -> {_short(b.get(s))}" for s in sorted(set(a) | set(b)) if a.get(s) != b.get(s)]
         elif a != b: why.append(f"{k}: {_short(a)} -> {_short(b)}")
     if base_dir is not None:

@@ -272,6 +272,10 @@ def load_cmvn(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]: # m
 import dataclasses, time
 _NOT_CMVN = ("dither", "speed_perturb", "cmvn", "cmvn_file")   # training-time settings that do not change the statistics
 
+def _cmvn_defaults() -> dict:
+    "A feature setting added after an exp was made counts as its default there (an old exp resumes)."
+    return dict(features={k: v for k, v in dataclasses.asdict(FeatureConfig()).items() if k not in _NOT_CMVN})
+
 def cmvn_fingerprint(cfg: FeatureConfig, utts: Iterable) -> dict:
     "What cmvn.npz depends on: the feature settings and a hash of the (audio, start, end) list."
     from asr_nb.data import sha256_strings
@@ -292,12 +296,12 @@ def ensure_cmvn(exp_dir: str | os.PathLike,   # holds cmvn.npz and its fingerpri
     if cfg.cmvn_file and not (keep and npz.exists()):   # given statistics (PPASR's mean_std.npz): nothing to compute
         stats = import_mean_std(cfg.cmvn_file, npz, make_frontend(cfg).dim); write_fingerprint(fpp, new, [npz]); return stats
     if keep and npz.exists():
-        if old is not None and (why := fingerprint_changes(old, new, exp, fields=["features"])):
+        if old is not None and (why := fingerprint_changes(old, new, exp, fields=["features"], defaults=_cmvn_defaults())):
             raise CmvnError(f"{npz}: made with other feature settings than the ones resumed with ({'; '.join(why)})")
-        if old is not None and fingerprint_changes(old, new):
+        if old is not None and fingerprint_changes(old, new, defaults=_cmvn_defaults()):
             log.warning(f"{npz}: the training audio changed since it was computed; keeping it (resume/fine-tuning)")
         return load_cmvn(npz)
-    why = fingerprint_changes(old, new, exp) if npz.exists() else ["no cmvn.npz"]
+    why = fingerprint_changes(old, new, exp, defaults=_cmvn_defaults()) if npz.exists() else ["no cmvn.npz"]
     if not why: return load_cmvn(npz)
     if npz.exists(): log.warning(f"{npz}: recomputing ({'; '.join(why)})")
     fpp.unlink(missing_ok=True)                    # first: a kill from here on leaves no fingerprint -> recomputed
