@@ -15,7 +15,9 @@ import yaml
 # %% auto #0
 __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'FeatureConfig', 'SpecAugConfig', 'TokenizerConfig',
            'DataConfig', 'EncoderConfig', 'DecoderConfig', 'LossConfig', 'DeepSpeech2Config', 'Wav2Vec2Config',
-           'ParaformerConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'ExpConfig',
+           'ParaformerConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'SpeedAugConfig',
+           'TempoAugConfig', 'PitchAugConfig', 'ReverbAugConfig', 'NoiseAugConfig', 'BandAugConfig', 'CodecAugConfig',
+           'GainAugConfig', 'ShiftAugConfig', 'SpecSubConfig', 'SpecTrimConfig', 'AugmentConfig', 'ExpConfig',
            'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config',
            'save_config', 'seed_everything', 'get_logger', 'setup_logging']
 
@@ -477,6 +479,128 @@ class DecodeConfig:
         _check_positive(self, "lm_weight", "maxlenratio", "minlenratio", allow_zero=True)
         if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
 
+# %% ../nbs/00_core.ipynb #17833b44
+def _check_prob_range(obj, rng: str | None = None, lo: float = -math.inf, hi: float = math.inf):
+    "`prob` in [0, 1]; the list field `rng` is [low, high] with lo <= low <= high <= hi (one number x means [x, x])."
+    _check_finite(obj)
+    if not 0 <= obj.prob <= 1: raise ConfigError(f"prob: must be in [0, 1], got {obj.prob}")
+    if rng is None: return
+    v = getattr(obj, rng)
+    if isinstance(v, (int, float)): v = [v, v]
+    if isinstance(v, list) and len(v) == 1: v = [v[0], v[0]]
+    if len(v) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) or not lo <= v[0] <= v[1] <= hi:
+        raise ConfigError(f"{rng}: expected [low, high] with {lo:g} <= low <= high <= {hi:g}, got {getattr(obj, rng)}")
+    setattr(obj, rng, [float(x) for x in v])
+
+@dataclass
+class SpeedAugConfig:
+    "Speed (tempo and pitch together, `sox speed`): a factor drawn from `factors`."
+    prob: float = 0.0
+    factors: list = field(default_factory=lambda: [0.9, 1.0, 1.1])  # > 1 faster and higher
+    def __post_init__(self):
+        _check_prob_range(self)
+        if not self.factors or any(not 0.5 <= float(f) <= 2.0 for f in self.factors): raise ConfigError(f"factors: must lie in [0.5, 2.0], got {self.factors}")
+        self.factors = [float(f) for f in self.factors]
+
+@dataclass
+class TempoAugConfig:
+    "Tempo (duration changes, pitch stays): a rate drawn uniformly from `rate`."
+    prob: float = 0.0
+    rate: list = field(default_factory=lambda: [0.9, 1.1])  # > 1 shorter
+    def __post_init__(self): _check_prob_range(self, "rate", 0.5, 2.0)
+
+@dataclass
+class PitchAugConfig:
+    "Pitch shift (duration stays): semitones drawn uniformly from `semitones`."
+    prob: float = 0.0
+    semitones: list = field(default_factory=lambda: [-2.0, 2.0])
+    def __post_init__(self): _check_prob_range(self, "semitones", -12.0, 12.0)
+
+@dataclass
+class ReverbAugConfig:
+    "Room reverberation: convolution with a room impulse response from `dir`, or from `num_rooms` simulated rooms."
+    prob: float = 0.0
+    dir: str = ""               # RIR files (a folder, searched recursively, or a list file); '' = simulated rooms (image method)
+    num_rooms: int = 16         # simulated rooms (when dir is '')
+    rt60: list = field(default_factory=lambda: [0.2, 0.8])  # simulated rooms: reverberation time range, s
+    def __post_init__(self):
+        _check_prob_range(self, "rt60", 0.05, 3.0); _check_positive(self, "num_rooms")
+
+@dataclass
+class NoiseAugConfig:
+    "Additive noise at an SNR drawn uniformly from `snr_db`."
+    prob: float = 0.0
+    dir: str = ""               # noise files (a folder, searched recursively, or a list file); '' = coloured noise made on the fly
+    snr_db: list = field(default_factory=lambda: [5.0, 25.0])  # speech-to-noise power ratio range, dB
+    max_count: int = 1          # 1..max_count noises mixed in (PPASR's repetition), each at its own SNR
+    def __post_init__(self): _check_prob_range(self, "snr_db", -20.0, 100.0); _check_positive(self, "max_count")
+
+# %% ../nbs/00_core.ipynb #3b332e67
+@dataclass
+class BandAugConfig:
+    "Band-limiting: down to a rate from `rates` and back (telephone: 8000), after an optional high-pass."
+    prob: float = 0.0
+    rates: list = field(default_factory=lambda: [8000])  # Hz, below features.sample_rate
+    highpass_hz: float = 0.0    # telephone band: 300; 0 = none
+    def __post_init__(self):
+        _check_prob_range(self); _check_positive(self, "highpass_hz", allow_zero=True)
+        if not self.rates or any(int(r) < 1000 for r in self.rates): raise ConfigError(f"rates: expected sample rates >= 1000 Hz, got {self.rates}")
+        self.rates = [int(r) for r in self.rates]
+
+@dataclass
+class CodecAugConfig:
+    "A codec-like step: quantisation by one of `kinds` ('mulaw': G.711 8-bit mu-law; 'pcm8': 8-bit linear)."
+    prob: float = 0.0
+    kinds: list = field(default_factory=lambda: ["mulaw"])
+    def __post_init__(self):
+        _check_prob_range(self)
+        if not self.kinds or any(k not in ("mulaw", "pcm8") for k in self.kinds): raise ConfigError(f"kinds: expected a list of 'mulaw', 'pcm8', got {self.kinds}")
+
+@dataclass
+class GainAugConfig:
+    "Volume: a gain drawn uniformly from `gain_db` (no clipping: features are computed from floats)."
+    prob: float = 0.0
+    gain_db: list = field(default_factory=lambda: [-10.0, 10.0])
+    def __post_init__(self): _check_prob_range(self, "gain_db", -60.0, 60.0)
+
+@dataclass
+class ShiftAugConfig:
+    "Time shift by `shift_ms` (> 0 later: zeros in front); the length stays."
+    prob: float = 0.0
+    shift_ms: list = field(default_factory=lambda: [-5.0, 5.0])
+    def __post_init__(self): _check_prob_range(self, "shift_ms", -10000.0, 10000.0)
+
+@dataclass
+class SpecSubConfig:
+    "WeNet's SpecSub on the features: `num_t_sub` times, a span of up to `max_t` frames is replaced by earlier frames."
+    prob: float = 0.0
+    max_t: int = 30
+    num_t_sub: int = 3
+    def __post_init__(self): _check_prob_range(self); _check_positive(self, "max_t", "num_t_sub")
+
+@dataclass
+class SpecTrimConfig:
+    "WeNet's SpecTrim: up to `max_t` frames cut from the end of the features."
+    prob: float = 0.0
+    max_t: int = 20
+    def __post_init__(self): _check_prob_range(self); _check_positive(self, "max_t")
+
+@dataclass
+class AugmentConfig:
+    "On-the-fly augmentation in the data workers (training only), seeded per (train.seed, epoch, utterance key)."
+    conf_path: str = ""         # a PPASR augmentation file (JSON list or YAML mapping): its steps replace the sections below
+    speed: SpeedAugConfig = field(default_factory=SpeedAugConfig)
+    tempo: TempoAugConfig = field(default_factory=TempoAugConfig)
+    pitch: PitchAugConfig = field(default_factory=PitchAugConfig)
+    reverb: ReverbAugConfig = field(default_factory=ReverbAugConfig)
+    noise: NoiseAugConfig = field(default_factory=NoiseAugConfig)
+    band: BandAugConfig = field(default_factory=BandAugConfig)
+    codec: CodecAugConfig = field(default_factory=CodecAugConfig)
+    volume: GainAugConfig = field(default_factory=GainAugConfig)
+    shift: ShiftAugConfig = field(default_factory=ShiftAugConfig)
+    spec_sub: SpecSubConfig = field(default_factory=SpecSubConfig)
+    spec_trim: SpecTrimConfig = field(default_factory=SpecTrimConfig)
+
 # %% ../nbs/00_core.ipynb #d8b76d2a
 @dataclass
 class ExpConfig:
@@ -489,6 +613,8 @@ class ExpConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # augment (#19): on-the-fly augmentation in the data workers (asr_nb.augment)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     def __post_init__(self):
         for f in fields(self): _check_section(getattr(self, f.name), f.name)
 
