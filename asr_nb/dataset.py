@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .core import IGNORE_ID, Batch, DataConfig, ExpConfig, FeatureConfig, get_logger
 from .data import Utterance, ctc_length_check, fill_num_frames
 from .features import check_config, load_audio, make_frontend, speed_perturb
+from .augment import AugmentError, Augmenter, make_augmenter
 
 # %% auto #0
 __all__ = ['BATCH_TYPES', 'log', 'FilterReport', 'filter_utterances', 'batch_budget', 'batch_cost', 'sort_key_lengths',
@@ -261,10 +262,11 @@ class ASRDataset(Dataset):
                  train: bool,               # speed perturbation and dither only in training
                  seed: int = 0,             # with epoch and index, seeds each item's randomness
                  strict: bool = False,      # raise on unreadable audio instead of skipping it
+                 augment: Augmenter | None = None, # training: waveform (and SpecSub/SpecTrim) augmentation, seeded per (seed, epoch, key)
                 ):
         self.utts, self.tokenizer, self.feat_cfg = list(utts), tokenizer, feat_cfg
         self.frontend = make_frontend(feat_cfg)                                         # fbank, mfcc or raw
-        self.train, self.seed, self.strict = train, seed, strict
+        self.train, self.seed, self.strict, self.augment = train, seed, strict, augment
         self._epoch = torch.zeros(1, dtype=torch.long).share_memory_()                 # seen by workers
         self._skipped = torch.zeros(_MAX_WORKERS + 1, dtype=torch.long).share_memory_() # slot per worker
 
@@ -294,10 +296,12 @@ def _getitem(self: ASRDataset, idx: int) -> dict | None:
             if self.train:
                 factor = float(cfg.speed_perturb[int(torch.randint(len(cfg.speed_perturb), ()))])
                 if factor != 1.0: wav = speed_perturb(wav, cfg.sample_rate, factor)
+                if self.augment: wav = self.augment(wav, u.key, int(self._epoch[0]))    # 05_augment
             feats = self.frontend(wav, train=self.train)           # (T, dim); dither only in training
+            if self.train and self.augment: feats = self.augment.features(feats, u.key, int(self._epoch[0]))
         if feats.shape[0] == 0: raise ValueError(f"{wav.numel()} samples are shorter than one frame")
     except Exception as e:
-        if self.strict: raise
+        if self.strict or isinstance(e, AugmentError): raise   # a bad noise/RIR file is the user's, not the utterance's
         log.warning(f"skipping utterance {u.key} (audio {u.audio}): {type(e).__name__}: {e}")
         info = torch.utils.data.get_worker_info()
         self._skipped[0 if info is None else 1 + info.id % _MAX_WORKERS] += 1
@@ -356,7 +360,8 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
     if report.dropped and rank == 0: log.warning(report.summary())
     if dc.strict and report.counts["too_long_for_ctc"]: raise ValueError("strict: " + report.summary(max_keys=20))
     if not kept: raise ValueError("no utterance left after filtering: " + report.summary())
-    ds = ASRDataset(kept, tokenizer, cfg.features, train=train, seed=seed, strict=dc.strict)
+    ds = ASRDataset(kept, tokenizer, cfg.features, train=train, seed=seed, strict=dc.strict,
+                    augment=make_augmenter(cfg, seed) if train else None)
     ds.filter_report = report
     sampler = BucketBatchSampler([u.num_frames for u in kept], report.token_lens, dc, rank=rank, world_size=world_size,
                                  seed=seed, shuffle=train and dc.shuffle, feat_dim=fe.dim,
