@@ -20,7 +20,8 @@ from .features import speed_perturb
 __all__ = ['CODECS', 'AUDIO_SUFFIXES', 'STEPS', 'FEATURE_STEPS', 'utterance_rng', 'add_noise', 'snr_db', 'coloured_noise',
            'reverberate', 'change_tempo', 'shift_pitch', 'band_limit', 'codec', 'apply_gain', 'time_shift', 'spec_sub',
            'spec_trim', 'AugmentError', 'list_audio_files', 'NoiseSource', 'simulate_rir', 'RirSource', 'Augmenter',
-           'read_ppasr_augment', 'resolve_augment', 'make_augmenter']
+           'read_ppasr_augment', 'resolve_augment', 'make_augmenter', 'make_noise_set', 'make_room_set',
+           'make_conditions_split']
 
 # %% ../nbs/05_augment.ipynb #587803d3
 def _key_hash(key: str) -> int:
@@ -257,12 +258,13 @@ def simulate_rir(rng: np.random.Generator, # draws the room
 class RirSource:
     "Room impulse responses for the `reverb` step: files (a folder or list, cached once read) or simulated rooms."
     def __init__(self, path: str = "", sample_rate: int = 16000, *, num_rooms: int = 16,
-                 rt60: Sequence[float] = (0.2, 0.8), seed: int = 0):
+                 rt60: Sequence[float] = (0.2, 0.8), seed: int = 0,
+                 stream: int = 7919):           # simulated rooms: the seed stream (training's; test splits use another)
         self.sample_rate, self.path = sample_rate, str(path)
         self.files = list_audio_files(path, "RIR") if path else []
         for f in self.files: _audio_header(f, "RIR")                       # checked up front
         self.rooms = ([] if path else
-                      [simulate_rir(np.random.default_rng([int(seed) % 2**63, 7919, i]), sample_rate, rt60)[0] for i in range(num_rooms)])
+                      [simulate_rir(np.random.default_rng([int(seed) % 2**63, stream, i]), sample_rate, rt60)[0] for i in range(num_rooms)])
         self._cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int: return len(self.files) or len(self.rooms)
@@ -394,3 +396,105 @@ def make_augmenter(cfg: ExpConfig, # uses cfg.augment and cfg.features.sample_ra
     aug = Augmenter(resolve_augment(cfg.augment), cfg.features.sample_rate, seed)
     if aug: get_logger("asr_nb.augment").info(f"augmentation: {aug!r}")
     return aug or None
+
+# %% ../nbs/05_augment.ipynb #e15da1c1
+def _write_wav(path: Path, x: torch.Tensor | np.ndarray, sample_rate: int, subtype: str = "PCM_16"):
+    "A mono wav written atomically."
+    from asr_nb.core import atomic_write
+    with atomic_write(path, "wb") as f: sf.write(f, np.asarray(x, dtype=np.float32), sample_rate, subtype=subtype, format="WAV")
+
+def _peak(x: torch.Tensor, peak: float = 0.5) -> torch.Tensor: return x * (peak / x.abs().max().clamp(min=1e-9))
+
+def _hum(n: int, sr: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
+    f0 = float(rng.choice([50.0, 60.0])); t = torch.arange(n, dtype=torch.float64) / sr
+    x = sum(torch.sin(2 * math.pi * f0 * k * t + float(rng.uniform(0, 2 * math.pi))) / k for k in (1, 3, 5, 7))
+    return (x + 0.05 * coloured_noise(n, 0.0, rng).double()).float(), dict(kind="hum", f0=f0)
+
+def _clicks(n: int, sr: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
+    x = 0.01 * coloured_noise(n, 1.0, rng).numpy().astype(np.float64)
+    rate = float(rng.uniform(2, 8))                                      # clicks per second
+    for s in rng.integers(0, n, int(rate * n / sr)):
+        k = np.arange(min(int(0.01 * sr), n - s))                        # 10 ms of decaying ringing
+        x[s:s + k.size] += rng.uniform(0.3, 1.0) * np.exp(-k / (0.001 * sr)) * np.sin(2 * np.pi * rng.uniform(1e3, 4e3) * k / sr)
+    return torch.from_numpy(x).float(), dict(kind="clicks", per_second=rate)
+
+def _babble(n: int, sr: int, rng: np.random.Generator, utts: Sequence) -> tuple[torch.Tensor, dict]:
+    from asr_nb.features import load_audio
+    x, keys = torch.zeros(n, dtype=torch.float64), []
+    for i in rng.choice(len(utts), size=min(len(utts), int(rng.integers(3, 8))), replace=False):
+        u = utts[int(i)]; w = load_audio(u.audio, u.start, u.end, sample_rate=sr).double()
+        w = w.repeat(-(-n // w.numel()))[:n].roll(int(rng.integers(n)))    # fill the file, from a random point
+        x += w / w.pow(2).mean().sqrt().clamp(min=1e-9) * 10 ** (rng.uniform(-6, 0) / 20); keys.append(u.key)
+    return x.float(), dict(kind="babble", utterances=keys)
+
+# %% ../nbs/05_augment.ipynb #30376447
+def make_noise_set(out_dir: str | os.PathLike, # writes OUT/<kind>_<i>.wav and OUT/noise.json
+                   *, corpus=None,             # data dir, manifest or utterances for babble (None: no babble)
+                   n_per_kind: int = 4,        # files per kind (coloured: per colour)
+                   seconds: float = 10.0,
+                   sample_rate: int = 16000,
+                   seed: int = 0,              # same seed (and corpus) -> the same files
+                  ) -> list[Path]:
+    "The built-in noise set: white/pink/brown noise, babble from a corpus, mains hum, clicks; nothing downloaded."
+    out, n, files, desc = Path(out_dir), int(seconds * sample_rate), [], {}
+    from asr_nb.data import load_utterances
+    utts = [] if corpus is None else list(corpus) if isinstance(corpus, (list, tuple)) else load_utterances(corpus)
+    makers = [(f"{c}", lambda r, b=b, c=c: (coloured_noise(n, b, r), dict(kind=c, beta=b))) for c, b in (("white", 0.0), ("pink", 1.0), ("brown", 2.0))]
+    makers += [("hum", lambda r: _hum(n, sample_rate, r)), ("clicks", lambda r: _clicks(n, sample_rate, r))]
+    if utts: makers.append(("babble", lambda r: _babble(n, sample_rate, r, utts)))
+    for j, (name, make) in enumerate(makers):
+        for i in range(n_per_kind):
+            x, d = make(np.random.default_rng([int(seed) % 2**63, 31337, j, i]))
+            f = out/f"{name}_{i:02d}.wav"; _write_wav(f, _peak(x), sample_rate); files.append(f); desc[f.name] = d
+    from asr_nb.core import atomic_write_text
+    atomic_write_text(out/"noise.json", json.dumps(desc, indent=1))
+    return files
+
+def make_room_set(out_dir: str | os.PathLike, # writes OUT/room_<i>.wav (float32) and OUT/rooms.json
+                  *, n: int = 16, rt60: Sequence[float] = (0.2, 0.8), sample_rate: int = 16000, seed: int = 0,
+                 ) -> list[Path]:
+    "A set of simulated rooms (image method), one RIR wav each, described in rooms.json."
+    out, files, desc = Path(out_dir), [], {}
+    for i in range(n):
+        h, room = simulate_rir(np.random.default_rng([int(seed) % 2**63, 27449, i]), sample_rate, rt60)
+        f = out/f"room_{i:03d}.wav"; _write_wav(f, h, sample_rate, "FLOAT"); files.append(f); desc[f.name] = room
+    from asr_nb.core import atomic_write_text
+    atomic_write_text(out/"rooms.json", json.dumps(desc, indent=1))
+    return files
+
+# %% ../nbs/05_augment.ipynb #bfbb8193
+def make_conditions_split(data: str | os.PathLike, # a data dir or manifest (the clean held-out split)
+                          out_dir: str | os.PathLike, # writes OUT/{wav.scp,text,utt2spk,...}, OUT/wav/, OUT/conditions.json
+                          *, seed: int = 0,
+                          noise_dir: str = "",     # '' = the built-in noise set, written to OUT/noise
+                          rir_dir: str = "",       # '' = simulated rooms
+                          num_rooms: int = 8,
+                          rt60: Sequence[float] = (0.3, 0.9),
+                          snr_db: Sequence[float] = (5.0, 20.0),
+                          telephone_prob: float = 0.5,
+                          sample_rate: int = 16000,
+                         ) -> Path:
+    "The held-out voices through unseen rooms, noise and a telephone band, as a Kaldi data dir; deterministic under `seed`."
+    from asr_nb.data import Utterance, load_utterances, write_data_dir
+    from asr_nb.features import load_audio
+    from asr_nb.core import atomic_write_text
+    out = Path(out_dir); utts = load_utterances(data)
+    if not noise_dir: make_noise_set(out/"noise", corpus=utts, n_per_kind=2, seed=seed + 1, sample_rate=sample_rate); noise_dir = str(out/"noise")
+    noises = NoiseSource(noise_dir, sample_rate)
+    rooms = RirSource(rir_dir, sample_rate, num_rooms=num_rooms, rt60=rt60, seed=seed, stream=104729)  # not training's rooms
+    new, desc = [], {}
+    for u in utts:
+        rng = utterance_rng(seed, 0, u.key, 99)
+        x = load_audio(u.audio, u.start, u.end, sample_rate=sample_rate)
+        r = int(rng.integers(len(rooms))); x = reverberate(x, rooms.get(r))
+        snr = float(rng.uniform(*snr_db))
+        x = add_noise(x, noises.draw(x.numel(), rng), snr)
+        tel = bool(rng.random() < telephone_prob)
+        if tel: x = codec(band_limit(x, sample_rate, 8000, 300.0), "mulaw")
+        x = _peak(x, 0.9) if x.abs().max() > 0.9 else x
+        f = out/"wav"/f"{u.key}.wav"; _write_wav(f, x, sample_rate)
+        new.append(Utterance(u.key, str(f.absolute()), u.text, speaker=u.speaker, num_frames=x.numel() * 100 // sample_rate))
+        desc[u.key] = dict(room=(Path(rooms.files[r]).name if rooms.files else r), snr_db=round(snr, 2), telephone=tel)
+    write_data_dir(new, out)
+    atomic_write_text(out/"conditions.json", json.dumps(dict(seed=seed, source=str(Path(data).absolute()), utterances=desc), indent=1))
+    return out

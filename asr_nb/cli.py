@@ -16,7 +16,7 @@ __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 
            'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
            'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
            'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'main']
+           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'main', 'augment_data_main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -692,3 +692,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return VERBS[argv[0]](argv[1:])
 
 if __name__ == '__main__' and Path(sys.argv[0]).name == 'cli.py': sys.exit(main())
+
+# %% ../nbs/16_cli.ipynb #3698ad9f
+@cli_entry('asr_nb_augment_data')
+def augment_data_main(argv: Sequence[str]) -> int:
+    "Console script `asr_nb_augment_data sets|conditions` (thin wrapper of `asr_nb.augment`)."
+    p = _parser('asr_nb_augment_data', 'Make the built-in noise and room sets, or a "new conditions" test split (nothing is downloaded).',
+                'examples:\n  asr_nb_augment_data sets --out data/aug --babble-from data/synth/train\n'
+                '  asr_nb_augment_data conditions --data data/synth/test --out data/synth/test_conditions')
+    sub = p.add_subparsers(dest='verb', required=True, metavar='sets|conditions')
+    s = sub.add_parser('sets', help='OUT/noise (noise files) and OUT/rooms (simulated RIRs)', formatter_class=_Formatter)
+    s.add_argument('--out', required=True, metavar='DIR', help='writes DIR/noise and DIR/rooms')
+    s.add_argument('--babble-from', metavar='DATA', default=None, help='data dir or manifest whose utterances make babble noise')
+    s.add_argument('--n-per-kind', type=int, default=4, help='noise files per kind')
+    s.add_argument('--n-rooms', type=int, default=16, help='simulated rooms')
+    s.add_argument('--seed', type=int, default=0, help='the sets are deterministic for a seed')
+    c = sub.add_parser('conditions', help='a test split through unseen rooms, noise and a telephone band', formatter_class=_Formatter)
+    c.add_argument('--data', required=True, metavar='DATA', help='the clean held-out split (data dir or manifest)')
+    c.add_argument('--out', required=True, metavar='DIR', help='the new Kaldi data dir (wavs in DIR/wav)')
+    c.add_argument('--noise-dir', default='', help='noise files (default: the built-in set, written to DIR/noise)')
+    c.add_argument('--rir-dir', default='', help='RIR files (default: simulated rooms never used in training)')
+    c.add_argument('--telephone-prob', type=float, default=0.5, help='share of utterances through the telephone band')
+    c.add_argument('--seed', type=int, default=0, help='the split is deterministic for a seed')
+    a = p.parse_args(argv)
+    from asr_nb import augment
+    if a.verb == 'sets':
+        if a.n_per_kind < 1 or a.n_rooms < 1: raise CLIError("--n-per-kind and --n-rooms must be >= 1")
+        noise = augment.make_noise_set(Path(a.out)/'noise', corpus=a.babble_from, n_per_kind=a.n_per_kind, seed=a.seed)
+        rooms = augment.make_room_set(Path(a.out)/'rooms', n=a.n_rooms, seed=a.seed)
+        print(f"noise\t{Path(a.out)/'noise'}\t{len(noise)} files\nrooms\t{Path(a.out)/'rooms'}\t{len(rooms)} files")
+    else:
+        if not 0 <= a.telephone_prob <= 1: raise CLIError("--telephone-prob must be in [0, 1]")
+        print(augment.make_conditions_split(a.data, a.out, seed=a.seed, noise_dir=a.noise_dir, rir_dir=a.rir_dir,
+                                            telephone_prob=a.telephone_prob))
+    return 0
+
+VERBS['augment_data'] = augment_data_main   # `python -m asr_nb.cli augment_data ...`
