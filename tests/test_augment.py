@@ -19,7 +19,7 @@ TINY = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.en
         "data.batch_size=8", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1"]
 # every waveform step and SpecSub on, features made in one worker process
 AUG = ["augment.speed.prob=0.5", "augment.tempo.prob=0.3", "augment.pitch.prob=0.3", "augment.reverb.prob=0.5",
-       "augment.reverb.num_rooms=2", "augment.noise.prob=0.7", "augment.band.prob=0.3", "augment.codec.prob=0.3",
+       "augment.reverb.num_rooms=1", "augment.noise.prob=0.7", "augment.band.prob=0.3", "augment.codec.prob=0.3",
        "augment.volume.prob=0.5", "augment.shift.prob=0.5", "augment.spec_sub.prob=0.5", "data.num_workers=1"]
 RUNNER = """
 import json, sys
@@ -38,14 +38,14 @@ def _env():
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     from asr_nb.data import synth_corpus
-    return synth_corpus(tmp_path_factory.mktemp("corpus"), n_train=24, n_dev=4, n_test=4, seed=0)
+    return synth_corpus(tmp_path_factory.mktemp("corpus"), n_train=16, n_dev=4, n_test=4, seed=0)
 
 def _losses(exp) -> dict: return {r["step"]: r["loss"] for r in read_train_log(exp)["train"]}
 
 def test_kill9_resume_is_exact_with_augmentation(corpus, tmp_path):
     "SIGKILL mid-epoch with every augmentation step on, restart: the same losses and final weights as an uninterrupted run."
     runner = tmp_path/"run_train.py"; runner.write_text(RUNNER)
-    ov = [*TINY, *AUG, "data.batch_size=4", "train.max_epochs=2", "train.save_interval=2", "train.valid_interval=6",
+    ov = [*TINY, *AUG, "data.batch_size=4", "train.max_epochs=2", "train.save_interval=2", "train.valid_interval=4",
           "train.log_interval=1", "train.keep_n_best=1"]
     cmd = lambda exp: [PY, str(runner), str(exp), str(corpus["train"]), str(corpus["dev"]), *ov]
     a, b = tmp_path/"a", tmp_path/"b"
@@ -60,12 +60,12 @@ def test_kill9_resume_is_exact_with_augmentation(corpus, tmp_path):
         assert p.poll() is None, "the run finished before it could be killed"
         os.kill(p.pid, signal.SIGKILL)
     finally: p.wait()
-    assert max(_losses(b)) < 12
+    assert max(_losses(b)) < 8
     subprocess.run(cmd(b), check=True, env=_env(), capture_output=True, timeout=300)
     resumed = [l for l in (b/"train.log").read_text().splitlines() if "resumed from" in l][-1]
     assert "batch 0," not in resumed, f"expected a mid-epoch resume: {resumed}"
     la, lb = _losses(a), _losses(b)
-    assert sorted(la) == list(range(1, 13)) and la == lb      # every step's loss, bit for bit, across the kill
+    assert sorted(la) == list(range(1, 9)) and la == lb      # every step's loss, bit for bit, across the kill
     sa, sb = load_checkpoint(latest_checkpoint(a))["model"], load_checkpoint(latest_checkpoint(b))["model"]
     for k in sa: assert torch.equal(sa[k], sb[k]), k
 
