@@ -49,8 +49,8 @@ def test_kill9_resume_is_exact_with_augmentation(corpus, tmp_path):
           "train.log_interval=1", "train.keep_n_best=1"]
     cmd = lambda exp: [PY, str(runner), str(exp), str(corpus["train"]), str(corpus["dev"]), *ov]
     a, b = tmp_path/"a", tmp_path/"b"
-    subprocess.run(cmd(a), check=True, env=_env(), capture_output=True, timeout=300)
-    assert "augmentation: Augmenter(speed:0.5, tempo:0.3" in (a/"train.log").read_text()   # the pipeline was on
+    err_a = open(tmp_path/"a.err", "w")                        # the uninterrupted run, alongside
+    pa = subprocess.Popen(cmd(a), env=_env(), stdout=subprocess.DEVNULL, stderr=err_a)
     p = subprocess.Popen(cmd(b), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 200
@@ -60,6 +60,9 @@ def test_kill9_resume_is_exact_with_augmentation(corpus, tmp_path):
         assert p.poll() is None, "the run finished before it could be killed"
         os.kill(p.pid, signal.SIGKILL)
     finally: p.wait()
+    assert pa.wait(timeout=300) == 0, (tmp_path/"a.err").read_text()[-2000:]
+    err_a.close()
+    assert "augmentation: Augmenter(speed:0.5, tempo:0.3" in (a/"train.log").read_text()   # the pipeline was on
     assert max(_losses(b)) < 8
     subprocess.run(cmd(b), check=True, env=_env(), capture_output=True, timeout=300)
     resumed = [l for l in (b/"train.log").read_text().splitlines() if "resumed from" in l][-1]
