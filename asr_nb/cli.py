@@ -16,7 +16,7 @@ __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 
            'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
            'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
            'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'main', 'augment_data_main']
+           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'augment_data_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -677,22 +677,6 @@ def tune_lm_main(argv: Sequence[str]) -> int:
         atomic_write_text(a.out, json.dumps(_jsonable(res), indent=1) + '\n')
     return 0
 
-# %% ../nbs/16_cli.ipynb #737a37c9
-VERBS = dict(train=train_main, average=average_main, decode=decode_main, score=score_main, scp2jsonl=scp2jsonl_main,
-             jsonl2scp=jsonl2scp_main, synth=synth_main, validate=validate_main, export=export_main, demo=demo_main,
-             transcribe=transcribe_main, lm=lm_main, tune_lm=tune_lm_main)
-
-def main(argv: Sequence[str] | None = None) -> int:
-    "`python -m asr_nb.cli VERB [args]`."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ('-h', '--help') or argv[0] not in VERBS:
-        print(f"usage: python -m asr_nb.cli {{{','.join(VERBS)}}} [args]  (VERB --help for each)",
-              file=sys.stdout if argv and argv[0] in ('-h', '--help') else sys.stderr)
-        return 0 if argv and argv[0] in ('-h', '--help') else 2
-    return VERBS[argv[0]](argv[1:])
-
-if __name__ == '__main__' and Path(sys.argv[0]).name == 'cli.py': sys.exit(main())
-
 # %% ../nbs/16_cli.ipynb #3698ad9f
 @cli_entry('asr_nb_augment_data')
 def augment_data_main(argv: Sequence[str]) -> int:
@@ -727,4 +711,18 @@ def augment_data_main(argv: Sequence[str]) -> int:
                                             telephone_prob=a.telephone_prob))
     return 0
 
-VERBS['augment_data'] = augment_data_main   # `python -m asr_nb.cli augment_data ...`
+# %% ../nbs/16_cli.ipynb #737a37c9
+VERBS = dict(train=train_main, average=average_main, decode=decode_main, score=score_main, scp2jsonl=scp2jsonl_main,
+             jsonl2scp=jsonl2scp_main, synth=synth_main, validate=validate_main, export=export_main, demo=demo_main,
+             transcribe=transcribe_main, lm=lm_main, tune_lm=tune_lm_main, augment_data=augment_data_main)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    "`python -m asr_nb.cli VERB [args]`."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help') or argv[0] not in VERBS:
+        print(f"usage: python -m asr_nb.cli {{{','.join(VERBS)}}} [args]  (VERB --help for each)",
+              file=sys.stdout if argv and argv[0] in ('-h', '--help') else sys.stderr)
+        return 0 if argv and argv[0] in ('-h', '--help') else 2
+    return VERBS[argv[0]](argv[1:])
+
+if __name__ == '__main__' and Path(sys.argv[0]).name == 'cli.py': sys.exit(main())
