@@ -97,7 +97,7 @@ def shift_pitch(wave: torch.Tensor, # (N,) signal
                ) -> torch.Tensor:   # (N,) same duration
     "Shift the pitch by `semitones` keeping the duration: tempo by 1/f, then resampling by f = 2^(semitones/12)."
     if semitones == 0: return wave
-    r = Fraction(2 ** (semitones / 12)).limit_denominator(40)
+    r = Fraction(2 ** (semitones / 12)).limit_denominator(100)   # steps of about 0.2 semitone near 0
     y = speed_perturb(change_tempo(wave, r.denominator / r.numerator), sample_rate, float(r))
     n = wave.numel()
     return y[:n] if y.numel() >= n else torch.nn.functional.pad(y, (0, n - y.numel()))
@@ -341,7 +341,7 @@ class Augmenter:
 
     def __repr__(self) -> str: return f"Augmenter({', '.join(f'{n}:{getattr(self.cfg, n).prob:g}' for n in self.on) or 'off'})"
 
-# %% ../nbs/05_augment.ipynb #b9e806ce
+# %% ../nbs/05_augment.ipynb #aa308cb1
 def _ppasr_step(kind: str, p: dict, where: str) -> tuple[str, dict] | None:
     "One PPASR step (type name and params) as (our section, its settings); None for SpecAugment (our specaug section)."
     g = lambda *names, d=None: next((p[n] for n in names if n in p), d)
@@ -388,7 +388,7 @@ def resolve_augment(cfg: AugmentConfig) -> AugmentConfig:
     try: return config_from_dict(d, AugmentConfig)
     except ConfigError as e: raise AugmentError(f"{cfg.conf_path}: {e}") from None
 
-# %% ../nbs/05_augment.ipynb #2f879f10
+# %% ../nbs/05_augment.ipynb #d2fab93e
 def make_augmenter(cfg: ExpConfig, # uses cfg.augment and cfg.features.sample_rate
                    seed: int = 0,  # train.seed
                   ) -> Augmenter | None:
@@ -397,7 +397,7 @@ def make_augmenter(cfg: ExpConfig, # uses cfg.augment and cfg.features.sample_ra
     if aug: get_logger("asr_nb.augment").info(f"augmentation: {aug!r}")
     return aug or None
 
-# %% ../nbs/05_augment.ipynb #e15da1c1
+# %% ../nbs/05_augment.ipynb #4c0bebaa
 def _write_wav(path: Path, x: torch.Tensor | np.ndarray, sample_rate: int, subtype: str = "PCM_16"):
     "A mono wav written atomically."
     from asr_nb.core import atomic_write
@@ -427,7 +427,7 @@ def _babble(n: int, sr: int, rng: np.random.Generator, utts: Sequence) -> tuple[
         x += w / w.pow(2).mean().sqrt().clamp(min=1e-9) * 10 ** (rng.uniform(-6, 0) / 20); keys.append(u.key)
     return x.float(), dict(kind="babble", utterances=keys)
 
-# %% ../nbs/05_augment.ipynb #30376447
+# %% ../nbs/05_augment.ipynb #256fcdee
 def make_noise_set(out_dir: str | os.PathLike, # writes OUT/<kind>_<i>.wav and OUT/noise.json
                    *, corpus=None,             # data dir, manifest or utterances for babble (None: no babble)
                    n_per_kind: int = 4,        # files per kind (coloured: per colour)
@@ -462,7 +462,7 @@ def make_room_set(out_dir: str | os.PathLike, # writes OUT/room_<i>.wav (float32
     atomic_write_text(out/"rooms.json", json.dumps(desc, indent=1))
     return files
 
-# %% ../nbs/05_augment.ipynb #bfbb8193
+# %% ../nbs/05_augment.ipynb #ea7be45c
 def make_conditions_split(data: str | os.PathLike, # a data dir or manifest (the clean held-out split)
                           out_dir: str | os.PathLike, # writes OUT/{wav.scp,text,utt2spk,...}, OUT/wav/, OUT/conditions.json
                           *, seed: int = 0,
