@@ -43,7 +43,7 @@ def rows() -> list[tuple[str, ...]]:
     if p:
         r, b = p['test']['paraformer'], p['budget']
         out.append(('paraformer', 'conf/paraformer_tiny.yaml', 'paraformer (one pass)', f"{r['cer']:.2f}", f"{r['wer']:.2f}",
-                    f"{b['minutes']:.1f} min, {b['epochs_done']} of {b['of_epochs']} epochs (shared CPU)"))
+                    (f"{b['minutes']:.1f} min, " if b.get('minutes') else '') + f"{b['epochs_done']} of {b['of_epochs']} epochs (shared CPU)"))
     w = _load('wav2vec2_pretraining')
     if w:
         r = w['results']['pretrained']
