@@ -10,7 +10,7 @@ from pathlib import Path
 from .core import UserError
 
 # %% auto #0
-__all__ = ['ContextGraph', 'HotwordError', 'read_hotwords', 'build_context', 'load_context']
+__all__ = ['ContextGraph', 'HotwordError', 'read_hotwords', 'build_context', 'load_context', 'context_for']
 
 # %% ../nbs/14_context.ipynb #4826374f
 class ContextGraph:
@@ -104,3 +104,10 @@ def build_context(phrases:list[str]|list[tuple[int, str]], # phrases, or (line n
 def load_context(path:str|os.PathLike, tokenizer, weight:float=2.0) -> ContextGraph:
     "The `ContextGraph` of a hotword file (decode.hotwords) in the model's units."
     return build_context(read_hotwords(path), tokenizer, weight, path)
+
+def context_for(decode_cfg, # a `DecodeConfig`: hotwords (a file or ''), hotword_weight
+                tokenizer) -> ContextGraph|None:
+    "The graph the searches get: None without a file or at weight 0 (the file is still checked, as an LM file is)."
+    if not getattr(decode_cfg, 'hotwords', ''): return None
+    g = load_context(decode_cfg.hotwords, tokenizer, decode_cfg.hotword_weight)
+    return g if g.weight > 0 else None
