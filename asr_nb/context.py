@@ -16,7 +16,7 @@ __all__ = ['ContextGraph', 'HotwordError', 'read_hotwords', 'build_context', 'lo
 class ContextGraph:
     "Hotwords as an Aho-Corasick prefix tree over unit ids: `weight` per matched unit, taken back when a match fails."
     def __init__(self, phrases:list[list[int]], # each hotword as unit ids (tokenized with the model's tokenizer)
-                 weight:float=2.0,             # bonus per matched unit (natural log, added to log P_ctc); 0: no effect
+                 weight:float=1.0,             # bonus per matched unit (natural log, added to log P_ctc); 0: no effect
                  path:str|None=None):          # where the phrases came from (named in error messages)
         if not 0 <= weight < math.inf: raise ValueError(f"hotword weight must be >= 0 and finite, got {weight}")
         self.weight, self.path, self.phrases = float(weight), path, [list(p) for p in phrases if p]
@@ -84,7 +84,7 @@ def read_hotwords(path:str|os.PathLike) -> list[tuple[int, str]]:
 
 def build_context(phrases:list[str]|list[tuple[int, str]], # phrases, or (line number, phrase) pairs from `read_hotwords`
                   tokenizer,                # the model's `asr_nb.tokenizer.Tokenizer`
-                  weight:float=2.0,         # bonus per matched unit (decode.hotword_weight)
+                  weight:float=1.0,         # bonus per matched unit (decode.hotword_weight)
                   path:str|os.PathLike|None=None, # the file they came from (for messages)
                  ) -> ContextGraph:
     "Tokenize each phrase into the model's units and build the `ContextGraph`. Raises `HotwordError` for an unknown unit."
@@ -101,7 +101,7 @@ def build_context(phrases:list[str]|list[tuple[int, str]], # phrases, or (line n
     finally: tokenizer.unk_count, tokenizer.unk_chars = saved
     return ContextGraph(seqs, weight, None if path is None else str(path))
 
-def load_context(path:str|os.PathLike, tokenizer, weight:float=2.0) -> ContextGraph:
+def load_context(path:str|os.PathLike, tokenizer, weight:float=1.0) -> ContextGraph:
     "The `ContextGraph` of a hotword file (decode.hotwords) in the model's units."
     return build_context(read_hotwords(path), tokenizer, weight, path)
 

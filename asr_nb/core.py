@@ -471,7 +471,7 @@ class DecodeConfig:
     cutoff_top_n: int = 40         # ctc_beam_lm(_fast): at most this many units per frame (PPASR's cutoff_top_n)
     # hotwords (#18): contextual biasing of ctc_prefix_beam, rescoring and ctc_beam_lm (asr_nb.context)
     hotwords: str = ""             # file of hotword phrases, one per line ('' = none)
-    hotword_weight: float = 2.0    # bonus (natural log) per matched unit, taken back when the match fails; 0 = off
+    hotword_weight: float = 1.0    # bonus (natural log) per matched unit, taken back when the match fails; 0 = off
     def __post_init__(self):
         from asr_nb.decode import SEARCHES   # the one list of methods lives with the searches (read lazily)
         _check_choice(self, "method", tuple(SEARCHES))
