@@ -721,8 +721,12 @@ def _approx_seconds(u) -> float:
 
 class _ModelEngine:
     "A bare model with its tokenizer and features behind the `transcribe` a `Recognizer` offers (notebooks, benchmarks)."
-    def __init__(self, model:nn.Module, tokenizer:Tokenizer, feat_cfg:FeatureConfig, decode_cfg:DecodeConfig, lm=None):
+    def __init__(self, model:nn.Module, tokenizer:Tokenizer, feat_cfg:FeatureConfig, decode_cfg:DecodeConfig, lm=None, context=None):
         self.model, self.tokenizer, self.feat_cfg, self.decode_cfg, self.lm = model.eval(), tokenizer, feat_cfg, decode_cfg, lm
+        self.context = context   # hotwords (#18): asr_nb.context.context_for(decode_cfg, tokenizer), made by the caller
+        if context is None and getattr(decode_cfg, 'hotwords', '') and decode_cfg.hotword_weight > 0:
+            raise ConfigError(f"decode.hotwords {decode_cfg.hotwords}: decoding a bare model needs "
+                              "context=asr_nb.context.context_for(decode_cfg, tokenizer) (a Recognizer loads it itself)")
         self.sample_rate, self.device = feat_cfg.sample_rate, _device_of(model)
         self.capabilities, self.lang = model.capabilities, getattr(tokenizer, 'lang', 'en')
 
@@ -735,7 +739,7 @@ class _ModelEngine:
         if ok:
             x = x[ok][:, :int(lens[ok].max())]                                           # (B', T', D)
             res = decode_batch(self.model, x.to(self.device), lens[ok].to(self.device),
-                               replace(self.decode_cfg, method=method), self.lm)
+                               replace(self.decode_cfg, method=method), self.lm, context=self.context)
             for i, hs in zip(ok, res): out[i] = self.tokenizer.decode(hs[0].tokens) if hs else ''
         return out
 
@@ -825,11 +829,12 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
                 name:str|None=None,             # how refusals name the model, e.g. the experiment dir
                 subdirs:bool|None=None,         # one sub dir per method (default: when there are several)
                 log:Callable[[str], None]|None=None, # warning lines (too short, skipped)
+                context:ContextBias|None=None,  # for a bare model: hotwords (asr_nb.context.context_for); a Recognizer has its own
                ) -> dict[str, dict]:
     "Decode `utts` with each method: {method: dict(hyps, cer, wer, rtf, n, skipped, too_short, unscored, ...)}."
     if not hasattr(engine, 'transcribe'):
         if tokenizer is None or feat_cfg is None: raise ValueError("decoding a bare model needs its tokenizer and feat_cfg")
-        engine = _ModelEngine(engine, tokenizer, feat_cfg, decode_cfg or DecodeConfig(), lm)
+        engine = _ModelEngine(engine, tokenizer, feat_cfg, decode_cfg or DecodeConfig(), lm, context)
     methods = [methods] if isinstance(methods, str) else list(methods or [engine.decode_cfg.method])
     for m in methods: check_method(m, engine.capabilities, f"this model ({name})" if name else "this model")
     if not utts: raise DecodeError("nothing to decode: no utterances")
