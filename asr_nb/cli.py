@@ -216,6 +216,20 @@ def average_main(argv: Sequence[str]) -> int:
     else: print(average_exp(str(exp), n=a.n, by=a.by))
     return 0
 
+# %% ../nbs/16_cli.ipynb #fef58866
+def _add_hotword_args(p: argparse.ArgumentParser) -> None:
+    "`--hotwords FILE --hotword-weight W` (contextual biasing, `asr_nb.context`) for decode and transcribe."
+    p.add_argument('--hotwords', default=None, metavar='FILE',
+                   help='hotword phrases, one per line, to bias ctc_prefix_beam, rescoring and ctc_beam_lm towards (default: decode.hotwords)')
+    p.add_argument('--hotword-weight', type=float, default=None, metavar='W',
+                   help='bonus per matched unit, taken back if the phrase is not finished; 0: off (default: decode.hotword_weight)')
+
+def _hotword_overrides(a: argparse.Namespace) -> list[str]:
+    "The decode.* overrides of the hotword flags (the file is checked when the recognizer loads it)."
+    f, w = getattr(a, 'hotwords', None), getattr(a, 'hotword_weight', None)
+    if w is not None and not 0 <= w < float('inf'): raise CLIError(f"--hotword-weight must be >= 0, got {w}")
+    return ([f"decode.hotwords={f}"] if f is not None else []) + ([f"decode.hotword_weight={w}"] if w is not None else [])
+
 # %% ../nbs/16_cli.ipynb #a8f6fb7c
 def __getattr__(name: str):
     "`cli.METHODS`: the names of `asr_nb.decode.SEARCHES`, read on first use (keeps `import asr_nb.cli` free of torch)."
@@ -252,6 +266,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--strict', action='store_true', help='stop when any utterance is unreadable instead of skipping it')
     p.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
     p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
+    _add_hotword_args(p)
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
@@ -276,7 +291,7 @@ def _decode_overrides(a: argparse.Namespace) -> list[str]:
         if v is not None: ov.append(f"decode.{key}={v}")
     for o in a.overrides:
         if not o.split('=', 1)[0].startswith('decode.'): raise CLIError(f"override {o!r}: only decode.* keys can be changed at decode time")
-    return ov + list(a.overrides)
+    return ov + _hotword_overrides(a) + list(a.overrides)
 
 # %% ../nbs/16_cli.ipynb #2b85d338
 #| export
@@ -514,10 +529,12 @@ def transcribe_main(argv: Sequence[str]) -> int:
     p.add_argument('--ctm', action='store_true', help='print word times as CTM lines (file stem as the id) instead')
     p.add_argument('--channel', type=_channel, metavar='N|mean', help='multi-channel files: take channel N, or mean to downmix')
     p.add_argument('--max-segment-s', type=float, metavar='S', help='cut longer audio into pieces (energy VAD; default 30)')
+    _add_hotword_args(p)
     a = p.parse_args(argv)
     if a.max_segment_s is not None and not a.max_segment_s > 0: raise CLIError(f"--max-segment-s must be > 0, got {a.max_segment_s}")
     from asr_nb.export import Recognizer
-    rec = Recognizer.from_exp(_check_exp(a.exp)) if a.exp else Recognizer.from_onnx(a.onnx)
+    ov = _hotword_overrides(a)
+    rec = Recognizer.from_exp(_check_exp(a.exp), overrides=ov) if a.exp else Recognizer.from_onnx(a.onnx, overrides=ov)
     bad = 0
     for f in a.audio:
         try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps or a.ctm, channel=a.channel, max_segment_s=a.max_segment_s)

@@ -471,12 +471,15 @@ class DecodeConfig:
     nbest: int = 1
     cutoff_prob: float = 1.0       # ctc_beam_lm: per frame, only the top units whose probabilities sum to this (PPASR: 0.99)
     cutoff_top_n: int = 40         # ctc_beam_lm(_fast): at most this many units per frame (PPASR's cutoff_top_n)
+    # hotwords (#18): contextual biasing of ctc_prefix_beam, rescoring and ctc_beam_lm (asr_nb.context)
+    hotwords: str = ""             # file of hotword phrases, one per line ('' = none)
+    hotword_weight: float = 1.0    # bonus (natural log) per matched unit, taken back when the match fails; 0 = off
     def __post_init__(self):
         from asr_nb.decode import SEARCHES   # the one list of methods lives with the searches (read lazily)
         _check_choice(self, "method", tuple(SEARCHES))
         _check_positive(self, "beam", "batch_size", "nbest", "cutoff_top_n")
         if not 0 < self.cutoff_prob <= 1: raise ConfigError(f"cutoff_prob: must be in (0, 1], got {self.cutoff_prob}")
-        _check_positive(self, "lm_weight", "maxlenratio", "minlenratio", allow_zero=True)
+        _check_positive(self, "lm_weight", "maxlenratio", "minlenratio", "hotword_weight", allow_zero=True)
         if not 0 <= self.ctc_weight <= 1: raise ConfigError(f"ctc_weight: must be in [0, 1], got {self.ctc_weight}")
 
 # %% ../nbs/00_core.ipynb #17833b44

@@ -22,10 +22,10 @@ from .model import ctc_greedy_search
 from .tokenizer import Tokenizer
 
 # %% auto #0
-__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ctc_prefix_beam_search', 'WordState',
-           'WordScorer', 'ctc_beam_search_lm', 'quiet_stderr', 'ctc_beam_search_fast', 'CTCPrefixScorer',
-           'attention_beam_search', 'attention_rescoring', 'Search', 'methods_for', 'check_method', 'ctc_search',
-           'decode_batch', 'DecodeError', 'score_hyps', 'decode_data', 'format_table']
+__all__ = ['NEG', 'SEARCHES', 'Hypothesis', 'LanguageModel', 'greedy_hypotheses', 'ContextBias', 'ctc_prefix_beam_search',
+           'WordState', 'WordScorer', 'ctc_beam_search_lm', 'quiet_stderr', 'ctc_beam_search_fast', 'CTCPrefixScorer',
+           'attention_beam_search', 'attention_rescoring', 'Search', 'hotword_methods', 'methods_for', 'check_method',
+           'ctc_search', 'decode_batch', 'DecodeError', 'score_hyps', 'decode_data', 'format_table']
 
 # %% ../nbs/13_decode.ipynb #7e7b88f4
 @dataclass
@@ -36,6 +36,7 @@ class Hypothesis:
     ctc_score: float = 0.0   # log P_ctc(tokens | x) (summed over the alignments the search kept)
     att_score: float = 0.0   # log P_att(tokens, eos | x)
     lm_score: float = 0.0    # log P_lm(tokens, eos)
+    context_score: float = 0.0  # hotword bonus kept at the end (asr_nb.context; 0 without hotwords)
 
 class LanguageModel(Protocol):
     "What the searches need from a language model over the same units (sos = eos = vocab_size - 1)."
@@ -140,25 +141,44 @@ def _lm_advance(lm, lmi:dict, hyps:dict, device) -> dict:
         for i, p in enumerate(ps): new[p] = [st, i, lp[i], _lm_total(lmi, p)]
     return new
 
+# %% ../nbs/13_decode.ipynb #7a28b7c9
+class ContextBias(Protocol):
+    "What the searches need from hotwords (`asr_nb.context.ContextGraph`): a bonus per matched unit, taken back on failure."
+    def start(self) -> Any: ...                                    # the state of the empty prefix
+    def step(self, state:Any, unit:int) -> tuple[Any, float]: ...  # the prefix grew by `unit`: new state, change of bonus
+    def finish(self, state:Any) -> float: ...                      # end of the utterance: an unfinished match is taken back (<= 0)
+
+def _context_grow(context:ContextBias, cx:dict, prefixes) -> dict:
+    "Add (state, bonus so far) of each new prefix to `cx`, one step from its parent's (which the beam kept)."
+    for p in prefixes:
+        if p not in cx:
+            st, b = cx[p[:-1]]; st, d = context.step(st, p[-1]); cx[p] = (st, b + d)
+    return cx
+
 # %% ../nbs/13_decode.ipynb #931358fa
 def _prefix_beam_one(logp:Tensor, beam:int, token_beam:int, blank_id:int, lm, lm_weight:float,
-                     penalty:float, sos_id:int, nbest:int, cutoff_prob:float=1.0) -> list[Hypothesis]:
+                     penalty:float, sos_id:int, nbest:int, cutoff_prob:float=1.0, context=None) -> list[Hypothesis]:
     "CTC prefix beam search over one utterance's (T, V) log-posteriors."
     hyps = {(): (0.0, -math.inf)}  # prefix -> (log p_blank, log p_nonblank)
     lmi = _lm_start(lm, sos_id, logp.device) if lm is not None else None
+    cx = {(): (context.start(), 0.0)} if context is not None else None  # prefix -> (hotword state, bonus so far)
     def rank(kv):
         p, (pb, pnb) = kv
-        return _lae2(pb, pnb) + (lm_weight * _lm_total(lmi, p) if lm is not None else 0.0) + penalty * len(p)
+        return (_lae2(pb, pnb) + (lm_weight * _lm_total(lmi, p) if lm is not None else 0.0) + penalty * len(p)
+                + (cx[p][1] if cx is not None else 0.0))
     ids, lps = _frame_candidates(logp, token_beam, cutoff_prob)
     for t in range(len(ids)):
-        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id, *((beam, penalty) if lm is None else ()))
+        nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id, *((beam, penalty) if lm is None and cx is None else ()))
+        if cx is not None: _context_grow(context, cx, nxt)
         hyps = dict(heapq.nlargest(beam, ((p, v) for p, v in nxt.items() if max(v) > -math.inf), key=rank))
         if lm is not None: lmi = _lm_advance(lm, lmi, hyps, logp.device)
+        if cx is not None: cx = {p: cx[p] for p in hyps}
     out = []
     for p, (pb, pnb) in hyps.items():
         c = _lae2(pb, pnb)
         l = lmi[p][3] + lmi[p][2][sos_id] if lm is not None else 0.0  # + log P_lm(eos | prefix)
-        out.append(Hypothesis(list(p), c + lm_weight * l + penalty * len(p), ctc_score=c, lm_score=l))
+        k = cx[p][1] + context.finish(cx[p][0]) if cx is not None else 0.0   # an unfinished hotword match is taken back
+        out.append(Hypothesis(list(p), c + lm_weight * l + penalty * len(p) + k, ctc_score=c, lm_score=l, context_score=k))
     return sorted(out, key=lambda h: -h.score)[:nbest]
 
 def ctc_prefix_beam_search(ctc_logp:Tensor,          # (B, T, V) CTC log-posteriors
@@ -172,12 +192,13 @@ def ctc_prefix_beam_search(ctc_logp:Tensor,          # (B, T, V) CTC log-posteri
                            penalty:float=0.0,        # beta: bonus per emitted token
                            sos_id:int|None=None,     # LM start/end symbol (default: V - 1)
                            cutoff_prob:float=1.0,    # per frame, only the top units whose probabilities sum to this
+                           context:ContextBias|None=None, # hotwords (`asr_nb.context.ContextGraph`): bonus per matched unit
                           ) -> list[list[Hypothesis]]:
-    "CTC prefix beam search (Graves 2012; Hannun et al. 2014) in log space, optional LM fusion."
+    "CTC prefix beam search (Graves 2012; Hannun et al. 2014) in log space, optional LM fusion and hotword biasing."
     V = ctc_logp.size(-1)
     sos_id = V - 1 if sos_id is None else sos_id
     return [_prefix_beam_one(ctc_logp[b, :int(lens[b])], beam, token_beam or beam, blank_id, lm, lm_weight, penalty,
-                             sos_id, nbest or beam, cutoff_prob) for b in range(ctc_logp.size(0))]
+                             sos_id, nbest or beam, cutoff_prob, context) for b in range(ctc_logp.size(0))]
 
 # %% ../nbs/13_decode.ipynb #454d8638
 class WordState(NamedTuple):
@@ -195,23 +216,28 @@ class WordScorer(Protocol):
     def finish(self, st:WordState) -> WordState|None: ...              # end of utterance: the pending word, then </s>
 
 def _word_beam_one(logp:Tensor, lm:WordScorer, beam:int, alpha:float, beta:float, cutoff_prob:float,
-                   cutoff_top_n:int, blank_id:int, sos_id:int, nbest:int) -> list[Hypothesis]:
-    "One utterance's (T, V) log-posteriors: prefixes ranked by log P_ctc + alpha ln P_lm(words) + beta #words."
+                   cutoff_top_n:int, blank_id:int, sos_id:int, nbest:int, context=None) -> list[Hypothesis]:
+    "One utterance's (T, V) log-posteriors: prefixes ranked by log P_ctc + alpha ln P_lm(words) + beta #words (+ hotwords)."
     hyps, ws = {(): (0.0, -math.inf)}, {(): lm.start()}        # prefix -> (log p_b, log p_nb); prefix -> WordState
+    cx = {(): (context.start(), 0.0)} if context is not None else None  # prefix -> (hotword state, bonus so far)
     def rank(kv):
-        s = ws[kv[0]]; return _lae2(*kv[1]) + alpha * s.lm + beta * s.words
+        s = ws[kv[0]]; return _lae2(*kv[1]) + alpha * s.lm + beta * s.words + (cx[kv[0]][1] if cx is not None else 0.0)
     ids, lps = _frame_candidates(logp, cutoff_top_n, cutoff_prob)
     for t in range(len(ids)):
         nxt = _extend(hyps, ids[t], lps[t], blank_id, sos_id)
         for p in nxt:
             if p not in ws: ws[p] = lm.advance(ws[p[:-1]], p[-1])  # the LM is asked if p[-1] ended a word
         live = ((p, v) for p, v in nxt.items() if ws[p] is not None and max(v) > -math.inf)
+        if cx is not None: _context_grow(context, cx, nxt)
         hyps = dict(heapq.nlargest(beam, live, key=rank))
         ws = {p: ws[p] for p in hyps}
+        if cx is not None: cx = {p: cx[p] for p in hyps}
     out = []
     for p, v in hyps.items():
         c, f = _lae2(*v), lm.finish(ws[p])
-        if f is not None: out.append(Hypothesis(list(p), c + alpha * f.lm + beta * f.words, ctc_score=c, lm_score=f.lm))
+        k = cx[p][1] + context.finish(cx[p][0]) if cx is not None else 0.0   # an unfinished hotword match is taken back
+        if f is not None: out.append(Hypothesis(list(p), c + alpha * f.lm + beta * f.words + k, ctc_score=c, lm_score=f.lm,
+                                                context_score=k))
     return sorted(out, key=lambda h: -h.score)[:nbest]
 
 # %% ../nbs/13_decode.ipynb #98baaa02
@@ -226,11 +252,12 @@ def ctc_beam_search_lm(ctc_logp:Tensor,       # (B, T, V) CTC log-posteriors
                        blank_id:int=0,
                        sos_id:int|None=None,  # never a label (default: V - 1)
                        nbest:int|None=None,   # hypotheses returned per utterance (default: beam)
+                       context:ContextBias|None=None, # hotwords (`asr_nb.context.ContextGraph`): bonus per matched unit
                       ) -> list[list[Hypothesis]]:
     "CTC prefix beam search with a word n-gram, DeepSpeech/PPASR rules; `lm_score` is ln P_lm(words, </s>)."
     sos_id = ctc_logp.size(-1) - 1 if sos_id is None else sos_id
     return [_word_beam_one(ctc_logp[b, :int(lens[b])], lm, beam, alpha, beta, cutoff_prob, cutoff_top_n, blank_id,
-                           sos_id, nbest or beam) for b in range(ctc_logp.size(0))]
+                           sos_id, nbest or beam, context) for b in range(ctc_logp.size(0))]
 
 class _NoWords:
     "No LM: the word search is then a plain CTC prefix beam search with PPASR's pruning."
@@ -549,10 +576,11 @@ def attention_rescoring(model:nn.Module, enc:Tensor, enc_lens:Tensor,
                         ctc_weight:float=0.5,       # final = log P_att + ctc_weight * log P_ctc (+ lm_weight * log P_lm)
                         lm:LanguageModel|None=None, lm_weight:float=0.0,
                         nbest:int=1,
+                        context:ContextBias|None=None, # hotwords: bias the n-best, and add each candidate's kept bonus
                        ) -> list[list[Hypothesis]]:
     "WeNet's attention rescoring: CTC prefix beam search n-best, then one teacher-forced decoder pass over all of them."
     if getattr(model, 'decoder', None) is None: raise ValueError("attention rescoring needs a model with a decoder")
-    cands = ctc_prefix_beam_search(ctc_logp, enc_lens, beam, nbest=beam, blank_id=getattr(model, 'blank_id', 0))
+    cands = ctc_prefix_beam_search(ctc_logp, enc_lens, beam, nbest=beam, blank_id=getattr(model, 'blank_id', 0), context=context)
     utt = torch.tensor([b for b, hs in enumerate(cands) for _ in hs], device=enc.device)
     flat = [h for hs in cands for h in hs]
     att = _teacher_forced_scores(model, enc, enc_lens, utt, [h.tokens for h in flat]).tolist()
@@ -562,8 +590,8 @@ def attention_rescoring(model:nn.Module, enc:Tensor, enc_lens:Tensor,
     for hs in cands:
         res = []
         for h in hs:
-            res.append(Hypothesis(h.tokens, att[m] + ctc_weight * h.ctc_score + lm_weight * lms[m],
-                                  ctc_score=h.ctc_score, att_score=att[m], lm_score=lms[m])); m += 1
+            res.append(Hypothesis(h.tokens, att[m] + ctc_weight * h.ctc_score + lm_weight * lms[m] + h.context_score,
+                                  ctc_score=h.ctc_score, att_score=att[m], lm_score=lms[m], context_score=h.context_score)); m += 1
         out.append(sorted(res, key=lambda h: -h.score)[:nbest])
     return out
 
@@ -576,6 +604,7 @@ class Search:
     uses_lm: bool    # shallow fusion with an LM when decode.lm_weight > 0
     help: str        # one line for --help
     lm_kind: str = "unit"  # "unit": an LM over the model's units (`LanguageModel`); "word": a word n-gram (`WordScorer`)
+    hotwords: bool = False # takes a hotword context (decode.hotwords; `asr_nb.context`) as `context=`
 
 def _lm_of(lm, kind:str, method:str):
     "The LM if it is of the kind the method fuses; a `ConfigError` naming the method that would take it if not."
@@ -587,33 +616,48 @@ def _lm_of(lm, kind:str, method:str):
 
 # %% ../nbs/13_decode.ipynb #f4841347
 def _s_greedy(m, enc, el, lp, cfg, lm): return greedy_hypotheses(lp, el, m.blank_id)
-def _s_prefix(m, enc, el, lp, cfg, lm):
+def _s_prefix(m, enc, el, lp, cfg, lm, context=None):
     return ctc_prefix_beam_search(lp, el, cfg.beam, cfg.nbest, m.blank_id, lm=_lm_of(lm, "unit", cfg.method), lm_weight=cfg.lm_weight,
-                                  penalty=cfg.penalty, sos_id=m.sos_id)
+                                  penalty=cfg.penalty, sos_id=m.sos_id, context=context)
 def _s_attention(m, enc, el, lp, cfg, lm, ctc_weight=0.0):
     return attention_beam_search(m, enc, el, cfg.beam, lp, ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.penalty,
                                  cfg.maxlenratio, cfg.minlenratio, cfg.length_norm, cfg.nbest)
 def _s_joint(m, enc, el, lp, cfg, lm): return _s_attention(m, enc, el, lp, cfg, lm, cfg.ctc_weight)
 def _s_paraformer(m, enc, el, lp, cfg, lm): return m.paraformer_search(enc, el)   # the family's one pass (31_paraformer)
-def _s_rescore(m, enc, el, lp, cfg, lm):
-    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.nbest)
-def _s_beam_lm(m, enc, el, lp, cfg, lm):
+def _s_rescore(m, enc, el, lp, cfg, lm, context=None):
+    return attention_rescoring(m, enc, el, lp, cfg.beam, cfg.ctc_weight, _lm_of(lm, "unit", cfg.method), cfg.lm_weight, cfg.nbest,
+                               context=context)
+def _s_beam_lm(m, enc, el, lp, cfg, lm, context=None):
     return ctc_beam_search_lm(lp, el, _lm_of(lm, "word", cfg.method) or _NO_WORDS, cfg.beam, cfg.lm_weight, cfg.penalty,
-                              cfg.cutoff_prob, cfg.cutoff_top_n, m.blank_id, m.sos_id, cfg.nbest)
+                              cfg.cutoff_prob, cfg.cutoff_top_n, m.blank_id, m.sos_id, cfg.nbest, context=context)
 def _s_beam_fast(m, enc, el, lp, cfg, lm):
     return ctc_beam_search_fast(lp, el, _lm_of(lm, "word", cfg.method), None, cfg.beam, cfg.lm_weight, cfg.penalty, cfg.cutoff_top_n, m.blank_id, cfg.nbest)
 
 _C, _D, _CD = frozenset({"ctc"}), frozenset({"decoder"}), frozenset({"ctc", "decoder"})
 SEARCHES: dict[str, Search] = {
     "ctc_greedy":      Search(_s_greedy, _C, False, "best CTC path (fastest)"),
-    "ctc_prefix_beam": Search(_s_prefix, _C, True, "CTC prefix beam search"),
+    "ctc_prefix_beam": Search(_s_prefix, _C, True, "CTC prefix beam search", hotwords=True),
     "attention":       Search(_s_attention, _D, True, "attention beam search"),
     "joint":           Search(_s_joint, _CD, True, "joint CTC/attention beam search (decode.ctc_weight)"),
-    "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder"),
-    "ctc_beam_lm":     Search(_s_beam_lm, _C, True, "CTC beam search + word n-gram (PPASR rules; lm_weight=alpha, penalty=beta per word)", "word"),
+    "rescoring":       Search(_s_rescore, _CD, True, "CTC prefix beam n-best rescored by the decoder", hotwords=True),
+    "ctc_beam_lm":     Search(_s_beam_lm, _C, True, "CTC beam search + word n-gram (PPASR rules; lm_weight=alpha, penalty=beta per word)", "word",
+                              hotwords=True),
     "ctc_beam_lm_fast": Search(_s_beam_fast, _C, True, "ctc_beam_lm in C++ (flashlight-text): for large beams", "word"),
     "paraformer":      Search(_s_paraformer, frozenset({"paraformer"}), False, "Paraformer: CIF predictor + parallel decoder, one pass"),
 }
+
+# %% ../nbs/13_decode.ipynb #d9b2e3ee
+def hotword_methods() -> tuple[str, ...]:
+    "The methods that take hotwords (`Search.hotwords`), in table order."
+    return tuple(m for m, s in SEARCHES.items() if s.hotwords)
+
+def _context_kw(method:str, context) -> dict:
+    "`context=` for a search that takes hotwords; a one-line `ConfigError` if `context` is given to one that cannot."
+    if context is None: return {}
+    if not SEARCHES[method].hotwords:
+        raise ConfigError(f"method '{method}' does not take hotwords (decode.hotwords {getattr(context, 'path', '')}): "
+                          f"use one of {', '.join(hotword_methods())}, or decode.hotword_weight=0")
+    return {'context': context}
 
 # %% ../nbs/13_decode.ipynb #da1a8f66
 _NEED_WORDS = {"ctc": "a trained CTC head", "decoder": "an attention decoder", "paraformer": "a Paraformer (model.family paraformer)"}
@@ -637,24 +681,27 @@ def check_method(method:str, capabilities:frozenset|set, what:str="this model") 
     return s
 
 def ctc_search(method:str, ctc_logp:Tensor, lens:Tensor, # a CTC-only method of SEARCHES; (B, T, V), (B,)
-               cfg:DecodeConfig, lm=None, blank_id:int=0, sos_id:int|None=None) -> list[list[Hypothesis]]:
+               cfg:DecodeConfig, lm=None, blank_id:int=0, sos_id:int|None=None,
+               context:ContextBias|None=None) -> list[list[Hypothesis]]: # hotwords (methods with `Search.hotwords`)
     "Run a CTC-only search on posteriors alone (an ONNX encoder's output): the same table entry, no model needed."
     s = SEARCHES[method]
     if s.needs != {"ctc"}: raise ConfigError(f"method '{method}' needs more than CTC posteriors")
     ids = SimpleNamespace(blank_id=blank_id, sos_id=ctc_logp.size(-1) - 1 if sos_id is None else sos_id)
-    return s.fn(ids, None, lens, ctc_logp, replace(cfg, method=method), lm if s.uses_lm else None)
+    return s.fn(ids, None, lens, ctc_logp, replace(cfg, method=method), lm if s.uses_lm else None, **_context_kw(method, context))
 
 @torch.inference_mode()
 def decode_batch(model:nn.Module, feats:Tensor,   # (B, T, n_mels) raw fbank (the model applies CMVN)
                  feat_lens:Tensor,      # (B,)
                  cfg:DecodeConfig,      # method, beam, ctc_weight, lm_weight, penalty, length limits, nbest
                  lm:LanguageModel|None=None,
+                 context:ContextBias|None=None, # hotwords (`asr_nb.context`; methods with `Search.hotwords`)
                 ) -> list[list[Hypothesis]]:
     "Encode a batch and run the search `cfg.method` from `SEARCHES`; n-best lists (best first) per utterance."
     s = check_method(cfg.method, model.capabilities)
+    kw = _context_kw(cfg.method, context)
     enc, enc_lens = model.encode(feats, feat_lens)                        # (B, T', d), (B,)
     ctc_logp = model.ctc_log_probs(enc) if "ctc" in s.needs else None    # (B, T', V)
-    return s.fn(model, enc, enc_lens, ctc_logp, cfg, lm if s.uses_lm else None)
+    return s.fn(model, enc, enc_lens, ctc_logp, cfg, lm if s.uses_lm else None, **kw)
 
 # %% ../nbs/13_decode.ipynb #73bc8452
 class DecodeError(UserError):
@@ -674,8 +721,12 @@ def _approx_seconds(u) -> float:
 
 class _ModelEngine:
     "A bare model with its tokenizer and features behind the `transcribe` a `Recognizer` offers (notebooks, benchmarks)."
-    def __init__(self, model:nn.Module, tokenizer:Tokenizer, feat_cfg:FeatureConfig, decode_cfg:DecodeConfig, lm=None):
+    def __init__(self, model:nn.Module, tokenizer:Tokenizer, feat_cfg:FeatureConfig, decode_cfg:DecodeConfig, lm=None, context=None):
         self.model, self.tokenizer, self.feat_cfg, self.decode_cfg, self.lm = model.eval(), tokenizer, feat_cfg, decode_cfg, lm
+        self.context = context   # hotwords (#18): asr_nb.context.context_for(decode_cfg, tokenizer), made by the caller
+        if context is None and getattr(decode_cfg, 'hotwords', '') and decode_cfg.hotword_weight > 0:
+            raise ConfigError(f"decode.hotwords {decode_cfg.hotwords}: decoding a bare model needs "
+                              "context=asr_nb.context.context_for(decode_cfg, tokenizer) (a Recognizer loads it itself)")
         self.sample_rate, self.device = feat_cfg.sample_rate, _device_of(model)
         self.capabilities, self.lang = model.capabilities, getattr(tokenizer, 'lang', 'en')
 
@@ -688,7 +739,7 @@ class _ModelEngine:
         if ok:
             x = x[ok][:, :int(lens[ok].max())]                                           # (B', T', D)
             res = decode_batch(self.model, x.to(self.device), lens[ok].to(self.device),
-                               replace(self.decode_cfg, method=method), self.lm)
+                               replace(self.decode_cfg, method=method), self.lm, context=self.context)
             for i, hs in zip(ok, res): out[i] = self.tokenizer.decode(hs[0].tokens) if hs else ''
         return out
 
@@ -778,11 +829,12 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
                 name:str|None=None,             # how refusals name the model, e.g. the experiment dir
                 subdirs:bool|None=None,         # one sub dir per method (default: when there are several)
                 log:Callable[[str], None]|None=None, # warning lines (too short, skipped)
+                context:ContextBias|None=None,  # for a bare model: hotwords (asr_nb.context.context_for); a Recognizer has its own
                ) -> dict[str, dict]:
     "Decode `utts` with each method: {method: dict(hyps, cer, wer, rtf, n, skipped, too_short, unscored, ...)}."
     if not hasattr(engine, 'transcribe'):
         if tokenizer is None or feat_cfg is None: raise ValueError("decoding a bare model needs its tokenizer and feat_cfg")
-        engine = _ModelEngine(engine, tokenizer, feat_cfg, decode_cfg or DecodeConfig(), lm)
+        engine = _ModelEngine(engine, tokenizer, feat_cfg, decode_cfg or DecodeConfig(), lm, context)
     methods = [methods] if isinstance(methods, str) else list(methods or [engine.decode_cfg.method])
     for m in methods: check_method(m, engine.capabilities, f"this model ({name})" if name else "this model")
     if not utts: raise DecodeError("nothing to decode: no utterances")

@@ -346,9 +346,10 @@ def _transcribe(self, inputs, # a path / array, or a list of them
     single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
     items = [inputs] if single else list(inputs)
     method = method or self.decode_cfg.method
-    from asr_nb.decode import check_method
+    from asr_nb.decode import check_method, _context_kw
     check_method(method, self.capabilities, 'this model' if self.model is not None else
                  'onnxruntime (it runs the exported encoder and CTC head only; decode with --exp for the attention methods)')
+    _context_kw(method, getattr(self, 'context', None))   # hotwords given to a method that cannot take them: one line, before any audio
     bs, limit = batch_size or self.decode_cfg.batch_size, self.segment_limit_s(max_segment_s)
     outs = [r for s in range(0, len(items), bs)
             for r in _transcribe_batch(self, items[s:s + bs], method, sample_rate, timestamps, bs, limit, channel)]
@@ -383,6 +384,8 @@ class Recognizer:
         if decode_cfg.lm_path:   # named = loaded and checked (a word LM restricts the words even at lm_weight 0)
             from asr_nb.lm import load_lm
             self.lm = load_lm(decode_cfg.lm_path, units=tokenizer.units, device=self.device)
+        from asr_nb.context import context_for
+        self.context = context_for(decode_cfg, tokenizer)   # hotwords (#18): the file is checked here; None at weight 0
 
     from_exp, from_onnx = classmethod(_from_exp), classmethod(_from_onnx)
     encode, segment_limit_s, _encoder_lengths = _encode, _segment_limit_s, _encoder_lengths
@@ -413,16 +416,16 @@ def _decode_ids(rec: Recognizer, feats: torch.Tensor, lens: torch.Tensor, # (B, 
                 method: str) -> tuple[list[list[int]], torch.Tensor, torch.Tensor]:
     "`Recognizer.decode_ids`: the engine's searches (ctc_greedy in numpy under onnxruntime; `decode_batch` for the rest)."
     from asr_nb import decode as dec
-    cfg = dataclasses.replace(rec.decode_cfg, method=method)
-    if rec.session is not None and method == 'ctc_greedy':    # onnxruntime + numpy only
+    cfg, ctx = dataclasses.replace(rec.decode_cfg, method=method), getattr(rec, 'context', None)   # ctx: hotwords
+    if rec.session is not None and method == 'ctc_greedy' and ctx is None:    # onnxruntime + numpy only
         lp, _, enc_lens = rec.encode(feats, lens)
         return [ctc_greedy_ids(lp[b, :int(n)].numpy(), rec.blank_id) for b, n in enumerate(enc_lens)], lp, enc_lens
     with torch.no_grad():
         if rec.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):  # every other search: decode_batch
-            hyps = dec.decode_batch(rec.model, feats.to(rec.device), lens.to(rec.device), cfg, rec.lm)
+            hyps = dec.decode_batch(rec.model, feats.to(rec.device), lens.to(rec.device), cfg, rec.lm, context=ctx)
             return [h[0].tokens if h else [] for h in hyps], None, None
         lp, _, enc_lens = rec.encode(feats, lens)                                # (B, T', V), (B,)
-        hyps = dec.ctc_search(method, lp, enc_lens, cfg, rec.lm, rec.blank_id, rec.tokenizer.sos_id)  # any CTC-only entry of SEARCHES
+        hyps = dec.ctc_search(method, lp, enc_lens, cfg, rec.lm, rec.blank_id, rec.tokenizer.sos_id, context=ctx)  # any CTC-only entry
     return [h[0].tokens if h else [] for h in hyps], lp, enc_lens
 
 # %% ../nbs/15_export.ipynb #68ce4258
