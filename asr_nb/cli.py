@@ -718,7 +718,7 @@ def dump_main(argv: Sequence[str]) -> int:
     p.add_argument('out', metavar='OUT', help='dump dir to write (a data dir every command takes)')
     p.add_argument('--allow-url', action='store_true', help='download http(s) audio sources of a jsonl manifest into the local cache')
     _add_config_args(p)
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)   # DATA OUT, options and key=value overrides in any order
     cfg = resolve_config(a.config, a.overrides)
     from asr_nb.features import dump_features
     out = dump_features(a.data, a.out, cfg.features, urls=_url_sources(a, cfg))

@@ -748,7 +748,7 @@ def read_feats(spec:str,            # 'x.ark:123': a feats.scp value or an ESPne
     except Exception as e: raise DataError(f"{where}: cannot read features {spec} ({type(e).__name__}: {' '.join(str(e).split())})") from None
     if x.ndim != 2: raise DataError(f"{where}: features {spec} have shape {x.shape}, a (frames, dim) matrix expected")
     if not np.isfinite(x).all(): raise DataError(f"{where}: features {spec} hold {int(x.size - np.isfinite(x).sum())} non-finite values")
-    return x.astype(np.float32, copy=False)
+    return np.array(x, dtype=np.float32)   # a writable copy (kaldiio may hand out a read-only view)
 
 # %% ../nbs/02_data.ipynb #e50c0ba5
 def read_feats_dir(path:Path|str,    # data dir with feats.scp and text (wav.scp, utt2spk, utt2num_frames optional)
