@@ -16,18 +16,19 @@ import soundfile as sf
 from .core import UserError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS',
-           'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH',
-           'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines',
-           'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments',
-           'read_data_dir', 'write_data_dir', 'write_jsonl', 'UrlSources', 'is_url', 'read_jsonl', 'load_utterances',
-           'write_ppasr_manifest', 'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv', 'write_fairseq_manifest',
-           'nonfinite_message', 'fill_num_frames', 'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames',
-           'ctc_length_check', 'validate_utterances', 'validate_data_dir', 'check_data', 'usable_utterances',
-           'decode_utterances', 'read_feats', 'read_feats_dir', 'read_espnet_json', 'write_espnet_json', 'fetch_url',
-           'split_utterances', 'split_data', 'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint',
-           'fingerprint_changes', 'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech',
-           'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
+__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'MAX_URL_BYTES', 'FINGERPRINT_VERSION',
+           'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
+           'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file',
+           'read_lines', 'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk',
+           'read_segments', 'read_data_dir', 'write_data_dir', 'write_jsonl', 'UrlSources', 'is_url', 'read_jsonl',
+           'load_utterances', 'write_ppasr_manifest', 'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv',
+           'write_fairseq_manifest', 'nonfinite_message', 'fill_num_frames', 'scp2jsonl', 'jsonl2scp',
+           'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances', 'validate_data_dir',
+           'check_data', 'usable_utterances', 'decode_utterances', 'read_feats', 'read_feats_dir', 'read_espnet_json',
+           'write_espnet_json', 'fetch_url', 'split_utterances', 'split_data', 'sha256_file', 'sha256_strings',
+           'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus', 'normalize_zh',
+           'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave',
+           'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -845,19 +846,17 @@ def _check_utt_feats(u:Utterance, rs:list[str]) -> int|None:
     return u.num_frames
 
 # %% ../nbs/02_data.ipynb #d02b7921
+MAX_URL_BYTES = 1 << 30   # a larger URL source is refused: a download is held in memory until its hash names it
+
 def _download(url:str, blobs:Path, timeout:float) -> Path:
-    "Stream `url` into `blobs` under a temporary name, then rename it to the sha256 of its bytes (+ the URL's extension)."
+    "Fetch `url` (at most MAX_URL_BYTES), then write it atomically as `blobs/<sha256 of its bytes><the URL's extension>`."
     ext = ''.join(c for c in Path(urllib.parse.urlparse(url).path).suffix if c.isalnum() or c == '.')[:8]
-    fd, tmp = tempfile.mkstemp(dir=blobs, prefix='.part-')
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url, timeout=timeout) as r:
-            while b := r.read(1 << 20): h.update(b); f.write(b)
-            f.flush(); os.fsync(f.fileno())
-        blob = blobs/(h.hexdigest() + ext)
-        os.replace(tmp, blob)
-        return blob
-    finally: Path(tmp).unlink(missing_ok=True)
+    with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read(MAX_URL_BYTES + 1)
+    if len(data) > MAX_URL_BYTES: raise ValueError(f"larger than {MAX_URL_BYTES} bytes")
+    blob = blobs/(hashlib.sha256(data).hexdigest() + ext)
+    if not blob.is_file():
+        with atomic_write(blob) as f: f.write(data)
+    return blob
 
 def fetch_url(url:str,                   # an http(s) URL from a manifest
               urls:UrlSources|None,      # the policy (None: downloads off)

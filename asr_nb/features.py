@@ -438,26 +438,22 @@ def dump_features(data,                      # data dir, manifest or data.json p
                  ) -> Path:                  # out_dir, a data dir every command takes
     "Dump stage: the front end's features of every utterance into a Kaldi feats.ark/feats.scp data dir (kaldiio); unreadable audio is skipped and counted."
     import dataclasses, kaldiio
+    from asr_nb.core import atomic_write
     utts = check_data(data, "data", urls=urls) if isinstance(data, (str, os.PathLike)) else list(data)
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out/"feats.scp").unlink(missing_ok=True)          # first: from here on a killed dump leaves no index
     fe, ark, log = make_frontend(feat_cfg), (out/"feats.ark").resolve(), get_logger("features")
     done, skipped = [], {}
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".feats.ark.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for u in utts:
-                try: x = _dump_one(u, fe, feat_cfg)                         # (T, dim)
-                except FeatureDimError: raise
-                except (AudioError, DataError) as e: skipped[u.key] = str(e); continue
-                if x.shape[0] == 0: skipped[u.key] = "shorter than one frame"; continue
-                pos = f.tell(); kaldiio.save_ark(f, {u.key: x})              # 'key ' then the binary matrix
-                spec = f"{ark}:{pos + len(u.key.encode()) + 1}"
-                done.append(dataclasses.replace(u, feats=spec, num_frames=int(x.shape[0]), audio=spec if u.audio == u.feats else u.audio))
-            f.flush(); os.fsync(f.fileno())
+    with atomic_write(ark) as f:                       # offsets count from the file's start: the same after the rename
+        for u in utts:
+            try: x = _dump_one(u, fe, feat_cfg)                             # (T, dim)
+            except FeatureDimError: raise
+            except (AudioError, DataError) as e: skipped[u.key] = str(e); continue
+            if x.shape[0] == 0: skipped[u.key] = "shorter than one frame"; continue
+            pos = f.tell(); kaldiio.save_ark(f, {u.key: x})                  # 'key ' then the binary matrix
+            spec = f"{ark}:{pos + len(u.key.encode()) + 1}"
+            done.append(dataclasses.replace(u, feats=spec, num_frames=int(x.shape[0]), audio=spec if u.audio == u.feats else u.audio))
         if not done: raise AudioError(f"{out}: nothing dumped: all {len(utts)} utterances were unreadable or too short")
-        os.replace(tmp, ark)
-    finally: Path(tmp).unlink(missing_ok=True)
     atomic_write_text(out/"dump.json", json.dumps(dict(features=dataclasses.asdict(feat_cfg), dim=fe.dim, utterances=len(done),
                                                        skipped=skipped), indent=1, ensure_ascii=False) + "\n")
     write_data_dir(done, out)                          # text, wav.scp, utt2spk, utt2num_frames, then feats.scp
