@@ -295,6 +295,8 @@ def decode_main(argv: Sequence[str]) -> int:
     overrides = _decode_overrides(a)
     from asr_nb.data import UrlSources   # formats (#16): URL sources only with --allow-url
     utts = decode_utterances(a.data, urls=UrlSources(allow=a.allow_url))
+    if all(u.feats is not None and u.audio == u.feats for u in utts):   # decoding reads audio
+        raise CLIError(f"{a.data} holds precomputed features only (no audio); decoding reads audio: decode the data it was dumped from")
     from asr_nb.export import Recognizer
     from asr_nb.decode import decode_data
     if a.threads:
@@ -457,7 +459,8 @@ def validate_main(argv: Sequence[str]) -> int:
         kw = dict(units=_text_units(tok), tokenize=tok.tokenize)
     from asr_nb.data import validate_data_dir, validate_utterances
     kw.update(sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg), read_audio=not a.no_read)
-    rep = validate_data_dir(data, **kw) if data.is_dir() else validate_utterances(check_data(data), **kw)
+    feats_dir = data.is_dir() and (data/'feats.scp').is_file()   # formats (#16): precomputed features, read by load_utterances
+    rep = validate_data_dir(data, **kw) if data.is_dir() and not feats_dir else validate_utterances(check_data(data), **kw)
     print(rep.summary())
     return 1 if rep.bad else 0
 

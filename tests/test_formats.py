@@ -180,3 +180,20 @@ def test_split_deterministic_by_speaker_or_utterance(corpus, tmp_path, capsys):
     assert rc == 0 and 'by utterance' in out and len(dev('c')) == round(0.2 * len(load_utterances(corpus['train'])))
     rc, out, err = run(split_main, [corpus['train'], '--dev-percent', '150', '--out', tmp_path/'x'], capsys)
     one_line_error(rc, err, '--dev-percent')
+
+
+def test_validate_and_decode_on_feature_only_data(corpus, dumped, tmp_path, capsys):
+    from asr_nb.cli import validate_main
+    write_espnet_json(load_utterances(dumped/'dev'), tmp_path/'dev.json')
+    for data in (dumped/'dev', tmp_path/'dev.json'):
+        rc, out, err = run(validate_main, [data, '--no-read'], capsys)
+        assert rc == 0 and '0 bad' in out, err
+    (tmp_path/'dev.json').write_text((tmp_path/'dev.json').read_text().replace(str(dumped), str(tmp_path/'moved')))
+    rc, out, err = run(validate_main, [tmp_path/'dev.json', '--no-read'], capsys)
+    assert rc == 1 and 'missing_feats' in out
+    ex = tmp_path/'exp'; ex.mkdir(); (ex/'config.yaml').write_text('{}\n')
+    rc, out, err = run(decode_main, ['--exp', ex, '--data', dumped/'dev', '--out', tmp_path/'d'], capsys)
+    assert 'precomputed features only' not in err                  # a dump dir keeps its audio
+    write_data_dir([Utterance(u.key, u.feats, u.text, feats=u.feats) for u in load_utterances(dumped/'dev')], tmp_path/'fo')
+    rc, out, err = run(decode_main, ['--exp', ex, '--data', tmp_path/'fo', '--out', tmp_path/'d'], capsys)
+    one_line_error(rc, err, 'precomputed features only')
