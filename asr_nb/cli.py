@@ -16,7 +16,8 @@ __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 
            'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
            'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
            'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'augment_data_main', 'main']
+           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'augment_data_main', 'main', 'dump_main',
+           'split_main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -104,10 +105,11 @@ def usable_utterances(path: str | os.PathLike, # data dir or manifest
                       cfg, # ExpConfig: its front end and model give the length rule; tokenizer kind, data.strict
                       what: str = 'data') -> list:
     "`data.usable_utterances` with the settings of `cfg` (bad utterances reported and skipped; `data.strict` stops)."
-    from asr_nb.data import usable_utterances as usable
+    from asr_nb.data import UrlSources, usable_utterances as usable
     # label-length check on characters; for BPE, words are a lower bound on the pieces (the dataset re-checks with the real units)
     return usable(path, what, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg),
-                  tokenize=str.split if cfg.tokenizer.kind == 'bpe' else None, strict=cfg.data.strict)
+                  tokenize=str.split if cfg.tokenizer.kind == 'bpe' else None, strict=cfg.data.strict,
+                  urls=UrlSources.from_config(cfg.data))   # formats (#16): data.allow_url
 
 def _check_exp(exp: str | os.PathLike) -> Path:
     "An experiment dir must exist and hold config.yaml."
@@ -267,6 +269,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
     p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
     _add_hotword_args(p)
+    p.add_argument('--allow-url', action='store_true', help='download http(s) audio sources of a jsonl manifest into the local cache')   # formats (#16)
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
@@ -306,7 +309,10 @@ def decode_main(argv: Sequence[str]) -> int:
     exp = _check_exp(a.exp)
     if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
     overrides = _decode_overrides(a)
-    utts = decode_utterances(a.data)
+    from asr_nb.data import UrlSources   # formats (#16): URL sources only with --allow-url
+    utts = decode_utterances(a.data, urls=UrlSources(allow=a.allow_url))
+    if all(u.feats is not None and u.audio == u.feats for u in utts):   # decoding reads audio
+        raise CLIError(f"{a.data} holds precomputed features only (no audio); decoding reads audio: decode the data it was dumped from")
     from asr_nb.export import Recognizer
     from asr_nb.decode import decode_data
     if a.threads:
@@ -469,7 +475,8 @@ def validate_main(argv: Sequence[str]) -> int:
         kw = dict(units=_text_units(tok), tokenize=tok.tokenize)
     from asr_nb.data import validate_data_dir, validate_utterances
     kw.update(sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg), read_audio=not a.no_read)
-    rep = validate_data_dir(data, **kw) if data.is_dir() else validate_utterances(check_data(data), **kw)
+    feats_dir = data.is_dir() and (data/'feats.scp').is_file()   # formats (#16): precomputed features, read by load_utterances
+    rep = validate_data_dir(data, **kw) if data.is_dir() and not feats_dir else validate_utterances(check_data(data), **kw)
     print(rep.summary())
     return 1 if rep.bad else 0
 
@@ -743,3 +750,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     return VERBS[argv[0]](argv[1:])
 
 if __name__ == '__main__' and Path(sys.argv[0]).name == 'cli.py': sys.exit(main())
+
+# %% ../nbs/16_cli.ipynb #bfa2a873
+_DUMP_EPILOG = """examples:
+  asr_nb_dump data/train dump/train --config conf/tiny.yaml
+  asr_nb_dump data/train.jsonl dump/train --allow-url features.n_mels=80
+  asr_nb_train --config conf/tiny.yaml --train dump/train --valid dump/dev --exp exp/tiny   # trains on the dump"""
+
+def _url_sources(a, cfg=None):
+    "The URL policy of a command: `--allow-url`, or the config's `data.allow_url` (and its cache and timeout)."
+    from asr_nb.data import UrlSources
+    u = UrlSources.from_config(cfg.data) if cfg is not None else UrlSources()
+    u.allow = u.allow or bool(getattr(a, 'allow_url', False))
+    return u
+
+@cli_entry('asr_nb_dump')
+def dump_main(argv: Sequence[str]) -> int:
+    "Console script `asr_nb_dump`: `features.dump_features` over one data set (ESPnet's stage 1)."
+    p = _parser('asr_nb_dump', "Compute a data set's features once (the config's features section, no dither) into "
+                'OUT/feats.ark + feats.scp with text, utt2spk and wav.scp, for training to reuse.', _DUMP_EPILOG)
+    p.add_argument('data', metavar='DATA', help='data dir, .jsonl / .tsv manifest or ESPnet1 data.json')
+    p.add_argument('out', metavar='OUT', help='dump dir to write (a data dir every command takes)')
+    p.add_argument('--allow-url', action='store_true', help='download http(s) audio sources of a jsonl manifest into the local cache')
+    _add_config_args(p)
+    a = p.parse_intermixed_args(argv)   # DATA OUT, options and key=value overrides in any order
+    cfg = resolve_config(a.config, a.overrides)
+    from asr_nb.features import dump_features
+    out = dump_features(a.data, a.out, cfg.features, urls=_url_sources(a, cfg))
+    info = json.loads((out/'dump.json').read_text())
+    print(json.dumps(dict(out=str(out), utterances=info['utterances'], skipped=len(info['skipped']), dim=info['dim'], kind=cfg.features.kind)))
+    return 0
+
+# %% ../nbs/16_cli.ipynb #7dfc6c6f
+_SPLIT_EPILOG = """examples:
+  asr_nb_split data/train_all --dev-percent 2 --out data/split       # writes data/split/train, data/split/dev
+  asr_nb_split data/all.jsonl --dev-percent 5 --out data/split --seed 1 --by utterance"""
+
+@cli_entry('asr_nb_split')
+def split_main(argv: Sequence[str]) -> int:
+    "Console script `asr_nb_split`: `data.split_data`."
+    p = _parser('asr_nb_split', 'Hold out a dev set by percentage as OUT/train and OUT/dev data dirs; the same seed gives the '
+                'same split; whole speakers when utt2spk names at least two (--by auto), else utterances.', _SPLIT_EPILOG)
+    p.add_argument('data', metavar='DATA', help='data dir, .jsonl / .tsv manifest or ESPnet1 data.json')
+    p.add_argument('--dev-percent', type=float, required=True, metavar='P', help='share of utterances for dev, 0 < P < 100')
+    p.add_argument('--out', required=True, metavar='DIR', help='writes DIR/train and DIR/dev')
+    p.add_argument('--seed', type=int, default=0, help='seed of the shuffle')
+    p.add_argument('--by', choices=['auto', 'speaker', 'utterance'], default='auto', help='hold out whole speakers or utterances')
+    p.add_argument('--allow-url', action='store_true', help='download http(s) audio sources of a jsonl manifest into the local cache')
+    a = p.parse_args(argv)
+    from asr_nb.data import split_data
+    r = split_data(a.data, a.out, a.dev_percent, seed=a.seed, by=a.by, urls=_url_sources(a))
+    print(f"split {a.data} by {r['by']}: {r['train']} train, {r['dev']} dev ({r['dev_percent']}%) -> {Path(a.out)/'train'}, {Path(a.out)/'dev'}")
+    return 0
+
+VERBS.update(dump=dump_main, split=split_main)   # formats (#16)

@@ -180,6 +180,10 @@ class DataConfig:
     sort_batch_by_length: bool = True # sort utterances inside a batch, longest first
     drop_last: bool = False          # DDP: drop the incomplete last step instead of repeating the shortest batches
     length_jitter: float = 0.0       # bucketing: sort by length * (1 + U(-j, j)) each epoch; 0 = strict length sort
+    # formats (#16): audio named by http(s) URL in jsonl manifests
+    allow_url: bool = False          # download URL sources into a local cache (off: one error naming the manifest line)
+    url_cache: str = ""              # that cache ('': $XDG_CACHE_HOME/asr_nb/audio, else ~/.cache/asr_nb/audio)
+    url_timeout: float = 30.0        # seconds a download may wait for a connection or data
     def __post_init__(self):
         _check_choice(self, "batch_type", ("example", "length", "token", "target_token", "bins"))
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")

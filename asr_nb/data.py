@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #0e65278e
 from __future__ import annotations
-import hashlib, json, logging, math, os, random, re, shutil, stat, subprocess
+import hashlib, json, logging, math, os, random, re, shutil, stat, subprocess, tempfile, urllib.error, urllib.parse, urllib.request
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -16,17 +16,19 @@ import soundfile as sf
 from .core import UserError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS',
-           'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH',
-           'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file', 'read_lines',
-           'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk', 'read_segments',
-           'read_data_dir', 'write_data_dir', 'write_jsonl', 'read_jsonl', 'load_utterances', 'write_ppasr_manifest',
-           'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv', 'write_fairseq_manifest', 'nonfinite_message',
-           'fill_num_frames', 'scp2jsonl', 'jsonl2scp', 'ValidationReport', 'ctc_min_frames', 'ctc_length_check',
-           'validate_utterances', 'validate_data_dir', 'check_data', 'usable_utterances', 'decode_utterances',
-           'sha256_file', 'sha256_strings', 'write_fingerprint', 'read_fingerprint', 'fingerprint_changes',
-           'PreparedCorpus', 'normalize_zh', 'prepare_aishell', 'prepare_librispeech', 'synth_voices',
-           'speaker_of_voice', 'SynthSpec', 'synth_wave', 'synth_corpus']
+__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'MAX_URL_BYTES', 'FINGERPRINT_VERSION',
+           'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
+           'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file',
+           'read_lines', 'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk',
+           'read_segments', 'read_data_dir', 'write_data_dir', 'write_jsonl', 'UrlSources', 'is_url', 'read_jsonl',
+           'load_utterances', 'write_ppasr_manifest', 'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv',
+           'write_fairseq_manifest', 'nonfinite_message', 'fill_num_frames', 'scp2jsonl', 'jsonl2scp',
+           'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances', 'validate_data_dir',
+           'check_data', 'usable_utterances', 'decode_utterances', 'read_feats', 'read_feats_dir', 'read_espnet_json',
+           'write_espnet_json', 'fetch_url', 'split_utterances', 'split_data', 'sha256_file', 'sha256_strings',
+           'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus', 'normalize_zh',
+           'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave',
+           'synth_corpus']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -36,7 +38,7 @@ class DataError(UserError):
 
 @dataclass
 class Utterance:
-    "One utterance: an audio file (or a `start`..`end` segment of it, seconds) and its transcript."
+    "One utterance: an audio file (or a `start`..`end` segment of it, seconds), or precomputed `feats`, and its transcript."
     key: str                      # utterance id
     audio: str                    # path to an audio file soundfile can read
     text: str                     # transcript
@@ -44,6 +46,8 @@ class Utterance:
     start: float|None = None      # segment start in seconds (None: whole file)
     end: float|None = None        # segment end in seconds (None: to the end of the file)
     num_frames: int|None = None   # length in 10 ms frames (None: unknown, see `fill_num_frames`)
+    # formats (#16): precomputed features
+    feats: str|None = None        # Kaldi feature entry 'x.ark:123' (kaldiio): the front end is skipped, num_frames counts its rows
 
     @property
     def duration(self) -> float|None:
@@ -265,10 +269,11 @@ def write_data_dir(utts:Sequence[Utterance], # utterances to write (any order; i
     for u in utts: _check_writable(u)
     if (dup := [k for k, c in Counter(u.key for u in utts).items() if c > 1]): raise DataError(f"duplicate ids: {dup[:5]}")
     seg = any(u.start is not None or u.end is not None for u in utts)
-    for n in ('wav.scp', 'text', 'utt2spk', 'spk2utt', 'segments', 'utt2num_frames'):
+    for n in ('wav.scp', 'text', 'utt2spk', 'spk2utt', 'segments', 'utt2num_frames', 'feats.scp'):
         if (d/n).exists(): (d/n).unlink()
     _write_lines(d/'text', (f"{u.key} {u.text}".rstrip() for u in utts))
-    if seg:
+    if utts and all(u.feats is not None and u.audio == u.feats for u in utts): pass   # formats (#16): features only, no wav.scp
+    elif seg:
         paths = sorted({u.audio for u in utts})
         stems = Counter(Path(p).stem for p in paths)
         rec = {p: Path(p).stem if stems[Path(p).stem] == 1 and not any(c.isspace() for c in Path(p).stem) else f"rec{i:06d}"
@@ -285,6 +290,8 @@ def write_data_dir(utts:Sequence[Utterance], # utterances to write (any order; i
         _write_lines(d/'spk2utt', (f"{s} {' '.join(ks)}" for s, ks in sorted(s2u.items())))
     if any(u.num_frames is not None for u in utts):
         _write_lines(d/'utt2num_frames', (f"{u.key} {u.num_frames}" for u in utts if u.num_frames is not None))
+    if any(u.feats is not None for u in utts):   # formats (#16): written last, so a dir with feats.scp is complete
+        _write_lines(d/'feats.scp', (f"{u.key} {u.feats}" for u in utts if u.feats is not None))
     return d
 
 # %% ../nbs/02_data.ipynb #12fd8be9
@@ -322,8 +329,32 @@ def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
     return Utterance(obj['key'], obj['source'], obj.get('target'), speaker=None if spk is None else str(spk),
                      start=None if st is None else float(st), end=None if en is None else float(en), num_frames=n)
 
+# %% ../nbs/02_data.ipynb #ea275e78
+@dataclass
+class UrlSources:
+    "Whether and how jsonl manifests may name audio by URL: off unless `allow` (`--allow-url`, `data.allow_url`)."
+    allow: bool = False      # download http(s) sources (else: one error naming the manifest line)
+    cache_dir: str = ''      # the download cache ('': $XDG_CACHE_HOME/asr_nb/audio, else ~/.cache/asr_nb/audio)
+    timeout: float = 30.0    # seconds a connection or a read may wait
+
+    @classmethod
+    def from_config(cls, data_cfg) -> UrlSources:
+        "From `DataConfig` (`allow_url`, `url_cache`, `url_timeout`)."
+        return cls(data_cfg.allow_url, data_cfg.url_cache, data_cfg.url_timeout)
+
+    @property
+    def root(self) -> Path:
+        base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+        return Path(self.cache_dir) if self.cache_dir else Path(base)/'asr_nb'/'audio'
+
+def is_url(source:str) -> bool:
+    "True for an http(s) URL."
+    return source.startswith(('http://', 'https://'))
+
 # %% ../nbs/02_data.ipynb #823b126a
-def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
+def read_jsonl(path:Path|str, text_optional:bool=False,
+               urls:UrlSources|None=None, # formats (#16): http(s) sources are refused unless `urls.allow`
+              ) -> list[Utterance]:
     "Read a jsonl manifest (ours, or PPASR's: the first record's keys say which); malformed lines and duplicate keys raise DataError naming file:line (decoding: `target` optional)."
     p, utts, seen, ppasr = Path(path), [], {}, None
     for lineno, line in read_lines(p, 'manifest'):
@@ -335,16 +366,19 @@ def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
         u = (_ppasr2utt if ppasr else _json2utt)(obj, where, text_optional)
         if ppasr and u.key in seen: u.key = f"{u.key}-{lineno}"   # PPASR manifests have no ids: stems can repeat
         if u.key in seen: raise DataError(f"{where}: duplicate id '{u.key}' (first on line {seen[u.key]})")
+        if is_url(u.audio): u.audio = fetch_url(u.audio, urls, where)   # formats (#16)
         seen[u.key] = lineno; utts.append(u)
     return utts
 
-def load_utterances(path:Path|str, strict:bool=False) -> list[Utterance]:
-    "Utterances from a Kaldi data dir, a `.jsonl` manifest or a fairseq `.tsv` manifest."
+def load_utterances(path:Path|str, strict:bool=False, urls:UrlSources|None=None) -> list[Utterance]:
+    "Utterances from a Kaldi data dir (audio, or `feats.scp`), a `.jsonl` manifest, a fairseq `.tsv` manifest or an ESPnet1 `data.json`."
     p = Path(path)
+    if p.is_dir() and (p/'feats.scp').is_file(): return read_feats_dir(p, strict=strict)   # formats (#16)
     if p.is_dir(): return read_data_dir(p, strict=strict)
     if p.exists() and not p.is_file(): check_regular_file(p, 'manifest')   # a FIFO or device: say what it is
     if p.is_file() and p.suffix == '.tsv': return read_fairseq_tsv(p)   # fairseq manifest (+ .wrd/.ltr labels)
-    if p.is_file(): return read_jsonl(p)
+    if p.is_file() and p.suffix == '.json': return read_espnet_json(p)   # formats (#16): ESPnet1 data.json
+    if p.is_file(): return read_jsonl(p, urls=urls)
     raise DataError(f"{p}: neither a data dir nor a jsonl manifest")
 
 # %% ../nbs/02_data.ipynb #366b1feb
@@ -475,6 +509,9 @@ def fill_num_frames(utts:Sequence[Utterance], # utterances; those with num_frame
                    ) -> list[Utterance]:
     "Set `num_frames` (10 ms frames) from audio headers; returns the same list (FIFOs and unreadable files stay None)."
     todo = [u for u in utts if overwrite or u.num_frames is None]
+    for u in todo:   # formats (#16): precomputed features count their rows
+        if u.feats is not None: u.num_frames = read_feats(u.feats, f"utterance {u.key}").shape[0]
+    todo = [u for u in todo if u.feats is None]
     paths = sorted({u.audio for u in todo})
     with ThreadPoolExecutor(max(1, jobs)) as ex: infos = dict(zip(paths, ex.map(_audio_info, paths)))
     for u in todo:
@@ -589,7 +626,7 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
         if c > 1: bad[k].append(f"duplicate_id: appears {c} times")
     infos, rates = {}, Counter()
     if check_audio:
-        paths = sorted({u.audio for u in utts})
+        paths = sorted({u.audio for u in utts if u.feats is None})
         with ThreadPoolExecutor(max(1, jobs)) as ex: infos = dict(zip(paths, ex.map(_audio_info, paths)))
         corrupt = {}
         if read_audio:   # decode every sample: truncated data, NaN/Inf
@@ -603,7 +640,8 @@ def validate_utterances(utts:Sequence[Utterance],           # utterances to chec
             oov = sorted({c for c in u.text if c not in units and not (c == ' ' and _space_ok(units))})
             if oov: rs.append(f"oov_chars: {' '.join(repr(c) for c in oov)} not in units")
         frames = u.num_frames
-        if check_audio:
+        if check_audio and u.feats is not None: frames = _check_utt_feats(u, rs)   # formats (#16)
+        elif check_audio:
             frames = _check_utt_audio(u, infos[u.audio], corrupt, sample_rate, channels, rs, rates)
         if frames and u.text and u.text.strip() and length_rule is not None:
             why = ctc_length_check(frames, list(tokenize(u.text) if tokenize is not None else u.text), length_rule)
@@ -646,13 +684,14 @@ def validate_data_dir(path:Path|str, # Kaldi data dir
 # %% ../nbs/02_data.ipynb #895d893f
 def check_data(path:Path|str, # a Kaldi data dir or a .jsonl manifest
                what:str='data', # how the error line names it ('training data', '--valid', ...)
+               urls:UrlSources|None=None, # formats (#16): whether jsonl sources may be URLs
               ) -> list[Utterance]:
     "The utterances of a data dir or manifest; `DataError` naming it if it is missing, not a data set, or empty."
     p = Path(path)
     if not p.exists(): raise DataError(f"{what} not found: {p}")
-    if p.is_dir() and not (p/'wav.scp').is_file():
-        raise DataError(f"{what} {p} is not a Kaldi data dir (no wav.scp) and not a .jsonl manifest")
-    utts = load_utterances(str(p))
+    if p.is_dir() and not (p/'wav.scp').is_file() and not (p/'feats.scp').is_file():
+        raise DataError(f"{what} {p} is not a Kaldi data dir (no wav.scp or feats.scp) and not a .jsonl manifest")
+    utts = load_utterances(str(p), urls=urls)
     if not utts: raise DataError(f"{what} {p} holds no utterances")
     return utts
 
@@ -661,9 +700,10 @@ def usable_utterances(path:Path|str, what:str='data', *,
                       length_rule:Callable[[int], int]|None=None, # 10 ms units -> encoder frames (`model.ctc_length_rule(cfg)`)
                       tokenize:Callable[[str], list]|None=None, # labels for the CTC check (None: characters)
                       strict:bool=False, # stop on any bad utterance instead of skipping it
+                      urls:UrlSources|None=None, # formats (#16): whether jsonl sources may be URLs
                      ) -> list[Utterance]:
     "The utterances that pass `validate_utterances`; bad ones are reported (one warning) and skipped, or stop the run."
-    utts = check_data(path, what)
+    utts = check_data(path, what, urls=urls)
     rep = validate_utterances(utts, sample_rate=sample_rate, length_rule=length_rule, tokenize=tokenize)
     if rep.bad and strict:
         _log.error(rep.summary())
@@ -674,14 +714,202 @@ def usable_utterances(path:Path|str, what:str='data', *,
         _log.warning(f"{what} {path}: skipping {len(rep.bad)} bad utterance(s): {shown}")
     return rep.good
 
-def decode_utterances(path:Path|str, what:str='test data') -> list[Utterance]:
+def decode_utterances(path:Path|str, what:str='test data', urls:UrlSources|None=None) -> list[Utterance]:
     "Every id of wav.scp (or segments) of a data dir, or of a manifest; an id without a transcript gets `text=None`."
     p = Path(path)
-    if p.is_file() and p.suffix == '.jsonl': utts = read_jsonl(p, text_optional=True)
-    elif not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, what)
+    if p.is_file() and p.suffix == '.jsonl': utts = read_jsonl(p, text_optional=True, urls=urls)
+    elif not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, what, urls=urls)
     else: utts = read_data_dir(p, text_optional=True)
     if not utts: raise DataError(f"{what} {p} holds no utterances")
     return utts
+
+# %% ../nbs/02_data.ipynb #dc991618
+_FEATS_RE = re.compile(r'^(?P<file>.+):(?P<offset>\d+)(?P<slice>\[[0-9:, ]*\])?$')   # 'x.ark:123' or 'x.ark:123[0:10]'
+
+def _parse_feats(value:str) -> str:
+    "A `feats.scp` value: `archive:offset`; ValueError says why not."
+    v = value.strip()
+    if v.endswith('|'): raise ValueError(f"piped command '{v}' is not supported: write the features to an ark file first")
+    if not _FEATS_RE.match(v): raise ValueError(f"'{v}' is not a Kaldi feature entry 'archive.ark:offset'")
+    return v
+
+KALDI_FILES['feats.scp'] = (True, _parse_feats)   # formats (#16): the table's entry for feature indexes
+
+def read_feats(spec:str,            # 'x.ark:123': a feats.scp value or an ESPnet1 data.json `feat`
+               where:str|None=None, # how errors name it, e.g. 'utterance u1' (default: the entry)
+              ) -> np.ndarray:      # (T, D) float32, every value finite
+    "One utterance's precomputed features from a Kaldi archive (read with kaldiio); DataError naming `where` when unusable."
+    import kaldiio
+    where = where or spec
+    m = _FEATS_RE.match(spec)
+    if m is None: raise DataError(f"{where}: '{spec}' is not a Kaldi feature entry 'archive.ark:offset'")
+    try: check_regular_file(m['file'], 'feature archive')
+    except DataError as e: raise DataError(f"{where}: {e}") from None
+    try: x = np.asarray(kaldiio.load_mat(spec))
+    except Exception as e: raise DataError(f"{where}: cannot read features {spec} ({type(e).__name__}: {' '.join(str(e).split())})") from None
+    if x.ndim != 2: raise DataError(f"{where}: features {spec} have shape {x.shape}, a (frames, dim) matrix expected")
+    if not np.isfinite(x).all(): raise DataError(f"{where}: features {spec} hold {int(x.size - np.isfinite(x).sum())} non-finite values")
+    return np.array(x, dtype=np.float32)   # a writable copy (kaldiio may hand out a read-only view)
+
+# %% ../nbs/02_data.ipynb #e50c0ba5
+def read_feats_dir(path:Path|str,    # data dir with feats.scp and text (wav.scp, utt2spk, utt2num_frames optional)
+                   strict:bool=False, # raise on ids missing from feats.scp/text (default: skip them with a warning)
+                   text_optional:bool=False, # decoding: `text` may be absent or partial
+                  ) -> list[Utterance]:
+    "Utterances of a Kaldi data dir with precomputed features (`feats` set, `num_frames` = feature rows), sorted by id."
+    d = Path(path)
+    feats = {k: v for k, (_, v) in read_kaldi_file(d/'feats.scp').items()}
+    if (d/'wav.scp').is_file():
+        utts = read_data_dir(d, strict=strict, text_optional=text_optional); ids = {u.key for u in utts}   # audio kept
+    else:
+        if not (d/'text').is_file() and not text_optional: raise DataError(f"{d}: not a Kaldi data dir (feats.scp but no text)")
+        text = read_text_file(d/'text') if (d/'text').is_file() else {}
+        spk = read_utt2spk(d/'utt2spk') if (d/'utt2spk').is_file() else {}
+        utts = [Utterance(k, v, text.get(k), speaker=spk.get(k)) for k, v in sorted(feats.items()) if k in text or text_optional]
+        ids = set(text) | {u.key for u in utts}
+    nfr = {k: v for k, (_, v) in read_kaldi_file(d/'utt2num_frames').items()} if (d/'utt2num_frames').is_file() else {}
+    missing = sorted(ids ^ set(feats))
+    if missing:
+        msg = f"{d}: {len(missing)} ids are not in both feats.scp and text/wav.scp (e.g. {', '.join(missing[:3])})"
+        if strict: raise DataError(msg)
+        _log.warning(msg + ' -- skipping them')
+    out = [u for u in utts if u.key in feats]
+    for u in out:
+        if u.audio == feats[u.key] or not (d/'wav.scp').is_file(): u.audio = feats[u.key]
+        u.feats, u.num_frames = feats[u.key], nfr.get(u.key)
+    return fill_num_frames(out)
+
+# %% ../nbs/02_data.ipynb #7daaed73
+def _resolve_rel(path:str, base:Path) -> str:
+    "A relative path from ESPnet's recipe dir (the working directory), else from the json's folder."
+    return path if os.path.isabs(path) or os.path.exists(path) or not (base/path).exists() else str(base/path)
+
+def _espnet_entry(key:str, e, where:str, base:Path, text_optional:bool) -> Utterance:
+    "One `utts` entry of an ESPnet1 data.json as an Utterance."
+    if not isinstance(e, dict): raise DataError(f"{where}: expected an object, got {type(e).__name__}")
+    ins, outs, spk = e.get('input'), e.get('output'), e.get('utt2spk')
+    if not isinstance(ins, list) or not ins or not isinstance(ins[0], dict): raise DataError(f"{where}: 'input' must be a non-empty list of objects")
+    feat, shape, kind = ins[0].get('feat'), ins[0].get('shape'), ins[0].get('filetype', 'mat')
+    if not isinstance(feat, str) or not feat: raise DataError(f"{where}: input[0].feat must be a non-empty string")
+    text = outs[0].get('text') if isinstance(outs, list) and outs and isinstance(outs[0], dict) else None
+    if text is None and not text_optional: raise DataError(f"{where}: no output[0].text (the transcript)")
+    if text is not None and not isinstance(text, str): raise DataError(f"{where}: output[0].text must be a string")
+    spk = None if spk is None else str(spk)
+    if kind == 'sound': return Utterance(key, _resolve_rel(feat, base), text, speaker=spk)   # raw audio input
+    if kind != 'mat': raise DataError(f"{where}: input filetype '{kind}' is not supported (Kaldi 'mat' archives and 'sound' files are)")
+    try: spec = _parse_feats(feat)
+    except ValueError as err: raise DataError(f"{where}: input[0].feat: {err}") from None
+    m = _FEATS_RE.match(spec); spec = _resolve_rel(m['file'], base) + spec[len(m['file']):]
+    ok = isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    if shape is not None and not ok: raise DataError(f"{where}: input[0].shape must be [frames, dim], got {shape!r}")
+    return Utterance(key, spec, text, speaker=spk, num_frames=shape[0] if shape else None, feats=spec)
+
+def read_espnet_json(path:Path|str, text_optional:bool=False) -> list[Utterance]:
+    "An ESPnet1 `data.json` (`{'utts': {id: {'input': [...], 'output': [...], 'utt2spk': ...}}}`); DataError names file and id."
+    p = check_regular_file(path, 'ESPnet data.json')
+    try: obj = json.loads(p.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise DataError(f"{p}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e: raise DataError(f"{p}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get('utts'), dict): raise DataError(f"{p}: not an ESPnet1 data.json (no 'utts' object)")
+    utts = []
+    for k, e in obj['utts'].items():
+        if not k or any(c.isspace() for c in k): raise DataError(f"{p}: bad utterance id {k!r}")
+        utts.append(_espnet_entry(k, e, f"{p}: utts[{k!r}]", p.parent, text_optional))
+    return fill_num_frames(utts)
+
+# %% ../nbs/02_data.ipynb #957b59b0
+def write_espnet_json(utts:Sequence[Utterance], # utterances with `feats` set
+                      path:Path|str,            # data.json to write (atomically)
+                      units:dict[str, int]|None=None, # token -> id ('<space>' for ' '); None: no tokenid/output shape
+                     ) -> Path:
+    "Write utterances with precomputed features as an ESPnet1 `data.json` (character tokens, `<space>` between words)."
+    out = {}
+    for u in utts:
+        if u.feats is None: raise DataError(f"utterance {u.key!r}: no precomputed features (dump them first: asr_nb_dump)")
+        x = read_feats(u.feats, f"utterance {u.key}")
+        toks = ['<space>' if c == ' ' else c for c in (u.text or '')]
+        o = dict(name='target1', text=u.text, token=' '.join(toks))
+        if units is not None:
+            o.update(tokenid=' '.join(str(units.get(t, units.get('<unk>', 1))) for t in toks), shape=[len(toks), len(units) + 1])
+        e = dict(input=[dict(feat=u.feats, name='input1', shape=list(x.shape))], output=[o])
+        if u.speaker is not None: e['utt2spk'] = u.speaker
+        out[u.key] = e
+    atomic_write_text(Path(path), json.dumps({'utts': out}, ensure_ascii=False, indent=1) + '\n')
+    return Path(path)
+
+# %% ../nbs/02_data.ipynb #6801a0b0
+def _check_utt_feats(u:Utterance, rs:list[str]) -> int|None:
+    "Append the reasons an utterance's feature archive is unusable to `rs`; its length in frames."
+    try: check_regular_file(_FEATS_RE.match(u.feats)['file'] if _FEATS_RE.match(u.feats) else u.feats, 'feature archive')
+    except DataError as e: rs.append(f"missing_feats: {e}"); return u.num_frames
+    if not u.num_frames: rs.append('zero_length: no feature frames')
+    return u.num_frames
+
+# %% ../nbs/02_data.ipynb #d02b7921
+MAX_URL_BYTES = 1 << 30   # a larger URL source is refused: a download is held in memory until its hash names it
+
+def _download(url:str, blobs:Path, timeout:float) -> Path:
+    "Fetch `url` (at most MAX_URL_BYTES), then write it atomically as `blobs/<sha256 of its bytes><the URL's extension>`."
+    ext = ''.join(c for c in Path(urllib.parse.urlparse(url).path).suffix if c.isalnum() or c == '.')[:8]
+    with urllib.request.urlopen(url, timeout=timeout) as r: data = r.read(MAX_URL_BYTES + 1)
+    if len(data) > MAX_URL_BYTES: raise ValueError(f"larger than {MAX_URL_BYTES} bytes")
+    blob = blobs/(hashlib.sha256(data).hexdigest() + ext)
+    if not blob.is_file():
+        with atomic_write(blob) as f: f.write(data)
+    return blob
+
+def fetch_url(url:str,                   # an http(s) URL from a manifest
+              urls:UrlSources|None,      # the policy (None: downloads off)
+              where:str='manifest',      # how errors name the source, e.g. 'm.jsonl:3'
+             ) -> str:                   # path of the cached file
+    "The local copy of `url`, downloaded once into the content-addressed cache; DataError naming `where` when refused or failed."
+    if urls is None or not urls.allow:
+        raise DataError(f"{where}: audio is a URL ({url}) and downloads are off; pass --allow-url (or set data.allow_url=true) to fetch it into a local cache")
+    if urls.timeout <= 0: raise DataError(f"{where}: data.url_timeout must be > 0 seconds, got {urls.timeout}")
+    blobs, index = urls.root/'blobs', urls.root/'by-url'
+    blobs.mkdir(parents=True, exist_ok=True); index.mkdir(parents=True, exist_ok=True)
+    entry = index/hashlib.sha256(url.encode()).hexdigest()
+    if entry.is_file() and (blobs/entry.read_text().strip()).is_file(): return str(blobs/entry.read_text().strip())
+    try: blob = _download(url, blobs, urls.timeout)
+    except urllib.error.HTTPError as e: raise DataError(f"{where}: cannot download {url} (HTTP {e.code} {e.reason})") from None
+    except (OSError, ValueError) as e:   # URLError, timeouts, refused connections, malformed URLs
+        why = getattr(e, 'reason', None) or e
+        raise DataError(f"{where}: cannot download {url} ({type(why).__name__ if not str(why) else why}; timeout {urls.timeout:g} s)") from None
+    atomic_write_text(entry, blob.name)
+    return str(blob)
+
+# %% ../nbs/02_data.ipynb #b2f90fc3
+def split_utterances(utts:Sequence[Utterance], # the corpus
+                     dev_percent:float,        # share of utterances for dev, 0 < p < 100 (whole speakers: about that much)
+                     seed:int=0,               # the same seed gives the same split
+                     by:str='auto',            # 'auto' (speaker when every utterance has one and there are >= 2), 'speaker', 'utterance'
+                    ) -> tuple[list[Utterance], list[Utterance], str]: # (train, dev, 'speaker' | 'utterance')
+    "Deterministic train/dev split by percentage, by speaker when utt2spk allows it."
+    if not 0 < dev_percent < 100: raise DataError(f"--dev-percent must be between 0 and 100, got {dev_percent}")
+    if by not in ('auto', 'speaker', 'utterance'): raise DataError(f"--by must be auto, speaker or utterance, got {by!r}")
+    spks = {u.speaker for u in utts}
+    if by == 'speaker' and (None in spks or len(spks) < 2): raise DataError("a split by speaker needs an utt2spk with at least two speakers")
+    how = 'speaker' if by == 'speaker' or (by == 'auto' and None not in spks and len(spks) >= 2) else 'utterance'
+    target, rng = max(1, round(len(utts) * dev_percent / 100)), random.Random(seed)
+    groups = defaultdict(list)
+    for u in utts: groups[u.speaker if how == 'speaker' else u.key].append(u.key)
+    order = sorted(groups); rng.shuffle(order)
+    dev = set()
+    for g in order:
+        if len(dev) >= target: break
+        dev.update(groups[g])
+    train = [u for u in utts if u.key not in dev]
+    if not train: raise DataError(f"a {dev_percent}% dev split by {how} leaves no training utterance ({len(utts)} in all)")
+    return train, [u for u in utts if u.key in dev], how
+
+def split_data(data:Path|str, out_dir:Path|str, dev_percent:float, seed:int=0, by:str='auto',
+               urls:UrlSources|None=None) -> dict:
+    "Split a data set into `out_dir/train` and `out_dir/dev` data dirs; returns the counts and how it split."
+    utts = check_data(data, 'data', urls=urls)
+    train, dev, how = split_utterances(utts, dev_percent, seed, by)
+    for name, part in (('train', train), ('dev', dev)): write_data_dir(part, Path(out_dir)/name)
+    return dict(train=len(train), dev=len(dev), by=how, dev_percent=round(100 * len(dev) / len(utts), 2),
+                speakers_dev=len({u.speaker for u in dev}) if how == 'speaker' else None)
 
 # %% ../nbs/02_data.ipynb #70a5d326
 FINGERPRINT_VERSION = 1  # bump when what a fingerprint covers changes

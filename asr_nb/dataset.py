@@ -22,7 +22,8 @@ from .augment import AugmentError, Augmenter, make_augmenter
 
 # %% auto #0
 __all__ = ['BATCH_TYPES', 'log', 'FilterReport', 'filter_utterances', 'batch_budget', 'batch_cost', 'sort_key_lengths',
-           'make_batches', 'padding_stats', 'BucketBatchSampler', 'ASRDataset', 'collate', 'make_dataloader']
+           'make_batches', 'padding_stats', 'BucketBatchSampler', 'ASRDataset', 'collate', 'check_precomputed',
+           'make_dataloader']
 
 # %% ../nbs/06_dataset.ipynb #743295d4
 @dataclass
@@ -288,6 +289,7 @@ class ASRDataset(Dataset):
 # %% ../nbs/06_dataset.ipynb #1af42742
 def _getitem(self: ASRDataset, idx: int) -> dict | None:
     u, cfg = self.utts[idx], self.feat_cfg
+    if getattr(u, "feats", None) is not None: return _precomputed_item(self, idx)   # formats (#16): read, not computed
     try:
         wav = load_audio(u.audio, u.start, u.end, sample_rate=cfg.sample_rate)  # (N,)
         if wav.numel() == 0: raise ValueError("no samples")
@@ -324,6 +326,27 @@ def collate(items: Sequence[dict | None], # from ASRDataset; None = skipped
     tokens = pad_sequence([it["tokens"] for it in items], batch_first=True, padding_value=IGNORE_ID)  # (B, L)
     return Batch(feats, feat_lens, tokens, token_lens, [it["key"] for it in items])
 
+# %% ../nbs/06_dataset.ipynb #ea63ea31
+from .features import FeatureDimError, load_precomputed   # formats (#16)
+
+def _precomputed_item(self: ASRDataset, idx: int) -> dict | None:
+    "Item `idx` from its precomputed features (T, dim); unreadable: None (counted), wrong dimension: FeatureDimError."
+    u = self.utts[idx]
+    try: feats = load_precomputed(u, self.frontend.dim)                 # (T, dim)
+    except FeatureDimError: raise
+    except Exception as e:
+        if self.strict: raise
+        log.warning(f"skipping utterance {u.key} (features {u.feats}): {e}")
+        info = torch.utils.data.get_worker_info()
+        self._skipped[0 if info is None else 1 + info.id % _MAX_WORKERS] += 1
+        return None
+    return dict(key=u.key, feats=feats, tokens=torch.tensor(self.tokenizer.encode(u.text), dtype=torch.long))
+
+def check_precomputed(utts: Sequence[Utterance], dim: int) -> None:
+    "The first utterance with precomputed features must be `dim` wide (FeatureDimError naming it): checked before training."
+    u = next((u for u in utts if getattr(u, "feats", None) is not None), None)
+    if u is not None: load_precomputed(u, dim)
+
 # %% ../nbs/06_dataset.ipynb #40e38509
 def _seed_worker(worker_id: int):
     "Seed python's and numpy's RNGs in a worker from torch's per-worker seed."
@@ -357,6 +380,7 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
     dc, fe = cfg.data, check_config(cfg)   # features vs model input dim, up front
     if any(u.num_frames is None for u in utts): utts = fill_num_frames(list(utts))
     kept, report = filter_utterances(utts, dc, tokenizer, length_rule=length_rule)
+    check_precomputed(kept, fe.dim)   # formats (#16): a wrong feature dimension stops here, naming the utterance
     if report.dropped and rank == 0: log.warning(report.summary())
     if dc.strict and report.counts["too_long_for_ctc"]: raise ValueError("strict: " + report.summary(max_keys=20))
     if not kept: raise ValueError("no utterance left after filtering: " + report.summary())

@@ -20,7 +20,8 @@ from .core import ConfigError, FeatureConfig, UserError, atomic_write_text, get_
 __all__ = ['FRONTENDS', 'AudioError', 'load_audio', 'speed_perturb', 'num_frames', 'fbank', 'mfcc', 'Frontend', 'FbankFrontend',
            'MfccFrontend', 'RawFrontend', 'make_frontend', 'apply_lfr', 'LfrFrontend', 'utterance_length_rule',
            'check_config', 'CmvnError', 'compute_cmvn', 'load_cmvn', 'cmvn_fingerprint', 'ensure_cmvn',
-           'import_mean_std', 'export_mean_std', 'GlobalCMVN', 'cache_features', 'read_feats_scp', 'load_cached']
+           'import_mean_std', 'export_mean_std', 'GlobalCMVN', 'cache_features', 'read_feats_scp', 'load_cached',
+           'FeatureDimError', 'load_precomputed', 'dump_features']
 
 # %% ../nbs/04_features.ipynb #5daab42d
 class AudioError(UserError):
@@ -234,7 +235,8 @@ def compute_cmvn(utts: Iterable,                  # `Utterance`s (audio, start, 
         if max_utts is not None and i >= max_utts: break
         path, start, end = _utt_audio(u)
         try:
-            x = _cmvn_feats(load_audio(path, start, end, cfg.sample_rate), fe)     # (T, D)
+            x = (load_precomputed(u, fe.dim).double().numpy() if getattr(u, "feats", None)   # formats (#16): precomputed
+                 else _cmvn_feats(load_audio(path, start, end, cfg.sample_rate), fe))     # (T, D)
             if not np.isfinite(x).all(): raise AudioError(f"{path}: features are not finite")
         except AudioError as e:
             if strict: raise
@@ -407,3 +409,54 @@ def load_cached(path: str | os.PathLike) -> torch.Tensor: # (T, dim) float32
     "One utterance's features from the cache."
     try: return torch.from_numpy(np.load(path))
     except Exception as e: raise ValueError(f"{path}: cannot read cached features ({e})") from None
+
+# %% ../nbs/04_features.ipynb #d6f7efc1
+from .data import DataError, check_data, read_feats, write_data_dir   # formats (#16)
+
+class FeatureDimError(DataError):
+    "Precomputed features whose dimension is not the model's; names the utterance."
+
+def load_precomputed(u,              # an `Utterance` with `feats` set
+                     dim: int,       # the dimension the model and CMVN take: `make_frontend(cfg).dim`
+                    ) -> torch.Tensor: # (T, dim) float32
+    "The precomputed features of `u` (a Kaldi ark entry, read with kaldiio); FeatureDimError naming `u` when not `dim` wide."
+    x = read_feats(u.feats, f"utterance {u.key}")
+    if x.shape[1] != dim:
+        raise FeatureDimError(f"utterance {u.key}: precomputed features {u.feats} have dimension {x.shape[1]}, but the model and its "
+                              f"CMVN take {dim} (features.kind / n_mels / num_ceps / lfr_m); dump them again with this config or change it")
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+# %% ../nbs/04_features.ipynb #9d4617a9
+def _dump_one(u, fe: Frontend, cfg: FeatureConfig) -> np.ndarray: # (T, dim) float32
+    "Features of one utterance for the dump: its precomputed ones, or the front end's (no dither)."
+    return (load_precomputed(u, fe.dim) if u.feats else fe(load_audio(u.audio, u.start, u.end, cfg.sample_rate))).numpy()
+
+def dump_features(data,                      # data dir, manifest or data.json path, or a list of `Utterance`s
+                  out_dir: str | os.PathLike, # the dump dir (created): feats.ark, feats.scp, text, utt2spk, wav.scp, utt2num_frames, dump.json
+                  feat_cfg: FeatureConfig,   # the front end: the config's `features` section
+                  *, urls=None,              # `data.UrlSources` for http(s) sources in jsonl manifests
+                 ) -> Path:                  # out_dir, a data dir every command takes
+    "Dump stage: the front end's features of every utterance into a Kaldi feats.ark/feats.scp data dir (kaldiio); unreadable audio is skipped and counted."
+    import dataclasses, kaldiio
+    from asr_nb.core import atomic_write
+    utts = check_data(data, "data", urls=urls) if isinstance(data, (str, os.PathLike)) else list(data)
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    (out/"feats.scp").unlink(missing_ok=True)          # first: from here on a killed dump leaves no index
+    fe, ark, log = make_frontend(feat_cfg), (out/"feats.ark").resolve(), get_logger("features")
+    done, skipped = [], {}
+    with atomic_write(ark) as f:                       # offsets count from the file's start: the same after the rename
+        for u in utts:
+            try: x = _dump_one(u, fe, feat_cfg)                             # (T, dim)
+            except FeatureDimError: raise
+            except (AudioError, DataError) as e: skipped[u.key] = str(e); continue
+            if x.shape[0] == 0: skipped[u.key] = "shorter than one frame"; continue
+            pos = f.tell(); kaldiio.save_ark(f, {u.key: x})                  # 'key ' then the binary matrix
+            spec = f"{ark}:{pos + len(u.key.encode()) + 1}"
+            done.append(dataclasses.replace(u, feats=spec, num_frames=int(x.shape[0]), audio=spec if u.audio == u.feats else u.audio))
+        if not done: raise AudioError(f"{out}: nothing dumped: all {len(utts)} utterances were unreadable or too short")
+    atomic_write_text(out/"dump.json", json.dumps(dict(features=dataclasses.asdict(feat_cfg), dim=fe.dim, utterances=len(done),
+                                                       skipped=skipped), indent=1, ensure_ascii=False) + "\n")
+    write_data_dir(done, out)                          # text, wav.scp, utt2spk, utt2num_frames, then feats.scp
+    if skipped: log.warning(f"dump {out}: skipped {len(skipped)} utterance(s): " + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
+    log.info(f"dump {out}: {len(done)} utterances, {fe.dim}-dim {feat_cfg.kind} features")
+    return out
