@@ -105,6 +105,8 @@ def usable_utterances(path: str | os.PathLike, # data dir or manifest
                       what: str = 'data') -> list:
     "`data.usable_utterances` with the settings of `cfg` (bad utterances reported and skipped; `data.strict` stops)."
     from asr_nb.data import usable_utterances as usable
+    from asr_nb.shards import ShardSource, is_shard_source
+    if is_shard_source(path): return ShardSource(path, cfg.data.shard_allow_pipe)  # shards (#17): checked member by member while streaming
     # label-length check on characters; for BPE, words are a lower bound on the pieces (the dataset re-checks with the real units)
     return usable(path, what, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg),
                   tokenize=str.split if cfg.tokenizer.kind == 'bpe' else None, strict=cfg.data.strict)

@@ -22,7 +22,7 @@ from .data import DataError, Utterance, FRAME_SHIFT_S, fill_num_frames, load_utt
 __all__ = ['SHARD_FORMAT', 'SHARD_VERSION', 'INDEX_NAME', 'TEXT_NAME', 'AUDIO_EXTS', 'log', 'ShardError', 'shard_name',
            'ShardWriter', 'utterance_audio', 'write_shards', 'iter_shard', 'decode_record', 'is_shard_source',
            'ShardSource', 'epoch_shards', 'worker_shards', 'ShardStream', 'ShardLoader', 'make_shard_loader',
-           'cmvn_utterances', 'simulate_lengths', 'shard_parser', 'shard_main']
+           'cmvn_utterances', 'shard_cmvn', 'simulate_lengths', 'shard_parser', 'shard_main']
 
 # %% ../nbs/18_shards.ipynb #af6c2763
 SHARD_FORMAT = "asr_nb.shards"   # `format` of index.json
@@ -458,9 +458,16 @@ def cmvn_utterances(src: ShardSource, # the training shards
                 if len(utts) >= k: return utts
                 wav, why = decode_record(r, sample_rate)
                 if why: continue
-                p = out/f"{len(utts):07d}.{r['ext']}"; p.write_bytes(r["audio"])
+                p = out/f"{r['key']}.{r['ext']}"; p.write_bytes(r["audio"])   # named by key: the CMVN fingerprint follows the data
                 utts.append(Utterance(r["key"], str(p), r["text"], num_frames=r["meta"]["num_frames"]))
     return utts
+
+def shard_cmvn(exp: str | os.PathLike, cfg: ExpConfig, src: ShardSource, keep: bool = False):
+    "`features.ensure_cmvn` over `cmvn_utterances(src, exp/.cmvn_audio, data.shard_cmvn_utts)`; the unpacked audio is removed after."
+    from asr_nb.features import ensure_cmvn
+    tmp = Path(exp)/".cmvn_audio"
+    try: return ensure_cmvn(exp, cfg.features, cmvn_utterances(src, tmp, cfg.data.shard_cmvn_utts, cfg.features.sample_rate), keep=keep)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/18_shards.ipynb #a41bb1e2
 def simulate_lengths(n: int = 20000, seed: int = 0,
