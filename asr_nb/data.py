@@ -341,6 +341,8 @@ def read_jsonl(path:Path|str, text_optional:bool=False) -> list[Utterance]:
 def load_utterances(path:Path|str, strict:bool=False) -> list[Utterance]:
     "Utterances from a Kaldi data dir, a `.jsonl` manifest or a fairseq `.tsv` manifest."
     p = Path(path)
+    from asr_nb.shards import is_shard_source, unpack_utterances   # shards (#17): tar shards, unpacked for map-style use
+    if is_shard_source(p): return unpack_utterances(p)
     if p.is_dir(): return read_data_dir(p, strict=strict)
     if p.exists() and not p.is_file(): check_regular_file(p, 'manifest')   # a FIFO or device: say what it is
     if p.is_file() and p.suffix == '.tsv': return read_fairseq_tsv(p)   # fairseq manifest (+ .wrd/.ltr labels)
@@ -650,7 +652,7 @@ def check_data(path:Path|str, # a Kaldi data dir or a .jsonl manifest
     "The utterances of a data dir or manifest; `DataError` naming it if it is missing, not a data set, or empty."
     p = Path(path)
     if not p.exists(): raise DataError(f"{what} not found: {p}")
-    if p.is_dir() and not (p/'wav.scp').is_file():
+    if p.is_dir() and not (p/'wav.scp').is_file() and not (p/'index.json').is_file():  # index.json: a shard dir (#17)
         raise DataError(f"{what} {p} is not a Kaldi data dir (no wav.scp) and not a .jsonl manifest")
     utts = load_utterances(str(p))
     if not utts: raise DataError(f"{what} {p} holds no utterances")

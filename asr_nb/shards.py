@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_shards.ipynb #11d74d0e
 from __future__ import annotations
-import contextlib, io, json, math, os, random, shutil, subprocess, tarfile, time
+import atexit, contextlib, dataclasses, io, json, math, os, random, shutil, subprocess, tarfile, tempfile, time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +21,8 @@ from .data import DataError, Utterance, FRAME_SHIFT_S, fill_num_frames, load_utt
 # %% auto #0
 __all__ = ['SHARD_FORMAT', 'SHARD_VERSION', 'INDEX_NAME', 'TEXT_NAME', 'AUDIO_EXTS', 'log', 'ShardError', 'shard_name',
            'ShardWriter', 'utterance_audio', 'write_shards', 'iter_shard', 'decode_record', 'is_shard_source',
-           'ShardSource', 'epoch_shards', 'worker_shards', 'ShardStream', 'ShardLoader', 'make_shard_loader',
-           'cmvn_utterances', 'shard_cmvn', 'simulate_lengths', 'shard_parser', 'shard_main']
+           'ShardSource', 'unpack_utterances', 'epoch_shards', 'worker_shards', 'ShardStream', 'ShardLoader',
+           'make_shard_loader', 'cmvn_utterances', 'shard_cmvn', 'simulate_lengths', 'shard_parser', 'shard_main']
 
 # %% ../nbs/18_shards.ipynb #af6c2763
 SHARD_FORMAT = "asr_nb.shards"   # `format` of index.json
@@ -246,6 +246,29 @@ class ShardSource:
                 for r in iter_shard(s, audio=False): yield r["key"], r.get("text")
 
 # %% ../nbs/18_shards.ipynb #a30b3f66
+_UNPACKED: dict = {}   # resolved source path -> utterances already unpacked by this process
+
+def unpack_utterances(path: str | os.PathLike, # a shard dir or list file
+                      allow_pipe: bool = False,
+                     ) -> list[Utterance]:
+    """A shard source as utterances with audio *files*, unpacked once per process into a temporary folder that is
+    removed at exit. For dev/test sets read by map-style commands (decode, validate, scoring); training streams."""
+    src, key = ShardSource(path, allow_pipe), str(Path(path).resolve())
+    if key not in _UNPACKED:
+        out = Path(tempfile.mkdtemp(prefix="asr_nb_shards.")); atexit.register(shutil.rmtree, str(out), True)
+        utts = []
+        for s in src.shards:
+            for r in iter_shard(s):
+                if "error" in r or "audio" not in r:
+                    log.warning(f"shard {s}: skipping {r['key'] or '(tar)'}: {r.get('error', 'missing_audio: no audio member')}"); continue
+                a = out/f"{len(utts):08d}.{r['ext']}"; a.write_bytes(r["audio"])
+                n = (r.get("meta") or {}).get("num_frames")
+                utts.append(Utterance(r["key"], str(a), r.get("text") or None, speaker=(r.get("meta") or {}).get("speaker"),
+                                      num_frames=n if isinstance(n, int) and n > 0 else None))
+        _UNPACKED[key] = utts
+    return [dataclasses.replace(u) for u in _UNPACKED[key]]
+
+# %% ../nbs/18_shards.ipynb #db6628f3
 def epoch_shards(n: int,            # shards in the source
                  epoch: int, seed: int = 0,
                  shuffle: bool = True,
@@ -260,7 +283,7 @@ def worker_shards(mine: Sequence[int], done: set, worker: int, num_workers: int)
     "What one dataloader worker reads: the rank's shards not yet done this epoch, every `num_workers`-th from `worker`."
     return [s for s in mine if s not in done][worker::num_workers]
 
-# %% ../nbs/18_shards.ipynb #db6628f3
+# %% ../nbs/18_shards.ipynb #6e068658
 @dataclass
 class _Item:
     key: str; shard: int; frames: int; tokens: list; wave: torch.Tensor | None = None
@@ -287,7 +310,7 @@ class ShardStream(IterableDataset):
         mine = epoch_shards(len(self.shards), self.epoch, self.seed, self.train and self.cfg.data.shuffle, self.rank, self.world_size)
         return worker_shards(mine, self.done, worker, num_workers)
 
-# %% ../nbs/18_shards.ipynb #360d0480
+# %% ../nbs/18_shards.ipynb #fcb31768
 def _check_item(self: ShardStream, r: dict) -> tuple[_Item | None, str | None]:
     "A record as an `_Item` (tokens, frames), or a skip reason: the length limits of `dataset.filter_utterances`."
     from asr_nb.data import ctc_length_check
@@ -316,7 +339,7 @@ def _records(self: ShardStream, order: list[int], g: random.Random, left: Counte
 
 ShardStream._check_item, ShardStream._records = _check_item, _records
 
-# %% ../nbs/18_shards.ipynb #aaa0385b
+# %% ../nbs/18_shards.ipynb #681ece9b
 def _features(self: ShardStream, it: _Item, g: torch.Generator) -> torch.Tensor:
     "Speed perturbation (training) and the front end, as `dataset.ASRDataset` does for a file."
     from asr_nb.features import speed_perturb
@@ -339,7 +362,7 @@ def _cut(self: ShardStream, items: list[_Item], g: random.Random, fg: torch.Gene
 
 ShardStream._features, ShardStream._cut = _features, _cut
 
-# %% ../nbs/18_shards.ipynb #6e068658
+# %% ../nbs/18_shards.ipynb #29e70fc8
 def _iter(self: ShardStream) -> Iterator[tuple]:
     "(Batch, info) where info = dict(done=[shards finished], bad=[(shard, key, reason)]); the last item has batch None."
     wi = torch.utils.data.get_worker_info()
@@ -372,7 +395,7 @@ def _iter(self: ShardStream) -> Iterator[tuple]:
 
 ShardStream._stream = _iter
 
-# %% ../nbs/18_shards.ipynb #29e70fc8
+# %% ../nbs/18_shards.ipynb #895b428e
 class ShardLoader:
     "The streaming loader with the sampler protocol `train` uses: set_epoch, advance, state_dict, load_state_dict, len (an upper bound)."
     streaming = True
@@ -401,7 +424,7 @@ class ShardLoader:
             if batch is not None: yield batch
         self.consumed, self.done = 0, set()    # the whole epoch was read: a new iteration starts it again
 
-# %% ../nbs/18_shards.ipynb #1dce7ceb
+# %% ../nbs/18_shards.ipynb #d0aa4092
 def _set_epoch(self: ShardLoader, epoch: int):
     "Start `epoch` (right after `load_state_dict`: continue the loaded epoch, skipping its finished shards)."
     if not (self._resuming and epoch == self.epoch): self.epoch, self.consumed, self.done = epoch, 0, set()
@@ -427,7 +450,7 @@ def _load_state_dict(self: ShardLoader, state: dict):
 ShardLoader.set_epoch, ShardLoader.advance = _set_epoch, _advance
 ShardLoader.state_dict, ShardLoader.load_state_dict = _state_dict, _load_state_dict
 
-# %% ../nbs/18_shards.ipynb #dac1d279
+# %% ../nbs/18_shards.ipynb #4ca3d4b2
 def make_shard_loader(src: ShardSource | str, # shard source
                       tokenizer, cfg: ExpConfig, *, train: bool,
                       rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -443,7 +466,7 @@ def make_shard_loader(src: ShardSource | str, # shard source
     ld = ShardLoader(stream, cfg.data.num_workers, _pin_memory(cfg), src.counts, worker_init)
     return ld, ld
 
-# %% ../nbs/18_shards.ipynb #c5e5c5a5
+# %% ../nbs/18_shards.ipynb #a41bb1e2
 def cmvn_utterances(src: ShardSource, # the training shards
                     out: str | os.PathLike, # a folder for the extracted audio (e.g. exp/.cmvn_audio; removed by the caller)
                     k: int = 1000,          # `data.shard_cmvn_utts`: how many utterances (WeNet: a subset is enough)
@@ -469,7 +492,7 @@ def shard_cmvn(exp: str | os.PathLike, cfg: ExpConfig, src: ShardSource, keep: b
     try: return ensure_cmvn(exp, cfg.features, cmvn_utterances(src, tmp, cfg.data.shard_cmvn_utts, cfg.features.sample_rate), keep=keep)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/18_shards.ipynb #a41bb1e2
+# %% ../nbs/18_shards.ipynb #2d5ad780
 def simulate_lengths(n: int = 20000, seed: int = 0,
                      lo: float = 1.2, hi: float = 14.5, mean: float = 4.5, # seconds: AISHELL-1 train's range and mean
                     ) -> list[int]:
@@ -479,7 +502,7 @@ def simulate_lengths(n: int = 20000, seed: int = 0,
     d = np.clip(g.lognormal(mu, sigma, n), lo, hi)
     return [int(x * 100) for x in d]
 
-# %% ../nbs/18_shards.ipynb #2d5ad780
+# %% ../nbs/18_shards.ipynb #37bac5bb
 def shard_parser():
     import argparse
     p = argparse.ArgumentParser(prog="asr_nb_shard", description="Pack a data dir or manifest into tar shards for streaming training.",
