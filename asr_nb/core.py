@@ -183,12 +183,12 @@ class DataConfig:
     shard_sort_buffer: int = 500     # shards: utterances sorted by length before `make_batches` cuts them
     shard_allow_pipe: bool = False   # shards: accept `pipe:CMD` entries in a shard list (they run a shell command)
     shard_cmvn_utts: int = 1000      # shards: global CMVN over the first N utterances of the shards (WeNet-style)
-    max_batch_mb: float = 0.0        # batch_type='memory': activation budget per batch in MiB
+    max_batch_mb: float = 8000.0     # batch_type='memory': activation budget per batch in MiB
     bytes_per_frame: float = 0.0     # batch_type='memory': bytes per padded input frame (0: estimated from the model width)
     def __post_init__(self):
         _check_choice(self, "batch_type", ("example", "length", "token", "target_token", "bins", "memory"))
-        _check_positive(self, "shard_shuffle_buffer", "shard_sort_buffer", "shard_cmvn_utts", "max_batch_mb", "bytes_per_frame", allow_zero=True)
-        if self.batch_type == "memory" and not self.max_batch_mb: raise ConfigError("max_batch_mb: batch_type 'memory' needs a budget in MiB (e.g. data.max_batch_mb=8000)")
+        _check_positive(self, "max_batch_mb")
+        _check_positive(self, "shard_shuffle_buffer", "shard_sort_buffer", "shard_cmvn_utts", "bytes_per_frame", allow_zero=True)
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
         if self.length_jitter >= 1: raise ConfigError(f"length_jitter: must be < 1 (a relative jitter of the sort length), got {self.length_jitter}")

@@ -85,8 +85,9 @@ def batch_budget(data_cfg: DataConfig) -> int:
 def _memory_budget(d: DataConfig) -> int:
     "batch_type 'memory' (#17): the MiB budget as padded input frames, at `bytes_per_frame` (see `core.activation_bytes_per_frame`)."
     if d.batch_type != "memory": return 0
-    if d.bytes_per_frame <= 0: raise ValueError("batch_type 'memory' needs data.bytes_per_frame > 0 (ExpConfig estimates it from the model)")
-    return max(1, int(d.max_batch_mb * 2 ** 20 / d.bytes_per_frame))
+    from asr_nb.core import activation_bytes_per_frame
+    bpf = d.bytes_per_frame or activation_bytes_per_frame(ExpConfig())   # a bare DataConfig: the default model's estimate
+    return max(1, int(d.max_batch_mb * 2 ** 20 / bpf))
 
 def batch_cost(batch_type: str, # one of BATCH_TYPES
                n: int,          # utterances in the batch
