@@ -127,8 +127,8 @@ _TRAIN_EPILOG = """examples:
 
 def train_parser() -> argparse.ArgumentParser:
     p = _parser('asr_nb_train', 'Train a Conformer/Transformer CTC-attention model; resumes automatically.', _TRAIN_EPILOG)
-    p.add_argument('--train', required=True, metavar='DATA', help='training data: Kaldi data dir or .jsonl manifest')
-    p.add_argument('--valid', required=True, metavar='DATA', help='validation data: Kaldi data dir or .jsonl manifest')
+    p.add_argument('--train', required=True, metavar='DATA', help='training data: Kaldi data dir, .jsonl manifest, or tar shards (asr_nb_shard dir or a list of .tar)')
+    p.add_argument('--valid', required=True, metavar='DATA', help='validation data: Kaldi data dir, .jsonl manifest, or tar shards')
     p.add_argument('--exp', required=True, metavar='DIR', help='experiment dir (created; holds config, tokenizer, cmvn, checkpoints, logs)')
     _add_config_args(p)
     return p
