@@ -13,7 +13,8 @@ Usage: nice -n 5 python bench/bench_shards.py [--data /work/main/exp/tiny_demo/d
    is sampled every 2000 utterances.
 3. Padding: AISHELL-1-like lengths (`shards.simulate_lengths`: log-normal, mean 4.5 s, 1.2-14.5 s), cut by the
    map-style global sort and by the stream's sort buffer, for batch_type length and memory.
-Timings on a shared 2-core machine are rough; the JSON records the machine.
+Timings on a shared 2-core machine are rough (wall seconds include other jobs; cpu_seconds do not); the JSON records
+the machine and its load average.
 """
 import argparse, io, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
@@ -89,13 +90,13 @@ def memory_epoch(shards: Path, every: int = 2000) -> dict:
     from asr_nb.shards import make_shard_loader
     ld, sampler = make_shard_loader(shards, tok, cfg, train=True, seed=0)
     sampler.set_epoch(0)
-    n, nxt, samples, t0 = 0, every, [], time.perf_counter()
+    n, nxt, samples, t0, c0 = 0, every, [], time.perf_counter(), time.process_time()
     for b in ld:
         n += len(b.keys)
         if n >= nxt: samples.append((n, round(rss_mb(), 1))); nxt += every
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     warm = [m for k, m in samples if k >= 10000] or [m for _, m in samples]
-    return dict(utterances=n, seconds=round(dt, 1), utt_per_s=round(n / dt, 1), rss_mb=samples,
+    return dict(utterances=n, seconds=round(dt, 1), cpu_seconds=round(cpu, 1), utt_per_s=round(n / dt, 1), rss_mb=samples,
                 rss_after_10k_min=min(warm), rss_after_10k_max=max(warm), growth_after_10k_mb=round(max(warm) - min(warm), 1),
                 shard_buffer=cfg.data.shard_shuffle_buffer, sort_buffer=cfg.data.shard_sort_buffer)
 
@@ -128,7 +129,8 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench_shards."))
-    res = dict(machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__),
+    res = dict(machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
+                            loadavg_at_start=os.getloadavg()[0]),
                consumption_utt_per_s=consumption())
     try:
         t = time.perf_counter(); idx = write_shards(a.data, tmp/"corpus", shard_size=200)

@@ -181,3 +181,27 @@ def test_memory_budget_and_padding_on_aishell_like_lengths():
         assert len(b) * max(lens[i] for i in b) * dc.bytes_per_frame <= 4000 * 2**20 or len(b) == 1
     long_b = max(batches, key=lambda b: max(lens[i] for i in b)); short_b = min(batches, key=lambda b: max(lens[i] for i in b))
     assert len(long_b) < len(short_b)                                   # long utterances: smaller batches, same memory
+
+
+def test_ddp_two_ranks_from_uneven_shards(corpus, tmp_path):
+    "torchrun, gloo, 2 ranks on 9 shards (5 + 4): the epoch ends on both ranks when the shorter stream ends; saves."
+    import os, socket, subprocess, sys
+    root, data, _ = corpus
+    shards = tmp_path/'sh'; write_shards(data, shards, shard_size=5)          # 48 = 9 x 5 + 3: 10 shards
+    lst = tmp_path/'train.list'; lst.write_text(''.join(f'sh/shard-{i:06d}.tar\n' for i in range(9)))
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
+    train = str(Path(sys.executable).parent/'asr_nb_train')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_addr', '127.0.0.1',
+           '--master_port', str(port), train, '--config', str(ROOT/'conf'/'tiny.yaml'), '--train', str(lst),
+           '--valid', str(shards), '--exp', str(tmp_path/'exp'),
+           'model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64',
+           'model.encoder.num_blocks=1', 'model.decoder.num_blocks=1', 'model.decoder.linear_units=64',
+           'model.encoder.cnn_kernel=3', 'train.max_epochs=1', 'train.tensorboard=false', 'data.max_frames_in_batch=500',
+           'data.min_frames=1', 'data.num_workers=1', 'data.shard_cmvn_utts=10', 'optim.warmup_steps=2', 'train.num_threads=1']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    st = torch.load(sorted((tmp_path/'exp'/'checkpoints').glob('ckpt-*.pt'))[-1], map_location='cpu', weights_only=True)
+    assert st['epoch'] == 1 and st['world_size'] == 2
+    assert [rk['sampler']['rank'] for rk in st['ranks']] == [0, 1]
+    assert "2 rank(s)" in (tmp_path/'exp'/'train.log').read_text()
