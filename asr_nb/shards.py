@@ -428,7 +428,7 @@ class ShardLoader:
 def _set_epoch(self: ShardLoader, epoch: int):
     "Start `epoch` (right after `load_state_dict`: continue the loaded epoch, skipping its finished shards)."
     if not (self._resuming and epoch == self.epoch): self.epoch, self.consumed, self.done = epoch, 0, set()
-    self._resuming = False
+    self._resuming, self.stream.epoch = False, self.epoch          # len() counts this epoch's shards
 
 def _advance(self: ShardLoader, n: int = 1): self.consumed += n
 
@@ -445,7 +445,7 @@ def _load_state_dict(self: ShardLoader, state: dict):
     bad = [f"{k}: saved {state.get(k)!r}, now {now[k]!r}" for k in ("kind", "seed", "world_size", "num_shards") if state.get(k) != now[k]]
     if bad: raise ValueError("loader state does not match this data/config, cannot resume exactly: " + "; ".join(bad))
     self.epoch, self.consumed, self.done = int(state["epoch"]), int(state["batches_consumed"]), set(state["done_shards"])
-    self.num_bad, self._resuming = int(state.get("num_bad", 0)), True
+    self.num_bad, self._resuming, self.stream.epoch = int(state.get("num_bad", 0)), True, self.epoch
 
 ShardLoader.set_epoch, ShardLoader.advance = _set_epoch, _advance
 ShardLoader.state_dict, ShardLoader.load_state_dict = _state_dict, _load_state_dict
