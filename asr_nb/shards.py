@@ -206,6 +206,31 @@ def _read_index(p: Path) -> dict:
     return idx
 
 # %% ../nbs/18_shards.ipynb #ab45ad6c
+def _sibling_index(shard: str) -> dict | None:
+    "The index.json in a shard's own dir (None for `pipe:` entries and dirs without one)."
+    p = Path(shard).parent/INDEX_NAME
+    return None if shard.startswith("pipe:") or not p.is_file() else _read_index(p)
+
+def _sibling_counts(shards: Sequence[str]) -> list[int] | None:
+    "Utterances per shard from the indexes beside them; None when any shard has none."
+    out = []
+    for s in shards:
+        idx = _sibling_index(s)
+        c = {e["name"]: e["count"] for e in idx["shards"]}.get(Path(s).name) if idx else None
+        if c is None: return None
+        out.append(int(c))
+    return out
+
+def _sibling_text(shard: str) -> list[str] | None:
+    "The `key transcript` lines of one shard, sliced from its dir's `text` (written in shard order), or None."
+    idx = _sibling_index(shard); t = Path(shard).parent/TEXT_NAME
+    if idx is None or not t.is_file(): return None
+    names = [e["name"] for e in idx["shards"]]
+    if Path(shard).name not in names: return None
+    i = names.index(Path(shard).name); start = sum(e["count"] for e in idx["shards"][:i])
+    return t.read_text(encoding="utf-8").splitlines()[start:start + idx["shards"][i]["count"]]
+
+# %% ../nbs/18_shards.ipynb #b9ae8fdb
 class ShardSource:
     "A shard dir or list file: the shard paths, counts and transcripts from the index; audio is only read by the stream."
     def __init__(self, path: str | os.PathLike, # shard dir, or a text file with one shard path (or `pipe:CMD`) per line
@@ -220,7 +245,7 @@ class ShardSource:
             base = p.parent
             self.shards = [l if l.startswith("pipe:") else str(base/l) for l in
                            (l.strip() for l in p.read_text(encoding="utf-8").splitlines()) if l]
-            self.index, self.counts = None, None
+            self.index, self.counts = None, _sibling_counts(self.shards)
         else: raise ShardError(f"{p}: neither a shard dir (with {INDEX_NAME}) nor a list file of .tar shards")
         pipes = [s for s in self.shards if s.startswith("pipe:")]
         if pipes and not allow_pipe: raise ShardError(f"{p}: '{pipes[0]}' runs a shell command; set data.shard_allow_pipe=true to allow it")
@@ -235,17 +260,15 @@ class ShardSource:
     def __repr__(self) -> str: return f"ShardSource({self.path}, {len(self.shards)} shards)"
 
     def texts(self) -> Iterator[tuple[str, str]]:
-        "(key, transcript) of every utterance: from the dir's `text` file, else by reading the .txt members."
-        t = self.path/TEXT_NAME if self.path.is_dir() else None
-        if t is not None and t.is_file():
-            for line in t.read_text(encoding="utf-8").splitlines():
+        "(key, transcript) of every utterance: from the `text` file of each shard's dir, else by reading the .txt members."
+        for s in self.shards:
+            lines = _sibling_text(s)
+            if lines is None: yield from ((r["key"], r.get("text")) for r in iter_shard(s, audio=False)); continue
+            for line in lines:
                 k, _, txt = line.partition(" ")
                 if k: yield k, txt
-        else:
-            for s in self.shards:
-                for r in iter_shard(s, audio=False): yield r["key"], r.get("text")
 
-# %% ../nbs/18_shards.ipynb #a30b3f66
+# %% ../nbs/18_shards.ipynb #73c9ad1d
 _UNPACKED: dict = {}   # resolved source path -> utterances already unpacked by this process
 
 def unpack_utterances(path: str | os.PathLike, # a shard dir or list file
@@ -268,7 +291,7 @@ def unpack_utterances(path: str | os.PathLike, # a shard dir or list file
         _UNPACKED[key] = utts
     return [dataclasses.replace(u) for u in _UNPACKED[key]]
 
-# %% ../nbs/18_shards.ipynb #db6628f3
+# %% ../nbs/18_shards.ipynb #360d0480
 def epoch_shards(n: int,            # shards in the source
                  epoch: int, seed: int = 0,
                  shuffle: bool = True,
@@ -283,7 +306,7 @@ def worker_shards(mine: Sequence[int], done: set, worker: int, num_workers: int)
     "What one dataloader worker reads: the rank's shards not yet done this epoch, every `num_workers`-th from `worker`."
     return [s for s in mine if s not in done][worker::num_workers]
 
-# %% ../nbs/18_shards.ipynb #6e068658
+# %% ../nbs/18_shards.ipynb #fcb31768
 @dataclass
 class _Item:
     key: str; shard: int; frames: int; tokens: list; wave: torch.Tensor | None = None
@@ -310,7 +333,7 @@ class ShardStream(IterableDataset):
         mine = epoch_shards(len(self.shards), self.epoch, self.seed, self.train and self.cfg.data.shuffle, self.rank, self.world_size)
         return worker_shards(mine, self.done, worker, num_workers)
 
-# %% ../nbs/18_shards.ipynb #fcb31768
+# %% ../nbs/18_shards.ipynb #681ece9b
 def _check_item(self: ShardStream, r: dict) -> tuple[_Item | None, str | None]:
     "A record as an `_Item` (tokens, frames), or a skip reason: the length limits of `dataset.filter_utterances`."
     from asr_nb.data import ctc_length_check
@@ -339,7 +362,7 @@ def _records(self: ShardStream, order: list[int], g: random.Random, left: Counte
 
 ShardStream._check_item, ShardStream._records = _check_item, _records
 
-# %% ../nbs/18_shards.ipynb #681ece9b
+# %% ../nbs/18_shards.ipynb #29e70fc8
 def _features(self: ShardStream, it: _Item, g: torch.Generator) -> torch.Tensor:
     "Speed perturbation (training) and the front end, as `dataset.ASRDataset` does for a file."
     from asr_nb.features import speed_perturb
@@ -362,7 +385,7 @@ def _cut(self: ShardStream, items: list[_Item], g: random.Random, fg: torch.Gene
 
 ShardStream._features, ShardStream._cut = _features, _cut
 
-# %% ../nbs/18_shards.ipynb #29e70fc8
+# %% ../nbs/18_shards.ipynb #1dce7ceb
 def _iter(self: ShardStream) -> Iterator[tuple]:
     "(Batch, info) where info = dict(done=[shards finished], bad=[(shard, key, reason)]); the last item has batch None."
     wi = torch.utils.data.get_worker_info()
@@ -395,7 +418,7 @@ def _iter(self: ShardStream) -> Iterator[tuple]:
 
 ShardStream._stream = _iter
 
-# %% ../nbs/18_shards.ipynb #895b428e
+# %% ../nbs/18_shards.ipynb #d0aa4092
 class ShardLoader:
     "The streaming loader with the sampler protocol `train` uses: set_epoch, advance, state_dict, load_state_dict, len (an upper bound)."
     streaming = True
@@ -424,7 +447,7 @@ class ShardLoader:
             if batch is not None: yield batch
         self.consumed, self.done = 0, set()    # the whole epoch was read: a new iteration starts it again
 
-# %% ../nbs/18_shards.ipynb #d0aa4092
+# %% ../nbs/18_shards.ipynb #4ca3d4b2
 def _set_epoch(self: ShardLoader, epoch: int):
     "Start `epoch` (right after `load_state_dict`: continue the loaded epoch, skipping its finished shards)."
     if not (self._resuming and epoch == self.epoch): self.epoch, self.consumed, self.done = epoch, 0, set()
@@ -450,7 +473,7 @@ def _load_state_dict(self: ShardLoader, state: dict):
 ShardLoader.set_epoch, ShardLoader.advance = _set_epoch, _advance
 ShardLoader.state_dict, ShardLoader.load_state_dict = _state_dict, _load_state_dict
 
-# %% ../nbs/18_shards.ipynb #4ca3d4b2
+# %% ../nbs/18_shards.ipynb #f5fc53de
 def make_shard_loader(src: ShardSource | str, # shard source
                       tokenizer, cfg: ExpConfig, *, train: bool,
                       rank: int = 0, world_size: int = 1, seed: int = 0,
@@ -466,7 +489,7 @@ def make_shard_loader(src: ShardSource | str, # shard source
     ld = ShardLoader(stream, cfg.data.num_workers, _pin_memory(cfg), src.counts, worker_init)
     return ld, ld
 
-# %% ../nbs/18_shards.ipynb #a41bb1e2
+# %% ../nbs/18_shards.ipynb #d9bd8cae
 def cmvn_utterances(src: ShardSource, # the training shards
                     out: str | os.PathLike, # a folder for the extracted audio (e.g. exp/.cmvn_audio; removed by the caller)
                     k: int = 1000,          # `data.shard_cmvn_utts`: how many utterances (WeNet: a subset is enough)
@@ -492,7 +515,7 @@ def shard_cmvn(exp: str | os.PathLike, cfg: ExpConfig, src: ShardSource, keep: b
     try: return ensure_cmvn(exp, cfg.features, cmvn_utterances(src, tmp, cfg.data.shard_cmvn_utts, cfg.features.sample_rate), keep=keep)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
-# %% ../nbs/18_shards.ipynb #2d5ad780
+# %% ../nbs/18_shards.ipynb #e5257832
 def simulate_lengths(n: int = 20000, seed: int = 0,
                      lo: float = 1.2, hi: float = 14.5, mean: float = 4.5, # seconds: AISHELL-1 train's range and mean
                     ) -> list[int]:
@@ -502,7 +525,7 @@ def simulate_lengths(n: int = 20000, seed: int = 0,
     d = np.clip(g.lognormal(mu, sigma, n), lo, hi)
     return [int(x * 100) for x in d]
 
-# %% ../nbs/18_shards.ipynb #37bac5bb
+# %% ../nbs/18_shards.ipynb #b52b4cf9
 def shard_parser():
     import argparse
     p = argparse.ArgumentParser(prog="asr_nb_shard", description="Pack a data dir or manifest into tar shards for streaming training.",
