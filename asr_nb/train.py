@@ -662,7 +662,9 @@ def _update(run: _Run, p: Progress, it, n_batches: int) -> dict | None:
     t0 = time.perf_counter()
     want = min(tc.accum_grad, n_batches - p.batch_idx)
     got = [b for _, b in zip(range(want), it)]  # a stream (shards, #17) may end early
-    if getattr(run.sampler, "streaming", False) and D.any_rank(len(got) < want, run.device): return "end"  # any rank's stream ended: every rank ends the epoch
+    if getattr(run.sampler, "streaming", False):
+        if D.any_rank(len(got) < want, run.device): return "end"  # any rank's stream ended: every rank ends the epoch
+    elif len(got) < want: raise RuntimeError(f"the data loader ended after {p.batch_idx + len(got)} of {n_batches} batches")
     t_data = time.perf_counter() - t0
     if run.wd is not None: run.wd.beat("batch")  # data arrived: a stalled loader is caught by the same bound
     p.batch_idx += len(got); run.sampler.advance(len(got)); run.bar.update(len(got))
