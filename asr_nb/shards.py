@@ -153,6 +153,7 @@ def iter_shard(src: str,            # a shard path or `pipe:CMD`
                 elif ext == "json":
                     try: cur["meta"] = json.loads(tf.extractfile(ti).read())
                     except ValueError: cur["meta"] = None
+    except GeneratorExit: raise        # closed early (a consumer stopped): matched first, even at interpreter exit
     except (tarfile.TarError, OSError, EOFError) as e:
         if cur is not None: yield cur; cur = None
         yield dict(key="", shard=src, error=f"unreadable_shard: {src}: {e}")
