@@ -222,14 +222,17 @@ def _sibling_counts(shards: Sequence[str]) -> list[int] | None:
         out.append(int(c))
     return out
 
-def _sibling_text(shard: str) -> list[str] | None:
+def _sibling_text(shard: str, cache: dict) -> list[str] | None:
     "The `key transcript` lines of one shard, sliced from its dir's `text` (written in shard order), or None."
-    idx = _sibling_index(shard); t = Path(shard).parent/TEXT_NAME
-    if idx is None or not t.is_file(): return None
-    names = [e["name"] for e in idx["shards"]]
+    d = Path(shard).parent
+    if d not in cache:                                   # each dir's index and text are read once
+        idx, t = _sibling_index(shard), d/TEXT_NAME
+        cache[d] = (idx, t.read_text(encoding="utf-8").splitlines()) if idx is not None and t.is_file() else (None, None)
+    idx, lines = cache[d]
+    names = [e["name"] for e in idx["shards"]] if idx else []
     if Path(shard).name not in names: return None
     i = names.index(Path(shard).name); start = sum(e["count"] for e in idx["shards"][:i])
-    return t.read_text(encoding="utf-8").splitlines()[start:start + idx["shards"][i]["count"]]
+    return lines[start:start + idx["shards"][i]["count"]]
 
 # %% ../nbs/18_shards.ipynb #b9ae8fdb
 class ShardSource:
@@ -262,8 +265,9 @@ class ShardSource:
 
     def texts(self) -> Iterator[tuple[str, str]]:
         "(key, transcript) of every utterance: from the `text` file of each shard's dir, else by reading the .txt members."
+        cache = {}
         for s in self.shards:
-            lines = _sibling_text(s)
+            lines = _sibling_text(s, cache)
             if lines is None: yield from ((r["key"], r.get("text")) for r in iter_shard(s, audio=False)); continue
             for line in lines:
                 k, _, txt = line.partition(" ")
