@@ -456,7 +456,7 @@ def validate_main(argv: Sequence[str]) -> int:
         kw = dict(units=_text_units(tok), tokenize=tok.tokenize)
     from asr_nb.data import validate_data_dir, validate_utterances
     kw.update(sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg), read_audio=not a.no_read)
-    rep = validate_data_dir(data, **kw) if data.is_dir() else validate_utterances(check_data(data), **kw)
+    rep = validate_data_dir(data, **kw) if data.is_dir() and not (data/'index.json').is_file() else validate_utterances(check_data(data), **kw)  # index.json: shards (#17)
     print(rep.summary())
     return 1 if rep.bad else 0
 

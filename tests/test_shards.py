@@ -156,6 +156,8 @@ def test_decode_reads_a_shard_list(corpus, tmp_path, capsys):
     assert [u.key for u in us] == [f'u{i:04d}' for i in range(8, 12)] and all(Path(u.audio).is_file() for u in us)
     assert len(check_data(shards, '--data')) == 48
     assert load_utterances(shards)[5].text == load_utterances(data)[5].text
+    from asr_nb.cli import validate_main
+    assert validate_main([str(shards)]) == 0 and validate_main([str(lst)]) == 0     # asr_nb_validate takes them too
 
 
 def test_memory_budget_and_padding_on_aishell_like_lengths():
