@@ -106,6 +106,8 @@ def usable_utterances(path: str | os.PathLike, # data dir or manifest
                       what: str = 'data') -> list:
     "`data.usable_utterances` with the settings of `cfg` (bad utterances reported and skipped; `data.strict` stops)."
     from asr_nb.data import UrlSources, usable_utterances as usable
+    from asr_nb.shards import ShardSource, is_shard_source
+    if is_shard_source(path): return ShardSource(path, cfg.data.shard_allow_pipe)  # shards (#17): checked member by member while streaming
     # label-length check on characters; for BPE, words are a lower bound on the pieces (the dataset re-checks with the real units)
     return usable(path, what, sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg),
                   tokenize=str.split if cfg.tokenizer.kind == 'bpe' else None, strict=cfg.data.strict,
@@ -127,8 +129,8 @@ _TRAIN_EPILOG = """examples:
 
 def train_parser() -> argparse.ArgumentParser:
     p = _parser('asr_nb_train', 'Train a Conformer/Transformer CTC-attention model; resumes automatically.', _TRAIN_EPILOG)
-    p.add_argument('--train', required=True, metavar='DATA', help='training data: Kaldi data dir or .jsonl manifest')
-    p.add_argument('--valid', required=True, metavar='DATA', help='validation data: Kaldi data dir or .jsonl manifest')
+    p.add_argument('--train', required=True, metavar='DATA', help='training data: Kaldi data dir, .jsonl manifest, or tar shards (asr_nb_shard dir or a list of .tar)')
+    p.add_argument('--valid', required=True, metavar='DATA', help='validation data: Kaldi data dir, .jsonl manifest, or tar shards')
     p.add_argument('--exp', required=True, metavar='DIR', help='experiment dir (created; holds config, tokenizer, cmvn, checkpoints, logs)')
     _add_config_args(p)
     return p
@@ -476,7 +478,8 @@ def validate_main(argv: Sequence[str]) -> int:
     from asr_nb.data import validate_data_dir, validate_utterances
     kw.update(sample_rate=cfg.features.sample_rate, length_rule=ctc_length_rule(cfg), read_audio=not a.no_read)
     feats_dir = data.is_dir() and (data/'feats.scp').is_file()   # formats (#16): precomputed features, read by load_utterances
-    rep = validate_data_dir(data, **kw) if data.is_dir() and not feats_dir else validate_utterances(check_data(data), **kw)
+    shard_dir = data.is_dir() and (data/'index.json').is_file()  # shards (#17): unpacked by load_utterances
+    rep = validate_data_dir(data, **kw) if data.is_dir() and not feats_dir and not shard_dir else validate_utterances(check_data(data), **kw)
     print(rep.summary())
     return 1 if rep.bad else 0
 

@@ -18,8 +18,8 @@ __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'F
            'ParaformerConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'DecodeConfig', 'SpeedAugConfig',
            'TempoAugConfig', 'PitchAugConfig', 'ReverbAugConfig', 'NoiseAugConfig', 'BandAugConfig', 'CodecAugConfig',
            'GainAugConfig', 'ShiftAugConfig', 'SpecSubConfig', 'SpecTrimConfig', 'AugmentConfig', 'ExpConfig',
-           'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write', 'atomic_write_text', 'load_config',
-           'save_config', 'seed_everything', 'get_logger', 'setup_logging']
+           'activation_bytes_per_frame', 'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write',
+           'atomic_write_text', 'load_config', 'save_config', 'seed_everything', 'get_logger', 'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -184,8 +184,17 @@ class DataConfig:
     allow_url: bool = False          # download URL sources into a local cache (off: one error naming the manifest line)
     url_cache: str = ""              # that cache ('': $XDG_CACHE_HOME/asr_nb/audio, else ~/.cache/asr_nb/audio)
     url_timeout: float = 30.0        # seconds a download may wait for a connection or data
+    # shards (#17): streaming tar shards (asr_nb.shards) and the memory budget (batch_type='memory')
+    shard_shuffle_buffer: int = 1000 # shards: utterances in the shuffle buffer (training)
+    shard_sort_buffer: int = 500     # shards: utterances sorted by length before `make_batches` cuts them
+    shard_allow_pipe: bool = False   # shards: accept `pipe:CMD` entries in a shard list (they run a shell command)
+    shard_cmvn_utts: int = 1000      # shards: global CMVN over the first N utterances of the shards (WeNet-style)
+    max_batch_mb: float = 8000.0     # batch_type='memory': activation budget per batch in MiB
+    bytes_per_frame: float = 0.0     # batch_type='memory': bytes per padded input frame (0: estimated from the model width)
     def __post_init__(self):
-        _check_choice(self, "batch_type", ("example", "length", "token", "target_token", "bins"))
+        _check_choice(self, "batch_type", ("example", "length", "token", "target_token", "bins", "memory"))
+        _check_positive(self, "max_batch_mb")
+        _check_positive(self, "shard_shuffle_buffer", "shard_sort_buffer", "shard_cmvn_utts", "bytes_per_frame", allow_zero=True)
         _check_positive(self, "batch_size", "max_frames_in_batch", "max_tokens_in_batch", "bins", "max_frames", "max_tokens")
         _check_positive(self, "min_frames", "num_workers", "length_jitter", allow_zero=True)
         if self.length_jitter >= 1: raise ConfigError(f"length_jitter: must be < 1 (a relative jitter of the sort length), got {self.length_jitter}")
@@ -624,6 +633,16 @@ class ExpConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     def __post_init__(self):
         for f in fields(self): _check_section(getattr(self, f.name), f.name)
+        if self.data.batch_type == "memory" and not self.data.bytes_per_frame:  # shards (#17): padded frames x model width
+            self.data.bytes_per_frame = activation_bytes_per_frame(self)
+
+def activation_bytes_per_frame(cfg) -> float:
+    """fp32 bytes that training keeps per padded input frame (10 ms), on paper: per encoder frame and block about
+    17 d + 4.5 u values (two macaron feed-forwards, the attention projections, the conv module; d = d_model,
+    u = linear_units), divided by the subsampling, plus the conv2d front end (about d * n_mels / 8 per input frame).
+    Attention scores (heads * T'^2) are not counted: set `data.bytes_per_frame` from a measurement for long inputs."""
+    e = cfg.model.encoder
+    return float(4 * (e.num_blocks * (17 * e.d_model + 4.5 * e.linear_units) / e.subsampling + e.d_model * cfg.features.n_mels / 8))
 
 def _check_section(sec, name: str):
     "Finite numbers in every section and subsection; the error names `section.key`."

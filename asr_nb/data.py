@@ -374,6 +374,8 @@ def load_utterances(path:Path|str, strict:bool=False, urls:UrlSources|None=None)
     "Utterances from a Kaldi data dir (audio, or `feats.scp`), a `.jsonl` manifest, a fairseq `.tsv` manifest or an ESPnet1 `data.json`."
     p = Path(path)
     if p.is_dir() and (p/'feats.scp').is_file(): return read_feats_dir(p, strict=strict)   # formats (#16)
+    from asr_nb.shards import is_shard_source, unpack_utterances   # shards (#17): tar shards, unpacked for map-style use
+    if is_shard_source(p): return unpack_utterances(p)
     if p.is_dir(): return read_data_dir(p, strict=strict)
     if p.exists() and not p.is_file(): check_regular_file(p, 'manifest')   # a FIFO or device: say what it is
     if p.is_file() and p.suffix == '.tsv': return read_fairseq_tsv(p)   # fairseq manifest (+ .wrd/.ltr labels)
@@ -689,8 +691,8 @@ def check_data(path:Path|str, # a Kaldi data dir or a .jsonl manifest
     "The utterances of a data dir or manifest; `DataError` naming it if it is missing, not a data set, or empty."
     p = Path(path)
     if not p.exists(): raise DataError(f"{what} not found: {p}")
-    if p.is_dir() and not (p/'wav.scp').is_file() and not (p/'feats.scp').is_file():
-        raise DataError(f"{what} {p} is not a Kaldi data dir (no wav.scp or feats.scp) and not a .jsonl manifest")
+    if p.is_dir() and not (p/'wav.scp').is_file() and not (p/'feats.scp').is_file() and not (p/'index.json').is_file():  # index.json: a shard dir (#17)
+        raise DataError(f"{what} {p} is not a Kaldi data dir (no wav.scp or feats.scp), not a shard dir (no index.json) and not a .jsonl manifest")
     utts = load_utterances(str(p), urls=urls)
     if not utts: raise DataError(f"{what} {p} holds no utterances")
     return utts

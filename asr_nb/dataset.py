@@ -74,14 +74,22 @@ def filter_utterances(utts: Sequence[Utterance], # utterances with `num_frames` 
     return kept, report
 
 # %% ../nbs/06_dataset.ipynb #0d73862c
-BATCH_TYPES = ("example", "length", "token", "target_token", "bins")
+BATCH_TYPES = ("example", "length", "token", "target_token", "bins", "memory")
 
 def batch_budget(data_cfg: DataConfig) -> int:
     "The budget that `data_cfg.batch_type` compares batch costs against."
     bt = data_cfg.batch_type
     if bt not in BATCH_TYPES: raise ValueError(f"batch_type must be one of {BATCH_TYPES}, got {bt!r}")
     return {"example": data_cfg.batch_size, "length": data_cfg.max_frames_in_batch,
-            "token": data_cfg.max_frames_in_batch, "target_token": data_cfg.max_tokens_in_batch, "bins": data_cfg.bins}[bt]
+            "token": data_cfg.max_frames_in_batch, "target_token": data_cfg.max_tokens_in_batch, "bins": data_cfg.bins,
+            "memory": _memory_budget(data_cfg)}[bt]
+
+def _memory_budget(d: DataConfig) -> int:
+    "batch_type 'memory' (#17): the MiB budget as padded input frames, at `bytes_per_frame` (see `core.activation_bytes_per_frame`)."
+    if d.batch_type != "memory": return 0
+    from asr_nb.core import activation_bytes_per_frame
+    bpf = d.bytes_per_frame or activation_bytes_per_frame(ExpConfig())   # a bare DataConfig: the default model's estimate
+    return max(1, int(d.max_batch_mb * 2 ** 20 / bpf))
 
 def batch_cost(batch_type: str, # one of BATCH_TYPES
                n: int,          # utterances in the batch
@@ -92,7 +100,7 @@ def batch_cost(batch_type: str, # one of BATCH_TYPES
     "Padded size of a batch of `n` utterances, in the unit of `batch_type`'s budget."
     if batch_type == "example": return n
     if batch_type == "length": return n * max_frames
-    if batch_type == "token": return n * max_frames         # FunASR's `token`: padded input frames
+    if batch_type in ("token", "memory"): return n * max_frames   # FunASR's `token`; 'memory': frames under a MiB budget
     if batch_type == "target_token": return n * max_tokens
     if batch_type == "bins": return n * max_frames * feat_dim
     raise ValueError(f"batch_type must be one of {BATCH_TYPES}, got {batch_type!r}")

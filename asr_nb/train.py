@@ -413,10 +413,13 @@ def prepare_exp_dir(cfg: ExpConfig, train_utts: list, exp_dir: str | os.PathLike
     if source:
         copied = _copy_assets(source_exp_dir(source), exp)
         if copied: log.info(f"copied {', '.join(copied)} from {source_exp_dir(source)}")
-    texts = [u.text for u in train_utts]
+    texts = [t for _, t in train_utts.texts()] if hasattr(train_utts, "texts") else [u.text for u in train_utts]  # shards (#17)
     tok = ensure_tokenizer(exp, cfg.tokenizer, texts, keep=bool(source))
     check_unk_share(tok, texts, "training")
-    cmvn = ensure_cmvn(exp, cfg.features, train_utts, keep=bool(source)) if cfg.features.cmvn == "global" else None
+    if hasattr(train_utts, "shards") and cfg.features.cmvn == "global":  # shards (#17): over the first shard_cmvn_utts
+        from asr_nb.shards import shard_cmvn
+        cmvn = shard_cmvn(exp, cfg, train_utts, keep=bool(source))
+    else: cmvn = ensure_cmvn(exp, cfg.features, train_utts, keep=bool(source)) if cfg.features.cmvn == "global" else None
     save_config(cfg, exp/"config.yaml")
     return tok, cmvn
 
@@ -520,8 +523,11 @@ def check_skip_rate(p: Progress, max_rate: float, exp, final: bool = False):
                             f"than train.max_skip_rate={max_rate:g}; {_DIAGNOSIS}")
 
 # %% ../nbs/10_train.ipynb #6f4f0f5b
-def _load_utts(data) -> list:
+def _load_utts(data, cfg: ExpConfig | None = None) -> list:
     from asr_nb.data import load_utterances
+    from asr_nb.shards import ShardSource, is_shard_source   # shards (#17): a shard source streams, it is not loaded
+    if isinstance(data, ShardSource): return data
+    if is_shard_source(data): return ShardSource(data, cfg is not None and cfg.data.shard_allow_pipe)
     return list(data) if isinstance(data, (list, tuple)) else load_utterances(data)
 
 def _name(data) -> str:
@@ -532,6 +538,7 @@ def _loader(utts: list, tok, cfg: ExpConfig, train: bool, name: str):
     from asr_nb.dataset import make_dataloader
     from asr_nb.data import DataError
     from asr_nb.model import ctc_length_rule
+    if hasattr(utts, "shards"): make_dataloader = _shard_loader          # shards (#17): the streaming loader
     try: return make_dataloader(utts, tok, cfg, train=train, rank=D.rank(), world_size=D.world_size(), seed=cfg.train.seed,
                                 length_rule=ctc_length_rule(cfg), worker_init=quiet_worker_exit)
     except ValueError as e:
@@ -541,6 +548,10 @@ def _loader(utts: list, tok, cfg: ExpConfig, train: bool, name: str):
             msg = (f"every utterance was removed by the length filter (data.min_frames={d.min_frames}, "
                    f"data.max_frames={d.max_frames}, data.max_tokens={d.max_tokens}, tokens <= encoder frames): {msg}")
         raise DataError(f"{what}: {msg}") from None
+
+def _shard_loader(src, tok, cfg, **kw):
+    from asr_nb.shards import make_shard_loader
+    return make_shard_loader(src, tok, cfg, **kw)
 
 def _prepare(cfg: ExpConfig, exp: Path, train_utts: list, resume_path: Path | None, tlog: TrainLog):
     "Rank 0: remove stale temp files, move old checkpoints aside (train.resume=false), write tokenizer/CMVN/config."
@@ -626,7 +637,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     tc = cfg.train
     resume_path, st = find_resume(tc, exp)
     if st is not None: check_resume(cfg, exp, resume_path, st)  # before anything is written
-    train_utts, valid_utts = _load_utts(train_data), _load_utts(valid_data)
+    train_utts, valid_utts = _load_utts(train_data, cfg), _load_utts(valid_data, cfg)
     tlog.to_file(config_report(cfg))                         # rank 0: the resolved config, first in train.log (not the console)
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
     D.barrier()
@@ -649,7 +660,11 @@ def _update(run: _Run, p: Progress, it, n_batches: int) -> dict | None:
     tc = run.cfg.train
     lr = run.optimizer.param_groups[0]["lr"]
     t0 = time.perf_counter()
-    got = [next(it) for _ in range(min(tc.accum_grad, n_batches - p.batch_idx))]
+    want = min(tc.accum_grad, n_batches - p.batch_idx)
+    got = [b for _, b in zip(range(want), it)]  # a stream (shards, #17) may end early
+    if getattr(run.sampler, "streaming", False):
+        if D.any_rank(len(got) < want, run.device): return "end"  # any rank's stream ended: every rank ends the epoch
+    elif len(got) < want: raise RuntimeError(f"the data loader ended after {p.batch_idx + len(got)} of {n_batches} batches")
     t_data = time.perf_counter() - t0
     if run.wd is not None: run.wd.beat("batch")  # data arrived: a stalled loader is caught by the same bound
     p.batch_idx += len(got); run.sampler.advance(len(got)); run.bar.update(len(got))
@@ -702,7 +717,9 @@ def _run_epoch(run: _Run, p: Progress):
     run.bar = tqdm(total=n_batches, initial=p.batch_idx, desc=f"epoch {p.epoch + 1}", leave=False, dynamic_ncols=True,
                    disable=not (D.is_main() and sys.stderr.isatty()))
     while p.batch_idx < n_batches:
-        if _update(run, p, it, n_batches) is None: continue
+        r = _update(run, p, it, n_batches)
+        if r is None: continue
+        if r == "end": n_batches = p.batch_idx; break  # shards (#17): the stream ended this epoch
         _after_update(run, p)
         if D.any_rank(run.stop is not None and run.stop.requested, run.device):  # SIGTERM/SIGINT: save this step, stop
             with _paused(run): run.stopped_at = run.ckpt.save(p, {})

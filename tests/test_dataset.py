@@ -25,7 +25,8 @@ def _lengths(n=157, seed=0):
 
 
 def _cfg(bt):
-    return DataConfig(batch_type=bt, batch_size=7, max_frames_in_batch=4000, max_tokens_in_batch=150, bins=300000)
+    return DataConfig(batch_type=bt, batch_size=7, max_frames_in_batch=4000, max_tokens_in_batch=150, bins=300000,
+                      max_batch_mb=4000 * 1000 / 2**20, bytes_per_frame=1000.0)  # memory (#17): 4000 frames at 1000 B/frame
 
 
 @pytest.mark.parametrize("bt", BATCH_TYPES)
