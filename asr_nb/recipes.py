@@ -8,12 +8,15 @@ import json, os, shlex, shutil, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
-from .core import ExpConfig, load_config
+from .core import ExpConfig, UserError, load_config
+from .cli import cli_entry
 
 # %% auto #0
-__all__ = ['LIBRISPEECH_OVERRIDES', 'Recipe', 'aishell_recipe', 'librispeech_recipe', 'stage_prepare', 'stage_validate',
-           'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table', 'word_lm_stage',
-           'run_tiny_recipe', 'make_mini_aishell', 'make_mini_librispeech']
+__all__ = ['LIBRISPEECH_OVERRIDES', 'CORPORA', 'STAGES', 'Recipe', 'aishell_recipe', 'librispeech_recipe', 'stage_prepare',
+           'stage_validate', 'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table',
+           'word_lm_stage', 'run_tiny_recipe', 'make_mini_aishell', 'make_mini_librispeech', 'CorpusError',
+           'corpus_counts', 'verify_corpus', 'stage_is_done', 'mark_stage_done', 'RecipeError', 'lm_path',
+           'train_launch', 'collect_results', 'run_recipe', 'recipe_parser', 'recipe_main']
 
 # %% ../nbs/21_recipe_aishell.ipynb #e392059d
 @dataclass
@@ -27,6 +30,14 @@ class Recipe:
     train_split: str = 'train'       # data dir names under workdir/data
     valid_split: str = 'dev'
     test_splits: tuple[str, ...] = ('dev', 'test')
+    # asr_nb_recipe's stage settings (run_recipe)
+    methods: tuple[str, ...] = ('joint', 'rescoring') # stage 5: decoding methods
+    ngpu: int = 1                    # stage 4: devices; > 1 trains under torchrun
+    n_average: int = 10              # stage 4: checkpoints averaged
+    average_by: str = 'valid_acc'    # stage 4: ranking for the average
+    lm_order: int = 3                # stage 3: n-gram order
+    device: str = 'cpu'              # stage 5: decoding device
+    dump: bool = False               # stage 1: also dump features (asr_nb.data.dump_features, #16 part 3)
 
     @property
     def data_dir(self) -> Path: return Path(self.workdir)/'data'
@@ -293,3 +304,295 @@ def make_mini_librispeech(root: str | os.PathLike, # writes root/LibriSpeech/<sp
                 lines.append(f"{key} {' '.join(r.choice(_EN) for _ in range(r.randint(3, 6))).upper()}")
             (d/f"{spk}-{chap}.trans.txt").write_text('\n'.join(lines) + '\n')
     return base
+
+# %% ../nbs/21_recipe_aishell.ipynb #d05aaab2
+from .data import DataError
+
+class CorpusError(DataError):
+    "A downloaded corpus that does not match its release (checksum, counts); one line."
+
+# The releases on openslr.org (resources 33 and 12): archive MD5 sums and utterances (audio with a transcript) per split
+CORPORA = {
+    'aishell': dict(archives={'data_aishell.tgz': '2f494334227864a8a8fec932999db9d8',
+                              'resource_aishell.tgz': '957d480a0fcac85fc18e550756f624e5'},
+                    counts={'train': 120098, 'dev': 14326, 'test': 7176}),
+    'librispeech': dict(archives={'train-clean-100.tar.gz': '2a93770f6d5c6c964bc36631d331a522',
+                                  'train-clean-360.tar.gz': 'c0e676e450a7ff2f54aeade5171606fa',
+                                  'train-other-500.tar.gz': 'd1a0fd59409feb2c614ce4d30c387708',
+                                  'dev-clean.tar.gz': '42e2234ba48799c1f50f24a7926300a1',
+                                  'dev-other.tar.gz': 'c8d0bcc9cca99d4f8b62fcc847357931',
+                                  'test-clean.tar.gz': '32fa31d27d2e1cad72775fee3f4849a9',
+                                  'test-other.tar.gz': 'fb5a50374b501bb3bac4815ee91d3135'},
+                        counts={'train-clean-100': 28539, 'train-clean-360': 104014, 'train-other-500': 148688,
+                                'dev-clean': 2703, 'dev-other': 2864, 'test-clean': 2620, 'test-other': 2939}),
+}
+_NEEDED = {'aishell': ('train', 'dev', 'test'), 'librispeech': ('dev-clean', 'test-clean')}   # + one LibriSpeech train split
+
+def corpus_counts(name: str, # 'aishell' or 'librispeech'
+                  data_root: str | os.PathLike) -> dict[str, int]:
+    "Utterances per split found under `data_root` (audio files that have a transcript line), in the released layout."
+    import re
+    root, out = Path(data_root), {}
+    if name == 'aishell':
+        tr = root/'data_aishell'/'transcript'/'aishell_transcript_v0.8.txt'
+        keys = {l.split(maxsplit=1)[0] for l in tr.read_text(encoding='utf-8').splitlines() if l.strip()} if tr.is_file() else set()
+        for s in ('train', 'dev', 'test'):
+            if (root/'data_aishell'/'wav'/s).is_dir(): out[s] = sum(w.stem in keys for w in (root/'data_aishell'/'wav'/s).glob('*/*.wav'))
+        return out
+    for sd in sorted(p for p in (root/'LibriSpeech').glob('*') if p.name in CORPORA['librispeech']['counts']):
+        keys = {l.split(maxsplit=1)[0] for t in sd.glob('*/*/*.trans.txt') for l in t.read_text().splitlines() if l.strip()}
+        out[sd.name] = sum(f.stem in keys for f in sd.glob('*/*/*.flac'))
+    return out
+
+def _md5(path: Path) -> str:
+    import hashlib
+    h = hashlib.md5()
+    with open(path, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+# %% ../nbs/21_recipe_aishell.ipynb #62ae7278
+def verify_corpus(name: str, # 'aishell' or 'librispeech'
+                  data_root: str | os.PathLike, # the directory holding the archives and/or the unpacked tree
+                  expected: str | os.PathLike | dict | None = None, # {archives: {file: md5}, counts: {split: n}} (JSON file or dict); default: the release's
+                  log: Callable[[str], None] = print) -> dict[str, int]:
+    "Stage -1: archive MD5 sums (archives present in `data_root`) and utterance counts per split; `CorpusError` (one line) listing what differs."
+    exp = expected if isinstance(expected, dict) else json.loads(Path(expected).read_text()) if expected else CORPORA[name]
+    root, bad = Path(data_root), []
+    if not root.is_dir(): raise CorpusError(f"{root}: corpus directory not found (nothing is downloaded: fetch it from openslr.org first)")
+    for f, md5 in exp.get('archives', {}).items():
+        if (root/f).is_file():
+            got = _md5(root/f)
+            if got != md5: bad.append(f"{root/f}: MD5 {got} != {md5} (damaged or partial download)")
+            else: log(f"{f}: MD5 ok")
+    counts = corpus_counts(name, root)
+    needed = [s for s in _NEEDED[name] if s in exp.get('counts', {})]
+    if name == 'librispeech' and not any(s.startswith('train') for s in counts): bad.append(f"{root}/LibriSpeech: no train-* split")
+    bad += [f"split {s} missing under {root}" for s in needed if s not in counts]
+    bad += [f"split {s}: {n} utterances, the release has {exp['counts'][s]}" for s, n in counts.items()
+            if s in exp.get('counts', {}) and n != exp['counts'][s]]
+    if bad: raise CorpusError(f"{name} corpus at {root}: " + '; '.join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else ''))
+    log(f"{name}: " + ', '.join(f"{s} {n}" for s, n in counts.items()) + " utterances, as expected")
+    return counts
+
+# %% ../nbs/21_recipe_aishell.ipynb #034605de
+def _digest(paths: Sequence[Path], base: Path) -> dict[str, str]:
+    "SHA-256 of each file that exists, by its path relative to `base` (missing files are left out)."
+    from asr_nb.data import sha256_file
+    return {str(Path(p).relative_to(base)): sha256_file(p) for p in sorted(map(Path, paths)) if Path(p).is_file()}
+
+def _marker(r: Recipe, stage: int) -> Path: return Path(r.workdir)/'stages'/f"{stage}.json"
+
+def stage_is_done(r: Recipe, stage: int, # a stage number (-1 .. 6)
+                  fields: dict) -> bool:   # what the stage is made from (settings, input digests), JSON-able
+    "A stage is done when its marker has these `fields` and every output it lists is present and unchanged."
+    m = _marker(r, stage)
+    try: old = json.loads(m.read_text())
+    except (OSError, ValueError): return False
+    files = old.get('outputs') or {}
+    return old.get('fields') == json.loads(json.dumps(fields)) and bool(files) and _digest([Path(r.workdir)/f for f in files], Path(r.workdir)) == files
+
+def mark_stage_done(r: Recipe, stage: int, fields: dict, outputs: Sequence[Path]) -> None:
+    "Write the stage's marker (atomically) after all its outputs are in place."
+    from asr_nb.core import atomic_write_text
+    atomic_write_text(_marker(r, stage), json.dumps(dict(fields=fields, outputs=_digest(outputs, Path(r.workdir))), indent=1) + '\n')
+
+def _dir_files(*dirs: Path) -> list[Path]: return sorted(p for d in dirs for p in Path(d).glob('*') if p.is_file())
+
+# %% ../nbs/21_recipe_aishell.ipynb #8b833e2b
+class RecipeError(UserError):
+    "A recipe stage that cannot run (a missing earlier stage, a failed launch); one line."
+
+def _text_digest(*dirs: Path) -> dict[str, str]:
+    "SHA-256 of the wav.scp / text / segments of data dirs: what a stage built on them depends on."
+    from asr_nb.data import sha256_file
+    return {f"{Path(d).name}/{f}": sha256_file(Path(d)/f) for d in dirs for f in ('wav.scp', 'text', 'segments') if (Path(d)/f).is_file()}
+
+def _corpus_digest(r: Recipe) -> str:
+    "Digest of the released tree: every file's path and size under data_aishell/ or LibriSpeech/ (cheap: no audio is read)."
+    from asr_nb.data import sha256_strings
+    base = Path(r.data_root)/('data_aishell' if r.name == 'aishell' else 'LibriSpeech')
+    return sha256_strings(f"{p.relative_to(base)} {p.stat().st_size}" for p in sorted(base.rglob('*')) if p.is_file())
+
+def _need(r: Recipe, path: Path, stage: int) -> Path:
+    if not Path(path).exists(): raise RecipeError(f"{path} not found: run stage {stage} first (--stage {stage})")
+    return Path(path)
+
+def _train_utts(r: Recipe, cfg: ExpConfig) -> list:
+    from asr_nb.cli import usable_utterances   # the same utterances training reads, so its fingerprints match
+    return usable_utterances(_need(r, r.split(r.train_split), 0), cfg, 'training data')
+
+def _s_prepare(r: Recipe, log) -> tuple[dict, Callable]:
+    "Stage 0: data dirs and the validation report."
+    def run():
+        dirs = stage_prepare(r); stage_validate(r, dirs, log)
+        return _dir_files(*dirs.values())
+    return dict(corpus=_corpus_digest(r), root=str(Path(r.data_root).resolve())), run
+
+def _s_features(r: Recipe, log) -> tuple[dict, Callable]:
+    "Stage 1: global CMVN over the training set into the experiment dir (fingerprinted: training reuses it)."
+    from asr_nb.core import config_to_dict
+    cfg = r.cfg()
+    def run():
+        from asr_nb.features import ensure_cmvn
+        Path(r.exp_dir).mkdir(parents=True, exist_ok=True)
+        if cfg.features.cmvn == 'global': ensure_cmvn(r.exp_dir, cfg.features, _train_utts(r, cfg))
+        from asr_nb import data as D
+        if getattr(D, 'dump_features', None) is not None and r.dump:   # formats (#16 part 3): THE call site of the feature dump
+            for s in dict.fromkeys([r.train_split, r.valid_split, *r.test_splits]):
+                D.dump_features(r.split(s), Path(r.workdir)/'dump'/s, cfg.features)
+        return [r.exp_dir/'cmvn.npz', r.exp_dir/'cmvn.json', *_dir_files(*(Path(r.workdir)/'dump').glob('*'))]
+    return dict(features=config_to_dict(cfg)['features'], data=_text_digest(_need(r, r.split(r.train_split), 0)), dump=r.dump), run
+
+def _s_dictionary(r: Recipe, log) -> tuple[dict, Callable]:
+    "Stage 2: the units (characters or BPE) from the training transcripts."
+    from asr_nb.core import config_to_dict
+    cfg = r.cfg()
+    def run():
+        from asr_nb.tokenizer import ensure_tokenizer
+        tok = ensure_tokenizer(r.exp_dir, cfg.tokenizer, [u.text for u in _train_utts(r, cfg)])
+        log(f"{tok.vocab_size} units in {r.exp_dir/'units.txt'}")
+        return [r.exp_dir/f for f in ('units.txt', 'tokenizer.json', 'bpe.model')]
+    return dict(tokenizer=config_to_dict(cfg)['tokenizer'], data=_text_digest(_need(r, r.split(r.train_split), 0))), run
+
+# %% ../nbs/21_recipe_aishell.ipynb #89d514e3
+def lm_path(r: Recipe) -> Path:
+    "Stage 3's n-gram: characters for Chinese, words otherwise."
+    return r.exp_dir/'lm'/f"{'char' if r.name == 'aishell' else 'word'}{r.lm_order}.arpa"
+
+def _s_lm(r: Recipe, log) -> tuple[dict, Callable]:
+    "Stage 3: `asr_nb_lm ngram` on the training transcripts."
+    train = _need(r, r.split(r.train_split), 0)
+    def run():
+        from asr_nb.cli import lm_main
+        unit = 'char' if r.name == 'aishell' else 'word'
+        argv = ['ngram', '--text', str(train), '--order', str(r.lm_order), '--unit', unit, '--out', str(lm_path(r))]
+        log('asr_nb_lm ' + ' '.join(map(shlex.quote, argv)))
+        if lm_main(argv) != 0: raise RecipeError(f"stage 3: asr_nb_lm failed on {train}/text")
+        return [lm_path(r)]
+    return dict(order=r.lm_order, data=_text_digest(train)), run
+
+def train_launch(r: Recipe, ngpu: int = 1) -> list[str]:
+    "The command stage 4 runs for `ngpu` > 1: torchrun (standalone, one process per device) around asr_nb_train."
+    exe = shutil.which('asr_nb_train') or str(Path(sys.executable).parent/'asr_nb_train')
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={ngpu}', exe,
+            '--config', str(r.config), '--train', str(r.split(r.train_split)), '--valid', str(r.split(r.valid_split)),
+            '--exp', str(r.exp_dir), *r.overrides]
+
+def _s_train(r: Recipe, log) -> tuple[dict, Callable]:
+    "Stage 4: training (in process, or under torchrun for ngpu > 1), then the average of the best checkpoints."
+    from asr_nb.core import config_to_dict
+    cfg = {k: v for k, v in config_to_dict(r.cfg()).items() if k != 'decode'}    # decoding settings do not retrain
+    def run():
+        log("1P: " + torchrun_command(r, 1).replace('torchrun --nproc_per_node=1 --standalone $(which asr_nb_train)', 'asr_nb_train'))
+        log("8P: " + torchrun_command(r, 8))
+        if r.ngpu > 1:
+            import subprocess
+            rc = subprocess.run(train_launch(r, r.ngpu)).returncode
+            if rc != 0: raise RecipeError(f"stage 4: torchrun exited with status {rc} (see {r.exp_dir/'train.log'})")
+        else: stage_train(r)
+        n = min(r.n_average, len(list((r.exp_dir/'checkpoints').glob('ckpt-*.pt'))))
+        log(f"averaged {n} checkpoint(s) into {stage_average(r, n=n, by=r.average_by)}")
+        return [r.exp_dir/'model_avg.pt']
+    return dict(config=cfg, data=_text_digest(_need(r, r.split(r.train_split), 0), _need(r, r.split(r.valid_split), 0)),
+                ngpu=r.ngpu, n_average=r.n_average, average_by=r.average_by), run
+
+# %% ../nbs/21_recipe_aishell.ipynb #e6a8ba60
+def _s_decode(r: Recipe, log) -> tuple[dict, Callable]:
+    "Stage 5: every test split with every method; word-LM methods decode with stage 3's n-gram."
+    from asr_nb.core import config_to_dict
+    from asr_nb.decode import SEARCHES
+    word = [m for m in r.methods if m in SEARCHES and SEARCHES[m].lm_kind == 'word']
+    avg = _need(r, r.exp_dir/'model_avg.pt', 4)
+    tests = [_need(r, r.split(s), 0) for s in r.test_splits]
+    def run():
+        dec = [o for o in r.overrides if o.startswith('decode.')]
+        plain = [m for m in r.methods if m not in word]
+        if plain: stage_decode(r, plain, dec, device=r.device, log=log)
+        if word: stage_decode(r, word, [*dec, f"decode.lm_path={_need(r, lm_path(r), 3)}"], device=r.device, log=log)
+        return [r.exp_dir/f"decode_{s}"/m/f for s in r.test_splits for m in r.methods for f in ('text', 'result.json')]
+    return dict(methods=list(r.methods), decode=config_to_dict(r.cfg())['decode'], model=_digest([avg], r.exp_dir),
+                lm=_digest([lm_path(r)], r.exp_dir) if word else {}, data=_text_digest(*tests)), run
+
+def collect_results(r: Recipe) -> dict:
+    "{(split, method): result} from the result.json files stage 5 wrote."
+    res = {}
+    for s in r.test_splits:
+        for m in r.methods:
+            p = _need(r, r.exp_dir/f"decode_{s}"/m/'result.json', 5)
+            res[s, m] = json.loads(p.read_text())
+    return res
+
+def _s_results(r: Recipe, log) -> tuple[None, Callable]:
+    "Stage 6: the table of CER/WER/RTF per test split and method, printed and written to results.md (always run)."
+    def run():
+        from asr_nb.core import atomic_write_text
+        table = results_table(collect_results(r))
+        log(table); atomic_write_text(Path(r.workdir)/'results.md', table + '\n')
+        return [Path(r.workdir)/'results.md']
+    return None, run
+
+STAGES = {-1: 'verify', 0: 'data prep', 1: 'features', 2: 'dictionary', 3: 'LM', 4: 'ASR training', 5: 'decoding', 6: 'results'}
+_STAGE_FNS = {0: _s_prepare, 1: _s_features, 2: _s_dictionary, 3: _s_lm, 4: _s_train, 5: _s_decode, 6: _s_results}
+
+# %% ../nbs/21_recipe_aishell.ipynb #1c0ec4ee
+def run_recipe(r: Recipe, stage: int = -1, stop_stage: int = 6, # ESPnet's --stage / --stop_stage, inclusive
+               expected: str | os.PathLike | dict | None = None, # stage -1's expectations (default: the release's)
+               log: Callable[[str], None] = print) -> dict[int, str]:
+    "Run stages `stage`..`stop_stage`; a stage whose marker matches is skipped. Returns {stage: 'done' | 'skipped'}."
+    if not (-1 <= stage <= stop_stage <= 6): raise RecipeError(f"stages run from -1 to 6 with --stage <= --stop-stage; got {stage}..{stop_stage}")
+    status = {}
+    for k in range(stage, stop_stage + 1):
+        log(f"== stage {k}: {STAGES[k]}")
+        t0 = time.perf_counter()
+        if k == -1: verify_corpus(r.name, r.data_root, expected, log); status[k] = 'done'; continue
+        fields, run = _STAGE_FNS[k](r, log)
+        if fields is not None and stage_is_done(r, k, fields):
+            log(f"== stage {k}: skipped (its outputs are complete and match {_marker(r, k)})"); status[k] = 'skipped'; continue
+        outputs = run()
+        if fields is not None: mark_stage_done(r, k, fields, outputs)
+        status[k] = 'done'
+        log(f"== stage {k} done in {time.perf_counter() - t0:.1f} s")
+    return status
+
+# %% ../nbs/21_recipe_aishell.ipynb #b1143fe3
+def recipe_parser():
+    from asr_nb.cli import _parser
+    p = _parser('asr_nb_recipe', 'Run the AISHELL-1 or LibriSpeech recipe stage by stage, in ESPnet\'s numbering: -1 verify the '
+                'downloaded corpus, 0 data prep, 1 features (CMVN), 2 dictionary, 3 LM, 4 ASR training, 5 decoding, 6 results. '
+                'A stage whose outputs are complete and match its fingerprint is skipped, so re-running resumes.',
+                'examples:\n  asr_nb_recipe aishell --data-root /data/aishell --exp exp/aishell --stage -1 --stop-stage 3\n'
+                '  asr_nb_recipe librispeech --data-root /data/librispeech --exp exp/libri --stage 4 --ngpu 8\n'
+                '  asr_nb_recipe aishell --data-root /data/aishell --exp exp/aishell --stage 5 --methods joint,ctc_beam_lm_fast decode.beam=10')
+    p.add_argument('corpus', choices=['aishell', 'librispeech'])
+    p.add_argument('--data-root', required=True, metavar='DIR', help='the corpus as downloaded: data_aishell/ (AISHELL-1) or LibriSpeech/ (and the archives)')
+    p.add_argument('--exp', required=True, metavar='DIR', help='work dir: DIR/data (data dirs), DIR/exp (the experiment), DIR/stages, DIR/results.md')
+    p.add_argument('--stage', type=int, default=-1, help='first stage (-1 .. 6)')
+    p.add_argument('--stop-stage', type=int, default=6, help='last stage, inclusive')
+    p.add_argument('--config', default=None, metavar='YAML', help='experiment config (default: conf/aishell_conformer.yaml with the recipe\'s settings)')
+    p.add_argument('--ngpu', type=int, default=1, help='stage 4: devices; more than 1 trains under torchrun (DDP)')
+    p.add_argument('--methods', default='joint,rescoring', metavar='M[,M...]', help='stage 5: decoding methods')
+    p.add_argument('--n-average', type=int, default=10, help='stage 4: best checkpoints averaged (by valid_acc)')
+    p.add_argument('--lm-order', type=int, default=3, help='stage 3: n-gram order')
+    p.add_argument('--expected', default=None, metavar='JSON', help='stage -1: {"archives": {file: md5}, "counts": {split: n}} instead of the release\'s')
+    p.add_argument('--device', default='cpu', help='stage 5: cpu, cuda, npu, mps or auto')
+    p.add_argument('--dump', action='store_true', help='stage 1: also dump features to ark/scp (asr_nb.data.dump_features)')
+    p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=50 decode.beam=10')
+    return p
+
+@cli_entry('asr_nb_recipe')
+def recipe_main(argv: Sequence[str]) -> int:
+    "Console script `asr_nb_recipe`: argument parsing around `run_recipe`."
+    from dataclasses import replace
+    from asr_nb.cli import CLIError, parse_methods
+    a = recipe_parser().parse_intermixed_args(argv)    # the corpus, options and overrides in any order
+    if a.ngpu < 1 or a.n_average < 1 or a.lm_order < 1: raise CLIError("--ngpu, --n-average and --lm-order must be at least 1")
+    make = aishell_recipe if a.corpus == 'aishell' else librispeech_recipe
+    r = replace(make(a.data_root, a.exp, a.config, a.overrides), methods=tuple(parse_methods(a.methods)),
+                ngpu=a.ngpu, n_average=a.n_average, lm_order=a.lm_order, device=a.device, dump=a.dump)
+    expected = None
+    if a.expected:
+        try: expected = json.loads(Path(a.expected).read_text(encoding='utf-8'))
+        except (OSError, ValueError) as e: raise CLIError(f"--expected {a.expected}: {e}") from None
+    run_recipe(r, a.stage, a.stop_stage, expected)
+    return 0
