@@ -83,3 +83,14 @@ def test_stage_minus_one(tmp_path, capsys):
     with open(root/'test-clean.tar.gz', 'r+b') as f: f.truncate(50)                      # ... and a partial archive
     line = one_line_error(*run(recipe_main, [*argv, '--expected', exp], capsys)[::2], 'test-clean.tar.gz: MD5', 'split dev-clean: 5 utterances')
     assert 'damaged or partial download' in line
+
+
+def test_ngpu_2_trains_under_torchrun(tmp_path, capsys, monkeypatch):
+    "--ngpu 2: stage 4 launches torchrun (two CPU ranks over gloo here), then averages."
+    monkeypatch.setenv('OMP_NUM_THREADS', '1')
+    make_mini_aishell(tmp_path/'corpus')
+    rc, out, err = run(recipe_main, ['aishell', '--data-root', tmp_path/'corpus', '--exp', tmp_path/'w', '--stage', 0, '--stop-stage', 4,
+                                     '--ngpu', 2, '--n-average', 1, *TINY], capsys)
+    assert rc == 0, err[-3000:]
+    assert _stages(out) == {k: 'done' for k in range(0, 5)}, out
+    assert '2 rank(s)' in (tmp_path/'w'/'exp'/'train.log').read_text() and (tmp_path/'w'/'exp'/'model_avg.pt').is_file()
