@@ -368,7 +368,8 @@ def verify_corpus(name: str, # 'aishell' or 'librispeech'
     counts = corpus_counts(name, root)
     needed = [s for s in _NEEDED[name] if s in exp.get('counts', {})]
     if name == 'librispeech' and not any(s.startswith('train') for s in counts): bad.append(f"{root}/LibriSpeech: no train-* split")
-    bad += [f"split {s} missing under {root}" for s in needed if s not in counts]
+    where = {'aishell': 'data_aishell/wav/<split>/ (extract the per-speaker archives in data_aishell/wav)', 'librispeech': 'LibriSpeech/<split>/'}[name]
+    if missing := [s for s in needed if s not in counts]: bad.append(f"split(s) {', '.join(missing)} missing under {root} (expected {where})")
     bad += [f"split {s}: {n} utterances, the release has {exp['counts'][s]}" for s, n in counts.items()
             if s in exp.get('counts', {}) and n != exp['counts'][s]]
     if bad: raise CorpusError(f"{name} corpus at {root}: " + '; '.join(bad[:3]) + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else ''))
