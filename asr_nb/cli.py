@@ -269,6 +269,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--device', default='cpu', help="device: cpu, cuda, npu, mps or auto")
     p.add_argument('--strict', action='store_true', help='stop when any utterance is unreadable instead of skipping it')
     p.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
+    p.add_argument('--nbest', type=int, default=None, metavar='N', help='also write OUT[/method]/text.1 .. text.N: the N best hypotheses of each utterance (at most --beam)')
     p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
     _add_hotword_args(p)
     p.add_argument('--allow-url', action='store_true', help='download http(s) audio sources of a jsonl manifest into the local cache')   # formats (#16)
@@ -291,7 +292,7 @@ def _decode_overrides(a: argparse.Namespace) -> list[str]:
     "The decode.* overrides implied by the explicit flags, then the trailing ones."
     ov = []
     for flag, key in (('beam', 'beam'), ('batch_size', 'batch_size'), ('ctc_weight', 'ctc_weight'),
-                      ('lm_path', 'lm_path'), ('lm_weight', 'lm_weight')):
+                      ('lm_path', 'lm_path'), ('lm_weight', 'lm_weight'), ('nbest', 'nbest')):
         v = getattr(a, flag)
         if v is not None: ov.append(f"decode.{key}={v}")
     for o in a.overrides:
@@ -322,6 +323,8 @@ def decode_main(argv: Sequence[str]) -> int:
         torch.set_num_threads(a.threads)
     rec = Recognizer.from_exp(exp, weights=a.weights, device=a.device, overrides=overrides)
     methods = parse_methods(a.method, rec.capabilities)
+    if rec.decode_cfg.nbest > rec.decode_cfg.beam:              # the beam searches keep at most `beam` hypotheses
+        raise CLIError(f"--nbest {rec.decode_cfg.nbest} is more than the beam ({rec.decode_cfg.beam}): raise --beam")
     res = decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
                       log=lambda m: print(m, file=sys.stderr))
     for r in res.values():

@@ -416,17 +416,17 @@ def _collect_ended(ys:Tensor, score:Tensor, comp:Tensor, tok:Tensor, eos:int, ac
 
 # %% ../nbs/13_decode.ipynb #cfec1688
 def _stop_flags(score:Tensor, ys:Tensor, cp:list, act:list[int], K:int, ended:list[list], fallback:list, i:int,
-                maxlen:list[int], admissible:bool, no_maxlenratio:bool) -> list[bool]:
-    "Which utterances are done: no live slot, at the length limit, provably finished, or ESPnet's end detection."
+                maxlen:list[int], admissible:bool, no_maxlenratio:bool, nbest:int=1) -> list[bool]:
+    "Which utterances are done: no live slot, at the length limit, its `nbest` best provably final, or ESPnet's end detection."
     live_s, live_n = score.view(len(act), K).max(-1)
     live, stop = live_s.tolist(), []
     for j, b in enumerate(act):
         if live[j] > -math.inf and not ended[b]:                      # fallback if nothing ever ends
             n = j * K + int(live_n[j])
             fallback[b] = Hypothesis(ys[n, 1:].tolist(), live[j], ctc_score=cp[1][n], att_score=cp[0][n], lm_score=cp[2][n])
-        best = max((h.score for h in ended[b]), default=-math.inf)
-        stop.append(live[j] == -math.inf or i >= maxlen[b] or (admissible and live[j] < best)
-                    or (no_maxlenratio and not admissible and _end_detect(ended[b], i)))
+        kth = sorted((h.score for h in ended[b]), reverse=True)[nbest - 1] if len(ended[b]) >= nbest else -math.inf
+        stop.append(live[j] == -math.inf or i >= maxlen[b] or (admissible and live[j] < kth)   # the n-th best ended is final
+                    or (no_maxlenratio and not admissible and len(ended[b]) >= nbest and _end_detect(ended[b], i)))
     return stop
 
 def _end_detect(ended:list[Hypothesis], i:int, M:int=3, D_end:float=math.log(math.exp(-10))) -> bool:
@@ -527,7 +527,7 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
         fin, sc, cp = _collect_ended(ys, score, comp, tok, eos, act, K, ended, length_norm)  # eos: finished
         if trace is not None and act[0] == 0:
             trace.append([(ys[n, 1:].tolist(), sc[n], bool(fin[n])) for n in range(K) if sc[n] > -math.inf])
-        stop = _stop_flags(score, ys, cp, act, K, ended, fallback, i, maxlen, admissible, maxlenratio == 0)
+        stop = _stop_flags(score, ys, cp, act, K, ended, fallback, i, maxlen, admissible, maxlenratio == 0, nbest)
         if any(stop):                                                     # drop finished utterances from the batch
             act = [b for b, st in zip(act, stop) if not st]
             if not act: break
@@ -732,15 +732,19 @@ class _ModelEngine:
 
     def transcribe(self, wavs:list[Tensor], method:str, **_) -> list[str]:
         "Text of each signal (N,) at `sample_rate`; '' for a signal that gives the encoder no frame."
+        return [hs[0][0] if hs else '' for hs in self.nbest(wavs, 1, method)]
+
+    def nbest(self, wavs:list[Tensor], n:int, method:str, **_) -> list[list[tuple[str, float]]]:
+        "Up to `n` (text, score) per signal (N,), best first; [] for a signal that gives the encoder no frame."
         from asr_nb.features import make_frontend
         x, lens = make_frontend(self.feat_cfg).batch(wavs)                            # (B, T, D), (B,)
         ok = torch.nonzero(self.model.output_lengths(lens) > 0).flatten().tolist()
-        out = [''] * len(wavs)
+        out = [[] for _ in wavs]
         if ok:
             x = x[ok][:, :int(lens[ok].max())]                                           # (B', T', D)
             res = decode_batch(self.model, x.to(self.device), lens[ok].to(self.device),
-                               replace(self.decode_cfg, method=method), self.lm, context=self.context)
-            for i, hs in zip(ok, res): out[i] = self.tokenizer.decode(hs[0].tokens) if hs else ''
+                               replace(self.decode_cfg, method=method, nbest=n), self.lm, context=self.context)
+            for i, hs in zip(ok, res): out[i] = [(self.tokenizer.decode(h.tokens), h.score) for h in hs[:n]]
         return out
 
 def _encoder_frames(engine, num_samples:list[int]) -> list[int]:
@@ -772,12 +776,15 @@ def _jsonable(x):
     return str(x)
 
 def _write_decode(res:dict, out:Path) -> None:
-    "text, report.txt and result.json of one method (atomic writes)."
+    "text, report.txt and result.json of one method (atomic writes); with n-best lists also text.1 .. text.N."
     import json
     from asr_nb.core import atomic_write_text
     atomic_write_text(out/'text', ''.join(f"{k} {v}".rstrip() + '\n' for k, v in sorted(res['hyps'].items())))
+    for j in range(1, res.get('nbest', 1) + 1 if 'nbest_hyps' in res else 1):   # text.j: the j-th best of each utterance that has one
+        atomic_write_text(out/f'text.{j}', ''.join(f"{k} {hs[j - 1][0]}".rstrip() + '\n'
+                                                  for k, hs in sorted(res['nbest_hyps'].items()) if len(hs) >= j))
     atomic_write_text(out/'report.txt', res.get('report', ''))
-    keep = {k: v for k, v in res.items() if k not in ('hyps', 'report')}
+    keep = {k: v for k, v in res.items() if k not in ('hyps', 'report', 'nbest_hyps')}
     atomic_write_text(out/'result.json', json.dumps(_jsonable(keep), indent=1) + '\n')
 
 # %% ../nbs/13_decode.ipynb #f5558223
@@ -801,20 +808,24 @@ def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool) -> t
 
 def _examples(keys:Sequence[str], n:int=3) -> str: return ', '.join(keys[:n]) + (' ...' if len(keys) > n else '')
 
-def _run_method(engine, order:Sequence, method:str, bs:int, sr:int, skipped:dict, strict:bool):
-    "Transcribe `order` in batches of `bs` with one method: (hyps, audio seconds, wall seconds, keys too short)."
-    hyps, audio_s, wall, short = {}, 0.0, 0.0, []
+def _run_method(engine, order:Sequence, method:str, bs:int, sr:int, skipped:dict, strict:bool, nbest:int=1):
+    "Transcribe `order` in batches of `bs` with one method: (hyps, audio seconds, wall seconds, keys too short, n-best lists or None)."
+    hyps, audio_s, wall, short, lists = {}, 0.0, 0.0, [], ({} if nbest > 1 else None)
     for s in range(0, len(order), bs):
         t0 = time.perf_counter()                                # the user's wait starts with reading the audio
         batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
         if not batch: continue
-        texts = engine.transcribe(wavs, method=method, sample_rate=sr, batch_size=len(wavs))
+        if nbest > 1:                                           # n-best: (text, score) lists, the 1-best is the text
+            nb = engine.nbest(wavs, nbest, method=method, sample_rate=sr)
+            texts = [hs[0][0] if hs else '' for hs in nb]
+        else: texts = engine.transcribe(wavs, method=method, sample_rate=sr, batch_size=len(wavs))
         synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
         n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
         for u, w, t, e in zip(batch, wavs, texts, n_enc):
             hyps[u.key] = t; audio_s += w.numel() / sr
             if e < 1: short.append(u.key)
-    return hyps, audio_s, wall, short
+        if lists is not None: lists.update((u.key, hs) for u, hs in zip(batch, nb))
+    return hyps, audio_s, wall, short, lists
 
 # %% ../nbs/13_decode.ipynb #4875fadb
 def decode_data(engine,                         # a `Recognizer`, or a model (`ASRFamily`) with `tokenizer` and `feat_cfg`
@@ -830,8 +841,9 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
                 subdirs:bool|None=None,         # one sub dir per method (default: when there are several)
                 log:Callable[[str], None]|None=None, # warning lines (too short, skipped)
                 context:ContextBias|None=None,  # for a bare model: hotwords (asr_nb.context.context_for); a Recognizer has its own
+                nbest:int|None=None,            # hypotheses per utterance (default decode.nbest); > 1 writes text.1 .. text.N
                ) -> dict[str, dict]:
-    "Decode `utts` with each method: {method: dict(hyps, cer, wer, rtf, n, skipped, too_short, unscored, ...)}."
+    "Decode `utts` with each method: {method: dict(hyps, cer, wer, rtf, n, skipped, too_short, unscored, ...)} (+ nbest, nbest_hyps)."
     if not hasattr(engine, 'transcribe'):
         if tokenizer is None or feat_cfg is None: raise ValueError("decoding a bare model needs its tokenizer and feat_cfg")
         engine = _ModelEngine(engine, tokenizer, feat_cfg, decode_cfg or DecodeConfig(), lm, context)
@@ -840,14 +852,19 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
     if not utts: raise DecodeError("nothing to decode: no utterances")
     lang = lang or ('zh' if engine.lang == 'zh' else 'auto')
     bs, sr = batch_size or engine.decode_cfg.batch_size, engine.sample_rate
+    nb = nbest or getattr(engine.decode_cfg, 'nbest', 1)
     order = sorted(utts, key=lambda u: -_approx_seconds(u))       # similar lengths share a batch: little padding
     skipped, results = {}, {}
     for m in methods:
-        hyps, audio_s, wall, short = _run_method(engine, order, m, bs, sr, skipped, strict)
+        hyps, audio_s, wall, short, lists = _run_method(engine, order, m, bs, sr, skipped, strict, nb)
         if not hyps: raise DecodeError(f"nothing to decode: all {len(utts)} utterance(s) were unreadable or empty")
         res = dict(method=m, n=len(hyps), skipped=dict(skipped), too_short=len(short), audio_seconds=round(audio_s, 3),
                    wall_seconds=round(wall, 3), rtf=wall / max(audio_s, 1e-9), hyps=hyps)
         res.update(score_hyps({u.key: u.text for u in utts if u.key in hyps}, hyps, lang))
+        if lists is not None:
+            res.update(nbest=nb, nbest_hyps=lists)
+            few = sorted(k for k, hs in lists.items() if len(hs) < nb)
+            if log and few: log(f"warning: {m}: {len(few)} utterance(s) with fewer than {nb} hypotheses: {_examples(few)}")
         if log and short: log(f"warning: {m}: {len(short)} utterance(s) too short for the model (no encoder frame; "
                               f"empty hypothesis): {_examples(short)}")
         if log and res['unscored']: log(f"warning: {m}: {res['unscored']} utterance(s) without a reference: decoded, not scored")

@@ -363,6 +363,37 @@ def _result(self, ids: list[int], times: list[tuple[float, float]] | None, times
     words = [(w, round(a, 3), round(b, 3)) for w, a, b, _ in word_times(units, times, getattr(self.tokenizer, 'space_token', None))]
     return dict(text=text, tokens=ids, timestamps=[(u, round(a, 3), round(b, 3)) for u, (a, b) in zip(units, times)], words=words)
 
+# %% ../nbs/15_export.ipynb #025703bc
+def _nbest(self, inputs, # a path / array, or a list of them, each under the segment limit
+           n: int | None = None, # hypotheses per input (default: decode.nbest)
+           method: str | None = None, # default: decode.method of the config
+           sample_rate: int | None = None, # rate of array inputs (default: the model's)
+           channel: int | str | None = None, # multi-channel files: channel index or 'mean'
+          ) -> list:
+    "Up to `n` (text, score) pairs per input, best first (score: the search's, natural log); one input -> one list."
+    from asr_nb.decode import check_method, ctc_search, decode_batch
+    single = isinstance(inputs, (str, os.PathLike)) or (not isinstance(inputs, (list, tuple)) and np.ndim(inputs) == 1)
+    method, n = method or self.decode_cfg.method, n or self.decode_cfg.nbest
+    check_method(method, self.capabilities)
+    cfg, limit, out = dataclasses.replace(self.decode_cfg, method=method, nbest=n), self.segment_limit_s(), []
+    for w in (waves := [_as_wave(x, sample_rate, self.sample_rate, channel) for x in ([inputs] if single else inputs)]):
+        if len(w) > limit * self.sample_rate:
+            raise UserError(f"n-best decodes each input whole: an input of {len(w) / self.sample_rate:.1f} s is over the {limit:.0f} s segment limit")
+    for s in range(0, len(waves), self.decode_cfg.batch_size):
+        feats, lens = _features(waves[s:s + self.decode_cfg.batch_size], self.feat_cfg)          # (B, T, D), (B,)
+        ok, res = torch.nonzero(self._encoder_lengths(lens) >= 1).flatten().tolist(), [[] for _ in lens]
+        if ok:
+            feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
+            with torch.no_grad():
+                if self.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):
+                    hyps = decode_batch(self.model, feats.to(self.device), lens.to(self.device), cfg, self.lm)
+                else:
+                    lp, _, enc_lens = self.encode(feats, lens)                                   # (B, T', V), (B,)
+                    hyps = ctc_search(method, lp, enc_lens, cfg, self.lm, self.blank_id, self.tokenizer.sos_id)
+            for j, i in enumerate(ok): res[i] = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps[j][:n]]
+        out += res
+    return out[0] if single else out
+
 # %% ../nbs/15_export.ipynb #aadf9322
 class Recognizer:
     "Speech to text with a trained model: `Recognizer.from_exp(dir)` (PyTorch) or `Recognizer.from_onnx(dir)` (onnxruntime)."
@@ -389,7 +420,7 @@ class Recognizer:
 
     from_exp, from_onnx = classmethod(_from_exp), classmethod(_from_onnx)
     encode, segment_limit_s, _encoder_lengths = _encode, _segment_limit_s, _encoder_lengths
-    transcribe, _result = _transcribe, _result
+    transcribe, _result, nbest = _transcribe, _result, _nbest
 
     @property
     def sample_rate(self) -> int: return self.feat_cfg.sample_rate

@@ -3,7 +3,7 @@
 The pages are the notebooks in nbs/ (reached through the `docs/nbs` link), read with their stored outputs by
 myst-nb and never executed; the API reference comes from the package's docstrings through autodoc.
 """
-import configparser, sys
+import configparser, importlib.util, shutil, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +33,11 @@ html_title = f'asr_nb {release}'
 html_show_sourcelink = False
 html_favicon = '_static/favicon.svg'
 
+# Math renders without the internet: MathJax 3 from the sphinx-mathjax-offline wheel (a dev requirement), one file
+# copied into _static/mathjax: TeX input with every extension and SVG output, so it fetches no fonts or components.
+_MATHJAX = Path(importlib.util.find_spec('sphinx-mathjax-offline').origin).parent/'static'/'mathjax'/'tex-svg-full.js'
+mathjax_path = f'mathjax/{_MATHJAX.name}'
+
 
 def _api_sections() -> str:
     "One autodoc section per module of the package (generated modules only; `_modidx` is nbdev's index)."
@@ -44,5 +49,14 @@ def _fill_api(app, docname, source):
     if docname == 'api': source[0] = source[0].replace('<!-- modules -->', _api_sections())
 
 
+def _copy_mathjax(app, exc):
+    "After an HTML build, put the MathJax file where `mathjax_path` points."
+    if exc is None and app.builder.format == 'html':
+        dst = Path(app.outdir)/'_static'/mathjax_path
+        if not dst.exists() or dst.stat().st_size != _MATHJAX.stat().st_size:
+            dst.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(_MATHJAX, dst)
+
+
 def setup(app):
     app.connect('source-read', _fill_api)
+    app.connect('build-finished', _copy_mathjax)

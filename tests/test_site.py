@@ -4,7 +4,8 @@ image that does not load, or an internal link (or `#anchor`) that leads nowhere.
 and of one notebook page go to docs/_build/screenshots (paths printed).
 
 The site is built by `make docs` (a dependency of `make test`); if no build exists, this test builds it.
-External resources (MathJax's CDN) cannot load offline; their failed requests are listed, not counted."""
+The site works offline: a request to anything outside it (a CDN's MathJax, say) is a defect, and the formulas of a
+notebook page are typeset by the site's own MathJax."""
 import functools, http.server, os, re, shutil, subprocess, sys, threading
 from pathlib import Path
 from urllib.parse import urlsplit, unquote
@@ -56,6 +57,7 @@ def browser():
 
 _LINKS = "return Array.from(document.querySelectorAll('a[href]'), a => a.href)"
 _IMAGES = "return Array.from(document.images, i => [i.src, i.complete && i.naturalWidth > 0])"
+_REQUESTS = "return performance.getEntriesByType('resource').map(e => e.name).concat(Array.from(document.scripts, s => s.src).filter(s => s))"
 
 
 def _target(base: str, url: str) -> tuple[Path, str] | None:
@@ -72,14 +74,15 @@ def _ids(page: Path) -> frozenset:
 
 
 def check_page(browser, base: str, page: str) -> tuple[list[str], list[str]]:
-    "Problems on one page, and the external requests that failed (offline)."
+    "Problems on one page, and the requests it made outside the site (scripts, styles, fonts, images)."
     browser.get(base + page)
     problems, external = [], []
     for e in browser.get_log('browser'):
         if e['level'] != 'SEVERE': continue
         m = re.match(r'(\S+)', e['message'])
-        if m and m.group(1).startswith('http') and not m.group(1).startswith(base): external.append(e['message'])
+        if m and m.group(1).startswith('http') and not m.group(1).startswith(base): external.append(m.group(1))
         else: problems.append(f'console error: {e["message"]}')
+    external += [u for u in browser.execute_script(_REQUESTS) if u.startswith('http') and not u.startswith(base)]
     for src, ok in browser.execute_script(_IMAGES):
         t = _target(base, src)
         if not ok or (t and not t[0].exists()): problems.append(f'image does not load: {src}')
@@ -100,8 +103,22 @@ def test_every_page_loads_without_errors(site, browser):
         bad, ext = check_page(browser, site, page)
         if bad: problems[page] = bad
         external.update(ext)
-    if external: print(f'external requests that failed offline (not counted): {len(external)}')
     assert not problems, '\n'.join(f'{p}: {x}' for p, xs in problems.items() for x in xs)
+    assert not external, f'requests outside the site (it must work offline): {sorted(external)[:5]}'
+
+
+def test_math_renders_offline(site, browser):
+    "The decoding notebook's formulas are typeset (SVG) by the site's own copy of MathJax; nothing comes from outside."
+    from selenium.webdriver.support.ui import WebDriverWait
+    browser.get(site + 'nbs/13_decode.html')
+    count = "return document.querySelectorAll('mjx-container svg').length"
+    n = WebDriverWait(browser, 60).until(lambda d: d.execute_script(count) >= 10 and d.execute_script(count))
+    scripts = browser.execute_script("return Array.from(document.scripts, s => s.src).filter(s => s)")
+    assert any(s == site + '_static/mathjax/tex-svg-full.js' for s in scripts), scripts
+    assert n >= 10 and browser.execute_script("return document.querySelectorAll('[data-mml-node=merror]').length") == 0  # no TeX errors
+    text = browser.find_element('tag name', 'article').text
+    assert '\\lambda' not in text and '$$' not in text, 'raw TeX left on the page'
+    assert not [u for u in browser.execute_script(_REQUESTS) if not u.startswith(site)]
 
 
 def test_notebook_pages_show_their_pictures(site, browser):
@@ -124,8 +141,10 @@ def test_check_page_catches_defects(site, browser, tmp_path):
     "The checker itself fails on a missing image, a broken link, a broken anchor and a JavaScript error."
     bad = SITE/'_broken_test_page.html'
     bad.write_text('<html><body><img src="_images/nope.png"><a href="nope.html">x</a>'
-                   '<a href="index.html#no-such-anchor">y</a><script>undefined_function()</script></body></html>')
-    try: problems, _ = check_page(browser, site, bad.name)
+                   '<a href="index.html#no-such-anchor">y</a><script>undefined_function()</script>'
+                   '<script src="https://cdn.invalid/mathjax.js"></script></body></html>')
+    try: problems, external = check_page(browser, site, bad.name)
     finally: bad.unlink()
+    assert 'https://cdn.invalid/mathjax.js' in external, external
     text = '\n'.join(problems)
     for want in ('image does not load', 'broken link', 'broken anchor', 'console error'): assert want in text, text
