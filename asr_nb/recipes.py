@@ -37,13 +37,17 @@ class Recipe:
     average_by: str = 'valid_acc'    # stage 4: ranking for the average
     lm_order: int = 3                # stage 3: n-gram order
     device: str = 'cpu'              # stage 5: decoding device
-    dump: bool = False               # stage 1: also dump features (asr_nb.data.dump_features, #16 part 3)
+    dump: bool = False               # stage 1: also dump features (asr_nb.features.dump_features); stage 4 then trains on them
 
     @property
     def data_dir(self) -> Path: return Path(self.workdir)/'data'
     @property
     def exp_dir(self) -> Path: return Path(self.workdir)/'exp'
     def split(self, name: str) -> Path: return self.data_dir/name
+    def dump_dir(self, name: str) -> Path: return Path(self.workdir)/'dump'/name
+    def train_data(self, name: str) -> Path:
+        "Stage 4's data for split `name`: its feature dump with `--dump`, else the data dir."
+        return self.dump_dir(name) if self.dump and (self.dump_dir(name)/'feats.scp').is_file() else self.split(name)
     def cfg(self) -> ExpConfig: return load_config(self.config, self.overrides)
 
 def _find_conf(name: str) -> Path:
@@ -109,8 +113,8 @@ def stage_train(r: Recipe, overrides: Sequence[str] = ()) -> dict:
     from asr_nb.train import train
     from asr_nb.cli import usable_utterances   # validated: bad utterances reported and skipped (data.strict: stop)
     cfg = load_config(r.config, [*r.overrides, *overrides])
-    return train(cfg, usable_utterances(r.split(r.train_split), cfg, 'training data'),
-                 usable_utterances(r.split(r.valid_split), cfg, 'validation data'), str(r.exp_dir))
+    return train(cfg, usable_utterances(r.train_data(r.train_split), cfg, 'training data'),
+                 usable_utterances(r.train_data(r.valid_split), cfg, 'validation data'), str(r.exp_dir))
 
 def torchrun_command(r: Recipe, nproc_per_node: int = 8, # processes (GPUs) per node
                      nnodes: int = 1, # machines
@@ -123,7 +127,7 @@ def torchrun_command(r: Recipe, nproc_per_node: int = 8, # processes (GPUs) per 
     launch = ['torchrun', f'--nproc_per_node={nproc_per_node}']
     if nnodes > 1: launch += [f'--nnodes={nnodes}', f'--node_rank={node_rank}', f'--master_addr={master_addr}', f'--master_port={master_port}']
     else: launch += ['--standalone']
-    args = ['--config', str(r.config), '--train', str(r.split(r.train_split)), '--valid', str(r.split(r.valid_split)),
+    args = ['--config', str(r.config), '--train', str(r.train_data(r.train_split)), '--valid', str(r.train_data(r.valid_split)),
             '--exp', str(r.exp_dir), *r.overrides, *overrides]
     q = lambda a: a if a.startswith('$') else shlex.quote(a)
     return ' '.join([*launch, '$(which asr_nb_train)', *map(q, args)])
@@ -438,10 +442,10 @@ def _s_features(r: Recipe, log) -> tuple[dict, Callable]:
         from asr_nb.features import ensure_cmvn
         Path(r.exp_dir).mkdir(parents=True, exist_ok=True)
         if cfg.features.cmvn == 'global': ensure_cmvn(r.exp_dir, cfg.features, _train_utts(r, cfg))
-        from asr_nb import data as D
-        if getattr(D, 'dump_features', None) is not None and r.dump:   # formats (#16 part 3): THE call site of the feature dump
+        from asr_nb.features import dump_features
+        if r.dump:   # the feature dump (asr_nb.features.dump_features): ark/scp that stage 4 trains on
             for s in dict.fromkeys([r.train_split, r.valid_split, *r.test_splits]):
-                D.dump_features(r.split(s), Path(r.workdir)/'dump'/s, cfg.features)
+                dump_features(r.split(s), r.dump_dir(s), cfg.features)
         return [r.exp_dir/'cmvn.npz', r.exp_dir/'cmvn.json', *_dir_files(*(Path(r.workdir)/'dump').glob('*'))]
     return dict(features=config_to_dict(cfg)['features'], data=_text_digest(_need(r, r.split(r.train_split), 0)), dump=r.dump), run
 
@@ -496,7 +500,7 @@ def _s_train(r: Recipe, log) -> tuple[dict, Callable]:
         log(f"averaged {n} checkpoint(s) into {stage_average(r, n=n, by=r.average_by)}")
         return [r.exp_dir/'model_avg.pt']
     return dict(config=cfg, data=_text_digest(_need(r, r.split(r.train_split), 0), _need(r, r.split(r.valid_split), 0)),
-                ngpu=r.ngpu, n_average=r.n_average, average_by=r.average_by), run
+                ngpu=r.ngpu, n_average=r.n_average, average_by=r.average_by, dump=r.dump), run
 
 # %% ../nbs/21_recipe_aishell.ipynb #e6a8ba60
 def _s_decode(r: Recipe, log) -> tuple[dict, Callable]:
@@ -577,7 +581,7 @@ def recipe_parser():
     p.add_argument('--lm-order', type=int, default=3, help='stage 3: n-gram order')
     p.add_argument('--expected', default=None, metavar='JSON', help='stage -1: {"archives": {file: md5}, "counts": {split: n}} instead of the release\'s')
     p.add_argument('--device', default='cpu', help='stage 5: cpu, cuda, npu, mps or auto')
-    p.add_argument('--dump', action='store_true', help='stage 1: also dump features to ark/scp (asr_nb.data.dump_features)')
+    p.add_argument('--dump', action='store_true', help='stage 1: also dump features to ark/scp; stage 4 trains on them')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=50 decode.beam=10')
     return p
 

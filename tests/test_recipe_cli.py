@@ -94,3 +94,19 @@ def test_ngpu_2_trains_under_torchrun(tmp_path, capsys, monkeypatch):
     assert rc == 0, err[-3000:]
     assert _stages(out) == {k: 'done' for k in range(0, 5)}, out
     assert '2 rank(s)' in (tmp_path/'w'/'exp'/'train.log').read_text() and (tmp_path/'w'/'exp'/'model_avg.pt').is_file()
+
+
+def test_aishell_dump_stage_feeds_training(tmp_path, capsys):
+    "`--dump`: stage 1 writes ark/scp features per split, and stage 4 trains on them (the log names the dump dir)."
+    make_mini_aishell(tmp_path/'corpus')
+    argv = ['aishell', '--data-root', tmp_path/'corpus', '--exp', tmp_path/'w', '--dump', '--stage', 0, '--stop-stage', 4,
+            '--n-average', 1, *TINY]
+    rc, out, err = run(recipe_main, argv, capsys)
+    assert rc == 0, err
+    assert _stages(out) == {k: 'done' for k in range(0, 5)}, out
+    w = tmp_path/'w'
+    for s in ('train', 'dev'):
+        scp = (w/'dump'/s/'feats.scp').read_text().splitlines()
+        assert len(scp) == len((w/'data'/s/'text').read_text().splitlines()), s
+    assert (w/'exp'/'model_avg.pt').is_file()
+    assert f"--train {w/'dump'/'train'} --valid {w/'dump'/'dev'}" in out, out     # the 1P command: the dump is the training data
