@@ -15,7 +15,7 @@ from .conformer import _SUB_LAYERS, ConformerEncoder, set_impl
 
 # %% auto #0
 __all__ = ['StreamingError', 'subsampling_context', 'chunk_window', 'init_caches', 'check_streamable', 'forward_chunk',
-           'StreamingFbank']
+           'StreamingFbank', 'TorchChunkEngine', 'EncoderStream', 'RecognizerStream', 'chunk_engine']
 
 # %% ../nbs/19_streaming.ipynb #e1900db9
 class StreamingError(UserError):
@@ -94,3 +94,149 @@ class StreamingFbank:
         feats = self.fe(self.buf[:(n - 1) * self.hop + self.win])  # (n, dim)
         self.buf, self.frames = self.buf[n * self.hop:], self.frames + n
         return feats
+
+# %% ../nbs/19_streaming.ipynb #d695f386
+class TorchChunkEngine:
+    "PyTorch chunk engine: CMVN, `forward_chunk` with caches trimmed to `num_left_chunks` chunks, the CTC head."
+    def __init__(self, model: nn.Module, # an ASRModel (ctc_attention family) with a streamable encoder
+                 chunk_size: int, num_left_chunks: int = -1, # -1: all the left context
+                ):
+        enc = getattr(model, 'encoder', None)
+        if not isinstance(enc, ConformerEncoder): raise StreamingError(f"streaming needs a Conformer/Transformer encoder, not {type(enc).__name__}")
+        check_streamable(enc)
+        self.model, self.enc, self.chunk_size = model, enc, chunk_size
+        self.required = chunk_size * num_left_chunks if num_left_chunks >= 0 else -1   # cache frames kept (-1: all)
+        self.att, self.cnn = init_caches(enc)
+        self.offset = 0                                  # encoder frames so far
+
+    @torch.no_grad()
+    def __call__(self, feats: torch.Tensor # (W, D) raw features of one chunk
+                ) -> tuple[torch.Tensor, torch.Tensor]: # log-probs (C, V), encoder frames (C, d)
+        dev = self.att.device
+        x = feats[None].to(dev)
+        if getattr(self.model, 'cmvn', None) is not None: x = self.model.cmvn(x)
+        y, att, self.cnn = forward_chunk(self.enc, x, self.att, self.cnn, self.offset)
+        self.att = att if self.required < 0 else att[:, :, att.size(2) - min(self.required, att.size(2)):]
+        self.offset += y.size(1)
+        return self.model.ctc_log_probs(y)[0].float().cpu(), y[0]
+
+    def cache_bytes(self) -> int:
+        "Bytes of this stream's caches now (attention + conv)."
+        return self.att.numel() * self.att.element_size() + self.cnn.numel() * self.cnn.element_size()
+
+class EncoderStream:
+    "Feature frames in, chunks out: the subsampling context between chunks (`accept(frames)`, `finish()`)."
+    def __init__(self, engine: Callable, # (W, D) features -> (log-probs (C, V), encoder frames (C, d) or None)
+                 chunk_size: int, factor: int, # encoder frames per chunk; subsampling factor
+                ):
+        self.engine, self.r = engine, subsampling_context(factor)
+        self.window, self.shift = chunk_window(chunk_size, factor)
+        self.buf = None
+
+    def accept(self, frames: torch.Tensor) -> list[tuple]: # (n, D) -> outputs of the chunks completed
+        self.buf = frames if self.buf is None else torch.cat([self.buf, frames])
+        out = []
+        while self.buf.size(0) >= self.window:
+            out.append(self.engine(self.buf[:self.window])); self.buf = self.buf[self.shift:]
+        return out
+
+    def finish(self) -> list[tuple]:
+        "The last (shorter) chunk, if the frames left give an encoder frame."
+        out = [self.engine(self.buf)] if self.buf is not None and self.buf.size(0) >= self.r else []
+        self.buf = None
+        return out
+
+# %% ../nbs/19_streaming.ipynb #b6692dff
+class RecognizerStream:
+    "One live input of a `Recognizer`: `accept(piece) -> partial text`, `finish() -> final text`."
+    def __init__(self, rec, # asr_nb.export.Recognizer (PyTorch, or onnxruntime with a chunk graph)
+                 chunk_size: int = 16, # encoder frames per chunk (16 = 640 ms at 4x subsampling); 0 = full context
+                 num_left_chunks: int = -1, # chunks of left context (-1: all)
+                 method: str | None = None, # final search (default: rescoring with a decoder, else ctc_prefix_beam)
+                 engine: Callable | None = None, # a chunk engine (default: `TorchChunkEngine` or the recognizer's ONNX one)
+                ):
+        from asr_nb.decode import check_method
+        caps = rec.capabilities
+        self.method = method or ('rescoring' if {'ctc', 'decoder'} <= set(caps) else 'ctc_prefix_beam')
+        check_method(self.method, caps, 'this model')
+        if chunk_size < 0: raise StreamingError(f"chunk size must be >= 0 (0 = full context), got {chunk_size}")
+        self.rec, self.chunk_size, self.fbank = rec, chunk_size, StreamingFbank(rec.feat_cfg)
+        self.feats, self.lps, self.encs, self.text, self._done = [], [], [], '', False
+        self._partial_at = 0                                   # full context: feature frames at the last partial
+        if chunk_size > 0:
+            if engine is None: engine = chunk_engine(rec, chunk_size, num_left_chunks)
+            self.engine, self.encoder = engine, EncoderStream(engine, chunk_size, rec.subsampling)
+
+    def accept(self, piece, # (N,) samples in [-1, 1] at the recognizer's rate
+              ) -> str: # the partial text (unchanged when no chunk completed)
+        if self._done: raise StreamingError("this stream has finished; start a new one with Recognizer.stream()")
+        f = self.fbank.accept(piece)
+        if self.chunk_size > 0:
+            if self._add(self.encoder.accept(f)): self.text = self._prefix_text()
+        else:
+            self.feats.append(f)
+            n = self.fbank.frames
+            if n - self._partial_at >= 16 * self.rec.subsampling and self._full_lens(n) >= 1:
+                self._partial_at, self.text = n, self._full_decode('ctc_prefix_beam')
+        return self.text
+
+    def finish(self) -> str:
+        "End of input: the last chunk, then the final search (attention rescoring by default) over the whole stream."
+        if self._done: return self.text
+        self._done = True
+        if self.chunk_size > 0:
+            self._add(self.encoder.finish())
+            self.text = self.rec.tokenizer.decode(self._final_ids()) if self.lps else ''
+        else: self.text = self._full_decode(self.method)
+        return self.text
+
+    def _add(self, outs: list[tuple]) -> bool:
+        for lp, enc in outs: self.lps.append(lp); self.encs.append(enc)
+        return bool(outs)
+
+    def _ctc(self) -> tuple[torch.Tensor, torch.Tensor]: # (1, T', V), (1,)
+        lp = torch.cat(self.lps)[None]
+        return lp, torch.tensor([lp.size(1)])
+
+    def _prefix_text(self) -> str:
+        "Partial result: CTC prefix beam search over the frames so far (no LM)."
+        from asr_nb.decode import ctc_search
+        lp, lens = self._ctc()
+        hyps = ctc_search('ctc_prefix_beam', lp, lens, self.rec.decode_cfg, None, self.rec.blank_id, self.rec.tokenizer.sos_id)
+        return self.rec.tokenizer.decode(hyps[0][0].tokens if hyps[0] else [])
+
+    def _final_ids(self) -> list[int]:
+        from asr_nb.decode import SEARCHES, ctc_search
+        import dataclasses
+        rec, s = self.rec, SEARCHES[self.method]
+        lp, lens = self._ctc()
+        if s.needs == {'ctc'}:
+            hyps = ctc_search(self.method, lp, lens, rec.decode_cfg, rec.lm, rec.blank_id, rec.tokenizer.sos_id)
+        else:                                                   # the model's search on the streamed encoder frames
+            enc = torch.cat(self.encs)[None]                    # (1, T', d)
+            cfg = dataclasses.replace(rec.decode_cfg, method=self.method)
+            with torch.no_grad():
+                hyps = s.fn(rec.model, enc, lens.to(enc.device), lp.to(enc.device), cfg, rec.lm if s.uses_lm else None)
+        return hyps[0][0].tokens if hyps[0] else []
+
+    def _full_lens(self, n: int) -> int: return int(self.rec._encoder_lengths(torch.tensor([n]))[0])
+
+    def _full_decode(self, method: str) -> str:
+        "Full context: the offline path (`Recognizer.decode_ids`) on all features so far."
+        n = self.fbank.frames
+        if n == 0 or self._full_lens(n) < 1: return ''
+        feats = torch.cat(self.feats)[None]                     # (1, n, D)
+        ids, _, _ = self.rec.decode_ids(feats, torch.tensor([n]), method)
+        return self.rec.tokenizer.decode(ids[0])
+
+    def cache_bytes(self) -> int:
+        "Memory this stream holds now: caches (chunk mode) or features (full context), plus the posteriors kept."
+        held = sum(t.numel() * t.element_size() for t in self.lps + [e for e in self.encs if e is not None] + self.feats)
+        return held + (self.engine.cache_bytes() if self.chunk_size > 0 else 0)
+
+def chunk_engine(rec, chunk_size: int, num_left_chunks: int = -1) -> Callable:
+    "The recognizer's chunk engine: PyTorch with a model, else the ONNX chunk graph of its export dir (`encoder_chunk.onnx`)."
+    if rec.model is not None: return TorchChunkEngine(rec.model, chunk_size, num_left_chunks)
+    path = Path(getattr(rec, 'onnx_dir', '') or '.')/'encoder_chunk.onnx'
+    if not path.is_file(): raise StreamingError(f"{path}: no chunk graph in this export (re-export it with asr_nb_export --stream)")
+    return OnnxChunkEngine(path, chunk_size, num_left_chunks)
