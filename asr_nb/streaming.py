@@ -15,7 +15,8 @@ from .conformer import _SUB_LAYERS, ConformerEncoder, set_impl
 
 # %% auto #0
 __all__ = ['StreamingError', 'subsampling_context', 'chunk_window', 'init_caches', 'check_streamable', 'forward_chunk',
-           'StreamingFbank', 'TorchChunkEngine', 'EncoderStream', 'RecognizerStream', 'chunk_engine']
+           'StreamingFbank', 'TorchChunkEngine', 'EncoderStream', 'RecognizerStream', 'chunk_engine', 'EncoderChunkCTC',
+           'chunk_metadata', 'export_chunk_onnx', 'OnnxChunkEngine']
 
 # %% ../nbs/19_streaming.ipynb #e1900db9
 class StreamingError(UserError):
@@ -240,3 +241,91 @@ def chunk_engine(rec, chunk_size: int, num_left_chunks: int = -1) -> Callable:
     path = Path(getattr(rec, 'onnx_dir', '') or '.')/'encoder_chunk.onnx'
     if not path.is_file(): raise StreamingError(f"{path}: no chunk graph in this export (re-export it with asr_nb_export --stream)")
     return OnnxChunkEngine(path, chunk_size, num_left_chunks)
+
+# %% ../nbs/19_streaming.ipynb #cb9385fa
+class EncoderChunkCTC(nn.Module):
+    "One streaming chunk (CMVN, encoder with caches, CTC head) with WeNet/sherpa-onnx's inputs and outputs."
+    def __init__(self, model: nn.Module):
+        super().__init__(); self.model = model
+
+    def forward(self, chunk: torch.Tensor, # (1, W, D) raw fbank
+                offset: torch.Tensor, # (1,) int64 (unused by rel-pos attention)
+                required_cache_size: torch.Tensor, # (1,) int64: cache frames returned (< 0: all)
+                att_cache: torch.Tensor, # (blocks, H, L, 2*d_k)
+                cnn_cache: torch.Tensor, # (blocks, 1, d, kernel-1)
+                att_mask: torch.Tensor, # (1, 1, L+C) bool
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # (1, C, V), (blocks, H, L', 2*d_k), cnn cache
+        m = self.model
+        x = m.cmvn(chunk) if getattr(m, 'cmvn', None) is not None else chunk
+        y, att, cnn = forward_chunk(m.encoder, x, att_cache, cnn_cache, 0, att_mask)
+        pos = torch.arange(att.size(2), device=att.device)                      # (L+C,)
+        start = torch.where(required_cache_size < 0, torch.zeros_like(required_cache_size),
+                            (att.size(2) - required_cache_size).clamp(min=0))   # (1,)
+        att = att[:, :, pos >= start]                                           # the last required_cache_size frames
+        return m.ctc_log_probs(y) + 0 * offset.to(y.dtype), att, cnn
+
+# %% ../nbs/19_streaming.ipynb #50b1d2e4
+def chunk_metadata(model: nn.Module, cfg, chunk_size: int, num_left_chunks: int) -> dict[str, str]:
+    "The metadata sherpa-onnx reads for a streaming WeNet CTC model, and the front end (asr_nb's own keys)."
+    enc, f = model.encoder, cfg.features
+    blk = enc.encoders[0]
+    return dict(model_type='wenet_ctc', head=str(blk.self_attn.h), num_blocks=str(len(enc.encoders)),
+                output_size=str(enc.output_size), cnn_module_kernel=str(blk.conv_module.lorder + 1 if blk.conv_module is not None else 1),
+                right_context=str(subsampling_context(enc.embed.factor) - 1), subsampling_factor=str(enc.embed.factor),
+                vocab_size=str(model.vocab_size), chunk_size=str(chunk_size), left_chunks=str(num_left_chunks),
+                sample_rate=str(f.sample_rate), feature_dim=str(f.n_mels), low_freq=str(f.low_freq), high_freq=str(f.high_freq),
+                comment='asr_nb streaming CTC chunk graph (CMVN inside; caches in WeNet layout)')
+
+def export_chunk_onnx(model: nn.Module, # an ASRModel with a streamable encoder (causal conv, rel_pos)
+                      cfg, # its ExpConfig (front end and model sections)
+                      path: str | os.PathLike, # the .onnx file to write
+                      chunk_size: int = 16, num_left_chunks: int = 4, # recorded in the metadata (sherpa-onnx's defaults)
+                      opset: int = 17,
+                     ) -> Path:
+    "Trace `EncoderChunkCTC` (dynamic W, L) and add the metadata; raises `StreamingError` for a non-streamable model."
+    from asr_nb.sherpa import _add_metadata
+    check_streamable(model.encoder)
+    if model.encoder.cfg.pos_enc != 'rel_pos': raise StreamingError("the ONNX chunk graph needs pos_enc rel_pos")
+    m = set_impl(copy.deepcopy(model).float().eval(), 'plain')
+    W = chunk_window(chunk_size, m.encoder.embed.factor)[0]
+    att, cnn = init_caches(m.encoder, chunk_size * max(num_left_chunks, 1))
+    C = chunk_size
+    args = (torch.randn(1, W, cfg.features.n_mels) + 10, torch.tensor([att.size(2)]), torch.tensor([att.size(2)]), att, cnn,
+            torch.ones(1, 1, att.size(2) + C, dtype=torch.bool))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        torch.onnx.export(EncoderChunkCTC(m), args, str(path), dynamo=False, opset_version=opset,
+                          input_names=['chunk', 'offset', 'required_cache_size', 'att_cache', 'cnn_cache', 'att_mask'],
+                          output_names=['output', 'r_att_cache', 'r_cnn_cache'],
+                          dynamic_axes={'chunk': {1: 'W'}, 'att_cache': {2: 'L'}, 'att_mask': {2: 'LC'}, 'output': {1: 'C'},
+                                        'r_att_cache': {2: 'L2'}})
+    _add_metadata(Path(path), chunk_metadata(m, cfg, chunk_size, num_left_chunks))
+    return Path(path)
+
+# %% ../nbs/19_streaming.ipynb #7cb767ce
+class OnnxChunkEngine:
+    "onnxruntime chunk engine over `encoder_chunk.onnx`: (W, D) features -> (CTC log-probs (C, V), None)."
+    def __init__(self, path: str | os.PathLike, chunk_size: int, num_left_chunks: int = -1, session=None):
+        from asr_nb.export import _session
+        from asr_nb.conformer import subsampled_lengths
+        self.sess = session or _session(path)
+        meta = self.sess.get_modelmeta().custom_metadata_map
+        nb, H, d, k = (int(meta[x]) for x in ('num_blocks', 'head', 'output_size', 'cnn_module_kernel'))
+        self.factor, self.chunk_size, self._sub = int(meta['subsampling_factor']), chunk_size, subsampled_lengths
+        self.required = chunk_size * num_left_chunks if num_left_chunks >= 0 else -1
+        self.att = np.zeros((nb, H, max(self.required, 0), 2 * (d // H)), np.float32)   # fixed size (sherpa-onnx) or growing
+        self.cnn = np.zeros((nb, 1, d, k - 1), np.float32)
+        self.done = 0                                                                   # encoder frames so far
+
+    def __call__(self, feats: torch.Tensor) -> tuple[torch.Tensor, None]:
+        C = int(self._sub(torch.tensor(feats.size(0)), self.factor))
+        L = self.att.shape[2]
+        mask = np.ones((1, 1, L + C), bool)
+        if self.required >= 0: mask[..., :max(L - self.done, 0)] = False               # slots not filled yet
+        out, self.att, self.cnn = self.sess.run(None, dict(
+            chunk=feats[None].numpy().astype(np.float32), offset=np.array([self.done], np.int64),
+            required_cache_size=np.array([self.required], np.int64), att_cache=self.att, cnn_cache=self.cnn, att_mask=mask))
+        self.done += C
+        return torch.from_numpy(out[0]), None
+
+    def cache_bytes(self) -> int: return self.att.nbytes + self.cnn.nbytes
