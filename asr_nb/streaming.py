@@ -16,7 +16,8 @@ from .conformer import _SUB_LAYERS, ConformerEncoder, set_impl
 # %% auto #0
 __all__ = ['StreamingError', 'subsampling_context', 'chunk_window', 'init_caches', 'check_streamable', 'forward_chunk',
            'StreamingFbank', 'TorchChunkEngine', 'EncoderStream', 'RecognizerStream', 'chunk_engine', 'EncoderChunkCTC',
-           'chunk_metadata', 'export_chunk_onnx', 'OnnxChunkEngine']
+           'chunk_metadata', 'export_chunk_onnx', 'OnnxChunkEngine', 'export_streaming', 'sherpa_online_recognizer',
+           'sherpa_stream_tokens']
 
 # %% ../nbs/19_streaming.ipynb #e1900db9
 class StreamingError(UserError):
@@ -149,7 +150,7 @@ class EncoderStream:
 
 # %% ../nbs/19_streaming.ipynb #b6692dff
 class RecognizerStream:
-    "One live input of a `Recognizer`: `accept(piece) -> partial text`, `finish() -> final text`."
+    "One live input of a `Recognizer`: `accept(piece) -> partial text`, `finish() -> final text` (token ids in `.ids`)."
     def __init__(self, rec, # asr_nb.export.Recognizer (PyTorch, or onnxruntime with a chunk graph)
                  chunk_size: int = 16, # encoder frames per chunk (16 = 640 ms at 4x subsampling); 0 = full context
                  num_left_chunks: int = -1, # chunks of left context (-1: all)
@@ -162,7 +163,7 @@ class RecognizerStream:
         check_method(self.method, caps, 'this model')
         if chunk_size < 0: raise StreamingError(f"chunk size must be >= 0 (0 = full context), got {chunk_size}")
         self.rec, self.chunk_size, self.fbank = rec, chunk_size, StreamingFbank(rec.feat_cfg)
-        self.feats, self.lps, self.encs, self.text, self._done = [], [], [], '', False
+        self.feats, self.lps, self.encs, self.text, self.ids, self._done = [], [], [], '', [], False
         self._partial_at = 0                                   # full context: feature frames at the last partial
         if chunk_size > 0:
             if engine is None: engine = chunk_engine(rec, chunk_size, num_left_chunks)
@@ -187,7 +188,8 @@ class RecognizerStream:
         self._done = True
         if self.chunk_size > 0:
             self._add(self.encoder.finish())
-            self.text = self.rec.tokenizer.decode(self._final_ids()) if self.lps else ''
+            self.ids = self._final_ids() if self.lps else []
+            self.text = self.rec.tokenizer.decode(self.ids)
         else: self.text = self._full_decode(self.method)
         return self.text
 
@@ -228,6 +230,7 @@ class RecognizerStream:
         if n == 0 or self._full_lens(n) < 1: return ''
         feats = torch.cat(self.feats)[None]                     # (1, n, D)
         ids, _, _ = self.rec.decode_ids(feats, torch.tensor([n]), method)
+        self.ids = ids[0]
         return self.rec.tokenizer.decode(ids[0])
 
     def cache_bytes(self) -> int:
@@ -329,3 +332,50 @@ class OnnxChunkEngine:
         return torch.from_numpy(out[0]), None
 
     def cache_bytes(self) -> int: return self.att.nbytes + self.cnn.nbytes
+
+# %% ../nbs/19_streaming.ipynb #4ce049c4
+def export_streaming(exp_dir: str | os.PathLike, # experiment dir
+                     out_dir: str | os.PathLike, # writes encoder_chunk.onnx and tokens.txt
+                     weights: str | None = None, # default: model_avg.pt, else the best, else the last checkpoint
+                     chunk_size: int = 16, num_left_chunks: int = 4,
+                    ) -> dict:
+    "Export an experiment's streaming chunk graph (and sherpa-onnx's tokens.txt); returns the paths."
+    from asr_nb.checkpoint import load_model
+    from asr_nb.core import atomic_write_text
+    from asr_nb.sherpa import sherpa_tokens
+    model, tok, cfg = load_model(str(exp_dir), weights)
+    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(getattr(model, 'encoder', None), ConformerEncoder):
+        raise StreamingError(f"{exp_dir}: family {cfg.model.family!r} has no chunk-wise encoder to stream")
+    p = export_chunk_onnx(model.float().eval(), cfg, out/'encoder_chunk.onnx', chunk_size, num_left_chunks)
+    atomic_write_text(out/'tokens.txt', sherpa_tokens(list(tok.units), cfg.tokenizer.space_token))
+    return dict(encoder_chunk=str(p), tokens=str(out/'tokens.txt'))
+
+def sherpa_online_recognizer(out_dir: str | os.PathLike, # a dir written by `export_streaming`
+                             chunk_size: int = 16, num_left_chunks: int = 4, num_threads: int = 1):
+    "sherpa-onnx's streaming `OnlineRecognizer` for `encoder_chunk.onnx`, front end set from the metadata."
+    import sherpa_onnx as so
+    from sherpa_onnx import online_recognizer as sor
+    from asr_nb.sherpa import read_sherpa_metadata
+    d = Path(out_dir); path = d/'encoder_chunk.onnx'
+    if not path.is_file(): raise FileNotFoundError(f"{path}: not found (see export_streaming)")
+    m = read_sherpa_metadata(path)
+    feat = sor.FeatureExtractorConfig(sampling_rate=int(m['sample_rate']), feature_dim=int(m['feature_dim']),
+                                     low_freq=float(m['low_freq']), high_freq=float(m['high_freq']), snip_edges=True)
+    model = sor.OnlineModelConfig(wenet_ctc=sor.OnlineWenetCtcModelConfig(model=str(path), chunk_size=chunk_size,
+                                 num_left_chunks=num_left_chunks), tokens=str(d/'tokens.txt'), num_threads=num_threads,
+                                  provider_config=sor.ProviderConfig(provider='cpu'))
+    rec = so.OnlineRecognizer.__new__(so.OnlineRecognizer)
+    rec.config = sor.OnlineRecognizerConfig(feat_config=feat, model_config=model, enable_endpoint=False, decoding_method='greedy_search')
+    rec.recognizer = sor._Recognizer(rec.config)
+    return rec
+
+def sherpa_stream_tokens(rec, wave: np.ndarray, sample_rate: int = 16000, piece: int = 1600) -> list[str]:
+    "Feed a float signal in [-1, 1] to a sherpa-onnx `OnlineRecognizer` in pieces; the tokens (tokens.txt symbols) of its final result."
+    s = rec.create_stream()
+    for i in range(0, len(wave), piece):
+        s.accept_waveform(sample_rate, np.asarray(wave[i:i + piece], dtype=np.float32))
+        while rec.is_ready(s): rec.decode_stream(s)
+    s.input_finished()
+    while rec.is_ready(s): rec.decode_stream(s)
+    return json.loads(rec.get_result_as_json_string(s))['tokens']
