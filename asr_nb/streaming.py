@@ -17,7 +17,7 @@ from .conformer import _SUB_LAYERS, ConformerEncoder, set_impl
 __all__ = ['StreamingError', 'subsampling_context', 'chunk_window', 'init_caches', 'check_streamable', 'forward_chunk',
            'StreamingFbank', 'TorchChunkEngine', 'EncoderStream', 'RecognizerStream', 'chunk_engine', 'EncoderChunkCTC',
            'chunk_metadata', 'export_chunk_onnx', 'OnnxChunkEngine', 'export_streaming', 'sherpa_online_recognizer',
-           'sherpa_stream_tokens']
+           'sherpa_stream_tokens', 'stream_pieces', 'StreamingEngine']
 
 # %% ../nbs/19_streaming.ipynb #e1900db9
 class StreamingError(UserError):
@@ -379,3 +379,35 @@ def sherpa_stream_tokens(rec, wave: np.ndarray, sample_rate: int = 16000, piece:
     s.input_finished()
     while rec.is_ready(s): rec.decode_stream(s)
     return json.loads(rec.get_result_as_json_string(s))['tokens']
+
+# %% ../nbs/19_streaming.ipynb #a2c2ca6c
+def stream_pieces(rec, # asr_nb.export.Recognizer
+                  wave, # (N,) float signal in [-1, 1] at the recognizer's rate
+                  piece_s: float = 0.1, # seconds of audio per piece
+                  **kw, # `Recognizer.stream` arguments: chunk_size, num_left_chunks, method
+                 ) -> Iterable[tuple[bool, str]]: # (final?, text): partials as they change, then the final text
+    "Stream one signal in pieces: yields `(False, partial)` whenever the partial text changes, then `(True, final)`."
+    st, w = rec.stream(**kw), np.asarray(wave, dtype=np.float32).reshape(-1)
+    n, last = max(1, int(round(piece_s * rec.sample_rate))), ''
+    for s in range(0, len(w), n):
+        t = st.accept(w[s:s + n])
+        if t != last: last = t; yield False, t
+    yield True, st.finish()
+
+class StreamingEngine:
+    "A `Recognizer` whose `transcribe(wavs, method)` streams each signal (for `decode_data`); the rest is the recognizer's."
+    def __init__(self, rec, chunk_size: int = 16, num_left_chunks: int = -1, piece_s: float = 0.1):
+        if chunk_size < 0: raise StreamingError(f"chunk size must be >= 0 (0 = full context), got {chunk_size}")
+        if chunk_size > 0: chunk_engine(rec, chunk_size, num_left_chunks)   # a model that cannot stream: one error line now
+        self.rec, self.chunk_size, self.num_left_chunks, self.piece_s = rec, chunk_size, num_left_chunks, piece_s
+
+    def __getattr__(self, name): return getattr(self.rec, name)
+
+    def transcribe(self, wavs: Sequence, method: str | None = None, **_) -> list[str]:
+        "Final text of each signal (N,) streamed in pieces of `piece_s` seconds."
+        out = []
+        for w in wavs:
+            for final, text in stream_pieces(self.rec, w, self.piece_s, chunk_size=self.chunk_size,
+                                             num_left_chunks=self.num_left_chunks, method=method):
+                if final: out.append(text)
+        return out
