@@ -13,11 +13,11 @@ from .data import check_data, decode_utterances
 
 # %% auto #0
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
-           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
-           'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
-           'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'add_stream_args', 'streaming_engine',
-           'stream_files', 'main']
+           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'add_stream_args',
+           'streaming_engine', 'stream_files', 'decode_parser', 'parse_methods', 'decode_main', 'format_result_line',
+           'decode_ctm', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
+           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'lm_parser', 'lm_main',
+           'tune_lm_main', 'main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -216,6 +216,40 @@ def average_main(argv: Sequence[str]) -> int:
     if a.epochs or a.steps: print(average_exp(str(exp), paths=checkpoints_by(exp, epochs=a.epochs, steps=a.steps)))
     else: print(average_exp(str(exp), n=a.n, by=a.by))
     return 0
+
+# %% ../nbs/16_cli.ipynb #3438060e
+def add_stream_args(p: argparse.ArgumentParser, chunk_default: int | None) -> None:
+    "`--chunk-size` and `--num-left-chunks` (asr_nb.streaming)."
+    p.add_argument('--chunk-size', type=int, default=chunk_default, metavar='N',
+                   help='stream in chunks of N encoder frames (16 = 640 ms at 4x subsampling; 0 = full context)'
+                        + ('' if chunk_default is None else f' (default {chunk_default})'))
+    p.add_argument('--num-left-chunks', type=int, default=-1, metavar='N', help='chunks of left context when streaming (-1: all)')
+
+def _check_stream_args(a: argparse.Namespace) -> None:
+    if a.chunk_size is not None and a.chunk_size < 0: raise CLIError(f"--chunk-size must be >= 0 (0 = full context), got {a.chunk_size}")
+    if a.num_left_chunks < -1: raise CLIError(f"--num-left-chunks must be -1 (all) or >= 0, got {a.num_left_chunks}")
+
+def streaming_engine(rec, a: argparse.Namespace):
+    "The recognizer, or with `--chunk-size` a `StreamingEngine` around it (`decode_data` then streams every utterance)."
+    _check_stream_args(a)
+    if a.chunk_size is None: return rec
+    from asr_nb.streaming import StreamingEngine
+    return StreamingEngine(rec, a.chunk_size, a.num_left_chunks)
+
+def stream_files(rec, a: argparse.Namespace) -> int:
+    "`asr_nb_transcribe --stream`: partial lines as they change, then the final line, per file; 2 if a file was unusable."
+    from asr_nb.export import _as_wave
+    from asr_nb.streaming import stream_pieces
+    _check_stream_args(a)
+    bad = 0
+    for f in a.audio:
+        try:
+            for final, text in stream_pieces(rec, _as_wave(f, None, rec.sample_rate, a.channel), 0.1, chunk_size=a.chunk_size,
+                                             num_left_chunks=a.num_left_chunks, method=a.method):
+                print(f"{f}\t{text}" if final else f"{f}\tpartial\t{text}", flush=True)
+        except _user_error_types() as e:
+            msg = _one_line(e); print(f"asr_nb_transcribe: error: {msg if f in msg else f'{f}: {msg}'}", file=sys.stderr); bad += 1
+    return 2 if bad else 0
 
 # %% ../nbs/16_cli.ipynb #a8f6fb7c
 def __getattr__(name: str):
@@ -690,40 +724,6 @@ def tune_lm_main(argv: Sequence[str]) -> int:
         from asr_nb.core import atomic_write_text
         atomic_write_text(a.out, json.dumps(_jsonable(res), indent=1) + '\n')
     return 0
-
-# %% ../nbs/16_cli.ipynb #3438060e
-def add_stream_args(p: argparse.ArgumentParser, chunk_default: int | None) -> None:
-    "`--chunk-size` and `--num-left-chunks` (asr_nb.streaming)."
-    p.add_argument('--chunk-size', type=int, default=chunk_default, metavar='N',
-                   help='stream in chunks of N encoder frames (16 = 640 ms at 4x subsampling; 0 = full context)'
-                        + ('' if chunk_default is None else f' (default {chunk_default})'))
-    p.add_argument('--num-left-chunks', type=int, default=-1, metavar='N', help='chunks of left context when streaming (-1: all)')
-
-def _check_stream_args(a: argparse.Namespace) -> None:
-    if a.chunk_size is not None and a.chunk_size < 0: raise CLIError(f"--chunk-size must be >= 0 (0 = full context), got {a.chunk_size}")
-    if a.num_left_chunks < -1: raise CLIError(f"--num-left-chunks must be -1 (all) or >= 0, got {a.num_left_chunks}")
-
-def streaming_engine(rec, a: argparse.Namespace):
-    "The recognizer, or with `--chunk-size` a `StreamingEngine` around it (`decode_data` then streams every utterance)."
-    _check_stream_args(a)
-    if a.chunk_size is None: return rec
-    from asr_nb.streaming import StreamingEngine
-    return StreamingEngine(rec, a.chunk_size, a.num_left_chunks)
-
-def stream_files(rec, a: argparse.Namespace) -> int:
-    "`asr_nb_transcribe --stream`: partial lines as they change, then the final line, per file; 2 if a file was unusable."
-    from asr_nb.export import _as_wave
-    from asr_nb.streaming import stream_pieces
-    _check_stream_args(a)
-    bad = 0
-    for f in a.audio:
-        try:
-            for final, text in stream_pieces(rec, _as_wave(f, None, rec.sample_rate, a.channel), 0.1, chunk_size=a.chunk_size,
-                                             num_left_chunks=a.num_left_chunks, method=a.method):
-                print(f"{f}\t{text}" if final else f"{f}\tpartial\t{text}", flush=True)
-        except _user_error_types() as e:
-            msg = _one_line(e); print(f"asr_nb_transcribe: error: {msg if f in msg else f'{f}: {msg}'}", file=sys.stderr); bad += 1
-    return 2 if bad else 0
 
 # %% ../nbs/16_cli.ipynb #737a37c9
 VERBS = dict(train=train_main, average=average_main, decode=decode_main, score=score_main, scp2jsonl=scp2jsonl_main,
