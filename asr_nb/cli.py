@@ -13,11 +13,11 @@ from .data import check_data, decode_utterances
 
 # %% auto #0
 __all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
-           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'decode_parser',
-           'parse_methods', 'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main',
-           'scp2jsonl_main', 'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main',
-           'find_conf', 'demo_main', 'lm_parser', 'lm_main', 'tune_lm_main', 'augment_data_main', 'main', 'dump_main',
-           'split_main']
+           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'add_stream_args',
+           'streaming_engine', 'stream_files', 'decode_parser', 'parse_methods', 'decode_main', 'format_result_line',
+           'decode_ctm', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
+           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'lm_parser', 'lm_main',
+           'tune_lm_main', 'augment_data_main', 'main', 'dump_main', 'split_main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -234,6 +234,40 @@ def _hotword_overrides(a: argparse.Namespace) -> list[str]:
     if w is not None and not 0 <= w < float('inf'): raise CLIError(f"--hotword-weight must be >= 0, got {w}")
     return ([f"decode.hotwords={f}"] if f is not None else []) + ([f"decode.hotword_weight={w}"] if w is not None else [])
 
+# %% ../nbs/16_cli.ipynb #3438060e
+def add_stream_args(p: argparse.ArgumentParser, chunk_default: int | None) -> None:
+    "`--chunk-size` and `--num-left-chunks` (asr_nb.streaming)."
+    p.add_argument('--chunk-size', type=int, default=chunk_default, metavar='N',
+                   help='stream in chunks of N encoder frames (16 = 640 ms at 4x subsampling; 0 = full context)'
+                        + ('' if chunk_default is None else f' (default {chunk_default})'))
+    p.add_argument('--num-left-chunks', type=int, default=-1, metavar='N', help='chunks of left context when streaming (-1: all)')
+
+def _check_stream_args(a: argparse.Namespace) -> None:
+    if a.chunk_size is not None and a.chunk_size < 0: raise CLIError(f"--chunk-size must be >= 0 (0 = full context), got {a.chunk_size}")
+    if a.num_left_chunks < -1: raise CLIError(f"--num-left-chunks must be -1 (all) or >= 0, got {a.num_left_chunks}")
+
+def streaming_engine(rec, a: argparse.Namespace):
+    "The recognizer, or with `--chunk-size` a `StreamingEngine` around it (`decode_data` then streams every utterance)."
+    _check_stream_args(a)
+    if a.chunk_size is None: return rec
+    from asr_nb.streaming import StreamingEngine
+    return StreamingEngine(rec, a.chunk_size, a.num_left_chunks)
+
+def stream_files(rec, a: argparse.Namespace) -> int:
+    "`asr_nb_transcribe --stream`: partial lines as they change, then the final line, per file; 2 if a file was unusable."
+    from asr_nb.export import _as_wave
+    from asr_nb.streaming import stream_pieces
+    _check_stream_args(a)
+    bad = 0
+    for f in a.audio:
+        try:
+            for final, text in stream_pieces(rec, _as_wave(f, None, rec.sample_rate, a.channel), 0.1, chunk_size=a.chunk_size,
+                                             num_left_chunks=a.num_left_chunks, method=a.method):
+                print(f"{f}\t{text}" if final else f"{f}\tpartial\t{text}", flush=True)
+        except _user_error_types() as e:
+            msg = _one_line(e); print(f"asr_nb_transcribe: error: {msg if f in msg else f'{f}: {msg}'}", file=sys.stderr); bad += 1
+    return 2 if bad else 0
+
 # %% ../nbs/16_cli.ipynb #a8f6fb7c
 def __getattr__(name: str):
     "`cli.METHODS`: the names of `asr_nb.decode.SEARCHES`, read on first use (keeps `import asr_nb.cli` free of torch)."
@@ -273,6 +307,7 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
     _add_hotword_args(p)
     p.add_argument('--allow-url', action='store_true', help='download http(s) audio sources of a jsonl manifest into the local cache')   # formats (#16)
+    add_stream_args(p, None)   # --chunk-size N: decode in streaming mode (asr_nb.streaming)
     p.add_argument('overrides', nargs='*', metavar='key=value', help='decode.* overrides, e.g. decode.penalty=0.5')
     return p
 
@@ -325,6 +360,7 @@ def decode_main(argv: Sequence[str]) -> int:
     methods = parse_methods(a.method, rec.capabilities)
     if rec.decode_cfg.nbest > rec.decode_cfg.beam:              # the beam searches keep at most `beam` hypotheses
         raise CLIError(f"--nbest {rec.decode_cfg.nbest} is more than the beam ({rec.decode_cfg.beam}): raise --beam")
+    rec = streaming_engine(rec, a)   # --chunk-size: every utterance streamed in 100 ms pieces
     res = decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
                       log=lambda m: print(m, file=sys.stderr))
     for r in res.values():
@@ -508,6 +544,9 @@ def export_main(argv: Sequence[str]) -> int:
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
     p.add_argument('--format', choices=('asr_nb', 'sherpa-onnx'), default='asr_nb',
                    help="sherpa-onnx: model.onnx (CMVN inside), model.int8.onnx and tokens.txt for sherpa-onnx's CTC recognizer")
+    p.add_argument('--stream', action='store_true', help='also write encoder_chunk.onnx (the streaming chunk graph, sherpa-onnx layout)')
+    p.add_argument('--chunk-size', type=int, default=16, help='with --stream: chunk size recorded for sherpa-onnx (encoder frames)')
+    p.add_argument('--num-left-chunks', type=int, default=4, help='with --stream: left chunks recorded for sherpa-onnx')
     a = p.parse_args(argv)
     exp = _check_exp(a.exp)
     if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
@@ -515,6 +554,9 @@ def export_main(argv: Sequence[str]) -> int:
     from asr_nb.sherpa import export_sherpa_ctc
     if a.format == 'sherpa-onnx': info = export_sherpa_ctc(exp, a.out, weights=a.weights, opset=a.opset)
     else: info = export_onnx(exp, a.out, weights=a.weights, opset=a.opset, check=not a.no_check)
+    if a.stream:
+        from asr_nb.streaming import export_streaming
+        info.update(export_streaming(exp, a.out, weights=a.weights, chunk_size=a.chunk_size, num_left_chunks=a.num_left_chunks))
     print(json.dumps(_jsonable(info), indent=1))
     return 0
 
@@ -537,17 +579,22 @@ def transcribe_main(argv: Sequence[str]) -> int:
     src.add_argument('--exp', metavar='DIR', help='experiment dir (PyTorch)')
     src.add_argument('--onnx', metavar='DIR', help='exported dir (onnxruntime; ctc_greedy and ctc_prefix_beam)')
     p.add_argument('audio', nargs='+', help='audio files (wav, flac, ...)')
-    p.add_argument('--method', default='ctc_greedy', choices=list(_methods()), help='decoding method (asr_nb.decode.SEARCHES)')
+    p.add_argument('--method', default=None, choices=list(_methods()),
+                   help='decoding method (asr_nb.decode.SEARCHES; default ctc_greedy, with --stream rescoring when the model has a decoder)')
     p.add_argument('--timestamps', action='store_true', help='also print CTC token times (seconds)')
     p.add_argument('--ctm', action='store_true', help='print word times as CTM lines (file stem as the id) instead')
     p.add_argument('--channel', type=_channel, metavar='N|mean', help='multi-channel files: take channel N, or mean to downmix')
     p.add_argument('--max-segment-s', type=float, metavar='S', help='cut longer audio into pieces (energy VAD; default 30)')
     _add_hotword_args(p)
+    p.add_argument('--stream', action='store_true', help='stream each file in 100 ms pieces, printing partial results as they change')
+    add_stream_args(p, 16)
     a = p.parse_args(argv)
     if a.max_segment_s is not None and not a.max_segment_s > 0: raise CLIError(f"--max-segment-s must be > 0, got {a.max_segment_s}")
     from asr_nb.export import Recognizer
     ov = _hotword_overrides(a)
     rec = Recognizer.from_exp(_check_exp(a.exp), overrides=ov) if a.exp else Recognizer.from_onnx(a.onnx, overrides=ov)
+    if a.stream: return stream_files(rec, a)
+    a.method = a.method or 'ctc_greedy'
     bad = 0
     for f in a.audio:
         try: o = rec.transcribe(f, method=a.method, timestamps=a.timestamps or a.ctm, channel=a.channel, max_segment_s=a.max_segment_s)

@@ -13,9 +13,9 @@ from .core import EncoderConfig, make_pad_mask
 
 # %% auto #0
 __all__ = ['subsampled_lengths', 'Conv2dSubsampling', 'Dropout', 'RelPositionalEncoding', 'AbsPositionalEncoding',
-           'RotaryPositionalEncoding', 'apply_rope', 'rel_shift', 'rel_shift_reference', 'MultiHeadedAttention',
-           'set_impl', 'ConvolutionModule', 'FeedForward', 'ConformerBlock', 'ConformerEncoder', 'TransformerEncoder',
-           'build_encoder']
+           'RotaryPositionalEncoding', 'apply_rope', 'rel_shift', 'rel_shift_gather', 'rel_shift_reference',
+           'MultiHeadedAttention', 'set_impl', 'ConvolutionModule', 'FeedForward', 'ConformerBlock',
+           'chunk_attention_mask', 'pick_chunk', 'ConformerEncoder', 'TransformerEncoder', 'build_encoder']
 
 # %% ../nbs/07_conformer.ipynb #ee640922
 def _exporting() -> bool:
@@ -106,12 +106,18 @@ class RelPositionalEncoding(nn.Module):
     def _table(self, n: int) -> torch.Tensor: # (1, 2n-1, d)
         return _sinusoids(torch.arange(n - 1, -n, -1), self.d_model).unsqueeze(0)
 
+    def positions(self, T1: int, # queries: the last T1 of the keys
+                  T2: int, # keys (a chunk's cache and the chunk itself: T2 >= T1)
+                 ) -> torch.Tensor: # (1, T1+T2-1, d) positions T2-1 ... -(T1-1)
+        "The table a chunk of `T1` queries after `T2 - T1` cached keys needs (T1 = T2 = T: `forward`'s)."
+        n = (self.pe.size(1) + 1) // 2
+        if max(T1, T2) > n: self.pe = self._table(max(T1, T2)).to(self.pe.device)
+        n = (self.pe.size(1) + 1) // 2
+        return self.pe[:, n - T2: n + T1 - 1]
+
     def forward(self, x: torch.Tensor, # (B, T, d)
                ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, d), (1, 2T-1, d)
-        T, n = x.size(1), (self.pe.size(1) + 1) // 2
-        if T > n: self.pe = self._table(T).to(self.pe.device)
-        n = (self.pe.size(1) + 1) // 2
-        pos = self.pe[:, n - T: n + T - 1].to(x.dtype)  # positions T-1 ... -(T-1)
+        pos = self.positions(x.size(1), x.size(1)).to(x.dtype)  # positions T-1 ... -(T-1)
         return self.dropout(x * self.xscale), self.dropout(pos)
 
 # %% ../nbs/07_conformer.ipynb #3dc08fb0
@@ -151,13 +157,23 @@ def apply_rope(x: torch.Tensor, # (B, H, T, d_k)
     return x * cos.to(x.dtype) + torch.cat([-x2, x1], dim=-1) * sin.to(x.dtype)
 
 # %% ../nbs/07_conformer.ipynb #22d98bbf
-def rel_shift(x: torch.Tensor, # (..., T, 2T-1) scores for relative positions T-1 ... -(T-1)
-             ) -> torch.Tensor: # (..., T, T): out[..., i, j] = x[..., i, T-1-i+j] (a view)
-    "Zero-copy rel-shift: pick relative position i-j for every (query i, key j)."
+def rel_shift(x: torch.Tensor, # (..., T1, T1+T2-1) scores for relative positions T2-1 ... -(T1-1)
+              keys: int | None = None, # T2 (default T1); the queries are the last T1 keys (a chunk after its cache)
+             ) -> torch.Tensor: # (..., T1, T2): out[..., i, j] = x[..., i, T1-1-i+j] (a view)
+    "Zero-copy rel-shift: pick relative position (T2-T1+i)-j for every (query i, key j)."
     T, P = x.shape[-2:]
-    if P != 2 * T - 1: raise ValueError(f"rel_shift expects last dim 2T-1 = {2 * T - 1}, got {P}")
+    T2 = T if keys is None else keys
+    if P != T + T2 - 1: raise ValueError(f"rel_shift expects last dim T1+T2-1 = {T + T2 - 1}, got {P}")
     if x.stride(-1) != 1 or x.stride(-2) != P: x = x.contiguous()
-    return x.as_strided((*x.shape[:-1], T), (*x.stride()[:-2], P - 1, 1), x.storage_offset() + T - 1)
+    return x.as_strided((*x.shape[:-1], T2), (*x.stride()[:-2], P - 1, 1), x.storage_offset() + T - 1)
+
+def rel_shift_gather(x: torch.Tensor, # (..., T1, P) with P = T1+T2-1
+                    ) -> torch.Tensor: # (..., T1, T2)
+    "`rel_shift` as a gather of computed indices: traces to ONNX with symbolic T1 and T2 (the streaming chunk graph)."
+    T1, P = x.size(-2), x.size(-1)
+    i = torch.arange(T1, device=x.device)[:, None]
+    j = torch.arange(P - T1 + 1, device=x.device)[None, :]
+    return x.gather(-1, (T1 - 1 - i + j).expand(*x.shape[:-1], -1))
 
 def rel_shift_reference(x: torch.Tensor) -> torch.Tensor:
     "ESPnet's rel-shift (pad a zero column, reshape, slice): `(..., T, 2T-1) -> (..., T, T)`."
@@ -201,16 +217,18 @@ class _AttentionProjections(nn.Module):
         split = lambda lin, x: lin(x).view(B, -1, h, dk).transpose(1, 2)
         return split(self.linear_q, query), split(self.linear_k, key), split(self.linear_v, value)
 
-    def _bd(self, q: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        "Relative-position term `(B, H, T, T)` (unscaled), one batched matmul + rel-shift."
+    def _bd(self, q: torch.Tensor, pos: torch.Tensor, # (B, H, T1, d_k), (1, T1+T2-1, d)
+            keys: int | None = None, # T2 (default T1: self-attention over the whole sequence)
+           ) -> torch.Tensor:
+        "Relative-position term `(B, H, T1, T2)` (unscaled), one batched matmul + rel-shift."
         B, H, T, dk = q.shape
-        p = self.linear_pos(pos).view(-1, H, dk)  # (2T-1, H, d_k)
+        p = self.linear_pos(pos).view(-1, H, dk)  # (T1+T2-1, H, d_k)
         if self.impl == "plain" or _exporting():
-            bd = (q + self.pos_bias_v.unsqueeze(1)) @ p.permute(1, 2, 0)  # (B, H, T, 2T-1)
-            return rel_shift_reference(bd)
+            bd = (q + self.pos_bias_v.unsqueeze(1)) @ p.permute(1, 2, 0)  # (B, H, T1, T1+T2-1)
+            return rel_shift_reference(bd) if keys is None else rel_shift_gather(bd)
         qv = (q + self.pos_bias_v.unsqueeze(1)).transpose(0, 1).reshape(H, B * T, dk)  # (H, B*T, d_k)
-        bd = torch.bmm(qv, p.permute(1, 2, 0)).view(H, B, T, 2 * T - 1)  # per head one GEMM over all frames
-        return rel_shift(bd).transpose(0, 1)  # (B, H, T, T) view
+        bd = torch.bmm(qv, p.permute(1, 2, 0)).view(H, B, T, p.size(0))  # per head one GEMM over all frames
+        return rel_shift(bd, keys).transpose(0, 1)  # (B, H, T1, T2) view
 
 # %% ../nbs/07_conformer.ipynb #b121862d
 class MultiHeadedAttention(_AttentionProjections):
@@ -221,14 +239,29 @@ class MultiHeadedAttention(_AttentionProjections):
                 mask: torch.Tensor | None, # (B, 1, 1|T1, T2) bool, True = may attend
                 pos: torch.Tensor | tuple | None = None, # rel_pos: (1, 2T-1, d); rope: (cos, sin); else None
                ) -> torch.Tensor: # (B, T1, d)
-        B = query.size(0)
         q, k, v = self._qkv(query, key, value)  # (B, H, T, d_k)
         if self.pos_enc == "rope": q, k = apply_rope(q, pos), apply_rope(k, pos)
+        return self._attend(q, k, v, mask, pos)
+
+    def forward_chunk(self, x: torch.Tensor, # (B, C, d) one chunk (self-attention)
+                      pos: torch.Tensor | None, # rel_pos: (1, C+L+C-1, d) from `RelPositionalEncoding.positions(C, L+C)`
+                      cache: torch.Tensor, # (B, H, L, 2*d_k) keys and values of earlier chunks (L may be 0)
+                      mask: torch.Tensor | None = None, # (B, 1, 1|C, L+C) bool, True = may attend (None: all)
+                     ) -> tuple[torch.Tensor, torch.Tensor]: # (B, C, d), new cache (B, H, L+C, 2*d_k)
+        "Self-attention of a chunk over the cached keys/values and its own (streaming; WeNet's cache layout)."
+        if self.pos_enc == "rope": raise ValueError("streaming with pos_enc 'rope' is not supported (use rel_pos or abs_pos)")
+        q, k, v = self._qkv(x, x, x)  # (B, H, C, d_k)
+        kc, vc = cache.split(self.d_k, dim=-1)  # (B, H, L, d_k) each
+        k, v = torch.cat([kc, k], dim=2), torch.cat([vc, v], dim=2)  # (B, H, L+C, d_k)
+        return self._attend(q, k, v, mask, pos, keys=k.size(2)), torch.cat([k, v], dim=-1)
+
+    def _attend(self, q, k, v, mask, pos, keys: int | None = None) -> torch.Tensor: # (B, H, T1, d_k) x3 -> (B, T1, d)
+        B = q.size(0)
         scale = 1.0 / math.sqrt(self.d_k)
         p_drop = self.p_drop if self.training else 0.0
         # explicit softmax for the reference path, and for bf16/fp16 on CPU where SDPA's CPU kernels are slower
         if self.impl == "plain" or (q.device.type == "cpu" and q.dtype != torch.float32):
-            if self.pos_enc == "rel_pos": scores = ((q + self.pos_bias_u.unsqueeze(1)) @ k.transpose(-2, -1) + self._bd(q, pos)) * scale
+            if self.pos_enc == "rel_pos": scores = ((q + self.pos_bias_u.unsqueeze(1)) @ k.transpose(-2, -1) + self._bd(q, pos, keys)) * scale
             else: scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T1, T2)
             if mask is not None: scores = scores.masked_fill(~mask, float("-inf"))
             attn = torch.softmax(scores, dim=-1)
@@ -236,7 +269,7 @@ class MultiHeadedAttention(_AttentionProjections):
             x = F.dropout(attn, p_drop, self.training) @ v  # (B, H, T1, d_k)
         else:
             if self.pos_enc == "rel_pos":
-                bias = self._bd(q, pos) * scale  # (B, H, T1, T2)
+                bias = self._bd(q, pos, keys) * scale  # (B, H, T1, T2)
                 if mask is not None: bias = bias.masked_fill(~mask, float("-inf"))
                 q = q + self.pos_bias_u.unsqueeze(1)
             else: bias = mask
@@ -259,36 +292,55 @@ def _activation(name: str) -> nn.Module:
     raise ValueError(f"activation must be 'swish' or 'relu', got {name!r}")
 
 class ConvolutionModule(nn.Module):
-    "Conformer conv module: pointwise -> GLU -> depthwise -> norm -> activation -> pointwise."
-    def __init__(self, d_model: int, kernel_size: int = 15, norm: str = "batch_norm", activation: str = "swish"):
+    "Conformer conv module: pointwise -> GLU -> depthwise -> norm -> activation -> pointwise (`causal`: no look-ahead)."
+    def __init__(self, d_model: int, kernel_size: int = 15, norm: str = "batch_norm", activation: str = "swish",
+                 causal: bool = False, # pad kernel-1 frames on the left only: frame t sees t-kernel+1 ... t (streaming)
+                ):
         super().__init__()
         if kernel_size % 2 == 0: raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         if norm not in ("batch_norm", "layer_norm"): raise ValueError(f"norm must be batch_norm or layer_norm, got {norm!r}")
         self.pointwise_conv1 = nn.Conv1d(d_model, 2 * d_model, 1)
-        self.depthwise_conv = nn.Conv1d(d_model, d_model, kernel_size, padding=(kernel_size - 1) // 2, groups=d_model)
+        self.causal, self.lorder = causal, kernel_size - 1  # lorder: frames of left context (the streaming conv cache)
+        self.depthwise_conv = nn.Conv1d(d_model, d_model, kernel_size, padding=0 if causal else (kernel_size - 1) // 2, groups=d_model)
         self.norm_type = norm
         self.norm = nn.BatchNorm1d(d_model) if norm == "batch_norm" else nn.LayerNorm(d_model)
         self.activation = _activation(activation)
         self.pointwise_conv2 = nn.Conv1d(d_model, d_model, 1)
 
-    def _depthwise(self, x: torch.Tensor) -> torch.Tensor: # (B, T, d) -> (B, d, T)
+    def _depthwise(self, x: torch.Tensor, # (B, T, d)
+                   cache: torch.Tensor | None = None, # causal: (B, d, lorder) frames before x (None: zeros)
+                  ) -> torch.Tensor: # (B, d, T)
         """The depthwise conv as a 2-D conv over a channels-last view: in fp32 on CPU many times faster than `conv1d`.
         It always runs in fp32: torch 2.11's bf16 kernel for this layout is slow and, with 2 threads, can hang forever."""
         conv, dt = self.depthwise_conv, x.dtype
         with torch.autocast(x.device.type, enabled=False):
-            y = F.conv2d(x.float().transpose(1, 2).unsqueeze(2), conv.weight.float().unsqueeze(2), conv.bias.float(),
+            x = x.float().transpose(1, 2)  # (B, d, T)
+            if self.causal: x = torch.cat([cache.float(), x], dim=2) if cache is not None else F.pad(x, (self.lorder, 0))
+            y = F.conv2d(x.unsqueeze(2), conv.weight.float().unsqueeze(2), conv.bias.float(),
                          padding=(0, conv.padding[0]), groups=conv.weight.size(0))  # (B, d, 1, T)
         return y.squeeze(2).to(dt)
 
     def forward(self, x: torch.Tensor, # (B, T, d)
                 pad: torch.Tensor | None = None, # (B, T, 1) bool, True at padding
+                cache: torch.Tensor | None = None, # causal streaming: (B, d, lorder) GLU outputs of the frames before x
                ) -> torch.Tensor: # (B, T, d)
         x = F.glu(F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias), dim=-1)  # (B, T, d)
         if pad is not None: x = x.masked_fill(pad, 0.0)
-        x = self._depthwise(x)  # (B, d, T)
+        return self._post(self._depthwise(x, cache))
+
+    def _post(self, x: torch.Tensor) -> torch.Tensor: # (B, d, T) -> (B, T, d): norm, activation, pointwise
         if self.norm_type == "batch_norm": x = self.norm(x).transpose(1, 2)
         else: x = self.norm(x.transpose(1, 2))  # (B, T, d)
         return F.linear(self.activation(x), self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
+
+    def forward_chunk(self, x: torch.Tensor, # (B, C, d) one chunk
+                      cache: torch.Tensor, # (B, d, lorder) GLU outputs of the lorder frames before it (zeros at the start)
+                     ) -> tuple[torch.Tensor, torch.Tensor]: # (B, C, d), new cache (B, d, lorder)
+        "Causal streaming step: the chunk's output and the conv cache for the next chunk."
+        if not self.causal: raise ValueError("chunk-wise streaming needs a causal conv module (encoder.causal=true)")
+        g = F.glu(F.linear(x, self.pointwise_conv1.weight.squeeze(-1), self.pointwise_conv1.bias), dim=-1)  # (B, C, d)
+        full = torch.cat([cache.to(g.dtype), g.transpose(1, 2)], dim=2)  # (B, d, lorder + C)
+        return self._post(self._depthwise(g, cache)), full[:, :, full.size(2) - self.lorder:]
 
 # %% ../nbs/07_conformer.ipynb #1b0a5c92
 class FeedForward(nn.Module):
@@ -311,21 +363,23 @@ class ConformerBlock(nn.Module):
                  pos_enc: str = "rel_pos", # 'rel_pos', 'abs_pos' or 'rope'
                  macaron: bool = True, # half-step FFN before attention
                  cnn_module: bool = True, # conv module after attention
-                 cnn_kernel: int = 15, cnn_norm: str = "batch_norm", activation: str = "swish"):
+                 cnn_kernel: int = 15, cnn_norm: str = "batch_norm", activation: str = "swish",
+                 causal: bool = False, # causal depthwise conv (streaming)
+                ):
         super().__init__()
         self.self_attn = MultiHeadedAttention(n_head, d_model, attention_dropout, pos_enc)
         self.feed_forward = FeedForward(d_model, units, dropout, activation)
         self.norm_ff, self.norm_mha = _ln(d_model), _ln(d_model)
         self.feed_forward_macaron = FeedForward(d_model, units, dropout, activation) if macaron else None
         self.norm_ff_macaron = _ln(d_model) if macaron else None
-        self.conv_module = ConvolutionModule(d_model, cnn_kernel, cnn_norm, activation) if cnn_module else None
+        self.conv_module = ConvolutionModule(d_model, cnn_kernel, cnn_norm, activation, causal) if cnn_module else None
         self.norm_conv = _ln(d_model) if cnn_module else None
         self.norm_final = _ln(d_model) if cnn_module else None
         self.ff_scale = 0.5 if macaron else 1.0
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, # (B, T, d)
-                mask: torch.Tensor, # (B, 1, 1, T) bool, True = valid key
+                mask: torch.Tensor, # (B, 1, 1|T, T) bool, True = may attend (key padding, chunks)
                 pos=None, # positional input for attention (see MultiHeadedAttention)
                 pad: torch.Tensor | None = None, # (B, T, 1) bool, True at padding (conv module)
                ) -> torch.Tensor: # (B, T, d)
@@ -335,8 +389,55 @@ class ConformerBlock(nn.Module):
         x = x + self.dropout(self.self_attn(h, h, h, mask, pos))
         if self.conv_module is not None:
             x = x + self.dropout(self.conv_module(self.norm_conv(x), pad))
+        return self._ffn_out(x)
+
+    def _ffn_out(self, x: torch.Tensor) -> torch.Tensor: # (B, T, d): the second feed-forward and the final norm
         x = x + self.ff_scale * self.dropout(self.feed_forward(self.norm_ff(x)))
         return self.norm_final(x) if self.norm_final is not None else x
+
+    def forward_chunk(self, x: torch.Tensor, # (1, C, d) one chunk
+                      pos, # rel_pos: (1, C+L+C-1, d) table for C queries over L+C keys; else None
+                      att_cache: torch.Tensor, # (1, H, L, 2*d_k)
+                      cnn_cache: torch.Tensor, # (1, d, lorder) (ignored without a conv module)
+                      mask: torch.Tensor | None = None, # (1, 1, 1, L+C) bool (a fixed-size cache's empty slots: False)
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # (1, C, d), att cache (1, H, L+C, 2*d_k), cnn cache
+        "The block on one chunk with its caches (eval mode; see 19_streaming)."
+        if self.feed_forward_macaron is not None:
+            x = x + self.ff_scale * self.feed_forward_macaron(self.norm_ff_macaron(x))
+        a, att_cache = self.self_attn.forward_chunk(self.norm_mha(x), pos, att_cache, mask)
+        x = x + a
+        if self.conv_module is not None:
+            c, cnn_cache = self.conv_module.forward_chunk(self.norm_conv(x), cnn_cache)
+            x = x + c
+        return self._ffn_out(x), att_cache, cnn_cache
+
+# %% ../nbs/07_conformer.ipynb #8c088481
+def chunk_attention_mask(T: int, # encoder frames
+                         chunk_size: int, # frames per chunk (> 0)
+                         num_left_chunks: int = -1, # chunks of left context (-1: all)
+                         device: torch.device | None = None,
+                        ) -> torch.Tensor: # (T, T) bool, [i, j] True = query i may attend key j
+    "Chunk attention mask (WeNet's dynamic chunk training): each frame sees its own chunk and `num_left_chunks` before it."
+    if chunk_size <= 0: raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    c = torch.arange(T, device=device) // chunk_size  # (T,) chunk index of every frame
+    ok = c[None, :] <= c[:, None]
+    return ok & (c[None, :] >= c[:, None] - num_left_chunks) if num_left_chunks >= 0 else ok
+
+def pick_chunk(cfg: EncoderConfig, # dynamic_chunk, max_chunk_size, dynamic_left_chunk, static_chunk_size, num_left_chunks
+               training: bool,
+               chunk_size: int | None = None, num_left_chunks: int | None = None, # a caller's choice (wins when given)
+              ) -> tuple[int, int]: # (chunk_size, num_left_chunks); chunk_size 0 = full context
+    "The chunk size and left context of one forward pass: drawn per batch in dynamic chunk training, else fixed."
+    left = cfg.num_left_chunks if num_left_chunks is None else num_left_chunks
+    if chunk_size is not None: return int(chunk_size), left
+    if training and cfg.dynamic_chunk:
+        if torch.rand(()).item() < 0.5: return 0, -1  # full context
+        chunk = int(torch.randint(1, cfg.max_chunk_size + 1, ()))
+        if cfg.dynamic_left_chunk:
+            n = int(torch.randint(0, cfg.max_left_chunks + 2, ()))
+            left = -1 if n > cfg.max_left_chunks else n  # the top value stands for "all"
+        return chunk, left
+    return cfg.static_chunk_size, left
 
 # %% ../nbs/07_conformer.ipynb #db93574b
 class ConformerEncoder(nn.Module):
@@ -355,13 +456,15 @@ class ConformerEncoder(nn.Module):
         self.encoders = nn.ModuleList([
             ConformerBlock(d, cfg.attention_heads, cfg.linear_units, cfg.dropout, cfg.attention_dropout, cfg.pos_enc,
                            macaron=conformer and cfg.macaron, cnn_module=conformer and cfg.cnn_module,
-                           cnn_kernel=cfg.cnn_kernel, cnn_norm=cfg.cnn_norm, activation=cfg.activation)
+                           cnn_kernel=cfg.cnn_kernel, cnn_norm=cfg.cnn_norm, activation=cfg.activation, causal=cfg.causal)
             for _ in range(cfg.num_blocks)])
         self.after_norm = _ln(d)
         self.grad_checkpoint = cfg.grad_checkpoint
 
     def forward(self, x: torch.Tensor, # (B, T, idim) padded features
                 lengths: torch.Tensor, # (B,) frames
+                chunk_size: int | None = None, # attend in chunks of this many encoder frames (0: full context; None: `pick_chunk`)
+                num_left_chunks: int | None = None, # left context in chunks (-1: all; None: the config's)
                ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T', d), (B,) subsampled lengths
         if x.dim() != 3 or x.size(-1) != self.input_dim:
             raise ValueError(f"expected features (B, T, {self.input_dim}), got {tuple(x.shape)}")
@@ -372,6 +475,10 @@ class ConformerEncoder(nn.Module):
         if _exporting(): pad = torch.arange(x.size(1), device=x.device)[None] >= lengths[:, None]  # keeps T' symbolic
         else: pad = make_pad_mask(lengths, x.size(1))  # (B, T')
         mask, pad = ~pad[:, None, None, :], pad.unsqueeze(-1)  # (B, 1, 1, T'), (B, T', 1)
+        chunk, left = pick_chunk(self.cfg, self.training, chunk_size, num_left_chunks)
+        if chunk > 0:  # padded queries see their own chunk (never an all-masked row); real ones never see padding
+            cm = chunk_attention_mask(x.size(1), chunk, left, x.device)  # (T', T')
+            mask = cm[None, None] & (mask | pad[:, None])  # (B, 1, T', T')
         for layer in self.encoders:
             if self.grad_checkpoint and self.training and torch.is_grad_enabled():
                 x = checkpoint(layer, x, mask, pos, pad, use_reentrant=False)

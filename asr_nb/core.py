@@ -220,6 +220,14 @@ class EncoderConfig:
     cnn_norm: str = "batch_norm"    # 'batch_norm' or 'layer_norm' in the conv module
     activation: str = "swish"       # 'swish' or 'relu'
     grad_checkpoint: bool = False   # recompute blocks in backward to save memory
+    # stream (#18): dynamic chunk training (WeNet U2/U2++, 07_conformer) and streaming (19_streaming)
+    dynamic_chunk: bool = False     # training draws a chunk size per batch: full context or 1..max_chunk_size frames
+    max_chunk_size: int = 25        # largest drawn chunk (encoder frames)
+    dynamic_left_chunk: bool = False  # training also draws num_left_chunks per batch (0..max_left_chunks)
+    max_left_chunks: int = 8        # largest drawn left context (chunks) with dynamic_left_chunk
+    static_chunk_size: int = 0      # > 0: attend in chunks of this size always (training and offline decoding); 0 = full context
+    num_left_chunks: int = -1       # left context in chunks at decoding and for static chunks; -1 = all
+    causal: bool = False            # causal depthwise convolution (no look-ahead: needed for chunked streaming)
     def __post_init__(self):
         _check_choice(self, "kind", ("conformer", "transformer"))
         _check_choice(self, "subsampling", (4, 6, 8))
@@ -230,6 +238,8 @@ class EncoderConfig:
         if self.d_model % self.attention_heads: raise ConfigError(f"d_model: {self.d_model} is not divisible by attention_heads {self.attention_heads}")
         if self.cnn_kernel % 2 == 0 or self.cnn_kernel < 1: raise ConfigError(f"cnn_kernel: must be odd and positive, got {self.cnn_kernel}")
         _check_unit_interval(self, "dropout", "positional_dropout", "attention_dropout")
+        _check_positive(self, "max_chunk_size", "max_left_chunks"); _check_positive(self, "static_chunk_size", allow_zero=True)
+        if self.num_left_chunks < -1: raise ConfigError(f"num_left_chunks: -1 (all) or >= 0, got {self.num_left_chunks}")
 
 # %% ../nbs/00_core.ipynb #5d1963a5
 @dataclass

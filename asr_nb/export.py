@@ -329,7 +329,7 @@ def _from_onnx(cls, onnx_dir: str | os.PathLike, # a dir written by `export_onnx
     max_frames = meta.get('max_frames', _LEGACY_MAX_FRAMES.get(meta['subsampling']))  # exports before the limit was recorded
     rec = cls(tok, cfg.features, cfg.decode, subsampling=meta['subsampling'], onnx_session=_session(d/'encoder.onnx', providers),
               max_frames=max_frames)
-    rec.model_cfg = meta.get('model')   # the family's length rule (exports before it was recorded: the Conformer's)
+    rec.model_cfg, rec.onnx_dir = meta.get('model'), d   # onnx_dir: the streaming chunk graph (encoder_chunk.onnx) lives there   # the family's length rule (exports before it was recorded: the Conformer's)
     rec.onnx_capabilities = frozenset(meta.get('capabilities', ['ctc']))   # exports before 'capabilities' had a CTC head
     return rec
 
@@ -362,6 +362,15 @@ def _result(self, ids: list[int], times: list[tuple[float, float]] | None, times
     units = [self.tokenizer.units[t] for t in ids]
     words = [(w, round(a, 3), round(b, 3)) for w, a, b, _ in word_times(units, times, getattr(self.tokenizer, 'space_token', None))]
     return dict(text=text, tokens=ids, timestamps=[(u, round(a, 3), round(b, 3)) for u, (a, b) in zip(units, times)], words=words)
+
+# %% ../nbs/15_export.ipynb #66a08eb8
+def _stream(self, chunk_size: int = 16, # encoder frames per chunk (16 = 640 ms at 4x); 0 = full context (exactly offline)
+            num_left_chunks: int = -1, # chunks of left context (-1: all)
+            method: str | None = None, # final search (default: rescoring with a decoder, else ctc_prefix_beam)
+           ):
+    "One live input: `st = rec.stream(); st.accept(piece) -> partial text; st.finish() -> final text` (asr_nb.streaming, 19_streaming)."
+    from asr_nb.streaming import RecognizerStream   # the streaming notebook comes later: imported when used
+    return RecognizerStream(self, chunk_size, num_left_chunks, method)
 
 # %% ../nbs/15_export.ipynb #025703bc
 def _nbest(self, inputs, # a path / array, or a list of them, each under the segment limit
@@ -421,6 +430,7 @@ class Recognizer:
     from_exp, from_onnx = classmethod(_from_exp), classmethod(_from_onnx)
     encode, segment_limit_s, _encoder_lengths = _encode, _segment_limit_s, _encoder_lengths
     transcribe, _result, nbest = _transcribe, _result, _nbest
+    stream = _stream   # live input in pieces (asr_nb.streaming, #18)
 
     @property
     def sample_rate(self) -> int: return self.feat_cfg.sample_rate
