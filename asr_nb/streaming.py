@@ -205,21 +205,24 @@ class RecognizerStream:
         "Partial result: CTC prefix beam search over the frames so far (no LM)."
         from asr_nb.decode import ctc_search
         lp, lens = self._ctc()
-        hyps = ctc_search('ctc_prefix_beam', lp, lens, self.rec.decode_cfg, None, self.rec.blank_id, self.rec.tokenizer.sos_id)
+        hyps = ctc_search('ctc_prefix_beam', lp, lens, self.rec.decode_cfg, None, self.rec.blank_id, self.rec.tokenizer.sos_id,
+                          context=getattr(self.rec, 'context', None))   # hotwords (14_context) bias the partials too
         return self.rec.tokenizer.decode(hyps[0][0].tokens if hyps[0] else [])
 
     def _final_ids(self) -> list[int]:
-        from asr_nb.decode import SEARCHES, ctc_search
+        from asr_nb.decode import SEARCHES, ctc_search, _context_kw
         import dataclasses
         rec, s = self.rec, SEARCHES[self.method]
+        ctx = getattr(rec, 'context', None) if s.hotwords else None   # hotwords: only the searches that take them
         lp, lens = self._ctc()
         if s.needs == {'ctc'}:
-            hyps = ctc_search(self.method, lp, lens, rec.decode_cfg, rec.lm, rec.blank_id, rec.tokenizer.sos_id)
+            hyps = ctc_search(self.method, lp, lens, rec.decode_cfg, rec.lm, rec.blank_id, rec.tokenizer.sos_id, context=ctx)
         else:                                                   # the model's search on the streamed encoder frames
             enc = torch.cat(self.encs)[None]                    # (1, T', d)
             cfg = dataclasses.replace(rec.decode_cfg, method=self.method)
             with torch.no_grad():
-                hyps = s.fn(rec.model, enc, lens.to(enc.device), lp.to(enc.device), cfg, rec.lm if s.uses_lm else None)
+                hyps = s.fn(rec.model, enc, lens.to(enc.device), lp.to(enc.device), cfg, rec.lm if s.uses_lm else None,
+                            **_context_kw(self.method, ctx))
         return hyps[0][0].tokens if hyps[0] else []
 
     def _full_lens(self, n: int) -> int: return int(self.rec._encoder_lengths(torch.tensor([n]))[0])
