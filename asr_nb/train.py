@@ -22,7 +22,7 @@ from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_
 __all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'noam_lr', 'warmup_decay_lr', 'tri_stage_lr', 'LRSchedule', 'build_optimizer',
            'train_step', 'validate', 'format_log_line', 'parse_log_line', 'read_train_log', 'plot_curves', 'Meter',
            'TrainLog', 'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError', 'find_resume', 'check_resume',
-           'check_skip_rate', 'config_report', 'train']
+           'find_resume_everywhere', 'check_skip_rate', 'config_report', 'train']
 
 # %% ../nbs/10_train.ipynb #a60e7937
 def noam_lr(step: int, # optimiser update, counted from 1
@@ -505,6 +505,22 @@ def check_resume(cfg: ExpConfig, exp: Path, path: Path, st: dict):
     if diffs: raise ConfigError(f"{exp}: config differs from the checkpoint {path} in {', '.join(diffs)}; "
                                 f"use a new --exp, or train.init_from={path} to fine-tune")
 
+# %% ../nbs/10_train.ipynb #b29049cf
+def find_resume_everywhere(tc, # cfg.train: resume, resume_from
+                           exp: Path, device: torch.device) -> tuple[Path | None, dict | None]:
+    "`find_resume` on every rank, checked to agree. Raises the same `CheckpointError` on every rank when not."
+    try: path, st = find_resume(tc, exp); err = None
+    except CheckpointError as e: path, st, err = None, None, str(e)
+    seen = D.all_gather_object((int(st["step"]) if st is not None else None, err))  # [(step | None, error | None)] per rank
+    bad = [(r, e) for r, (_, e) in enumerate(seen) if e]
+    if bad: raise CheckpointError(bad[0][1] if bad[0][0] == D.rank() else f"rank {bad[0][0]}: {bad[0][1]}")
+    steps = [s for s, _ in seen]
+    if len(set(steps)) > 1:
+        views = ", ".join(f"rank {r}: {f'ckpt-{s}.pt' if s is not None else 'none'}" for r, s in enumerate(steps))
+        raise CheckpointError(f"{ckpt_dir(exp)}: the ranks see different checkpoints to resume from ({views}); the "
+                              f"experiment dir must be one directory that every node sees (shared storage)")
+    return path, st
+
 # %% ../nbs/10_train.ipynb #a0edafc4
 MIN_STEPS_FOR_SKIP_RATE = 20
 _DIAGNOSIS = ("check the data for audio with NaN/Inf samples, lower optim.lr, or train with train.amp=bf16 or none "
@@ -624,7 +640,7 @@ def config_report(cfg: ExpConfig) -> str:
 def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names) -> _Run:
     "Everything before the first update (see the prose above)."
     tc = cfg.train
-    resume_path, st = find_resume(tc, exp)
+    resume_path, st = find_resume_everywhere(tc, exp, device)
     if st is not None: check_resume(cfg, exp, resume_path, st)  # before anything is written
     train_utts, valid_utts = _load_utts(train_data), _load_utts(valid_data)
     tlog.to_file(config_report(cfg))                         # rank 0: the resolved config, first in train.log (not the console)
@@ -749,6 +765,15 @@ def _take_lock(exp: Path, device: torch.device) -> ExpLock | None:
     if D.any_rank(refused is not None, device): raise refused or ExpLockedError(f"{exp}: in use by another training (see rank 0)")
     return lock
 
+# %% ../nbs/10_train.ipynb #e42b27b9
+def _rank_fault(e: BaseException, hb, tc, exp: Path, tlog: TrainLog) -> D.RankFailure:
+    "The one-line `RankFailure` for a collective that failed because another rank went away (written to train.log)."
+    last = latest_checkpoint(exp)
+    err = D.RankFailure(f"{D.rank_failure(e, hb, tc.dist_timeout)}; the last complete checkpoint is "
+                        f"{last.name if last else 'none yet'}: rerun the same command on every node to resume")
+    tlog.error(str(err))
+    return err
+
 # %% ../nbs/10_train.ipynb #a6eea564
 def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yaml)
           train_data, # Kaldi data dir or jsonl manifest (or a list of Utterance)
@@ -759,7 +784,8 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
     "Train (or resume) an experiment; returns a summary dict. Run under `torchrun` for DDP. User errors: `UserError`."
     t_start, tc, exp = time.time(), cfg.train, Path(exp_dir)
     device = D.pick_device(tc.device)
-    we_init_dist = not D.is_distributed() and D.init_distributed(device)
+    we_init_dist = not D.is_distributed() and D.init_distributed(device, tc.dist_timeout)
+    hb = D.Heartbeat().start()  # lets a rank whose collective failed name the rank that stopped (#17)
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     if device.type == "cpu": D.tune_cpu_allocator()  # reuse freed activation memory instead of page-faulting it in each step
     tlog, lock = TrainLog(exp, D.is_main()), None
@@ -777,9 +803,10 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         D.barrier()  # every rank is done before anyone leaves the process group
         return summary
     except Exception as e:  # a user error exactly as the command line prints it; anything else by its type
+        if D.world_size() > 1 and D.is_peer_failure(e): raise _rank_fault(e, hb, tc, exp, tlog) from None
         tlog.error(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
     finally:
-        tlog.close()
+        hb.stop(); tlog.close()
         if lock is not None: lock.release()
         if we_init_dist: D.cleanup_distributed()
