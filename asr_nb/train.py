@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #e54fa67d
 from __future__ import annotations
-import contextlib, logging, math, os, re, sys, time
+import contextlib, logging, math, os, re, signal, sys, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -768,6 +768,8 @@ def _take_lock(exp: Path, device: torch.device) -> ExpLock | None:
 # %% ../nbs/10_train.ipynb #e42b27b9
 def _rank_fault(e: BaseException, hb, tc, exp: Path, tlog: TrainLog) -> D.RankFailure:
     "The one-line `RankFailure` for a collective that failed because another rank went away (written to train.log)."
+    if threading.current_thread() is threading.main_thread():  # torchrun SIGTERMs this worker too: finish the line first
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)           # (the process ends right after, exit 2)
     last = latest_checkpoint(exp)
     err = D.RankFailure(f"{D.rank_failure(e, hb, tc.dist_timeout)}; the last complete checkpoint is "
                         f"{last.name if last else 'none yet'}: rerun the same command on every node to resume")
