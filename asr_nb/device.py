@@ -15,8 +15,8 @@ from .core import UserError, get_logger
 __all__ = ['DeviceError', 'available_devices', 'local_rank', 'pick_device', 'cpu_native_bf16', 'amp_dtype', 'autocast',
            'make_grad_scaler', 'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed',
            'cleanup_distributed', 'is_distributed', 'barrier', 'all_gather_object', 'all_reduce_sum', 'min_over_ranks',
-           'any_rank', 'RankFailure', 'Heartbeat', 'is_peer_failure', 'rank_failure', 'get_rng_state', 'set_rng_state',
-           'synchronize', 'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
+           'any_rank', 'RankFailure', 'Heartbeat', 'is_peer_failure', 'rank_failure', 'wait_for_main', 'get_rng_state',
+           'set_rng_state', 'synchronize', 'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
 
 # %% ../nbs/01_device.ipynb #227982ea
 class DeviceError(RuntimeError):
@@ -192,6 +192,7 @@ class Heartbeat:
     thread; `silent_ranks()` names the ranks whose count stopped. A no-op without a process group. Use as a context."""
     def __init__(self, interval_s: float = 1.0): # seconds between beats
         self.interval_s, self.store, self._stop, self._thread = interval_s, None, threading.Event(), None
+        self.waits = 0  # `wait_for_main` calls so far
 
     def start(self) -> "Heartbeat":
         if not is_distributed() or self._thread is not None: return self
@@ -251,6 +252,28 @@ def rank_failure(e: BaseException, # the error a collective raised
            f"the rendezvous store at {addr} does not answer: node 0 (or rank 0) is gone" if silent is None and hb is not None
            and hb.store is not None else "another rank stopped answering")
     return RankFailure(f"rank {rank()}/{world_size()}: {who} ({how})")
+
+# %% ../nbs/01_device.ipynb #7e0558f2
+def wait_for_main(hb: Heartbeat | None, # this run's heartbeat; None or not started: a plain `barrier()`
+                  what: str, # names the wait ('prepare')
+                  timeout_s: float, # how long rank 0's heartbeat may stand still
+                  poll_s: float = 0.2):
+    "Every rank waits until rank 0 reaches this call, as long as rank 0 is alive; then a barrier. Raises `RankFailure`."
+    if not is_distributed(): return
+    if hb is None or hb.store is None: return barrier()
+    hb.waits += 1  # every rank counts its waits alike: a fresh key each time, and per torchrun restart
+    key = f"done/{what}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{hb.waits}"
+    if is_main(): hb.store.set(key, "1")
+    else:
+        beats, since = None, time.monotonic()
+        while not hb.store.check([key]):
+            n = hb.store.add("0", 0)
+            if n != beats: beats, since = n, time.monotonic()
+            elif time.monotonic() - since > timeout_s:
+                raise RankFailure(f"rank {rank()}/{world_size()}: rank 0 stopped answering (no heartbeat for "
+                                  f"{timeout_s:g} s while it prepared '{what}')")
+            time.sleep(poll_s)
+    barrier()
 
 # %% ../nbs/01_device.ipynb #2471ef21
 def _accel_rng_get() -> dict:
