@@ -229,8 +229,8 @@ class Heartbeat:
     def __exit__(self, *exc): self.stop()
 
 # %% ../nbs/01_device.ipynb #34121254
-_PEER_SIGNS = ("Connection reset", "Connection closed", "Broken pipe", "Timed out waiting", "timed out", "gloo", "NCCL",
-               "HCCL", "ProcessGroup", "c10d", "Connection refused")
+_PEER_SIGNS = ("Connection reset", "Connection closed", "Broken pipe", "Connection refused", "Timed out waiting", # gloo
+               "collective operation timeout", "NCCL", "HCCL", "ProcessGroup", "c10d", "gloo")                 # nccl, hccl, any
 
 def is_peer_failure(e: BaseException) -> bool:
     "Whether `e` looks like a collective or the rendezvous store failing because another rank went away."

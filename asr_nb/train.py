@@ -637,7 +637,7 @@ def config_report(cfg: ExpConfig) -> str:
     return "resolved config:\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip()
 
 # %% ../nbs/10_train.ipynb #aabbe8d1
-def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names) -> _Run:
+def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names, hb=None) -> _Run:
     "Everything before the first update (see the prose above)."
     tc = cfg.train
     resume_path, st = find_resume_everywhere(tc, exp, device)
@@ -645,7 +645,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     train_utts, valid_utts = _load_utts(train_data), _load_utts(valid_data)
     tlog.to_file(config_report(cfg))                         # rank 0: the resolved config, first in train.log (not the console)
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
-    D.barrier()
+    D.wait_for_main(hb, "prepare", tc.dist_timeout)  # as long as rank 0 is alive: CMVN may outlast train.dist_timeout
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
     if st is None and hasattr(run.raw, "init_pretrained"): tlog.info(run.raw.init_pretrained())  # a family's pre-trained start (wav2vec 2.0)
     if st is not None: run.progress = _restore(run, resume_path, st)
@@ -798,7 +798,7 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         log_path = exp/"train.log" if D.is_main() else exp/f"train.rank{D.rank()}.log"
         with StopRequest(announce=D.is_main()) as stop, \
              Watchdog(tc.watchdog_s, tc.watchdog_factor, tc.watchdog_min_s, log_path=log_path) as wd:
-            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names)
+            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names, hb)
             run.stop, run.wd, p = stop, wd, run.progress
             while not _finished(tc, p) and run.stopped_at is None: _run_epoch(run, p)
             summary = _summary(run, p, t_start)

@@ -74,7 +74,7 @@ def _wait_for(cond, procs, timeout=240):
 def _error_line(text: str) -> str:
     "The one error line; no traceback from a rank (torchrun's own report of the failed worker may follow it)."
     lines = [l for l in text.splitlines() if "asr_nb_train: error:" in l]
-    assert len(lines) == 1 and not re.search(r"\[rank\d+\]: Traceback|File \".*asr_nb[/\\]", text), text[-3000:]
+    assert len(lines) == 1 and not re.search(r'\[rank\d+\]: Traceback|File ".*[/\\]asr_nb[/\\]\w+\.py"', text), text[-3000:]
     return lines[0]
 
 def _same_weights(a, b):
