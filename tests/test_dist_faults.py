@@ -13,12 +13,12 @@ from asr_nb.train import read_train_log
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TRAIN = Path(PY).parent/"asr_nb_train"  # the console script of this venv
-# The tiny model of tests/test_train.py; 40 utterances, 4 per batch, 2 ranks: 5 updates per epoch, 15 in all.
+# The tiny model of tests/test_train.py; 40 utterances, 4 per batch, 2 ranks: 5 updates per epoch, 10 in all.
 TINY = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=64", "model.encoder.num_blocks=2",
         "model.decoder.num_blocks=1", "model.decoder.linear_units=64", "model.encoder.cnn_kernel=7",
         "optim.scheduler=warmup_decay", "optim.lr=0.005", "optim.warmup_steps=15", "data.batch_type=example",
         "data.batch_size=4", "data.num_workers=0", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1",
-        "train.max_epochs=3", "train.log_interval=1", "train.save_interval=2", "train.keep_n_best=1"]
+        "train.max_epochs=2", "train.log_interval=1", "train.save_interval=2", "train.keep_n_best=1"]
 
 pytestmark = pytest.mark.skipif(not TRAIN.exists(), reason=f"{TRAIN} is not installed (pip install -e .)")
 
@@ -107,14 +107,14 @@ def test_kill_one_rank_then_rerun_resumes_exactly(corpus, tmp_path):
     assert re.search(r"rank 0/2: rank 1 stopped answering \(its connection closed\); the last complete checkpoint is "
                      r"ckpt-\d+\.pt: rerun the same command", line), line
     assert "rank 1 stopped answering" in (part/"train.log").read_text()
-    killed_at = _steps(part); assert killed_at < 15
+    killed_at = _steps(part); assert killed_at < 10
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)  # the same command again
     assert r.returncode == 0, r.stderr[-3000:]
     resumed = [l for l in (part/"train.log").read_text().splitlines() if "resumed from" in l]
     assert resumed and "(epoch" in resumed[-1], resumed
     la = {x["step"]: x["loss"] for x in read_train_log(full)["train"]}
     lb = {x["step"]: x["loss"] for x in read_train_log(part)["train"]}
-    assert sorted(la) == list(range(1, 16)) and la == lb
+    assert sorted(la) == list(range(1, 11)) and la == lb
     _same_weights(latest_checkpoint(full), latest_checkpoint(part))
 
 # --------------------------------------------------------------------------------------------------------------
