@@ -149,8 +149,11 @@ def init_distributed(device: torch.device,
     return True
 
 def cleanup_distributed():
-    "Leave the process group (safe to call when not distributed)."
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+    "Leave the process group (safe to call when not distributed; after a peer failed, an error leaving is only logged)."
+    if not (dist.is_available() and dist.is_initialized()): return
+    try: dist.destroy_process_group()
+    except Exception as e:  # a broken group: it must not hide the error that ended the run
+        get_logger("device").debug(f"leaving the process group: {type(e).__name__}: {str(e)[:200]}")
 
 # %% ../nbs/01_device.ipynb #62934b73
 def is_distributed() -> bool:
@@ -240,13 +243,15 @@ def is_peer_failure(e: BaseException) -> bool:
 def rank_failure(e: BaseException, # the error a collective raised
                  hb: Heartbeat | None, # this run's heartbeat (None: no names)
                  timeout_s: float | None = None, # train.dist_timeout, for the message
-                ) -> RankFailure:
-    "One line: who stopped answering (from the heartbeats), how it showed (a closed socket or the timeout), this rank."
+                ) -> RankFailure | None:
+    """One line: who stopped answering (from the heartbeats), how it showed (a closed socket or the timeout), this rank.
+    None when `e` does not look like a peer's failure and no heartbeat stopped (a bug: it keeps its traceback)."""
+    silent = hb.silent_ranks() if hb is not None else None
+    if not silent and not is_peer_failure(e): return None
     msg = str(e)
     how = ("its connection closed" if any(s in msg for s in ("reset", "closed", "Broken pipe", "refused")) else
            f"no answer within train.dist_timeout={timeout_s:g} s" if timeout_s is not None and "imed out" in msg else
            f"{type(e).__name__}: {msg.splitlines()[0][:120] if msg else ''}")
-    silent = hb.silent_ranks() if hb is not None else None
     addr = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     who = (f"rank {', '.join(map(str, silent))} stopped answering" if silent else
            f"the rendezvous store at {addr} does not answer: node 0 (or rank 0) is gone" if silent is None and hb is not None

@@ -766,12 +766,16 @@ def _take_lock(exp: Path, device: torch.device) -> ExpLock | None:
     return lock
 
 # %% ../nbs/10_train.ipynb #e42b27b9
-def _rank_fault(e: BaseException, hb, tc, exp: Path, tlog: TrainLog) -> D.RankFailure:
-    "The one-line `RankFailure` for a collective that failed because another rank went away (written to train.log)."
-    if threading.current_thread() is threading.main_thread():  # torchrun SIGTERMs this worker too: finish the line first
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)           # (the process ends right after, exit 2)
+def _rank_fault(e: BaseException, hb, tc, exp: Path, tlog: TrainLog) -> D.RankFailure | None:
+    "The one-line `RankFailure` when another rank went away (written to train.log); None when `e` is no such failure."
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None  # torchrun SIGTERMs this worker too: finish the line
+    why = D.rank_failure(e, hb, tc.dist_timeout)                              # first (the process ends right after, exit 2)
+    if why is None:
+        if main: signal.signal(signal.SIGTERM, old)
+        return None
     last = latest_checkpoint(exp)
-    err = D.RankFailure(f"{D.rank_failure(e, hb, tc.dist_timeout)}; the last complete checkpoint is "
+    err = D.RankFailure(f"{why}; the last complete checkpoint is "
                         f"{last.name if last else 'none yet'}: rerun the same command on every node to resume")
     tlog.error(str(err))
     return err
@@ -805,7 +809,7 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         D.barrier()  # every rank is done before anyone leaves the process group
         return summary
     except Exception as e:  # a user error exactly as the command line prints it; anything else by its type
-        if D.world_size() > 1 and D.is_peer_failure(e): raise _rank_fault(e, hb, tc, exp, tlog) from None
+        if D.world_size() > 1 and not isinstance(e, UserError) and (f := _rank_fault(e, hb, tc, exp, tlog)): raise f from None
         tlog.error(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
     finally:
