@@ -233,6 +233,7 @@ class Heartbeat:
 
 # %% ../nbs/01_device.ipynb #34121254
 _PEER_SIGNS = ("Connection reset", "Connection closed", "Broken pipe", "Connection refused", "Timed out waiting", # gloo
+               "Application timeout caused pair closure",
                "collective operation timeout", "NCCL", "HCCL", "ProcessGroup", "c10d", "gloo")                 # nccl, hccl, any
 
 def is_peer_failure(e: BaseException) -> bool:
@@ -250,7 +251,7 @@ def rank_failure(e: BaseException, # the error a collective raised
     if not silent and not is_peer_failure(e): return None
     msg = str(e)
     how = ("its connection closed" if any(s in msg for s in ("reset", "closed", "Broken pipe", "refused")) else
-           f"no answer within train.dist_timeout={timeout_s:g} s" if timeout_s is not None and "imed out" in msg else
+           f"no answer within train.dist_timeout={timeout_s:g} s" if timeout_s is not None and ("imed out" in msg or "timeout" in msg) else
            f"{type(e).__name__}: {msg.splitlines()[0][:120] if msg else ''}")
     addr = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     who = (f"rank {', '.join(map(str, silent))} stopped answering" if silent else
