@@ -171,7 +171,7 @@ def checkpoints_to_keep(records: list[dict], keep_n_best: int, metric: str, keep
 # %% ../nbs/10_checkpoint.ipynb #76093a08
 RESUMABLE_KEYS = ("train.max_epochs", "train.max_steps", "train.log_interval", "train.valid_interval",
                   "train.save_interval", "train.num_threads", "train.device", "train.keep_n_best", "train.keep_last_n",
-                  "train.tensorboard", "train.resume", "train.resume_from", "train.max_skip_rate", "data.num_workers",
+                  "train.tensorboard", "train.resume", "train.resume_from", "train.max_skip_rate", "train.dist_timeout", "data.num_workers",
                   "decode.")  # a trailing dot: the whole section
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -465,12 +465,14 @@ class TrainConfig:
     watchdog_s: float = 0.0        # hang bound in s: no step this long ends the run (stacks in train.log, exit 3); 0 = automatic, < 0 = off
     watchdog_factor: float = 10.0  # automatic bound = factor x median of recent step times ...
     watchdog_min_s: float = 300.0  # ... but at least this many s (the first two steps get 3x)
+    # dist (#17): multi-rank faults
+    dist_timeout: float = 600.0    # s a rank waits for the others in a collective before it stops, naming who did not answer (init_process_group timeout)
     def __post_init__(self):
         _check_choice(self, "amp", ("none", "bf16", "fp16", "auto"))
         _check_choice(self, "best_metric", ("valid_loss", "valid_acc", "valid_cer"))
         _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
         _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", "max_skip_rate", "watchdog_min_s", allow_zero=True)
-        _check_positive(self, "watchdog_factor")
+        _check_positive(self, "watchdog_factor", "dist_timeout")
         _check_positive(self, "avg_nbest_model", allow_zero=True)
         if self.avg_nbest_model > self.keep_n_best: raise ConfigError(f"avg_nbest_model: {self.avg_nbest_model} > keep_n_best {self.keep_n_best} (only those are kept)")
         d = self.device.split(":")[0]

@@ -4,19 +4,19 @@
 
 # %% ../nbs/01_device.ipynb #fb6a4768
 from __future__ import annotations
-import contextlib, importlib, os, random, resource, sys
+import contextlib, datetime, importlib, os, random, resource, sys, threading, time
 from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from .core import get_logger
+from .core import UserError, get_logger
 
 # %% auto #0
 __all__ = ['DeviceError', 'available_devices', 'local_rank', 'pick_device', 'cpu_native_bf16', 'amp_dtype', 'autocast',
            'make_grad_scaler', 'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed',
            'cleanup_distributed', 'is_distributed', 'barrier', 'all_gather_object', 'all_reduce_sum', 'min_over_ranks',
-           'any_rank', 'get_rng_state', 'set_rng_state', 'synchronize', 'memory_stats', 'reset_peak_memory',
-           'tune_cpu_allocator']
+           'any_rank', 'RankFailure', 'Heartbeat', 'is_peer_failure', 'rank_failure', 'wait_for_main', 'get_rng_state',
+           'set_rng_state', 'synchronize', 'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
 
 # %% ../nbs/01_device.ipynb #227982ea
 class DeviceError(RuntimeError):
@@ -133,7 +133,9 @@ def is_main() -> bool:
     "True on the process that logs and writes checkpoints."
     return rank() == 0
 
-def init_distributed(device: torch.device) -> bool:
+def init_distributed(device: torch.device,
+                     timeout_s: float | None = None, # how long a collective waits for the others (`train.dist_timeout`); None: torch's default
+                    ) -> bool:
     "Join the torchrun process group if WORLD_SIZE > 1; returns whether the job is distributed."
     if world_size() <= 1: return False
     if dist.is_initialized(): return True
@@ -141,13 +143,17 @@ def init_distributed(device: torch.device) -> bool:
         if k not in os.environ: raise DeviceError(f"WORLD_SIZE > 1 but {k} is not set: launch with torchrun")
     if device.type in ("cuda", "npu"): _backend(device.type).set_device(device)
     kw = {"device_id": device} if device.type == "cuda" else {}
+    if timeout_s is not None: kw["timeout"] = datetime.timedelta(seconds=timeout_s)
     dist.init_process_group(backend=dist_backend(device), **kw)
     get_logger("device").info(f"distributed: rank {rank()}/{world_size()} backend {dist_backend(device)} on {device}")
     return True
 
 def cleanup_distributed():
-    "Leave the process group (safe to call when not distributed)."
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+    "Leave the process group (safe to call when not distributed; after a peer failed, an error leaving is only logged)."
+    if not (dist.is_available() and dist.is_initialized()): return
+    try: dist.destroy_process_group()
+    except Exception as e:  # a broken group: it must not hide the error that ended the run
+        get_logger("device").debug(f"leaving the process group: {type(e).__name__}: {str(e)[:200]}")
 
 # %% ../nbs/01_device.ipynb #62934b73
 def is_distributed() -> bool:
@@ -179,6 +185,101 @@ def any_rank(flag: bool, device: torch.device | None = None) -> bool: # device: 
     "True if `flag` is true on any rank (every rank gets the same answer); `flag` itself without a process group."
     if not is_distributed(): return bool(flag)
     t = torch.tensor([float(flag)], device=device); dist.all_reduce(t, op=dist.ReduceOp.MAX); return bool(t.item() > 0)
+
+# %% ../nbs/01_device.ipynb #d4fb538f
+class RankFailure(UserError):
+    "Another rank stopped answering (killed, hung, or its node gone); the message names it when the heartbeats tell."
+
+class Heartbeat:
+    """Each rank counts up `asr_nb/heartbeat/<rank>` in the rendezvous store every `interval_s` seconds from a daemon
+    thread; `silent_ranks()` names the ranks whose count stopped. A no-op without a process group. Use as a context."""
+    def __init__(self, interval_s: float = 1.0): # seconds between beats
+        self.interval_s, self.store, self._stop, self._thread = interval_s, None, threading.Event(), None
+        self.waits = 0  # `wait_for_main` calls so far
+
+    def start(self) -> "Heartbeat":
+        if not is_distributed() or self._thread is not None: return self
+        try: self.store = dist.PrefixStore("asr_nb/heartbeat/", dist.distributed_c10d._get_default_store())
+        except Exception: return self  # no store to beat into: failures are reported without naming a rank
+        self._thread = threading.Thread(target=self._run, name="asr_nb-heartbeat", daemon=True); self._thread.start()
+        return self
+
+    def _run(self):
+        key = str(rank())
+        while not self._stop.is_set():
+            try: self.store.add(key, 1)
+            except Exception: return  # the store's host is gone: silent_ranks() will say so
+            self._stop.wait(self.interval_s)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None: self._thread.join(timeout=2 * self.interval_s); self._thread = None
+
+    def silent_ranks(self, beats: float = 2.5, # how many intervals to watch
+                    ) -> list[int] | None:
+        "The other ranks whose count did not move over `beats` intervals; None when the store does not answer."
+        if self.store is None: return None
+        keys = [str(r) for r in range(world_size())]
+        try:
+            self.store.set_timeout(datetime.timedelta(seconds=max(5 * self.interval_s, 5.0)))
+            before = [self.store.add(k, 0) for k in keys]  # add 0: read without waiting for a missing key
+            time.sleep(beats * self.interval_s)
+            after = [self.store.add(k, 0) for k in keys]
+        except Exception: return None
+        return [r for r in range(len(keys)) if r != rank() and before[r] == after[r]]
+
+    def __enter__(self) -> "Heartbeat": return self.start()
+    def __exit__(self, *exc): self.stop()
+
+# %% ../nbs/01_device.ipynb #34121254
+_PEER_SIGNS = ("Connection reset", "Connection closed", "Broken pipe", "Connection refused", "Timed out waiting", # gloo
+               "Application timeout caused pair closure",
+               "collective operation timeout", "NCCL", "HCCL", "ProcessGroup", "c10d", "gloo")                 # nccl, hccl, any
+
+def is_peer_failure(e: BaseException) -> bool:
+    "Whether `e` looks like a collective or the rendezvous store failing because another rank went away."
+    if isinstance(e, UserError): return False
+    return isinstance(e, dist.DistError) or (isinstance(e, RuntimeError) and any(s in str(e) for s in _PEER_SIGNS))
+
+def rank_failure(e: BaseException, # the error a collective raised
+                 hb: Heartbeat | None, # this run's heartbeat (None: no names)
+                 timeout_s: float | None = None, # train.dist_timeout, for the message
+                ) -> RankFailure | None:
+    """One line: who stopped answering (from the heartbeats), how it showed (a closed socket or the timeout), this rank.
+    None when `e` does not look like a peer's failure and no heartbeat stopped (a bug: it keeps its traceback)."""
+    silent = hb.silent_ranks() if hb is not None else None
+    if not silent and not is_peer_failure(e): return None
+    msg = str(e)
+    how = ("its connection closed" if any(s in msg for s in ("reset", "closed", "Broken pipe", "refused")) else
+           f"no answer within train.dist_timeout={timeout_s:g} s" if timeout_s is not None and ("imed out" in msg or "timeout" in msg) else
+           f"{type(e).__name__}: {msg.splitlines()[0][:120] if msg else ''}")
+    addr = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    who = (f"rank {', '.join(map(str, silent))} stopped answering" if silent else
+           f"the rendezvous store at {addr} does not answer: node 0 (or rank 0) is gone" if silent is None and hb is not None
+           and hb.store is not None else "another rank stopped answering")
+    return RankFailure(f"rank {rank()}/{world_size()}: {who} ({how})")
+
+# %% ../nbs/01_device.ipynb #7e0558f2
+def wait_for_main(hb: Heartbeat | None, # this run's heartbeat; None or not started: a plain `barrier()`
+                  what: str, # names the wait ('prepare')
+                  timeout_s: float, # how long rank 0's heartbeat may stand still
+                  poll_s: float = 0.2):
+    "Every rank waits until rank 0 reaches this call, as long as rank 0 is alive; then a barrier. Raises `RankFailure`."
+    if not is_distributed(): return
+    if hb is None or hb.store is None: return barrier()
+    hb.waits += 1  # every rank counts its waits alike: a fresh key each time, and per torchrun restart
+    key = f"done/{what}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/{hb.waits}"
+    if is_main(): hb.store.set(key, "1")
+    else:
+        beats, since = None, time.monotonic()
+        while not hb.store.check([key]):
+            n = hb.store.add("0", 0)
+            if n != beats: beats, since = n, time.monotonic()
+            elif time.monotonic() - since > timeout_s:
+                raise RankFailure(f"rank {rank()}/{world_size()}: rank 0 stopped answering (no heartbeat for "
+                                  f"{timeout_s:g} s while it prepared '{what}')")
+            time.sleep(poll_s)
+    barrier()
 
 # %% ../nbs/01_device.ipynb #2471ef21
 def _accel_rng_get() -> dict:

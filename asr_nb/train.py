@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #e54fa67d
 from __future__ import annotations
-import contextlib, logging, math, os, re, sys, time
+import contextlib, logging, math, os, re, signal, sys, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,7 @@ from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_
 __all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'noam_lr', 'warmup_decay_lr', 'tri_stage_lr', 'LRSchedule', 'build_optimizer',
            'train_step', 'validate', 'format_log_line', 'parse_log_line', 'read_train_log', 'plot_curves', 'Meter',
            'TrainLog', 'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError', 'find_resume', 'check_resume',
-           'check_skip_rate', 'config_report', 'train']
+           'find_resume_everywhere', 'check_skip_rate', 'config_report', 'train']
 
 # %% ../nbs/10_train.ipynb #a60e7937
 def noam_lr(step: int, # optimiser update, counted from 1
@@ -508,6 +508,22 @@ def check_resume(cfg: ExpConfig, exp: Path, path: Path, st: dict):
     if diffs: raise ConfigError(f"{exp}: config differs from the checkpoint {path} in {', '.join(diffs)}; "
                                 f"use a new --exp, or train.init_from={path} to fine-tune")
 
+# %% ../nbs/10_train.ipynb #b29049cf
+def find_resume_everywhere(tc, # cfg.train: resume, resume_from
+                           exp: Path, device: torch.device) -> tuple[Path | None, dict | None]:
+    "`find_resume` on every rank, checked to agree. Raises the same `CheckpointError` on every rank when not."
+    try: path, st = find_resume(tc, exp); err = None
+    except CheckpointError as e: path, st, err = None, None, str(e)
+    seen = D.all_gather_object((int(st["step"]) if st is not None else None, err))  # [(step | None, error | None)] per rank
+    bad = [(r, e) for r, (_, e) in enumerate(seen) if e]
+    if bad: raise CheckpointError(bad[0][1] if bad[0][0] == D.rank() else f"rank {bad[0][0]}: {bad[0][1]}")
+    steps = [s for s, _ in seen]
+    if len(set(steps)) > 1:
+        views = ", ".join(f"rank {r}: {f'ckpt-{s}.pt' if s is not None else 'none'}" for r, s in enumerate(steps))
+        raise CheckpointError(f"{ckpt_dir(exp)}: the ranks see different checkpoints to resume from ({views}); the "
+                              f"experiment dir must be one directory that every node sees (shared storage)")
+    return path, st
+
 # %% ../nbs/10_train.ipynb #a0edafc4
 MIN_STEPS_FOR_SKIP_RATE = 20
 _DIAGNOSIS = ("check the data for audio with NaN/Inf samples, lower optim.lr, or train with train.amp=bf16 or none "
@@ -632,15 +648,15 @@ def config_report(cfg: ExpConfig) -> str:
     return "resolved config:\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip()
 
 # %% ../nbs/10_train.ipynb #aabbe8d1
-def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names) -> _Run:
+def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names, hb=None) -> _Run:
     "Everything before the first update (see the prose above)."
     tc = cfg.train
-    resume_path, st = find_resume(tc, exp)
+    resume_path, st = find_resume_everywhere(tc, exp, device)
     if st is not None: check_resume(cfg, exp, resume_path, st)  # before anything is written
     train_utts, valid_utts = _load_utts(train_data, cfg), _load_utts(valid_data, cfg)
     tlog.to_file(config_report(cfg))                         # rank 0: the resolved config, first in train.log (not the console)
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
-    D.barrier()
+    D.wait_for_main(hb, "prepare", tc.dist_timeout)  # as long as rank 0 is alive: CMVN may outlast train.dist_timeout
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
     if st is None and hasattr(run.raw, "init_pretrained"): tlog.info(run.raw.init_pretrained())  # a family's pre-trained start (wav2vec 2.0)
     if st is not None: run.progress = _restore(run, resume_path, st)
@@ -766,6 +782,21 @@ def _take_lock(exp: Path, device: torch.device) -> ExpLock | None:
     if D.any_rank(refused is not None, device): raise refused or ExpLockedError(f"{exp}: in use by another training (see rank 0)")
     return lock
 
+# %% ../nbs/10_train.ipynb #e42b27b9
+def _rank_fault(e: BaseException, hb, tc, exp: Path, tlog: TrainLog) -> D.RankFailure | None:
+    "The one-line `RankFailure` when another rank went away (written to train.log); None when `e` is no such failure."
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main else None  # torchrun SIGTERMs this worker too: finish the line
+    why = D.rank_failure(e, hb, tc.dist_timeout)                              # first (the process ends right after, exit 2)
+    if why is None:
+        if main: signal.signal(signal.SIGTERM, old)
+        return None
+    last = latest_checkpoint(exp)
+    err = D.RankFailure(f"{why}; the last complete checkpoint is "
+                        f"{last.name if last else 'none yet'}: rerun the same command on every node to resume")
+    tlog.error(str(err))
+    return err
+
 # %% ../nbs/10_train.ipynb #a6eea564
 def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yaml)
           train_data, # Kaldi data dir or jsonl manifest (or a list of Utterance)
@@ -776,7 +807,8 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
     "Train (or resume) an experiment; returns a summary dict. Run under `torchrun` for DDP. User errors: `UserError`."
     t_start, tc, exp = time.time(), cfg.train, Path(exp_dir)
     device = D.pick_device(tc.device)
-    we_init_dist = not D.is_distributed() and D.init_distributed(device)
+    we_init_dist = not D.is_distributed() and D.init_distributed(device, tc.dist_timeout)
+    hb = D.Heartbeat().start()  # lets a rank whose collective failed name the rank that stopped (#17)
     if tc.num_threads: torch.set_num_threads(tc.num_threads)
     if device.type == "cpu": D.tune_cpu_allocator()  # reuse freed activation memory instead of page-faulting it in each step
     tlog, lock = TrainLog(exp, D.is_main()), None
@@ -787,16 +819,17 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         log_path = exp/"train.log" if D.is_main() else exp/f"train.rank{D.rank()}.log"
         with StopRequest(announce=D.is_main()) as stop, \
              Watchdog(tc.watchdog_s, tc.watchdog_factor, tc.watchdog_min_s, log_path=log_path) as wd:
-            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names)
+            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names, hb)
             run.stop, run.wd, p = stop, wd, run.progress
             while not _finished(tc, p) and run.stopped_at is None: _run_epoch(run, p)
             summary = _summary(run, p, t_start)
         D.barrier()  # every rank is done before anyone leaves the process group
         return summary
     except Exception as e:  # a user error exactly as the command line prints it; anything else by its type
+        if D.world_size() > 1 and not isinstance(e, UserError) and (f := _rank_fault(e, hb, tc, exp, tlog)): raise f from None
         tlog.error(str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
         raise
     finally:
-        tlog.close()
+        hb.stop(); tlog.close()
         if lock is not None: lock.release()
         if we_init_dist: D.cleanup_distributed()
