@@ -349,8 +349,6 @@ def decode_main(argv: Sequence[str]) -> int:
     overrides = _decode_overrides(a)
     from asr_nb.data import UrlSources   # formats (#16): URL sources only with --allow-url
     utts = decode_utterances(a.data, urls=UrlSources(allow=a.allow_url))
-    if all(u.feats is not None and u.audio == u.feats for u in utts):   # decoding reads audio
-        raise CLIError(f"{a.data} holds precomputed features only (no audio); decoding reads audio: decode the data it was dumped from")
     from asr_nb.export import Recognizer
     from asr_nb.decode import decode_data
     if a.threads:

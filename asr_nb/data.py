@@ -720,6 +720,7 @@ def decode_utterances(path:Path|str, what:str='test data', urls:UrlSources|None=
     "Every id of wav.scp (or segments) of a data dir, or of a manifest; an id without a transcript gets `text=None`."
     p = Path(path)
     if p.is_file() and p.suffix == '.jsonl': utts = read_jsonl(p, text_optional=True, urls=urls)
+    elif p.is_dir() and (p/'feats.scp').is_file(): utts = read_feats_dir(p, text_optional=True)   # precomputed features bypass the front end
     elif not (p.is_dir() and (p/'wav.scp').is_file()): return check_data(p, what, urls=urls)
     else: utts = read_data_dir(p, text_optional=True)
     if not utts: raise DataError(f"{what} {p} holds no utterances")

@@ -737,9 +737,12 @@ class _ModelEngine:
     def nbest(self, wavs:list[Tensor], n:int, method:str, **_) -> list[list[tuple[str, float]]]:
         "Up to `n` (text, score) per signal (N,), best first; [] for a signal that gives the encoder no frame."
         from asr_nb.features import make_frontend
-        x, lens = make_frontend(self.feat_cfg).batch(wavs)                            # (B, T, D), (B,)
+        return self.nbest_feats(*make_frontend(self.feat_cfg).batch(wavs), n, method)   # (B, T, D), (B,)
+
+    def nbest_feats(self, x:Tensor, lens:Tensor, n:int, method:str) -> list[list[tuple[str, float]]]:
+        "`nbest` from features (B, T, D), (B,): the front end's, or precomputed ones (a dump, feats.scp, data.json)."
         ok = torch.nonzero(self.model.output_lengths(lens) > 0).flatten().tolist()
-        out = [[] for _ in wavs]
+        out = [[] for _ in lens]
         if ok:
             x = x[ok][:, :int(lens[ok].max())]                                           # (B', T', D)
             res = decode_batch(self.model, x.to(self.device), lens[ok].to(self.device),
@@ -747,11 +750,11 @@ class _ModelEngine:
             for i, hs in zip(ok, res): out[i] = [(self.tokenizer.decode(h.tokens), h.score) for h in hs[:n]]
         return out
 
-def _encoder_frames(engine, num_samples:list[int]) -> list[int]:
-    "Encoder frames each signal gives: the front end's frame count, then the model's length rule."
+def _encoder_frames(engine, items:Sequence[Tensor]) -> list[int]:
+    "Encoder frames each signal (N,) or precomputed features (T, D) give: the front end's frame count, then the model's length rule."
     from asr_nb.features import make_frontend
     fe = make_frontend(engine.feat_cfg)
-    lens = torch.tensor([fe.num_frames(n) for n in num_samples])                    # (B,) front-end frames
+    lens = torch.tensor([w.shape[0] if w.dim() == 2 else fe.num_frames(w.numel()) for w in items])   # (B,) front-end frames
     rule = getattr(engine, '_encoder_lengths', None) or engine.model.output_lengths  # a Recognizer (ONNX too), or a bare model
     return rule(lens).tolist()
 
@@ -788,17 +791,21 @@ def _write_decode(res:dict, out:Path) -> None:
     atomic_write_text(out/'result.json', json.dumps(_jsonable(keep), indent=1) + '\n')
 
 # %% ../nbs/13_decode.ipynb #f5558223
-def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool) -> tuple[list, list[Tensor]]:
-    "Audio of each utterance at `sample_rate`; unreadable or empty ones go to `skipped` (or raise with `strict`)."
+def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool,
+                dim:int|None=None, # the front end's width: utterances with precomputed `feats` give them, (T, dim) (None: audio only)
+               ) -> tuple[list, list[Tensor]]:
+    "Audio (N,) of each utterance at `sample_rate`, or its precomputed features (T, dim); unreadable or empty ones go to `skipped` (or raise with `strict`)."
     from asr_nb.data import DataError
-    from asr_nb.features import load_audio
+    from asr_nb.features import FeatureDimError, load_audio, load_precomputed
     keep, wavs = [], []
     for u in batch:
         if u.key in skipped: continue
-        try: w = load_audio(u.audio, u.start, u.end, sample_rate=sample_rate)
+        feats = dim is not None and getattr(u, 'feats', None) is not None   # features bypass the front end, as in training
+        try: w = load_precomputed(u, dim) if feats else load_audio(u.audio, u.start, u.end, sample_rate=sample_rate)
+        except FeatureDimError: raise                            # the wrong width is the setup's fault: always one line
         except (UserError, RuntimeError, OSError, ValueError) as e:
             why = ' '.join(str(e).split()) or type(e).__name__
-            if strict: raise DataError(f"utterance {u.key}: unreadable audio {u.audio}: {why}") from None
+            if strict: raise DataError(f"utterance {u.key}: unreadable {'features ' + u.feats if feats else 'audio ' + u.audio}: {why}") from None
             skipped[u.key] = why; continue
         if w.numel() == 0:
             if strict: raise DataError(f"utterance {u.key}: empty audio {u.audio}")
@@ -808,21 +815,39 @@ def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool) -> t
 
 def _examples(keys:Sequence[str], n:int=3) -> str: return ', '.join(keys[:n]) + (' ...' if len(keys) > n else '')
 
+def _transcribe_items(engine, items:list[Tensor], method:str, sr:int, nbest:int) -> tuple[list[str], list|None]:
+    "Texts (and n-best lists when `nbest` > 1) of signals (N,) and precomputed features (T, D), in order."
+    texts, lists = [''] * len(items), [None] * len(items)
+    wi, fi = [i for i, w in enumerate(items) if w.dim() == 1], [i for i, w in enumerate(items) if w.dim() == 2]
+    if wi and nbest == 1:
+        for i, t in zip(wi, engine.transcribe([items[i] for i in wi], method=method, sample_rate=sr, batch_size=len(wi))): texts[i] = t
+    elif wi:
+        for i, hs in zip(wi, engine.nbest([items[i] for i in wi], nbest, method=method, sample_rate=sr)): lists[i] = hs
+    if fi:                                                      # precomputed features: the engine's features-level n-best
+        x = nn.utils.rnn.pad_sequence([items[i] for i in fi], batch_first=True)             # (B, T, D)
+        for i, hs in zip(fi, engine.nbest_feats(x, torch.tensor([items[i].shape[0] for i in fi]), nbest, method)): lists[i] = hs
+    for i, hs in enumerate(lists):
+        if hs is not None: texts[i] = hs[0][0] if hs else ''
+    return texts, (lists if nbest > 1 else None)
+
+def _seconds(w:Tensor, sr:int, frame_shift_ms:float) -> float:
+    "Seconds of a signal (N,) or of precomputed features (T, D) at `frame_shift_ms` (the RTF's denominator)."
+    return w.shape[0] * frame_shift_ms / 1000 if w.dim() == 2 else w.numel() / sr
+
 def _run_method(engine, order:Sequence, method:str, bs:int, sr:int, skipped:dict, strict:bool, nbest:int=1):
     "Transcribe `order` in batches of `bs` with one method: (hyps, audio seconds, wall seconds, keys too short, n-best lists or None)."
+    from asr_nb.features import make_frontend
     hyps, audio_s, wall, short, lists = {}, 0.0, 0.0, [], ({} if nbest > 1 else None)
+    dim = make_frontend(engine.feat_cfg).dim                    # precomputed features must be this wide
     for s in range(0, len(order), bs):
         t0 = time.perf_counter()                                # the user's wait starts with reading the audio
-        batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict)
+        batch, wavs = _read_batch(order[s:s + bs], sr, skipped, strict, dim)
         if not batch: continue
-        if nbest > 1:                                           # n-best: (text, score) lists, the 1-best is the text
-            nb = engine.nbest(wavs, nbest, method=method, sample_rate=sr)
-            texts = [hs[0][0] if hs else '' for hs in nb]
-        else: texts = engine.transcribe(wavs, method=method, sample_rate=sr, batch_size=len(wavs))
+        texts, nb = _transcribe_items(engine, wavs, method, sr, nbest)   # n-best: (text, score) lists, the 1-best is the text
         synchronize(getattr(engine, 'device', torch.device('cpu'))); wall += time.perf_counter() - t0
-        n_enc = _encoder_frames(engine, [w.numel() for w in wavs])
+        n_enc = _encoder_frames(engine, wavs)
         for u, w, t, e in zip(batch, wavs, texts, n_enc):
-            hyps[u.key] = t; audio_s += w.numel() / sr
+            hyps[u.key] = t; audio_s += _seconds(w, sr, engine.feat_cfg.frame_shift_ms)
             if e < 1: short.append(u.key)
         if lists is not None: lists.update((u.key, hs) for u, hs in zip(batch, nb))
     return hyps, audio_s, wall, short, lists

@@ -389,19 +389,26 @@ def _nbest(self, inputs, # a path / array, or a list of them, each under the seg
         if len(w) > limit * self.sample_rate:
             raise UserError(f"n-best decodes each input whole: an input of {len(w) / self.sample_rate:.1f} s is over the {limit:.0f} s segment limit")
     for s in range(0, len(waves), self.decode_cfg.batch_size):
-        feats, lens = _features(waves[s:s + self.decode_cfg.batch_size], self.feat_cfg)          # (B, T, D), (B,)
-        ok, res = torch.nonzero(self._encoder_lengths(lens) >= 1).flatten().tolist(), [[] for _ in lens]
-        if ok:
-            feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
-            with torch.no_grad():
-                if self.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):
-                    hyps = decode_batch(self.model, feats.to(self.device), lens.to(self.device), cfg, self.lm)
-                else:
-                    lp, _, enc_lens = self.encode(feats, lens)                                   # (B, T', V), (B,)
-                    hyps = ctc_search(method, lp, enc_lens, cfg, self.lm, self.blank_id, self.tokenizer.sos_id)
-            for j, i in enumerate(ok): res[i] = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps[j][:n]]
-        out += res
+        out += self.nbest_feats(*_features(waves[s:s + self.decode_cfg.batch_size], self.feat_cfg), n, method)   # (B, T, D), (B,)
     return out[0] if single else out
+
+def _nbest_feats(self, feats: torch.Tensor, lens: torch.Tensor, # (B, T, D) features (the front end's or precomputed), (B,)
+                 n: int, method: str) -> list[list[tuple[str, float]]]:
+    "`Recognizer.nbest` from features: up to `n` (text, score) per row, best first; [] for a row too short for the encoder."
+    from asr_nb.decode import _context_kw, check_method, ctc_search, decode_batch
+    check_method(method, self.capabilities)
+    cfg, ctx = dataclasses.replace(self.decode_cfg, method=method, nbest=n), _context_kw(method, getattr(self, 'context', None))   # ctx: hotwords
+    ok, res = torch.nonzero(self._encoder_lengths(lens) >= 1).flatten().tolist(), [[] for _ in lens]
+    if ok:
+        feats, lens = feats[ok][:, :int(lens[ok].max())], lens[ok]
+        with torch.no_grad():
+            if self.model is not None and method not in ('ctc_greedy', 'ctc_prefix_beam'):
+                hyps = decode_batch(self.model, feats.to(self.device), lens.to(self.device), cfg, self.lm, **ctx)
+            else:
+                lp, _, enc_lens = self.encode(feats, lens)                                   # (B, T', V), (B,)
+                hyps = ctc_search(method, lp, enc_lens, cfg, self.lm, self.blank_id, self.tokenizer.sos_id, **ctx)
+        for j, i in enumerate(ok): res[i] = [(self.tokenizer.decode(h.tokens), h.score) for h in hyps[j][:n]]
+    return res
 
 # %% ../nbs/15_export.ipynb #aadf9322
 class Recognizer:
@@ -429,7 +436,7 @@ class Recognizer:
 
     from_exp, from_onnx = classmethod(_from_exp), classmethod(_from_onnx)
     encode, segment_limit_s, _encoder_lengths = _encode, _segment_limit_s, _encoder_lengths
-    transcribe, _result, nbest = _transcribe, _result, _nbest
+    transcribe, _result, nbest, nbest_feats = _transcribe, _result, _nbest, _nbest_feats
     stream = _stream   # live input in pieces (asr_nb.streaming, #18)
 
     @property

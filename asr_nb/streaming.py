@@ -406,6 +406,9 @@ class StreamingEngine:
 
     def __getattr__(self, name): return getattr(self.rec, name)
 
+    def nbest_feats(self, *_):
+        raise StreamingError("streaming decodes audio (its front end runs piece by piece): decode precomputed features without --chunk-size")
+
     def transcribe(self, wavs: Sequence, method: str | None = None, **_) -> list[str]:
         "Final text of each signal (N,) streamed in pieces of `piece_s` seconds."
         out = []

@@ -55,14 +55,35 @@ def test_dump_is_the_front_end_and_kaldi_readable(corpus, dumped):
     assert not [p for p in (dumped/'train').iterdir() if p.name.startswith('.')]
 
 
-def test_train_on_dump_and_decode(dumped, tmp_path, capsys):
+def test_train_on_dump_and_decode(corpus, dumped, tmp_path, capsys):
     rc, out, err = _train(dumped/'train', dumped/'dev', tmp_path/'exp', capsys)
     assert rc == 0, err
     assert (tmp_path/'exp'/'cmvn.npz').is_file()                     # CMVN over the precomputed features
-    rc, out, err = run(decode_main, ['--exp', tmp_path/'exp', '--data', dumped/'dev', '--method', 'ctc_greedy',
-                                     '--out', tmp_path/'dec'], capsys)   # a dump dir keeps wav.scp: decoding reads audio
+    dec = lambda data, out, *x: run(decode_main, ['--exp', tmp_path/'exp', '--data', data, '--method', 'ctc_greedy,rescoring',
+                                                  '--out', tmp_path/out, *x], capsys)
+    rc, out, err = dec(corpus['dev'], 'audio'); assert rc == 0, err                 # from the audio, through our fbank
+    rc, out, err = dec(dumped/'dev', 'dump'); assert rc == 0, err                   # from the dump's features (fbank bypassed)
+    dev = load_utterances(dumped/'dev')
+    write_data_dir([Utterance(u.key, u.feats, u.text, feats=u.feats) for u in dev], tmp_path/'fo')   # features only, no wav.scp
+    write_espnet_json(dev, tmp_path/'dev.json')
+    rc, out, err = dec(tmp_path/'fo', 'fo', '--nbest', '2'); assert rc == 0, err
+    rc, out, err = dec(tmp_path/'dev.json', 'json'); assert rc == 0, err
+    for m in ('ctc_greedy', 'rescoring'):   # the dump is the front end's output without dither: the same hypotheses
+        want = (tmp_path/'audio'/m/'text').read_text()
+        assert len(want.splitlines()) == len(dev)
+        for d in ('dump', 'fo', 'json'): assert (tmp_path/d/m/'text').read_text() == want, (d, m)
+    assert (tmp_path/'fo'/'rescoring'/'text.2').is_file()                           # n-best from features too
+    res = json.loads((tmp_path/'fo'/'ctc_greedy'/'result.json').read_text())
+    assert res['n'] == len(dev) and 0 < res['audio_seconds'] and res['cer'] is not None
+
+
+def test_decode_precomputed_of_the_wrong_width_is_one_line(corpus, dumped, tmp_path, capsys):
+    assert dump_main([str(corpus['dev']), str(tmp_path/'d40'), '--config', TINY, 'features.n_mels=40']) == 0
+    capsys.readouterr()
+    rc, out, err = _train(dumped/'train', dumped/'dev', tmp_path/'exp', capsys, 'train.max_steps=1')
     assert rc == 0, err
-    assert len((tmp_path/'dec'/'text').read_text().splitlines()) == len(load_utterances(dumped/'dev'))
+    rc, out, err = run(decode_main, ['--exp', tmp_path/'exp', '--data', tmp_path/'d40', '--out', tmp_path/'dec'], capsys)
+    one_line_error(rc, err, 'have dimension 40')
 
 
 def test_espnet_json_train_and_decode(corpus, dumped, tmp_path, capsys):
@@ -182,7 +203,7 @@ def test_split_deterministic_by_speaker_or_utterance(corpus, tmp_path, capsys):
     one_line_error(rc, err, '--dev-percent')
 
 
-def test_validate_and_decode_on_feature_only_data(corpus, dumped, tmp_path, capsys):
+def test_validate_feature_only_data(corpus, dumped, tmp_path, capsys):
     from asr_nb.cli import validate_main
     write_espnet_json(load_utterances(dumped/'dev'), tmp_path/'dev.json')
     for data in (dumped/'dev', tmp_path/'dev.json'):
@@ -191,9 +212,3 @@ def test_validate_and_decode_on_feature_only_data(corpus, dumped, tmp_path, caps
     (tmp_path/'dev.json').write_text((tmp_path/'dev.json').read_text().replace(str(dumped), str(tmp_path/'moved')))
     rc, out, err = run(validate_main, [tmp_path/'dev.json', '--no-read'], capsys)
     assert rc == 1 and 'missing_feats' in out
-    ex = tmp_path/'exp'; ex.mkdir(); (ex/'config.yaml').write_text('{}\n')
-    rc, out, err = run(decode_main, ['--exp', ex, '--data', dumped/'dev', '--out', tmp_path/'d'], capsys)
-    assert 'precomputed features only' not in err                  # a dump dir keeps its audio
-    write_data_dir([Utterance(u.key, u.feats, u.text, feats=u.feats) for u in load_utterances(dumped/'dev')], tmp_path/'fo')
-    rc, out, err = run(decode_main, ['--exp', ex, '--data', tmp_path/'fo', '--out', tmp_path/'d'], capsys)
-    one_line_error(rc, err, 'precomputed features only')
