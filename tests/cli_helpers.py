@@ -1,7 +1,31 @@
-"""Helpers the CLI tests share: call a console script, check the one-line error rule, make a small corpus."""
+"""Helpers the CLI tests share: call a console script, check the one-line error rule, make a small corpus, train in a
+subprocess (TINY_TRAIN, TRAIN_RUNNER, train_env)."""
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny Conformer: a few seconds for a dozen epochs of 40 utterances on one CPU core.
+TINY_TRAIN = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=64", "model.encoder.num_blocks=2",
+              "model.decoder.num_blocks=1", "model.decoder.linear_units=64", "model.encoder.cnn_kernel=7",
+              "optim.scheduler=warmup_decay", "optim.lr=0.005", "optim.warmup_steps=15", "data.batch_type=example",
+              "data.batch_size=8", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1"]
+# `python -c TRAIN_RUNNER exp train dev key=value...`: trains and prints one SUMMARY line (json)
+TRAIN_RUNNER = """
+import json, sys
+from asr_nb.core import load_config
+from asr_nb.train import train
+exp, tr, dv = sys.argv[1:4]
+s = train(load_config(None, sys.argv[4:]), tr, dv, exp)
+print("SUMMARY " + json.dumps({k: v for k, v in s.items() if k != "history"}, default=str), flush=True)
+"""
+
+
+def train_env() -> dict:
+    "The environment of a training subprocess: one thread, unbuffered, this checkout first on the path."
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
 
 def run(main, argv, capsys):

@@ -10,30 +10,13 @@ import torch
 
 from asr_nb.checkpoint import latest_checkpoint, load_checkpoint
 from asr_nb.train import read_train_log
-from cli_helpers import ROOT, one_line_error, run
+from cli_helpers import ROOT, TINY_TRAIN as TINY, TRAIN_RUNNER as RUNNER, one_line_error, run, train_env as _env
 
 PY = sys.executable
-TINY = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=64", "model.encoder.num_blocks=2",
-        "model.decoder.num_blocks=1", "model.decoder.linear_units=64", "model.encoder.cnn_kernel=7",
-        "optim.scheduler=warmup_decay", "optim.lr=0.005", "optim.warmup_steps=15", "data.batch_type=example",
-        "data.batch_size=8", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1"]
 # every waveform step and SpecSub on, features made in one worker process
 AUG = ["augment.speed.prob=0.5", "augment.tempo.prob=0.3", "augment.pitch.prob=0.3", "augment.reverb.prob=0.5",
        "augment.reverb.num_rooms=1", "augment.noise.prob=0.7", "augment.band.prob=0.3", "augment.codec.prob=0.3",
        "augment.volume.prob=0.5", "augment.shift.prob=0.5", "augment.spec_sub.prob=0.5", "data.num_workers=1"]
-RUNNER = """
-import json, sys
-from asr_nb.core import load_config
-from asr_nb.train import train
-exp, tr, dv = sys.argv[1:4]
-s = train(load_config(None, sys.argv[4:]), tr, dv, exp)
-print("SUMMARY " + json.dumps({k: v for k, v in s.items() if k != "history"}, default=str), flush=True)
-"""
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):

@@ -15,24 +15,7 @@ from asr_nb.average import average_checkpoints, average_exp
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-# A tiny Conformer: a few seconds for a dozen epochs of 40 utterances on one CPU core.
-TINY = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=64", "model.encoder.num_blocks=2",
-        "model.decoder.num_blocks=1", "model.decoder.linear_units=64", "model.encoder.cnn_kernel=7",
-        "optim.scheduler=warmup_decay", "optim.lr=0.005", "optim.warmup_steps=15", "data.batch_type=example",
-        "data.batch_size=8", "train.tensorboard=false", "train.device=cpu", "train.num_threads=1"]
-RUNNER = """
-import json, sys
-from asr_nb.core import load_config
-from asr_nb.train import train
-exp, tr, dv = sys.argv[1:4]
-s = train(load_config(None, sys.argv[4:]), tr, dv, exp)
-print("SUMMARY " + json.dumps({k: v for k, v in s.items() if k != "history"}, default=str), flush=True)
-"""
-
-def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    return env
+from cli_helpers import TINY_TRAIN as TINY, TRAIN_RUNNER as RUNNER, train_env as _env
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
