@@ -31,6 +31,12 @@ def rows() -> list[tuple[str, ...]]:
     lm = _lm_row(_load('lm_decode'))
     if lm: out.append(('ctc_attention (Conformer)', 'conf/tiny.yaml', 'ctc_beam_lm_fast + word 3-gram, beam 300',
                        f"{lm['cer']:.2f}", f"{lm['wer']:.2f}", 'same model'))
+    st = _load('streaming')
+    if st:   # the U2-style model: dynamic chunk training, streamed by Recognizer.stream
+        by = {r['chunk_size']: r for r in st['cer_vs_chunk']}
+        for c, what in ((0, 'rescoring, full context'), (16, 'rescoring, streamed in 640 ms chunks')):
+            out.append(('ctc_attention (streaming Conformer)', 'conf/tiny_streaming.yaml', what, f"{by[c]['cer_pct']:.2f}",
+                        f"{by[c]['wer_pct']:.2f}", '24 epochs (shared CPU)' if c == 0 else 'same model'))
     d = _load('deepspeech2_tiny')
     if d:
         r = d['rows'][0]
