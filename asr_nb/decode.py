@@ -750,11 +750,12 @@ class _ModelEngine:
             for i, hs in zip(ok, res): out[i] = [(self.tokenizer.decode(h.tokens), h.score) for h in hs[:n]]
         return out
 
-def _encoder_frames(engine, items:Sequence[Tensor]) -> list[int]:
-    "Encoder frames each signal (N,) or precomputed features (T, D) give: the front end's frame count, then the model's length rule."
+def _encoder_frames(engine, items:Sequence[Tensor|int]) -> list[int]:
+    "Encoder frames each signal (N,) (or its sample count) or precomputed features (T, D) give: the front end's frame count, then the model's length rule."
     from asr_nb.features import make_frontend
     fe = make_frontend(engine.feat_cfg)
-    lens = torch.tensor([w.shape[0] if w.dim() == 2 else fe.num_frames(w.numel()) for w in items])   # (B,) front-end frames
+    frames = lambda w: fe.num_frames(w) if isinstance(w, int) else w.shape[0] if w.dim() == 2 else fe.num_frames(w.numel())
+    lens = torch.tensor([frames(w) for w in items])                                 # (B,) front-end frames
     rule = getattr(engine, '_encoder_lengths', None) or engine.model.output_lengths  # a Recognizer (ONNX too), or a bare model
     return rule(lens).tolist()
 
