@@ -48,3 +48,13 @@ def synth(tmp_path_factory, n_train: int, seed: int) -> dict:
     d = tmp_path_factory.mktemp('corpus')/'synth'
     assert synth_main(['--out', str(d), '--n-train', str(n_train), '--n-dev', '4', '--n-test', '4', '--seed', str(seed)]) == 0
     return {s: d/s for s in ('train', 'dev', 'test')}
+
+
+def synth_and_train(d: Path, overrides, n_train: int, n_dev: int, n_test: int, seed: int) -> Path:
+    "A small built-in corpus in d/synth and conf/tiny.yaml trained on it (with `overrides`) in d/exp; returns d."
+    from asr_nb.cli import synth_main, train_main
+    assert synth_main(['--out', str(d/'synth'), '--n-train', str(n_train), '--n-dev', str(n_dev), '--n-test', str(n_test),
+                       '--seed', str(seed)]) == 0
+    assert train_main(['--config', str(ROOT/'conf'/'tiny.yaml'), '--train', str(d/'synth'/'train'),
+                       '--valid', str(d/'synth'/'dev'), '--exp', str(d/'exp'), *overrides]) == 0
+    return d

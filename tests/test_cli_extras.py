@@ -7,12 +7,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from asr_nb.cli import average_main, decode_ctm, decode_main, score_main, synth_main, train_main, transcribe_main
+from asr_nb.cli import average_main, decode_ctm, decode_main, score_main, transcribe_main
 from asr_nb.checkpoint import list_checkpoints
 from asr_nb.data import read_data_dir
 from asr_nb.export import Recognizer
+from cli_helpers import synth_and_train
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64',
         'model.encoder.num_blocks=1', 'model.decoder.num_blocks=1', 'model.decoder.linear_units=64',
         'model.encoder.cnn_kernel=3', 'train.max_epochs=3', 'train.tensorboard=false', 'data.max_frames_in_batch=3000',
@@ -21,11 +21,7 @@ TINY = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.en
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    d = tmp_path_factory.mktemp('extras')
-    assert synth_main(['--out', str(d/'synth'), '--n-train', '16', '--n-dev', '4', '--n-test', '4', '--seed', '7']) == 0
-    assert train_main(['--config', str(ROOT/'conf'/'tiny.yaml'), '--train', str(d/'synth'/'train'),
-                       '--valid', str(d/'synth'/'dev'), '--exp', str(d/'exp'), *TINY]) == 0
-    return d
+    return synth_and_train(tmp_path_factory.mktemp('extras'), TINY, n_train=16, n_dev=4, n_test=4, seed=7)
 
 
 def test_train_log_starts_with_resolved_config(run):

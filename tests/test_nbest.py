@@ -4,12 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from asr_nb.cli import decode_main, synth_main, train_main
+from asr_nb.cli import decode_main
 from asr_nb.data import read_data_dir
 from asr_nb.export import Recognizer
-from cli_helpers import one_line_error, run
+from cli_helpers import synth_and_train, one_line_error, run
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ['model.encoder.d_model=32', 'model.encoder.attention_heads=2', 'model.encoder.linear_units=64',
         'model.encoder.num_blocks=1', 'model.decoder.num_blocks=1', 'model.decoder.linear_units=64',
         'model.encoder.cnn_kernel=3', 'train.max_steps=3', 'train.tensorboard=false', 'data.max_frames_in_batch=3000',
@@ -19,11 +18,7 @@ METHODS = ['joint', 'attention', 'rescoring', 'ctc_prefix_beam']
 
 @pytest.fixture(scope='module')
 def exp(tmp_path_factory):
-    d = tmp_path_factory.mktemp('nbest')
-    assert synth_main(['--out', str(d/'synth'), '--n-train', '8', '--n-dev', '2', '--n-test', '4', '--seed', '3']) == 0
-    assert train_main(['--config', str(ROOT/'conf'/'tiny.yaml'), '--train', str(d/'synth'/'train'),
-                       '--valid', str(d/'synth'/'dev'), '--exp', str(d/'exp'), *TINY]) == 0
-    return d
+    return synth_and_train(tmp_path_factory.mktemp('nbest'), TINY, n_train=8, n_dev=2, n_test=4, seed=3)
 
 
 def _text(p: Path) -> dict[str, str]:
