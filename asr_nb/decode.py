@@ -46,14 +46,6 @@ class LanguageModel(Protocol):
 
 NEG = -1e10  # "log 0" that stays finite, so differences never turn into NaN
 
-def _select_cache(cache, idx:Tensor):
-    "Pick rows `idx` (dim 0) of a decoder cache: a tensor, or nested lists/tuples/dicts of tensors."
-    if cache is None: return None
-    if isinstance(cache, Tensor): return cache.index_select(0, idx)
-    if isinstance(cache, dict): return {k: _select_cache(v, idx) for k, v in cache.items()}
-    if isinstance(cache, (list, tuple)): return type(cache)(_select_cache(c, idx) for c in cache)
-    raise TypeError(f"cannot select rows of a decoder cache of type {type(cache).__name__}")
-
 # %% ../nbs/13_decode.ipynb #bf99f55c
 def greedy_hypotheses(ctc_logp:Tensor,  # (B, T, V) CTC log-posteriors
                       lens:Tensor,      # (B,) valid frames
@@ -441,7 +433,8 @@ def _end_detect(ended:list[Hypothesis], i:int, M:int=3, D_end:float=math.log(mat
 
 # %% ../nbs/13_decode.ipynb #d3a24f53
 def _beam_start(model:nn.Module, enc:Tensor, enc_lens:Tensor, K:int, maxlenratio:float, minlenratio:float):
-    "The B x K slots before the first step: utt, memory, ys (N, 1), score (N,), component scores (3, N), max/min lengths."
+    """The B x K slots before the first step: utt, memory (B, T, d) and lengths (one per utterance: the decoder's step
+    takes the K slots of an utterance as a block), ys (N, 1), score (N,), component scores (3, N), max/min lengths."""
     dev, B = enc.device, enc.size(0)
     utt = torch.arange(B, device=dev).repeat_interleave(K)               # (N,) utterance of each slot, N = B * K
     ys = torch.full((B * K, 1), model.sos_id, dtype=torch.long, device=dev)  # (N, 1)
@@ -449,7 +442,7 @@ def _beam_start(model:nn.Module, enc:Tensor, enc_lens:Tensor, K:int, maxlenratio
     lens_cpu = enc_lens.cpu()
     maxlen = (lens_cpu if maxlenratio == 0 else (maxlenratio * lens_cpu).long().clamp(min=1)).tolist()
     minlen = (minlenratio * lens_cpu).long().tolist()
-    return utt, enc[utt], enc_lens.to(dev)[utt], ys, score.view(B * K), torch.zeros(3, B * K, device=dev), maxlen, minlen
+    return utt, enc, enc_lens.to(dev), ys, score.view(B * K), torch.zeros(3, B * K, device=dev), maxlen, minlen
 
 def _joint_ctc_scores(scorer:CTCPrefixScorer, ctc_state, utt:Tensor, i:int, cand_score:Tensor, # (N, V)
                       ctc_weight:float, pre_beam:int):
@@ -462,7 +455,7 @@ def _joint_ctc_scores(scorer:CTCPrefixScorer, ctc_state, utt:Tensor, i:int, cand
     return torch.full((N, V), -math.inf, device=cand_score.device).scatter(1, cand, delta), psi, r, cand
 
 # %% ../nbs/13_decode.ipynb #44fe0e0b
-def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder.forward_one_step, .sos_id, .eos_id, .vocab_size
+def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder.forward_one_step/.select_cache, .sos_id, .eos_id, .vocab_size
                           enc:Tensor,                  # (B, T, d) encoder output
                           enc_lens:Tensor,             # (B,) valid encoder frames
                           beam:int=10,
@@ -523,7 +516,7 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
             comp[2] += lm_lp[parent, tok]
             lm_state = lm.select_state(lm_state, parent)
         ys = torch.cat([ys[parent], tok[:, None]], 1)                     # (N, i + 2)
-        cache = _select_cache(cache, parent)
+        if cache is not None: cache = model.decoder.select_cache(cache, parent)   # source keys/values stay as they are
         fin, sc, cp = _collect_ended(ys, score, comp, tok, eos, act, K, ended, length_norm)  # eos: finished
         if trace is not None and act[0] == 0:
             trace.append([(ys[n, 1:].tolist(), sc[n], bool(fin[n])) for n in range(K) if sc[n] > -math.inf])
@@ -531,9 +524,10 @@ def attention_beam_search(model:nn.Module,             # ASRModel-like: .decoder
         if any(stop):                                                     # drop finished utterances from the batch
             act = [b for b, st in zip(act, stop) if not st]
             if not act: break
-            keep = torch.tensor([j * K + k for j, st in enumerate(stop) if not st for k in range(K)], device=dev)
-            ys, score, comp, utt = ys[keep], score[keep], comp[:, keep], utt[keep]
-            mem, mem_lens, cache = mem[keep], mem_lens[keep], _select_cache(cache, keep)
+            kb = torch.tensor([j for j, st in enumerate(stop) if not st], device=dev)   # kept utterances' rows
+            keep = (kb[:, None] * K + torch.arange(K, device=dev)).view(-1)             # and their slots
+            ys, score, comp, utt, mem, mem_lens = ys[keep], score[keep], comp[:, keep], utt[keep], mem[kb], mem_lens[kb]
+            if cache is not None: cache = model.decoder.select_cache(cache, keep, kb)
             if use_ctc: ctc_state = tuple(x[..., keep] if x.dim() == 3 else x[keep] for x in ctc_state)
             if lm is not None: lm_state = lm.select_state(lm_state, keep)
     for b in range(B):   # no hypothesis reached eos (all pruned as impossible): return the best unfinished one
@@ -551,7 +545,7 @@ def _teacher_forced_scores(model:nn.Module, enc:Tensor, enc_lens:Tensor, utt:Ten
         ys_in[m, 0] = sos
         if s: ys_in[m, 1:len(s) + 1] = torch.tensor(s, device=dev); ys_out[m, :len(s)] = torch.tensor(s, device=dev)
     ys_lens = torch.tensor([len(s) + 1 for s in seqs], device=dev)        # (M,)
-    logits = model.decoder(enc[utt], enc_lens.to(dev)[utt], ys_in, ys_lens)  # (M, L, V)
+    logits = model.decoder(enc, enc_lens.to(dev), ys_in, ys_lens, utt=utt)  # (M, L, V): keys/values once per utterance
     lp = logits.float().log_softmax(-1).gather(-1, ys_out[..., None])[..., 0]  # (M, L)
     return lp.masked_fill(make_pad_mask(ys_lens, L), 0.).sum(-1)
 

@@ -24,18 +24,34 @@ class DecoderLayer(nn.Module):
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model, eps=1e-12) for _ in range(3))
         self.dropout = Dropout(dropout)
 
-    def forward(self, tgt: torch.Tensor, # (B, L, d) layer input
-                tgt_mask: torch.Tensor | None, # (B, 1, L, L) bool, True = may attend (ignored with a cache)
-                memory: torch.Tensor, # (B, T, d) encoder output
-                memory_mask: torch.Tensor, # (B, 1, 1, T) bool, True = valid frame
-                cache: torch.Tensor | None = None, # (B, L-1, d) this layer's earlier outputs
-               ) -> torch.Tensor: # (B, L, d)
+    def source_kv(self, memory: torch.Tensor, # (B, T, d) encoder output
+                 ) -> tuple[torch.Tensor, torch.Tensor]: # keys, values (B, H, T, d_k)
+        "The source attention's keys and values: they depend on the utterance only, so a search computes them once."
+        a, B = self.src_attn, memory.size(0)
+        return tuple(lin(memory).view(B, -1, a.h, a.d_k).transpose(1, 2) for lin in (a.linear_k, a.linear_v))
+
+    def _src_attend(self, h: torch.Tensor, # (N, L, d) queries, N = B x K in blocks of K per utterance
+                    kv: tuple[torch.Tensor, torch.Tensor], # `source_kv` of the B utterances
+                    memory_mask: torch.Tensor, # (B, 1, 1, T)
+                   ) -> torch.Tensor: # (N, L, d)
+        a, (k, v) = self.src_attn, kv
+        q = a.linear_q(h).reshape(k.size(0), -1, a.h, a.d_k).transpose(1, 2)  # (B, H, K*L, d_k): a block's queries together
+        return a._attend(q, k, v, memory_mask, None).reshape(h.shape)       # (B, K*L, d) -> (N, L, d)
+
+    def forward(self, tgt: torch.Tensor, # (N, L, d) layer input
+                tgt_mask: torch.Tensor | None, # (N, 1, L, L) bool, True = may attend (ignored with a cache)
+                memory: torch.Tensor, # (N, T, d) encoder output (not used with `src_kv`)
+                memory_mask: torch.Tensor, # (N, 1, 1, T) bool, True = valid frame; (B, 1, 1, T) with `src_kv`
+                cache: torch.Tensor | None = None, # (N, L-1, d) this layer's earlier outputs
+                src_kv: tuple[torch.Tensor, torch.Tensor] | None = None, # `source_kv(memory)` of B utterances, N = B x K
+               ) -> torch.Tensor: # (N, L, d)
         h = self.norm1(tgt)
         if cache is None: q, res, mask = h, tgt, tgt_mask
         else: q, res, mask = h[:, -1:], tgt[:, -1:], None  # newest position only; it may see every input
         x = res + self.dropout(self.self_attn(q, h, h, mask))
         h = self.norm2(x)
-        x = x + self.dropout(self.src_attn(h, memory, memory, memory_mask))
+        src = self.src_attn(h, memory, memory, memory_mask) if src_kv is None else self._src_attend(h, src_kv, memory_mask)
+        x = x + self.dropout(src)
         x = x + self.dropout(self.feed_forward(self.norm3(x)))
         return x if cache is None else torch.cat([cache, x], dim=1)
 
@@ -68,28 +84,44 @@ class TransformerDecoder(nn.Module):
 
     def forward(self, memory: torch.Tensor, # (B, T, d) encoder output
                 memory_lens: torch.Tensor, # (B,) valid frames
-                ys_in: torch.Tensor, # (B, L) input tokens (<sos> + transcript), any padding value
-                ys_in_lens: torch.Tensor, # (B,) valid input tokens
-               ) -> torch.Tensor: # (B, L, V) logits
+                ys_in: torch.Tensor, # (N, L) input tokens (<sos> + transcript), any padding value; N = B without `utt`
+                ys_in_lens: torch.Tensor, # (N,) valid input tokens
+                utt: torch.Tensor | None = None, # (N,) memory row of each transcript (rescoring: many per utterance)
+               ) -> torch.Tensor: # (N, L, V) logits
         L = ys_in.size(1)
-        tgt_mask = ~make_pad_mask(ys_in_lens, L)[:, None, None, :] & causal_mask(L, ys_in.device)  # (B, 1, L, L)
+        tgt_mask = ~make_pad_mask(ys_in_lens, L)[:, None, None, :] & causal_mask(L, ys_in.device)  # (N, 1, L, L)
         memory_mask = ~make_pad_mask(memory_lens, memory.size(1))[:, None, None, :]  # (B, 1, 1, T)
         x = self._embed(ys_in.clamp(min=0))  # padding (IGNORE_ID) -> a valid id; masked anyway
-        for layer in self.decoders: x = layer(x, tgt_mask, memory, memory_mask)
+        for layer in self.decoders:
+            if utt is None: x = layer(x, tgt_mask, memory, memory_mask)
+            else:   # keys/values projected once per utterance, then indexed per transcript
+                x = layer(x, tgt_mask, None, memory_mask[utt], src_kv=tuple(t[utt] for t in layer.source_kv(memory)))
         return self.output_layer(self.after_norm(x))
 
-    def forward_one_step(self, ys: torch.Tensor, # (N, l) prefixes (<sos> first), no padding
-                         memory: torch.Tensor, # (N, T, d)
-                         memory_lens: torch.Tensor, # (N,)
-                         cache: list[torch.Tensor] | None = None, # per layer (N, l-1, d); None at the first step
-                        ) -> tuple[torch.Tensor, list[torch.Tensor]]: # logp (N, V) for the next token, new cache
-        "Log-probabilities of the token after each prefix, computing only the newest position per layer."
-        l = ys.size(1)
-        memory_mask = ~make_pad_mask(memory_lens, memory.size(1))[:, None, None, :]
+    def forward_one_step(self, ys: torch.Tensor, # (N, l) prefixes (<sos> first), no padding; N = B x K, K per utterance in a block
+                         memory: torch.Tensor, # (B, T, d) encoder output (B = N: one prefix per utterance)
+                         memory_lens: torch.Tensor, # (B,)
+                         cache: dict | None = None, # the cache this returned at the previous step; None at the first step
+                        ) -> tuple[torch.Tensor, dict]: # logp (N, V) for the next token, new cache
+        """Log-probabilities of the token after each prefix, computing only the newest position per layer.
+        The cache holds each layer's outputs `'self'` (N, l, d) and the source keys/values `'src'` (B, H, T, d_k),
+        computed at the first step; reorder it with `select_cache`. Raises ValueError if N is not a multiple of B."""
+        l, B = ys.size(1), memory.size(0)
+        if ys.size(0) % B: raise ValueError(f"{ys.size(0)} prefixes do not split into blocks for {B} utterances")
+        if cache is None: cache = dict(self=None, src=[layer.source_kv(memory) for layer in self.decoders])
+        memory_mask = ~make_pad_mask(memory_lens, memory.size(1))[:, None, None, :]  # (B, 1, 1, T)
         x = self._embed(ys)  # (N, l, d)
-        tgt_mask = causal_mask(l, ys.device)[None, None] if cache is None else None
-        new_cache = []
+        tgt_mask = causal_mask(l, ys.device)[None, None] if cache['self'] is None else None
+        new = []
         for i, layer in enumerate(self.decoders):
-            x = layer(x, tgt_mask, memory, memory_mask, None if cache is None else cache[i])
-            new_cache.append(x)
-        return torch.log_softmax(self.output_layer(self.after_norm(x[:, -1])).float(), dim=-1), new_cache
+            x = layer(x, tgt_mask, None, memory_mask, None if cache['self'] is None else cache['self'][i], cache['src'][i])
+            new.append(x)
+        return torch.log_softmax(self.output_layer(self.after_norm(x[:, -1])).float(), dim=-1), dict(self=new, src=cache['src'])
+
+    @staticmethod
+    def select_cache(cache: dict, idx: torch.Tensor, # (N',) prefixes to continue (rows may repeat), within their blocks
+                     utt: torch.Tensor | None = None, # (B',) utterances (memory rows) kept, when some leave the batch
+                    ) -> dict:
+        "The cache of the prefixes `idx`: each layer's outputs indexed; the source keys/values only when utterances leave."
+        src = cache['src'] if utt is None else [(k[utt], v[utt]) for k, v in cache['src']]
+        return dict(self=[c.index_select(0, idx) for c in cache['self']], src=src)

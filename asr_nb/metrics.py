@@ -8,10 +8,12 @@ import re, unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+from rapidfuzz.distance import Levenshtein
 
 # %% auto #0
-__all__ = ['EditOp', 'align', 'EditStats', 'edit_stats', 'normalize_text', 'space_rule', 'to_units', 'error_rate', 'wer', 'cer',
-           'read_text', 'write_text', 'format_alignment', 'UttScore', 'ScoreReport', 'score_texts', 'score_files']
+__all__ = ['EditOp', 'align', 'edit_counts', 'fast_align', 'EditStats', 'edit_stats', 'normalize_text', 'space_rule', 'to_units',
+           'error_rate', 'wer', 'cer', 'read_text', 'write_text', 'format_alignment', 'UttScore', 'ScoreReport',
+           'score_texts', 'score_files']
 
 # %% ../nbs/12_metrics.ipynb #ac4288e1
 @dataclass
@@ -24,24 +26,47 @@ class EditOp:
 def align(ref:Sequence, # reference units (words, characters, token ids)
           hyp:Sequence, # hypothesis units
          ) -> list[EditOp]:
-    "Minimal-cost Levenshtein alignment of `ref` and `hyp` (unit costs), with backtrace."
+    "Minimal-error Levenshtein alignment of `ref` and `hyp` with the most substitutions (the reference DP, pure Python)."
     n, m = len(ref), len(hyp)
+    M = n + m + 1                              # substitution M, deletion/insertion M + 1: errors first, then fewest D + I
     d = [[0] * (m + 1) for _ in range(n + 1)]  # d[i][j]: cost of ref[:i] -> hyp[:j]
-    for i in range(1, n + 1): d[i][0] = i
-    for j in range(1, m + 1): d[0][j] = j
+    for i in range(1, n + 1): d[i][0] = i * (M + 1)
+    for j in range(1, m + 1): d[0][j] = j * (M + 1)
     for i in range(1, n + 1):
         ri, row, prev = ref[i - 1], d[i], d[i - 1]
         for j in range(1, m + 1):
-            row[j] = min(prev[j - 1] + (ri != hyp[j - 1]), prev[j] + 1, row[j - 1] + 1)
+            row[j] = min(prev[j - 1] + (ri != hyp[j - 1]) * M, prev[j] + M + 1, row[j - 1] + M + 1)
     ops, i, j = [], n, m
     while i > 0 or j > 0:
-        if i > 0 and j > 0 and d[i][j] == d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+        if i > 0 and j > 0 and d[i][j] == d[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]) * M:
             ops.append(EditOp('C' if ref[i - 1] == hyp[j - 1] else 'S', ref[i - 1], hyp[j - 1])); i -= 1; j -= 1
-        elif i > 0 and d[i][j] == d[i - 1][j] + 1:
+        elif i > 0 and d[i][j] == d[i - 1][j] + M + 1:
             ops.append(EditOp('D', ref[i - 1], None)); i -= 1
         else:
             ops.append(EditOp('I', None, hyp[j - 1])); j -= 1
     return ops[::-1]
+
+# %% ../nbs/12_metrics.ipynb #a580608e
+def edit_counts(ref:Sequence, # reference units (a string, or a list of words / token ids)
+                hyp:Sequence, # hypothesis units
+               ) -> tuple[int, int, int]: # (S, D, I)
+    "Substitutions, deletions and insertions of `align`'s alignment (fewest errors, then most substitutions), in C."
+    n, m = len(ref), len(hyp)
+    M = n + m + 1
+    errors, di = divmod(Levenshtein.distance(ref, hyp, weights=(M + 1, M + 1, M)), M)  # (insertion, deletion, substitution)
+    d = (di + n - m) // 2                                    # D + I = di and D - I = n - m
+    return errors - di, d, di - d
+
+def fast_align(ref:Sequence, hyp:Sequence) -> list[EditOp]:
+    "An alignment with `edit_counts`' counts: rapidfuzz's when it has them (the usual case), else `align`'s."
+    ops = []
+    for tag, i1, i2, j1, j2 in Levenshtein.opcodes(ref, hyp):
+        if tag == 'equal': ops += [EditOp('C', ref[i], hyp[j]) for i, j in zip(range(i1, i2), range(j1, j2))]
+        elif tag == 'replace': ops += [EditOp('S', ref[i], hyp[j]) for i, j in zip(range(i1, i2), range(j1, j2))]
+        elif tag == 'delete': ops += [EditOp('D', ref[i], None) for i in range(i1, i2)]
+        else: ops += [EditOp('I', None, hyp[j]) for j in range(j1, j2)]
+    c = [o.op for o in ops]
+    return ops if (c.count('S'), c.count('D'), c.count('I')) == edit_counts(ref, hyp) else align(ref, hyp)
 
 # %% ../nbs/12_metrics.ipynb #b84772f8
 @dataclass
@@ -69,11 +94,13 @@ class EditStats:
         r = 'n/a' if self.rate is None else f"{self.rate:.2f}"
         return f"%{name} {r} [ {self.errors} / {self.ref_len}, {self.ins} ins, {self.dele} del, {self.sub} sub ]"
 
-def edit_stats(ref:Sequence, hyp:Sequence) -> EditStats:
-    "S/D/I counts of the minimal alignment of `ref` and `hyp`."
-    ops = [o.op for o in align(ref, hyp)]
-    s, d, i, c = (ops.count(k) for k in 'SDIC')
-    return EditStats(len(ref), s, d, i, c, 1, int(s + d + i > 0))
+def edit_stats(ref:Sequence, hyp:Sequence,
+               fast:bool=True, # `edit_counts` (C); False: count `align`'s pure-Python alignment (the reference)
+              ) -> EditStats:
+    "S/D/I counts of the minimal alignment of `ref` and `hyp` (fewest errors, then most substitutions)."
+    if fast: s, d, i = edit_counts(ref, hyp)
+    else: ops = [o.op for o in align(ref, hyp)]; s, d, i = (ops.count(k) for k in 'SDI')
+    return EditStats(len(ref), s, d, i, len(ref) - s - d, 1, int(s + d + i > 0))
 
 # %% ../nbs/12_metrics.ipynb #e53052ce
 _CJK = re.compile(r'[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]')
@@ -204,7 +231,7 @@ def score_texts(refs:dict[str, str], hyps:dict[str, str],
         if not r: unscored.append(k); continue
         h = normalize_text(hyps.get(k, ''), lowercase, remove_punct)
         ru, hu = to_units(r, unit, remove_space), to_units(h, unit, remove_space)
-        ops = align(ru, hu)
+        ops = fast_align(ru, hu)
         if lowercase: ops = [EditOp(o.op, o.ref if o.op == 'C' or o.ref is None else str(o.ref).upper(),
                                     o.hyp if o.op == 'C' or o.hyp is None else str(o.hyp).upper()) for o in ops]
         c = [o.op for o in ops]
