@@ -39,21 +39,29 @@ class DecoderLayer(nn.Module):
         return a._attend(q, k, v, memory_mask, None).reshape(h.shape)       # (B, K*L, d) -> (N, L, d)
 
     def forward(self, tgt: torch.Tensor, # (N, L, d) layer input
-                tgt_mask: torch.Tensor | None, # (N, 1, L, L) bool, True = may attend (ignored with a cache)
-                memory: torch.Tensor, # (N, T, d) encoder output (not used with `src_kv`)
+                tgt_mask: torch.Tensor | None, # (N, 1, L, L) bool, True = may attend
+                memory: torch.Tensor | None, # (N, T, d) encoder output (not used with `src_kv`)
                 memory_mask: torch.Tensor, # (N, 1, 1, T) bool, True = valid frame; (B, 1, 1, T) with `src_kv`
-                cache: torch.Tensor | None = None, # (N, L-1, d) this layer's earlier outputs
                 src_kv: tuple[torch.Tensor, torch.Tensor] | None = None, # `source_kv(memory)` of B utterances, N = B x K
                ) -> torch.Tensor: # (N, L, d)
         h = self.norm1(tgt)
-        if cache is None: q, res, mask = h, tgt, tgt_mask
-        else: q, res, mask = h[:, -1:], tgt[:, -1:], None  # newest position only; it may see every input
-        x = res + self.dropout(self.self_attn(q, h, h, mask))
+        x = tgt + self.dropout(self.self_attn(h, h, h, tgt_mask))
         h = self.norm2(x)
         src = self.src_attn(h, memory, memory, memory_mask) if src_kv is None else self._src_attend(h, src_kv, memory_mask)
         x = x + self.dropout(src)
-        x = x + self.dropout(self.feed_forward(self.norm3(x)))
-        return x if cache is None else torch.cat([cache, x], dim=1)
+        return x + self.dropout(self.feed_forward(self.norm3(x)))
+
+    def forward_step(self, x: torch.Tensor, # (N, C, d) the newest C positions' inputs
+                     att_cache: torch.Tensor, # (N, H, l, 2*d_k) self-attention keys/values of the l earlier positions
+                     mask: torch.Tensor | None, # (1, 1, C, l+C) causal mask of the new positions (None: C = 1, sees all)
+                     src_kv: tuple[torch.Tensor, torch.Tensor], # `source_kv` of B utterances, N = B x K
+                     memory_mask: torch.Tensor, # (B, 1, 1, T)
+                    ) -> tuple[torch.Tensor, torch.Tensor]: # (N, C, d), new cache (N, H, l+C, 2*d_k)
+        "The layer for the newest positions only: earlier positions enter through their cached keys/values."
+        a, att_cache = self.self_attn.forward_chunk(self.norm1(x), None, att_cache, mask)
+        x = x + self.dropout(a)
+        x = x + self.dropout(self._src_attend(self.norm2(x), src_kv, memory_mask))
+        return x + self.dropout(self.feed_forward(self.norm3(x))), att_cache
 
 # %% ../nbs/08_decoder.ipynb #bbb8a3af
 def causal_mask(length: int, # L
@@ -95,33 +103,37 @@ class TransformerDecoder(nn.Module):
         for layer in self.decoders:
             if utt is None: x = layer(x, tgt_mask, memory, memory_mask)
             else:   # keys/values projected once per utterance, then indexed per transcript
-                x = layer(x, tgt_mask, None, memory_mask[utt], src_kv=tuple(t[utt] for t in layer.source_kv(memory)))
+                x = layer(x, tgt_mask, None, memory_mask[utt], tuple(t[utt] for t in layer.source_kv(memory)))
         return self.output_layer(self.after_norm(x))
 
     def forward_one_step(self, ys: torch.Tensor, # (N, l) prefixes (<sos> first), no padding; N = B x K, K per utterance in a block
                          memory: torch.Tensor, # (B, T, d) encoder output (B = N: one prefix per utterance)
                          memory_lens: torch.Tensor, # (B,)
-                         cache: dict | None = None, # the cache this returned at the previous step; None at the first step
+                         cache: dict | None = None, # the cache this returned for ys[:, :-1]; None: nothing cached yet
                         ) -> tuple[torch.Tensor, dict]: # logp (N, V) for the next token, new cache
-        """Log-probabilities of the token after each prefix, computing only the newest position per layer.
-        The cache holds each layer's outputs `'self'` (N, l, d) and the source keys/values `'src'` (B, H, T, d_k),
-        computed at the first step; reorder it with `select_cache`. Raises ValueError if N is not a multiple of B."""
-        l, B = ys.size(1), memory.size(0)
-        if ys.size(0) % B: raise ValueError(f"{ys.size(0)} prefixes do not split into blocks for {B} utterances")
-        if cache is None: cache = dict(self=None, src=[layer.source_kv(memory) for layer in self.decoders])
+        """Log-probabilities of the token after each prefix, computing only the positions not in the cache.
+        The cache holds each layer's self-attention keys/values `'self'` (N, H, l, 2 d_k) and the source keys/values
+        `'src'` (B, H, T, d_k), computed once; reorder it with `select_cache`. Raises ValueError if B does not divide N."""
+        N, l, B = ys.size(0), ys.size(1), memory.size(0)
+        if N % B: raise ValueError(f"{N} prefixes do not split into blocks for {B} utterances")
+        if cache is None:
+            a = self.decoders[0].self_attn
+            empty = memory.new_zeros(N, a.h, 0, 2 * a.d_k)                        # (N, H, 0, 2 d_k)
+            cache = dict(self=[empty] * len(self.decoders), src=[layer.source_kv(memory) for layer in self.decoders])
+        past = cache['self'][0].size(2)                                          # positions already cached
+        mask = None if l - past == 1 else torch.ones(l - past, l, dtype=torch.bool, device=ys.device).tril(past)[None, None]
         memory_mask = ~make_pad_mask(memory_lens, memory.size(1))[:, None, None, :]  # (B, 1, 1, T)
-        x = self._embed(ys)  # (N, l, d)
-        tgt_mask = causal_mask(l, ys.device)[None, None] if cache['self'] is None else None
+        x = self.embed[1](self.embed[0](ys[:, past:]), past)[0]                   # (N, l - past, d) new positions
         new = []
-        for i, layer in enumerate(self.decoders):
-            x = layer(x, tgt_mask, None, memory_mask, None if cache['self'] is None else cache['self'][i], cache['src'][i])
-            new.append(x)
+        for layer, c, kv in zip(self.decoders, cache['self'], cache['src']):
+            x, c = layer.forward_step(x, c, mask, kv, memory_mask)
+            new.append(c)
         return torch.log_softmax(self.output_layer(self.after_norm(x[:, -1])).float(), dim=-1), dict(self=new, src=cache['src'])
 
     @staticmethod
     def select_cache(cache: dict, idx: torch.Tensor, # (N',) prefixes to continue (rows may repeat), within their blocks
                      utt: torch.Tensor | None = None, # (B',) utterances (memory rows) kept, when some leave the batch
                     ) -> dict:
-        "The cache of the prefixes `idx`: each layer's outputs indexed; the source keys/values only when utterances leave."
+        "The cache of the prefixes `idx`: self-attention keys/values indexed; the source ones only when utterances leave."
         src = cache['src'] if utt is None else [(k[utt], v[utt]) for k, v in cache['src']]
         return dict(self=[c.index_select(0, idx) for c in cache['self']], src=src)

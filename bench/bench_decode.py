@@ -10,9 +10,15 @@ definition: the wall time a user waits (reading audio, fbank, encoder, search) /
 
     python bench/bench_decode.py                          # CPU, 2 threads -> bench/results/decode.json
     python bench/bench_decode.py --device cuda --threads 0 --out bench/results/decode_cuda.json
+
+With `--exp DIR --data DATA` it measures a *trained* experiment instead (its config, weights, batch size), every
+plain method at `--beam`, on one thread by default, noting `os.getloadavg()` before and after each method (a shared
+machine's numbers are contended when the load is above the core count):
+
+    python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test   # -> bench/results/decode_tiny.json
 """
 from __future__ import annotations
-import argparse, json, math, platform, statistics, tempfile, time
+import argparse, json, math, os, platform, statistics, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 import numpy as np
@@ -40,6 +46,31 @@ def synth_utts(out_dir: Path, n: int, min_dur: float, max_dur: float, seed: int 
         utts.append(Utterance(f"u{i:03d}", str(out_dir / f"u{i:03d}.wav"), ""))
     return utts
 
+TRAINED_METHODS = "ctc_greedy,ctc_prefix_beam,attention,joint,rescoring"
+
+def bench_exp(a):
+    "RTF of every method on a trained experiment and a data set, each method once, with the load average noted."
+    from asr_nb.data import read_data_dir
+    from asr_nb.export import Recognizer
+    rec = Recognizer.from_exp(a.exp)
+    rec.decode_cfg = replace(rec.decode_cfg, beam=a.beam)
+    utts = read_data_dir(a.data)
+    decode_data(rec, utts[:4], [a.methods.split(",")[0]])  # warm-up
+    rows = []
+    for method in a.methods.split(","):
+        load = os.getloadavg()
+        r = decode_data(rec, utts, [method])[method]
+        rows.append(dict(method=method, batch_size=rec.decode_cfg.batch_size, beam=a.beam, rtf=r['rtf'],
+                         wall_seconds=r['wall_seconds'], audio_seconds=r['audio_seconds'], cer=r['cer'],
+                         loadavg_before=[round(x, 2) for x in load], loadavg_after=[round(x, 2) for x in os.getloadavg()]))
+        print(f"{method:16s} RTF {r['rtf']:.4f}  CER {r['cer']:.2f}  load {load[0]:.2f}", flush=True)
+    return dict(title=f"Decoding real-time factor of a trained model ({a.exp})", rows=rows, exp=str(a.exp), data=str(a.data),
+                utts=len(utts), threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__,
+                python=platform.python_version(),
+                notes=("rtf = wall time a user waits (audio reading, fbank, CMVN, encoder, search) / audio seconds; lower "
+                       "is faster. loadavg over os.cpu_count() cores: above it the machine was shared and the numbers "
+                       "are contended (slower than on a quiet machine)."))
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "conf" / "espnet_4p6m.yaml"))
@@ -55,8 +86,22 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0 = leave torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--exp", default=None, help="a trained experiment dir: measure it on --data instead of a random model")
+    ap.add_argument("--data", default=None, help="with --exp: the data dir to decode")
     a = ap.parse_args(argv)
+    if a.exp and not a.data: ap.error("--exp needs --data (the data dir to decode)")
+    if a.exp:
+        if a.threads == 2: a.threads = 1                     # a trained model is measured on one thread unless told
+        if a.methods == ",".join(SEARCHES): a.methods = TRAINED_METHODS
     if a.threads: torch.set_num_threads(a.threads)
+    if a.exp:
+        res = bench_exp(a)
+        res["command"] = "python bench/bench_decode.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+        out = Path(a.out or ROOT / "bench" / "results" / "decode_tiny.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     dev = torch.device(a.device)
     out = Path(a.out or ROOT / "bench" / "results" / ("decode.json" if dev.type == "cpu" else f"decode_{dev.type}.json"))
     cfg = load_config(a.config, [])
