@@ -330,12 +330,17 @@ def _prefix_forward(xs:Tensor,   # (T, N, C) log-posteriors of each candidate c
                    ) -> Tensor:
     "Forward variables r (T, 2, N, C) of the prefixes h + c: [:, 0] ends in c, [:, 1] ends in blank."
     T, N, C = xs.shape
-    r = torch.full((T, 2, N, C), NEG, device=xs.device)
-    if l == 0: r[0, 0] = xs[0]                                       # (a prefix longer than T stays impossible)
+    # one buffer per frame [phi_t, r^n_t, r^b_t]: both updates are then ONE logaddexp of r^n_{t-1} with the strided
+    # pair (phi_{t-1}, r^b_{t-1}) written straight into (r^n_t, r^b_t): half the per-frame calls of two updates
+    S = torch.full((T, 3, N, C), NEG, device=xs.device)
+    S[:, 0] = phi
+    if l == 0: S[0, 1] = xs[0]                                       # (a prefix longer than T stays impossible)
+    x = torch.stack((xs, xb), 1)                                     # (T, 2, N, C): x_t(c), x_t(blank)
     for t in range(max(l, 1), T):
-        r[t, 0] = torch.logaddexp(r[t - 1, 0], phi[t - 1]) + xs[t]   # end in c (non-blank)
-        r[t, 1] = torch.logaddexp(r[t - 1, 0], r[t - 1, 1]) + xb[t]  # end in blank
-    return r
+        r = S[t, 1:]                                                 # (2, N, C) view: r^n_t, r^b_t
+        torch.logaddexp(S[t - 1, 1], S[t - 1, ::2], out=r)           # (r^n + phi, r^n + r^b) at t - 1
+        r += x[t]
+    return S[:, 1:]
 
 # %% ../nbs/13_decode.ipynb #6215b6d2
 class CTCPrefixScorer:
