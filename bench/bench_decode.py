@@ -26,7 +26,7 @@ import soundfile as sf
 import torch
 from asr_nb.core import DecodeConfig, load_config
 from asr_nb.data import Utterance
-from asr_nb.decode import SEARCHES, decode_data
+from asr_nb.decode import SEARCHES, _approx_seconds, decode_data
 from asr_nb.model import ASRModel, count_parameters
 from asr_nb.tokenizer import Tokenizer
 
@@ -64,12 +64,36 @@ def bench_exp(a):
                          wall_seconds=r['wall_seconds'], audio_seconds=r['audio_seconds'], cer=r['cer'],
                          loadavg_before=[round(x, 2) for x in load], loadavg_after=[round(x, 2) for x in os.getloadavg()]))
         print(f"{method:16s} RTF {r['rtf']:.4f}  CER {r['cer']:.2f}  load {load[0]:.2f}", flush=True)
-    return dict(title=f"Decoding real-time factor of a trained model ({a.exp})", rows=rows, exp=str(a.exp), data=str(a.data),
+    stages = stage_seconds(rec, utts)
+    print("stages (s):", stages, flush=True)
+    return dict(title=f"Decoding real-time factor of a trained model ({a.exp})", rows=rows, stage_seconds=stages, exp=str(a.exp), data=str(a.data),
                 utts=len(utts), threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__,
                 python=platform.python_version(),
                 notes=("rtf = wall time a user waits (audio reading, fbank, CMVN, encoder, search) / audio seconds; lower "
                        "is faster. loadavg over os.cpu_count() cores: above it the machine was shared and the numbers "
                        "are contended (slower than on a quiet machine)."))
+
+def stage_seconds(rec, utts, methods=("ctc_greedy", "joint")) -> dict:
+    "Where the time of `decode_data` goes, stage by stage (batches of decode.batch_size, longest first, as it runs them)."
+    from asr_nb.decode import SEARCHES, check_method
+    from asr_nb.features import load_audio, make_frontend
+    order = sorted(utts, key=lambda u: -_approx_seconds(u))
+    bs, fe, m = rec.decode_cfg.batch_size, make_frontend(rec.feat_cfg), rec.model
+    out = {k: 0.0 for k in ("audio_read", "fbank", "cmvn", "encoder", "ctc_head")}
+    out.update({f"search_{k}": 0.0 for k in methods})
+    with torch.inference_mode():
+        for s in range(0, len(order), bs):
+            t = time.perf_counter(); w = [load_audio(u.audio, sample_rate=rec.sample_rate) for u in order[s:s + bs]]
+            t1 = time.perf_counter(); x, lens = fe.batch(w)
+            t2 = time.perf_counter(); xc = m.cmvn(x) if m.cmvn is not None else x
+            t3 = time.perf_counter(); enc, el = m.encoder(xc, lens)
+            t4 = time.perf_counter(); lp = m.ctc_log_probs(enc)
+            t5 = time.perf_counter()
+            for k, v in zip(("audio_read", "fbank", "cmvn", "encoder", "ctc_head"), (t1 - t, t2 - t1, t3 - t2, t4 - t3, t5 - t4)): out[k] += v
+            for meth in methods:
+                cfg = replace(rec.decode_cfg, method=meth); sch = check_method(meth, m.capabilities)
+                t = time.perf_counter(); sch.fn(m, enc, el, lp, cfg, None); out[f"search_{meth}"] += time.perf_counter() - t
+    return {k: round(v, 3) for k, v in out.items()}
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
