@@ -800,8 +800,10 @@ def _probe_batches(run: _Run, n: int):
     with _kept(dl), contextlib.closing(iter(dl)) as it: got = list(itertools.islice(it, n))
     return got[:D.min_over_ranks(len(got), run.device)]
 
-def _time_candidate(run: _Run, cand: dict, batches) -> list[float]:
-    "Seconds per update (the wait for its batch included) of `cand` on copies of the model and optimiser."
+def _time_candidate(run: _Run, cand: dict, batches,
+                    limit: float | None = None, # stop after a timed update slower than this (s): it cannot win
+                   ) -> list[float]:
+    "Seconds per update (the wait for its batch included) of `cand` on copies of the model and optimiser; [0] is the warm-up."
     if cand["num_threads"]: torch.set_num_threads(cand["num_threads"])
     dtype, tc = _AMP[cand["amp"]], run.cfg.train
     model, opt = copy.deepcopy((run.raw, run.optimizer))        # one deepcopy: the optimiser keeps pointing at the copy
@@ -811,19 +813,23 @@ def _time_candidate(run: _Run, cand: dict, batches) -> list[float]:
         if b is not None: train_step(model, [b], opt, scaler, run.device, dtype, tc.grad_clip)
         D.synchronize(run.device)
         t1 = time.perf_counter(); times.append(t1 - t0); t0 = t1
+        if limit is not None and len(times) > 1 and times[-1] > limit: break
     del model, opt
     return times
 
 # %% ../nbs/10_train.ipynb #5a2746b2
 def _time_all(run: _Run, cands: list[dict]) -> list[dict]:
-    "Time every candidate; rows with the median update time after the warm-up (the slowest rank's under DDP)."
+    """Time every candidate; rows with the median update time after the warm-up (the slowest rank's under DDP; the
+    slowest update of a candidate stopped early)."""
     tc, rng, threads = run.cfg.train, D.get_rng_state(), torch.get_num_threads()
     try:
         batches = _probe_batches(run, tc.autotune_steps + 1)
-        rows = []
-        for c in cands:
-            t = _time_candidate(run, c, batches)
-            rows.append(dict(c, step_s=float(np.median(t[1:] if len(t) > 1 else t)), warmup_s=t[0], updates=len(t)))
+        rows, n = [], len(batches) if isinstance(batches, list) else len(batches.batch_sampler)
+        for c in cands:   # a candidate 4x slower than the best so far stops early (alone: under DDP all ranks must agree)
+            best = min((r["step_s"] for r in rows), default=None)
+            t = _time_candidate(run, c, batches, 4 * best if best is not None and D.world_size() == 1 else None)
+            timed = t[1:] or t
+            rows.append(dict(c, step_s=float(max(timed) if len(t) < n else np.median(timed)), warmup_s=t[0], updates=len(t)))
     finally: D.set_rng_state(rng); torch.set_num_threads(threads)
     if D.world_size() > 1:                                       # every rank must pick the same: the slowest rank's time
         every = D.all_gather_object([r["step_s"] for r in rows])
@@ -840,13 +846,12 @@ def format_autotune_table(rows: list[dict], chosen: dict) -> str:
 
 # %% ../nbs/10_train.ipynb #ce246b9e
 def _read_autotune(path: Path, tc) -> dict | None:
-    "The choice recorded in `path`, if it is readable and fits this config's explicit settings; None otherwise."
+    "The choice recorded in `path` for this config's `auto` fields (its explicit ones as they are); None if unreadable."
     try: d = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError): return None
-    c = {"amp": d.get("amp"), "num_threads": d.get("num_threads")}
-    if c["amp"] not in _AMP or not isinstance(c["num_threads"], int) or c["num_threads"] < 0: return None
-    if (tc.amp != "auto" and tc.amp != c["amp"]) or (tc.num_threads != "auto" and tc.num_threads != c["num_threads"]): return None
-    return c
+    if not isinstance(d, dict) or d.get("amp") not in _AMP or not isinstance(d.get("num_threads"), int) or d["num_threads"] < 0: return None
+    return {"amp": d["amp"] if tc.amp == "auto" else tc.amp,
+            "num_threads": d["num_threads"] if tc.num_threads == "auto" else tc.num_threads}
 
 def autotune(run: _Run, # built, not yet restored from a checkpoint or wrapped in DDP
              resumed: bool, # a resumed run reuses exp/autotune.json instead of timing again
