@@ -65,21 +65,28 @@ def _batch(cfg, B=2, T=120):
                  torch.tensor([4, 3]), ["a", "b"])
 
 
-@pytest.mark.parametrize("conf", ["tiny.yaml", "tiny_streaming.yaml", "deepspeech2_tiny.yaml", "paraformer_tiny.yaml",
-                                  "wav2vec2_tiny.yaml"])
+SMALL_CONFORMER = ["model.encoder.d_model=32", "model.encoder.attention_heads=2", "model.encoder.linear_units=32",
+                   "model.encoder.num_blocks=1", "model.decoder.num_blocks=1", "model.decoder.linear_units=32"]
+FAMILIES = {"tiny.yaml": SMALL_CONFORMER, "tiny_streaming.yaml": SMALL_CONFORMER, "paraformer_tiny.yaml": SMALL_CONFORMER,
+            "deepspeech2_tiny.yaml": ["model.deepspeech2.rnn_hidden=32", "model.deepspeech2.rnn_layers=1",   # with the
+                                      "model.deepspeech2.bidirectional=false", "model.deepspeech2.lookahead=2"],  # lookahead conv
+            "wav2vec2_tiny.yaml": []}
+
+@pytest.mark.parametrize("conf", list(FAMILIES))
 def test_no_strided_low_precision_grouped_conv_in_any_family(conf):
-    "What training builds (`contiguous_grouped_convs` on the family's model): under bf16 autocast no grouped convolution gets a strided bf16 input."
+    """What training builds (`contiguous_grouped_convs` on the family's model): under bf16 autocast no grouped
+    convolution gets a strided bf16 input, forward or backward. Paraformer's CIF predictor and wav2vec 2.0's positional
+    conv do get one without the hooks (the check can fail)."""
     from asr_nb.model import build_model
-    cfg = load_config(ROOT/"conf"/conf, ["specaug.enable=false"])
+    cfg = load_config(ROOT/"conf"/conf, ["specaug.enable=false", *FAMILIES[conf]])
     torch.manual_seed(0)
-    model, raw = D.contiguous_grouped_convs(build_model(cfg, 10, None)), build_model(cfg, 10, None)
-    for m, expect_clean in ((model, True), (raw, False)):
+    hooked = [(D.contiguous_grouped_convs(build_model(cfg, 10, None)), True)]
+    for m, clean in hooked + ([(build_model(cfg, 10, None), False)] if conf in ("paraformer_tiny.yaml", "wav2vec2_tiny.yaml") else []):
         w = _ConvInputs()
         with w, torch.autocast("cpu", dtype=torch.bfloat16): out = m(_batch(cfg))
         with w: out["loss"].float().backward()
-        assert w.seen, "no convolution ran"
-        if expect_clean: assert not w.bad(), w.bad()
-        elif conf in ("paraformer_tiny.yaml", "wav2vec2_tiny.yaml"): assert w.bad()   # these meet the kernel without the hooks
+        assert any(g > 1 for _, g, _ in w.seen), "no grouped convolution ran"
+        assert bool(w.bad()) != clean, w.bad()
 
 
 # --------------------------------------------------------------------------------------------------------------
