@@ -470,11 +470,13 @@ class TrainConfig:
     # autotune (#15): timing amp: auto / num_threads: auto at start-up (asr_nb.train.autotune; the choice in exp/autotune.json)
     autotune_steps: int = 3        # timed updates per candidate, after one warm-up update; 0 = no timing (auto: the device's rule)
     autotune_margin: float = 0.05  # a candidate later in the preference order (bf16, more threads) must be this much faster
+    autotune_max_share: float = 0.05 # no timing when it would take more than this share of the run's updates (0 = always time)
     def __post_init__(self):
         _check_choice(self, "amp", ("none", "bf16", "fp16", "auto"))
         if self.num_threads != "auto" and not (isinstance(self.num_threads, int) and self.num_threads >= 0):
             raise ConfigError(f"num_threads: must be >= 0 or 'auto', got {self.num_threads!r}")
         _check_positive(self, "autotune_steps", allow_zero=True); _check_unit_interval(self, "autotune_margin")
+        _check_positive(self, "autotune_max_share", allow_zero=True)
         _check_choice(self, "best_metric", ("valid_loss", "valid_acc", "valid_cer"))
         _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
         _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "max_skip_rate", "watchdog_min_s", allow_zero=True)

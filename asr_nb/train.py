@@ -864,11 +864,14 @@ def autotune(run: _Run, # built, not yet restored from a checkpoint or wrapped i
     if choice is not None: run.tlog.info(f"autotune: amp {choice['amp']}, {choice['num_threads']} thread(s), as recorded in {path}")
     else:
         cands, rows = autotune_candidates(tc, run.device, _ranks_here()), []
-        if tc.autotune_steps and len(cands) > 1: rows = _time_all(run, cands); choice = pick_fastest(rows, tc.autotune_margin)
+        cost, total = len(cands) * (tc.autotune_steps + 1), tc.max_steps or math.ceil(len(run.sampler) / tc.accum_grad) * tc.max_epochs
+        why = ("train.autotune_steps=0" if not tc.autotune_steps else "one candidate" if len(cands) == 1 else
+               f"{cost} timing updates > {tc.autotune_max_share:g} of the run's {total}" if tc.autotune_max_share and cost > tc.autotune_max_share * total else "")
+        if not why: rows = _time_all(run, cands); choice = pick_fastest(rows, tc.autotune_margin)
         else: choice = dict(cands[0], amp=cands[0]["amp"] if tc.amp != "auto" else _amp_name(D.amp_dtype(run.device, "auto")))
         choice = {"amp": choice["amp"], "num_threads": choice["num_threads"]}
         run.tlog.info(f"autotune: {tc.autotune_steps} timed update(s) per candidate after a warm-up, on the first batches\n"
-                      f"{format_autotune_table(rows, choice)}" if rows else f"autotune: no timing (train.autotune_steps=0): {choice}")
+                      f"{format_autotune_table(rows, choice)}" if rows else f"autotune: not timed ({why}): the device's rule, {choice}")
         if D.is_main():
             with atomic_write(path, "w") as f:
                 json.dump(dict(choice, requested=dict(amp=tc.amp, num_threads=tc.num_threads), table=rows,

@@ -98,7 +98,8 @@ def corpus(tmp_path_factory):
 
 def _losses(exp) -> dict: return {r["step"]: r["loss"] for r in read_train_log(exp)["train"]}
 
-AUTO = ["train.amp=auto", "train.num_threads=auto", "train.autotune_steps=1", "train.log_interval=1", "data.num_workers=1"]
+AUTO = ["train.amp=auto", "train.num_threads=auto", "train.autotune_steps=1", "train.autotune_max_share=0", "train.log_interval=1",
+        "data.num_workers=1"]
 
 
 def test_auto_trains_exactly_like_the_chosen_settings_and_resume_reuses_them(corpus, tmp_path):
@@ -126,13 +127,17 @@ def test_auto_trains_exactly_like_the_chosen_settings_and_resume_reuses_them(cor
     finally: torch.set_num_threads(threads)
 
 
-def test_autotune_steps_zero_uses_the_device_rule(corpus, tmp_path):
+@pytest.mark.parametrize("why, ov", [("train.autotune_steps=0", ["train.autotune_steps=0"]),
+                                     ("timing updates > 0.05 of the run's 1", ["train.autotune_max_share=0.05"])])
+def test_untimed_auto_uses_the_device_rule(corpus, tmp_path, why, ov):
+    "No timing asked for, or a run so short that timing would cost more than it saves: the device's rule, one thread."
     threads = torch.get_num_threads()
     try:
-        train(load_config(None, TINY_TRAIN + AUTO + ["train.autotune_steps=0", "train.max_steps=1"]), corpus["train"],
-              corpus["dev"], tmp_path/"e")
+        train(load_config(None, TINY_TRAIN + AUTO + ov + ["train.max_steps=1"]), corpus["train"], corpus["dev"], tmp_path/"e")
         rec = json.loads((tmp_path/"e"/AUTOTUNE_FILE).read_text())
         assert rec["table"] == [] and rec["amp"] == ("bf16" if D.cpu_native_bf16() else "none") and rec["num_threads"] == 1
+        line = [l for l in (tmp_path/"e"/"train.log").read_text().splitlines() if "autotune: not timed (" in l]
+        assert len(line) == 1 and why in line[0], line
     finally: torch.set_num_threads(threads)
 
 
