@@ -649,7 +649,8 @@ def config_report(cfg: ExpConfig) -> str:
     return "resolved config:\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip()
 
 # %% ../nbs/10_train.ipynb #aabbe8d1
-def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names, hb=None) -> _Run:
+def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names, hb=None,
+           stop=None) -> _Run:
     "Everything before the first update (see the prose above)."
     tc = cfg.train
     resume_path, st = find_resume_everywhere(tc, exp, device)
@@ -659,7 +660,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
     D.wait_for_main(hb, "prepare", tc.dist_timeout)  # as long as rank 0 is alive: CMVN may outlast train.dist_timeout
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
-    autotune(run, resumed=st is not None)  # amp / num_threads 'auto': timed now, or read back from exp/autotune.json on resume
+    autotune(run, st is not None, stop)  # amp / num_threads 'auto': timed now, or read back from exp/autotune.json on resume
     if st is None and hasattr(run.raw, "init_pretrained"): tlog.info(run.raw.init_pretrained())  # a family's pre-trained start (wav2vec 2.0)
     if st is not None: run.progress = _restore(run, resume_path, st)
     elif tc.init_from: tlog.info(init_from(run.raw, tc.init_from, run.tok.units))
@@ -818,7 +819,7 @@ def _time_candidate(run: _Run, cand: dict, batches,
     return times
 
 # %% ../nbs/10_train.ipynb #5a2746b2
-def _time_all(run: _Run, cands: list[dict]) -> list[dict]:
+def _time_all(run: _Run, cands: list[dict], stop=None) -> list[dict]: # stop: the run's StopRequest (SIGTERM: no table)
     """Time every candidate; rows with the median update time after the warm-up (the slowest rank's under DDP; the
     slowest update of a candidate stopped early)."""
     tc, rng, threads = run.cfg.train, D.get_rng_state(), torch.get_num_threads()
@@ -827,7 +828,11 @@ def _time_all(run: _Run, cands: list[dict]) -> list[dict]:
         rows, n = [], len(batches) if isinstance(batches, list) else len(batches.batch_sampler)
         for c in cands:   # a candidate 4x slower than the best so far stops early (alone: under DDP all ranks must agree)
             best = min((r["step_s"] for r in rows), default=None)
-            t = _time_candidate(run, c, batches, 4 * best if best is not None and D.world_size() == 1 else None)
+            if stop is not None and stop.requested: return []
+            try: t = _time_candidate(run, c, batches, 4 * best if best is not None and D.world_size() == 1 else None)
+            except RuntimeError:
+                if stop is not None and stop.requested: return []   # the signal reached the data workers too
+                raise
             timed = t[1:] or t
             rows.append(dict(c, step_s=float(max(timed) if len(t) < n else np.median(timed)), warmup_s=t[0], updates=len(t)))
     finally: D.set_rng_state(rng); torch.set_num_threads(threads)
@@ -855,6 +860,7 @@ def _read_autotune(path: Path, tc) -> dict | None:
 
 def autotune(run: _Run, # built, not yet restored from a checkpoint or wrapped in DDP
              resumed: bool, # a resumed run reuses exp/autotune.json instead of timing again
+             stop=None, # the run's StopRequest: a SIGTERM/SIGINT during the timing ends it (the device's rule is used)
             ) -> dict | None:
     """Settle `train.amp: auto` and `train.num_threads: auto` (see above) and apply the choice to `run` (its dtype,
     grad scaler, torch threads). Returns the choice `{amp, num_threads}` (None when nothing is `auto`)."""
@@ -867,7 +873,8 @@ def autotune(run: _Run, # built, not yet restored from a checkpoint or wrapped i
         cost, total = len(cands) * (tc.autotune_steps + 1), tc.max_steps or math.ceil(len(run.sampler) / tc.accum_grad) * tc.max_epochs
         why = ("train.autotune_steps=0" if not tc.autotune_steps else "one candidate" if len(cands) == 1 else
                f"{cost} timing updates > {tc.autotune_max_share:g} of the run's {total}" if tc.autotune_max_share and cost > tc.autotune_max_share * total else "")
-        if not why: rows = _time_all(run, cands); choice = pick_fastest(rows, tc.autotune_margin)
+        if not why: rows = _time_all(run, cands, stop); why = "" if rows else "stopped by a signal"
+        if rows: choice = pick_fastest(rows, tc.autotune_margin)
         else: choice = dict(cands[0], amp=cands[0]["amp"] if tc.amp != "auto" else _amp_name(D.amp_dtype(run.device, "auto")))
         choice = {"amp": choice["amp"], "num_threads": choice["num_threads"]}
         run.tlog.info(f"autotune: {tc.autotune_steps} timed update(s) per candidate after a warm-up, on the first batches\n"
@@ -951,7 +958,7 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         log_path = exp/"train.log" if D.is_main() else exp/f"train.rank{D.rank()}.log"
         with StopRequest(announce=D.is_main()) as stop, \
              Watchdog(tc.watchdog_s, tc.watchdog_factor, tc.watchdog_min_s, log_path=log_path) as wd:
-            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names, hb)
+            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names, hb, stop)
             run.stop, run.wd, p = stop, wd, run.progress
             while not _finished(tc, p) and run.stopped_at is None: _run_epoch(run, p)
             summary = _summary(run, p, t_start)

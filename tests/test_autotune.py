@@ -145,3 +145,17 @@ def test_recipes_default_to_auto():
     for conf in ("tiny.yaml", "aishell_conformer.yaml"):
         tc = load_config(ROOT/"conf"/conf).train
         assert (tc.amp, tc.num_threads) == ("auto", "auto"), conf
+
+
+def test_a_stop_request_during_the_timing_ends_it(corpus, tmp_path, monkeypatch):
+    "SIGTERM while candidates are timed: no table, the device's rule (recorded, so the resume goes on with it), then the usual stop."
+    import asr_nb.train as T
+    class Stopped(T.StopRequest):
+        requested, signal_name, exit_code = True, "SIGTERM", 143
+    monkeypatch.setattr(T, "StopRequest", Stopped)
+    threads = torch.get_num_threads()
+    try: s = train(load_config(None, TINY_TRAIN + AUTO + ["train.max_steps=3"]), corpus["train"], corpus["dev"], tmp_path/"e")
+    finally: torch.set_num_threads(threads)
+    rec = json.loads((tmp_path/"e"/AUTOTUNE_FILE).read_text())
+    assert rec["table"] == [] and rec["amp"] == ("bf16" if D.cpu_native_bf16() else "none") and s.get("stopped") == "SIGTERM"
+    assert "autotune: not timed (stopped by a signal)" in (tmp_path/"e"/"train.log").read_text()
