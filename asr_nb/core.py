@@ -445,7 +445,7 @@ class TrainConfig:
     max_steps: int = 0             # stop after this many optimiser steps (0 = no cap)
     accum_grad: int = 1            # batches per optimiser step
     grad_clip: float = 5.0         # max global grad norm (0 = off)
-    amp: str = "none"              # 'none' | 'bf16' | 'fp16' | 'auto' (best for the device)
+    amp: str = "none"              # 'none' | 'bf16' | 'fp16' | 'auto' (the fastest, timed at start-up; fp32 wins ties)
     device: str = "auto"           # 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'npu' | 'npu:N' | 'mps'
     seed: int = 0
     log_interval: int = 50         # steps between log lines
@@ -460,18 +460,26 @@ class TrainConfig:
     init_from: str = ""            # initialise weights from this checkpoint (fine-tuning)
     init_lr_factor: float = 1.0    # scale the learning rate when fine-tuning
     tensorboard: bool = True
-    num_threads: int = 0           # torch CPU threads (0 = torch default)
+    num_threads: int | str = 0     # torch CPU threads (0 = torch default; 'auto' = timed at start-up, see autotune_steps)
     max_skip_rate: float = 0.5     # stop when more than this share of updates is skipped (checked from update 20)
     watchdog_s: float = 0.0        # hang bound in s: no step this long ends the run (stacks in train.log, exit 3); 0 = automatic, < 0 = off
     watchdog_factor: float = 10.0  # automatic bound = factor x median of recent step times ...
     watchdog_min_s: float = 300.0  # ... but at least this many s (the first two steps get 3x)
     # dist (#17): multi-rank faults
     dist_timeout: float = 600.0    # s a rank waits for the others in a collective before it stops, naming who did not answer (init_process_group timeout)
+    # autotune (#15): timing amp: auto / num_threads: auto at start-up (asr_nb.train.autotune; the choice in exp/autotune.json)
+    autotune_steps: int = 3        # timed updates per candidate, after one warm-up update; 0 = no timing (auto: the device's rule)
+    autotune_margin: float = 0.05  # a candidate later in the preference order (bf16, more threads) must be this much faster
+    autotune_max_share: float = 0.05 # no timing when it would take more than this share of the run's updates (0 = always time)
     def __post_init__(self):
         _check_choice(self, "amp", ("none", "bf16", "fp16", "auto"))
+        if self.num_threads != "auto" and not (isinstance(self.num_threads, int) and self.num_threads >= 0):
+            raise ConfigError(f"num_threads: must be >= 0 or 'auto', got {self.num_threads!r}")
+        _check_positive(self, "autotune_steps", allow_zero=True); _check_unit_interval(self, "autotune_margin")
+        _check_positive(self, "autotune_max_share", allow_zero=True)
         _check_choice(self, "best_metric", ("valid_loss", "valid_acc", "valid_cer"))
         _check_positive(self, "max_epochs", "accum_grad", "log_interval", "keep_n_best", "keep_last_n", "init_lr_factor")
-        _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "num_threads", "max_skip_rate", "watchdog_min_s", allow_zero=True)
+        _check_positive(self, "max_steps", "grad_clip", "valid_interval", "save_interval", "max_skip_rate", "watchdog_min_s", allow_zero=True)
         _check_positive(self, "watchdog_factor", "dist_timeout")
         _check_positive(self, "avg_nbest_model", allow_zero=True)
         if self.avg_nbest_model > self.keep_n_best: raise ConfigError(f"avg_nbest_model: {self.avg_nbest_model} > keep_n_best {self.keep_n_best} (only those are kept)")
@@ -691,6 +699,10 @@ def _convert(value, typ, key: str):
     elif typ is str:
         if value is None: return ""
         if isinstance(value, (str, int, float)) and not isinstance(value, bool): return str(value)
+    elif isinstance(typ, type(int | str)):  # a union, e.g. `int | str` (train.num_threads: 4 or 'auto'): the first type that fits
+        for t in typ.__args__:
+            try: return _convert(value, t, key)
+            except ConfigError: pass
     elif typ is list:
         if isinstance(value, str): value = yaml.safe_load(value) if value.strip() else []
         if isinstance(value, (list, tuple)): return list(value)

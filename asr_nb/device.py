@@ -13,10 +13,11 @@ from .core import UserError, get_logger
 
 # %% auto #0
 __all__ = ['DeviceError', 'available_devices', 'local_rank', 'pick_device', 'cpu_native_bf16', 'amp_dtype', 'autocast',
-           'make_grad_scaler', 'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed',
-           'cleanup_distributed', 'is_distributed', 'barrier', 'all_gather_object', 'all_reduce_sum', 'min_over_ranks',
-           'any_rank', 'RankFailure', 'Heartbeat', 'is_peer_failure', 'rank_failure', 'wait_for_main', 'get_rng_state',
-           'set_rng_state', 'synchronize', 'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
+           'make_grad_scaler', 'contiguous_grouped_convs', 'available_cores', 'amp_candidates', 'thread_candidates',
+           'dist_backend', 'world_size', 'rank', 'is_main', 'init_distributed', 'cleanup_distributed', 'is_distributed',
+           'barrier', 'all_gather_object', 'all_reduce_sum', 'min_over_ranks', 'any_rank', 'RankFailure', 'Heartbeat',
+           'is_peer_failure', 'rank_failure', 'wait_for_main', 'get_rng_state', 'set_rng_state', 'synchronize',
+           'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
 
 # %% ../nbs/01_device.ipynb #227982ea
 class DeviceError(RuntimeError):
@@ -113,6 +114,45 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def make_grad_scaler(device: torch.device, dtype: torch.dtype | None):
     "A GradScaler, enabled only for fp16 (a pass-through otherwise, with the same API)."
     return torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+
+# %% ../nbs/01_device.ipynb #9a9754d3
+def _low_precision(x: torch.Tensor) -> bool:
+    "Whether a convolution of `x` runs in bf16/fp16 (its dtype, or the autocast of its device)."
+    if x.dtype in (torch.bfloat16, torch.float16): return True
+    t = x.device.type
+    return torch.is_autocast_enabled(t) and torch.get_autocast_dtype(t) in (torch.bfloat16, torch.float16)
+
+def _contiguous_input(module: torch.nn.Module, args: tuple):
+    x = args[0]
+    if isinstance(x, torch.Tensor) and not x.is_contiguous() and _low_precision(x): return (x.contiguous(), *args[1:])
+    return None
+
+def contiguous_grouped_convs(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every grouped `Conv1d`/`Conv2d` of `model` a contiguous input whenever it runs in bf16/fp16 (autocast or
+    a low-precision input): torch 2.11's CPU kernel for a strided bf16 grouped convolution can hang with 2 threads
+    (#15). Returns `model` (hooked in place; idempotent)."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)) and m.groups > 1 and not getattr(m, "_asr_nb_contiguous", False):
+            m.register_forward_pre_hook(_contiguous_input); m._asr_nb_contiguous = True
+    return model
+
+# %% ../nbs/01_device.ipynb #cbe26de7
+def available_cores() -> int:
+    "CPU cores this process may run on (its affinity mask where the OS has one, else the CPU count)."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def amp_candidates(device: torch.device) -> list[str]:
+    "`train.amp` values worth timing on `device`, preferred first: 'none' (fp32), then bf16 (or fp16 where bf16 cannot run)."
+    if device.type == "cpu": return ["none", "bf16"]
+    return ["none", "bf16" if _bf16_supported(device) and device.type != "mps" else "fp16"]
+
+def thread_candidates(ranks_here: int = 1, # training processes sharing this machine's cores
+                      cores: int | None = None, # default: `available_cores()`
+                     ) -> list[int]:
+    "`train.num_threads` values worth timing, fewest first: 1, 2, 4, ... below cores // ranks_here, and that number."
+    n = max(1, (cores or available_cores()) // max(1, ranks_here))
+    return [t for t in (2 ** i for i in range(n.bit_length())) if t < n] + [n]
 
 # %% ../nbs/01_device.ipynb #26574304
 def dist_backend(device: torch.device) -> str:

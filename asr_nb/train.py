@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #e54fa67d
 from __future__ import annotations
-import contextlib, logging, math, os, re, signal, sys, threading, time
+import contextlib, copy, itertools, json, logging, math, os, re, signal, sys, threading, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -19,10 +19,11 @@ from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_
                                save_checkpoint, source_exp_dir, write_index)
 
 # %% auto #0
-__all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'noam_lr', 'warmup_decay_lr', 'tri_stage_lr', 'LRSchedule', 'build_optimizer',
-           'train_step', 'validate', 'format_log_line', 'parse_log_line', 'read_train_log', 'plot_curves', 'Meter',
-           'TrainLog', 'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError', 'find_resume', 'check_resume',
-           'find_resume_everywhere', 'check_skip_rate', 'config_report', 'train']
+__all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'AUTOTUNE_FILE', 'noam_lr', 'warmup_decay_lr', 'tri_stage_lr', 'LRSchedule',
+           'build_optimizer', 'train_step', 'validate', 'format_log_line', 'parse_log_line', 'read_train_log',
+           'plot_curves', 'Meter', 'TrainLog', 'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError',
+           'find_resume', 'check_resume', 'find_resume_everywhere', 'check_skip_rate', 'config_report',
+           'autotune_candidates', 'pick_fastest', 'format_autotune_table', 'autotune', 'train']
 
 # %% ../nbs/10_train.ipynb #a60e7937
 def noam_lr(step: int, # optimiser update, counted from 1
@@ -599,7 +600,7 @@ def _build(cfg: ExpConfig, exp: Path, device: torch.device, train_utts, valid_ut
     seed_everything(tc.seed)
     train_loader, sampler = _loader(train_utts, tok, cfg, True, names[0])
     valid_loader, _ = _loader(valid_utts, tok, cfg, False, names[1])
-    model = build_model(cfg, tok.vocab_size, cmvn).to(device)
+    model = D.contiguous_grouped_convs(build_model(cfg, tok.vocab_size, cmvn)).to(device)  # no strided bf16 grouped conv (#15)
     seed_everything(tc.seed + D.rank())  # same initial weights everywhere, different dropout per rank
     dtype = D.amp_dtype(device, tc.amp)
     scaler = D.make_grad_scaler(device, dtype)
@@ -648,7 +649,8 @@ def config_report(cfg: ExpConfig) -> str:
     return "resolved config:\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False).rstrip()
 
 # %% ../nbs/10_train.ipynb #aabbe8d1
-def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names, hb=None) -> _Run:
+def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.device, tlog: TrainLog, names, hb=None,
+           stop=None) -> _Run:
     "Everything before the first update (see the prose above)."
     tc = cfg.train
     resume_path, st = find_resume_everywhere(tc, exp, device)
@@ -658,6 +660,7 @@ def _setup(cfg: ExpConfig, train_data, valid_data, exp: Path, device: torch.devi
     if D.is_main(): _prepare(cfg, exp, train_utts, resume_path, tlog)
     D.wait_for_main(hb, "prepare", tc.dist_timeout)  # as long as rank 0 is alive: CMVN may outlast train.dist_timeout
     run = _build(cfg, exp, device, train_utts, valid_utts, tlog, names or (_name(train_data), _name(valid_data)))
+    autotune(run, st is not None, stop)  # amp / num_threads 'auto': timed now, or read back from exp/autotune.json on resume
     if st is None and hasattr(run.raw, "init_pretrained"): tlog.info(run.raw.init_pretrained())  # a family's pre-trained start (wav2vec 2.0)
     if st is not None: run.progress = _restore(run, resume_path, st)
     elif tc.init_from: tlog.info(init_from(run.raw, tc.init_from, run.tok.units))
@@ -752,6 +755,142 @@ def _paused(run: _Run):
     "The watchdog does not time validation and saving (they are not training steps)."
     return run.wd.paused() if run.wd is not None else contextlib.nullcontext()
 
+# %% ../nbs/10_train.ipynb #260d0d08
+AUTOTUNE_FILE = "autotune.json"                                   # in the exp dir: the choice, the table, the machine
+_AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+def _ranks_here() -> int: return int(os.environ.get("LOCAL_WORLD_SIZE", D.world_size()))  # processes sharing these cores
+
+def autotune_candidates(tc, # TrainConfig: amp and num_threads, each a value or 'auto'
+                        device: torch.device,
+                        ranks_here: int = 1, # training processes on this machine
+                       ) -> list[dict]:
+    "The settings to time, most preferred first: amp (fp32 first) x num_threads (fewest first), the `auto` fields expanded."
+    amps = D.amp_candidates(device) if tc.amp == "auto" else [tc.amp]
+    threads = [tc.num_threads] if tc.num_threads != "auto" else D.thread_candidates(ranks_here)
+    if device.type != "cpu": threads = threads[-1:]               # an accelerator computes: threads only feed it
+    return [dict(amp=a, num_threads=t) for a in amps for t in threads]
+
+def pick_fastest(table: list[dict], # rows with `step_s`, most preferred first
+                 margin: float = 0.05, # a later row must beat an earlier one by this fraction
+                ) -> dict:
+    "The first row whose `step_s` is within `margin` of the fastest one: earlier rows (fp32, fewer threads) win ties."
+    best = min(r["step_s"] for r in table)
+    return next(r for r in table if r["step_s"] <= best * (1 + margin))
+
+# %% ../nbs/10_train.ipynb #19f237e7
+@contextlib.contextmanager
+def _kept(obj):
+    "Put back every attribute of `obj` afterwards (containers copied): iterating a sampler moves it, this undoes that."
+    saved = {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v for k, v in vars(obj).items()}
+    try: yield obj
+    finally: vars(obj).clear(); vars(obj).update(saved)
+
+def _probe_batches(run: _Run, n: int):
+    """A re-iterable source of the run's next `n` training batches, from a loader of its own (the same dataset, batch
+    indices, collate and worker count; persistent workers) so that the real loader and sampler stay as they were.
+    A streaming (shard) loader is read once into a list. Every rank gets the same number of batches."""
+    from torch.utils.data import DataLoader
+    dl, seed = run.train_loader, run.cfg.train.seed * 100_003 + run.progress.epoch
+    if isinstance(dl, DataLoader):
+        with _kept(dl.batch_sampler): idx = list(itertools.islice(iter(dl.batch_sampler), n))
+        idx = idx[:D.min_over_ranks(len(idx), run.device)]
+        return DataLoader(dl.dataset, batch_sampler=idx, collate_fn=dl.collate_fn, num_workers=dl.num_workers,
+                          persistent_workers=dl.num_workers > 0, worker_init_fn=dl.worker_init_fn,
+                          pin_memory=dl.pin_memory, generator=torch.Generator().manual_seed(seed))
+    with _kept(dl), contextlib.closing(iter(dl)) as it: got = list(itertools.islice(it, n))
+    return got[:D.min_over_ranks(len(got), run.device)]
+
+def _time_candidate(run: _Run, cand: dict, batches,
+                    limit: float | None = None, # stop after a timed update slower than this (s): it cannot win
+                   ) -> list[float]:
+    "Seconds per update (the wait for its batch included) of `cand` on copies of the model and optimiser; [0] is the warm-up."
+    if cand["num_threads"]: torch.set_num_threads(cand["num_threads"])
+    dtype, tc = _AMP[cand["amp"]], run.cfg.train
+    model, opt = copy.deepcopy((run.raw, run.optimizer))        # one deepcopy: the optimiser keeps pointing at the copy
+    scaler, times = D.make_grad_scaler(run.device, dtype), []
+    t0 = time.perf_counter()
+    for b in batches:
+        if b is not None: train_step(model, [b], opt, scaler, run.device, dtype, tc.grad_clip)
+        D.synchronize(run.device)
+        t1 = time.perf_counter(); times.append(t1 - t0); t0 = t1
+        if limit is not None and len(times) > 1 and times[-1] > limit: break
+    del model, opt
+    return times
+
+# %% ../nbs/10_train.ipynb #5a2746b2
+def _time_all(run: _Run, cands: list[dict], stop=None) -> list[dict]: # stop: the run's StopRequest (SIGTERM: no table)
+    """Time every candidate; rows with the median update time after the warm-up (the slowest rank's under DDP; the
+    slowest update of a candidate stopped early)."""
+    tc, rng, threads = run.cfg.train, D.get_rng_state(), torch.get_num_threads()
+    try:
+        batches = _probe_batches(run, tc.autotune_steps + 1)
+        rows, n = [], len(batches) if isinstance(batches, list) else len(batches.batch_sampler)
+        for c in cands:   # a candidate 4x slower than the best so far stops early (alone: under DDP all ranks must agree)
+            best = min((r["step_s"] for r in rows), default=None)
+            if stop is not None and stop.requested: return []
+            try: t = _time_candidate(run, c, batches, 4 * best if best is not None and D.world_size() == 1 else None)
+            except RuntimeError:
+                if stop is not None and stop.requested: return []   # the signal reached the data workers too
+                raise
+            timed = t[1:] or t
+            rows.append(dict(c, step_s=float(max(timed) if len(t) < n else np.median(timed)), warmup_s=t[0], updates=len(t)))
+    finally: D.set_rng_state(rng); torch.set_num_threads(threads)
+    if D.world_size() > 1:                                       # every rank must pick the same: the slowest rank's time
+        every = D.all_gather_object([r["step_s"] for r in rows])
+        for i, r in enumerate(rows): r["step_s"] = max(g[i] for g in every)
+    return rows
+
+def format_autotune_table(rows: list[dict], chosen: dict) -> str:
+    "The timing table as text: one line per candidate, the chosen one marked."
+    lines = [f"{'amp':<5} {'threads':>7} {'s/update':>9} {'warm-up s':>9}"]
+    for r in rows:
+        mark = "  <- chosen" if (r["amp"], r["num_threads"]) == (chosen["amp"], chosen["num_threads"]) else ""
+        lines.append(f"{r['amp']:<5} {r['num_threads']:>7} {r['step_s']:>9.3f} {r['warmup_s']:>9.3f}{mark}")
+    return "\n".join(lines)
+
+# %% ../nbs/10_train.ipynb #ce246b9e
+def _read_autotune(path: Path, tc) -> dict | None:
+    "The choice recorded in `path` for this config's `auto` fields (its explicit ones as they are); None if unreadable."
+    try: d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError): return None
+    if not isinstance(d, dict) or d.get("amp") not in _AMP or not isinstance(d.get("num_threads"), int) or d["num_threads"] < 0: return None
+    return {"amp": d["amp"] if tc.amp == "auto" else tc.amp,
+            "num_threads": d["num_threads"] if tc.num_threads == "auto" else tc.num_threads}
+
+def autotune(run: _Run, # built, not yet restored from a checkpoint or wrapped in DDP
+             resumed: bool, # a resumed run reuses exp/autotune.json instead of timing again
+             stop=None, # the run's StopRequest: a SIGTERM/SIGINT during the timing ends it (the device's rule is used)
+            ) -> dict | None:
+    """Settle `train.amp: auto` and `train.num_threads: auto` (see above) and apply the choice to `run` (its dtype,
+    grad scaler, torch threads). Returns the choice `{amp, num_threads}` (None when nothing is `auto`)."""
+    tc, path = run.cfg.train, run.exp/AUTOTUNE_FILE
+    if "auto" not in (tc.amp, tc.num_threads): return None
+    choice = _read_autotune(path, tc) if resumed else None
+    if choice is not None: run.tlog.info(f"autotune: amp {choice['amp']}, {choice['num_threads']} thread(s), as recorded in {path}")
+    else:
+        cands, rows = autotune_candidates(tc, run.device, _ranks_here()), []
+        cost, total = len(cands) * (tc.autotune_steps + 1), tc.max_steps or math.ceil(len(run.sampler) / tc.accum_grad) * tc.max_epochs
+        why = ("train.autotune_steps=0" if not tc.autotune_steps else "one candidate" if len(cands) == 1 else
+               f"{cost} timing updates > {tc.autotune_max_share:g} of the run's {total}" if tc.autotune_max_share and cost > tc.autotune_max_share * total else "")
+        if not why: rows = _time_all(run, cands, stop); why = "" if rows else "stopped by a signal"
+        if rows: choice = pick_fastest(rows, tc.autotune_margin)
+        else: choice = dict(cands[0], amp=cands[0]["amp"] if tc.amp != "auto" else _amp_name(D.amp_dtype(run.device, "auto")))
+        choice = {"amp": choice["amp"], "num_threads": choice["num_threads"]}
+        run.tlog.info(f"autotune: {tc.autotune_steps} timed update(s) per candidate after a warm-up, on the first batches\n"
+                      f"{format_autotune_table(rows, choice)}" if rows else f"autotune: not timed ({why}): the device's rule, {choice}")
+        if D.is_main():
+            with atomic_write(path, "w") as f:
+                json.dump(dict(choice, requested=dict(amp=tc.amp, num_threads=tc.num_threads), table=rows,
+                               autotune_steps=tc.autotune_steps, device=str(run.device), ranks_here=_ranks_here(),
+                               cores=D.available_cores(), torch=torch.__version__), f, indent=1)
+    if choice["num_threads"]: torch.set_num_threads(choice["num_threads"])
+    run.dtype = _AMP[choice["amp"]]
+    run.scaler = run.ckpt.scaler = D.make_grad_scaler(run.device, run.dtype)
+    return choice
+
+def _amp_name(dtype: torch.dtype | None) -> str: return {v: k for k, v in _AMP.items()}[dtype]
+
 # %% ../nbs/10_train.ipynb #e83c7720
 def _summary(run: _Run, p: Progress, t_start: float) -> dict:
     "The run's summary (after checking that it learnt anything, unless a signal stopped it early)."
@@ -809,7 +948,7 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
     device = D.pick_device(tc.device)
     we_init_dist = not D.is_distributed() and D.init_distributed(device, tc.dist_timeout)
     hb = D.Heartbeat().start()  # lets a rank whose collective failed name the rank that stopped (#17)
-    if tc.num_threads: torch.set_num_threads(tc.num_threads)
+    if tc.num_threads and tc.num_threads != "auto": torch.set_num_threads(tc.num_threads)  # 'auto': `autotune` in setup
     if device.type == "cpu": D.tune_cpu_allocator()  # reuse freed activation memory instead of page-faulting it in each step
     tlog, lock = TrainLog(exp, D.is_main()), None
     try:
@@ -819,7 +958,7 @@ def train(cfg: ExpConfig, # the experiment (saved resolved as exp_dir/config.yam
         log_path = exp/"train.log" if D.is_main() else exp/f"train.rank{D.rank()}.log"
         with StopRequest(announce=D.is_main()) as stop, \
              Watchdog(tc.watchdog_s, tc.watchdog_factor, tc.watchdog_min_s, log_path=log_path) as wd:
-            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names, hb)
+            with wd.paused(): run = _setup(cfg, train_data, valid_data, exp, device, tlog, data_names, hb, stop)
             run.stop, run.wd, p = stop, wd, run.progress
             while not _finished(tc, p) and run.stopped_at is None: _run_epoch(run, p)
             summary = _summary(run, p, t_start)

@@ -552,7 +552,7 @@ def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), feat
     log = get_logger("asr_nb.pretrain"); fh = logging.FileHandler(exp/"pretrain.log"); log.addHandler(fh)
     try:
         save_config(cfg, exp/"config.yaml"); seed_everything(cfg.train.seed)
-        if cfg.train.num_threads: torch.set_num_threads(cfg.train.num_threads)
+        if cfg.train.num_threads not in (0, "auto"): torch.set_num_threads(cfg.train.num_threads)  # pre-training does not time "auto" (torch default)
         c = cfg.model.wav2vec2
         min_frames = max(cfg.data.min_frames, math.ceil((conv_receptive_field(c.conv_layers)[0] +
                          conv_receptive_field(c.conv_layers)[1] * (c.mask_time_length + 2)) * 100 / cfg.features.sample_rate))
