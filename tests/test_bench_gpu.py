@@ -1,0 +1,44 @@
+"""bench/bench_gpu.py on CPU (--tiny): the JSON it writes, and its FLOP counting checked against a hand count.
+Never needs a GPU; the CUDA-only parts (batch search, MFU against a card's peak) are checked through their inputs."""
+import importlib.util, json
+from pathlib import Path
+import pytest, torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "bench_gpu.py")
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+bg = _load()
+
+def test_linear_flops_forward_backward():
+    "One Linear, forward + backward with input gradients: 3 matmuls of 2*B*in*out FLOPs each."
+    B, i, o = 8, 16, 24
+    lin, x = torch.nn.Linear(i, o), torch.randn(B, i, requires_grad=True)
+    assert bg.count_flops(lambda: lin(x).sum().backward()) == 2 * B * i * o * 3
+    assert bg.count_flops(lambda: lin(x)) == 2 * B * i * o  # forward alone
+
+def test_peak_table():
+    assert bg.peak_flops(torch.device("cpu"))[0] is None
+    assert bg.PEAK_FLOPS["H200"] == bg.PEAK_FLOPS["H100"] == 989e12
+
+def test_tiny_cpu_run(tmp_path):
+    out = tmp_path / "gpu.json"
+    res = bg.main(["--device", "cpu", "--tiny", "--dtype", "fp32", "--steps", "1", "--train-steps", "2", "--pool", "2",
+                   "--out", str(out)])
+    d = json.loads(out.read_text())
+    assert d == json.loads(json.dumps(res))
+    assert d["batch"] == 4 and d["compile"] is False and d["peak_flops"] is None
+    assert d["params"]["total"] < 200_000  # the tiny overrides took effect
+    assert d["flops_per_step"] > 0
+    assert d["step"]["flops_per_s"] * d["step"]["median_s"] == pytest.approx(d["flops_per_step"], rel=1e-9)
+    for k in ("step", "train"):
+        assert d[k]["frames_per_s"] > 0 and d[k]["peak_mem_bytes"] > 0 and d[k]["mfu"] is None
+    assert d["train"]["steps"] == 2 and d["train"]["loss_first_pass"] > 0
+    assert [r["phase"] for r in d["rows"]] == ["step", "train"]
+
+def test_batch_search_needs_cuda_on_cpu():
+    with pytest.raises(SystemExit, match="needs CUDA"):
+        bg.main(["--device", "cpu", "--steps", "1", "--out", "/dev/null"])
