@@ -93,7 +93,7 @@ def main(argv=None):
             cases.append(r)
     la.append(os.getloadavg()[0])
     rows = [dict(config=r["config"], phase=r["phase"], method=r.get("method", ""), params_m=round(r["params"] / 1e6, 2),
-                 batch=f"{r['batch']} x {r['frames']}", peak_rss_mib=round(r["peak_rss_mib"]),
+                 batch=f"{r['batch']} x {r['frames']}", rss_before_mib=round(r["rss_before_mib"]), peak_rss_mib=round(r["peak_rss_mib"]),
                  phase_added_mib=round(r["phase_added_mib"]), seconds=round(r["seconds"], 2))
             if "peak_rss_mib" in r else dict(config=r["config"], phase=r["phase"], method=r.get("method", ""),
                                              note=r.get("skipped") or r.get("error")) for r in cases]
@@ -101,7 +101,7 @@ def main(argv=None):
                command="python bench/bench_memory.py", device=a.device, threads=1,
                train_batch=f"{a.batch} utterances x {a.frames} frames, {a.tokens} tokens",
                decode_batch=f"{a.decode_batch} utterances x {a.frames} frames", loadavg_1m=la,
-               date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rows=rows, cases=cases,
+               date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), rows=rows,
                notes=("peak_rss_mib: the case's process peak RSS (ru_maxrss; includes Python, torch and the model); "
                       "phase_added_mib: what the step or the search added over the peak before it. Random weights; "
                       "the joint search is capped at decode.maxlenratio=0.2. Frames are 10 ms fbank frames; "

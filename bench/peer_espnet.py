@@ -12,7 +12,8 @@ through the one table `KEYMAP` below. One step is forward + backward + Adam (fus
     $PEER/bin/python bench/peer_espnet.py --steps 5             # one JSON line: parameters and step times
     $PEER/bin/python bench/peer_espnet.py --serve               # long-lived: bench_model.py --peer drives it
 
-`--serve` reads one JSON command per line on stdin ({"steps": N, "threads": T, "dtype": "fp32"}) and answers
+`--serve` reads one JSON command per line on stdin ({"steps": N, "warmup": W, "threads": T, "dtype": "fp32"}: W
+untimed steps, then N timed ones) and answers
 each with one line `PEER_JSON {...}` on stdout (other library output may share stdout; the prefix finds it).
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ KEYMAP = [
     ("specaug.time_warp", "specaug_conf", "time_warp_window", None),
     ("specaug.freq_mask_width", "specaug_conf", "freq_mask_width_range", lambda w: [0, w]),
     ("specaug.num_freq_masks", "specaug_conf", "num_freq_mask", None),
-    ("specaug.time_mask_ratio", "specaug_conf", "time_mask_width_ratio_range", lambda r: [0.0, r]),
+    ("specaug.time_mask_ratio", "specaug_conf", "time_mask_width_ratio_range", "time_mask"),  # 0: width range
     ("specaug.num_time_masks", "specaug_conf", "num_time_mask", None),
 ]
 # ESPnet2's names for what our Conformer always does (pre-norm blocks, "latest" relative positions)
@@ -74,6 +75,8 @@ def espnet_conf(cfg) -> dict:
         v = _get(cfg.specaug if ours.startswith("specaug.") else cfg.model, ours.split(".", 1)[1] if ours.startswith("specaug.") else ours)
         try:
             if conv == "heads": v = v or cfg.model.encoder.attention_heads
+            elif conv == "time_mask":  # a ratio of the utterance when > 0, else our absolute width in frames
+                key, v = ("time_mask_width_ratio_range", [0.0, v]) if v > 0 else ("time_mask_width_range", [0, cfg.specaug.time_mask_width])
             elif conv is not None: v = conv(v)
         except KeyError: raise ValueError(f"peer_espnet: {ours}={v!r} has no ESPnet2 equivalent") from None
         out[sect][key] = v
@@ -161,9 +164,8 @@ def serve(model, batch, info):
         if cmd.get("quit"): break
         if cmd.get("threads"): torch.set_num_threads(int(cmd["threads"]))
         dt = cmd.get("dtype", "fp32")
-        if dt not in steppers:
-            steppers[dt] = Stepper(model, batch, {"fp32": None, "bf16": torch.bfloat16}[dt])
-            steppers[dt].run(int(cmd.get("warmup", 2)))
+        if dt not in steppers: steppers[dt] = Stepper(model, batch, {"fp32": None, "bf16": torch.bfloat16}[dt])
+        steppers[dt].run(int(cmd.get("warmup", 1)))
         wall, cpu = steppers[dt].run(int(cmd["steps"]))
         print("PEER_JSON " + json.dumps(dict(wall=wall, cpu=cpu, threads=torch.get_num_threads(), dtype=dt)), flush=True)
 

@@ -42,3 +42,16 @@ def test_tiny_cpu_run(tmp_path):
 def test_batch_search_needs_cuda_on_cpu():
     with pytest.raises(SystemExit, match="needs CUDA"):
         bg.main(["--device", "cpu", "--steps", "1", "--out", "/dev/null"])
+
+def test_mfu_is_counted_flops_over_time_over_peak():
+    "time_step's MFU and frames/s from its own measured time: a fake 1 TFLOP/s card, a 2-layer model."
+    class M(torch.nn.Module):
+        def __init__(self): super().__init__(); self.lin = torch.nn.Linear(80, 4)
+        def forward(self, b): return {"loss": self.lin(b.feats).pow(2).mean()}
+    m = M()
+    b = bg.make_batch(2, 10, 3, 10, torch.device("cpu"), min_frac=0.5)
+    assert int(b.feat_lens.max()) == 10 and int(b.feat_lens.min()) >= 5
+    assert (b.tokens[b.token_lens.argmin(), int(b.token_lens.min()):] == -1).all()  # padded with IGNORE_ID
+    r = bg.time_step(m, m, b, torch.device("cpu"), None, 3, flops=1e9, peak=1e12)
+    assert r["mfu"] == pytest.approx(1e9 / r["median_s"] / 1e12)
+    assert r["frames_per_s"] == pytest.approx(int(b.feat_lens.sum()) / r["median_s"])
