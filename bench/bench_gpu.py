@@ -1,6 +1,6 @@
 """GPU throughput and model FLOPs utilisation (MFU) of a training step and a short training run.
 
-For conf/aishell_conformer.yaml's model (30 M Conformer + Transformer decoder, hybrid CTC/attention) on one card:
+For conf/aishell_conformer.yaml's model (46 M parameters with 4233 units: 12-block Conformer, 6-block decoder, CTC) on one card:
 bf16 autocast, `torch.compile` (eager when it fails, with the reason in the JSON), fused Adam, and the largest batch
 that fits (doubling from 16 until the card runs out of memory, keeping the last that fitted). Two measurements:
 
@@ -35,9 +35,10 @@ def peak_flops(device: torch.device) -> tuple[float | None, str]:
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name.upper()), None), name
 
-def count_flops(fn) -> int:
-    "FLOPs that `fn()` performs (forward and, if it calls backward, backward), counted by FlopCounterMode."
-    with FlopCounterMode(display=False) as fc: fn()
+def count_flops(fn, device_type: str = "cpu", dtype=None) -> int:
+    """FLOPs that `fn()` performs (forward and, if it calls backward, backward), counted by FlopCounterMode; under
+    autocast to `dtype` when given (the count is the same, the memory is that of the timed step)."""
+    with FlopCounterMode(display=False) as fc, torch.autocast(device_type, dtype=dtype, enabled=dtype is not None): fn()
     return int(fc.get_total_flops())
 
 def make_batch(B: int, T: int, L: int, V: int, device, seed: int = 0, min_frac: float = 1.0):
@@ -71,22 +72,32 @@ class Trainer:
         self.opt.step(); self.sched.step()
         return loss.detach()
 
+def _is_oom(e: Exception) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+def _fits(make_model, device, dtype, B, T, L, V, log) -> bool:
+    "One eager training step at batch B; False (memory released) when the card runs out of memory."
+    model = tr = batch = None
+    try:
+        model = make_model(); tr = Trainer(model, model, device, dtype)
+        batch = make_batch(B, T, L, V, device); tr.step(batch); sync(device)
+        log.append(dict(batch=B, fits=True, peak_bytes=torch.cuda.max_memory_allocated(device)))
+        return True
+    except Exception as e:
+        if not _is_oom(e): raise
+        log.append(dict(batch=B, fits=False))
+        return False
+    finally:
+        del model, tr, batch
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+
 def find_batch(make_model, device, dtype, T, L, V, start=16, cap=4096) -> tuple[int, list]:
-    "Largest batch (doubling from `start`, at most `cap`) whose eager step fits on the card; and the trial log."
+    """Largest batch whose eager step fits on the card: doubling from `start` (at most `cap`) until one does not fit,
+    then one step back up between the last fit and the failure (1.5x); the trial log too."""
     best, log, B = 0, [], start
-    while B <= cap:
-        model = tr = batch = None
-        try:
-            model = make_model(); tr = Trainer(model, model, device, dtype)
-            batch = make_batch(B, T, L, V, device); tr.step(batch); sync(device)
-            best = B; log.append(dict(batch=B, fits=True, peak_bytes=torch.cuda.max_memory_allocated(device)))
-        except torch.cuda.OutOfMemoryError:
-            log.append(dict(batch=B, fits=False)); break
-        finally:
-            del model, tr, batch
-            torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
-        B *= 2
+    while B <= cap and _fits(make_model, device, dtype, B, T, L, V, log): best, B = B, B * 2
     if not best: raise RuntimeError(f"bench_gpu: even batch {start} x {T} frames does not fit on the card")
+    if B <= cap and _fits(make_model, device, dtype, best * 3 // 2, T, L, V, log): best = best * 3 // 2
     return best, log
 
 def peak_memory(device) -> int:
@@ -131,7 +142,7 @@ def main(argv=None):
     res["params"] = count_parameters(model)
     batch = make_batch(a.batch, a.frames, a.tokens, a.vocab, device)
     # FLOPs of one eager forward + backward (compile runs the same math); counted before compiling
-    res["flops_per_step"] = count_flops(lambda: model(batch)["loss"].backward())
+    res["flops_per_step"] = count_flops(lambda: model(batch)["loss"].backward(), device.type, dtype)
     model.zero_grad(set_to_none=True)
     use_compile = a.compile == "on" or (a.compile == "auto" and device.type == "cuda")
     fwd, res["compile"] = model, False
@@ -144,7 +155,12 @@ def main(argv=None):
             print(f"bench_gpu: torch.compile failed, timing eager: {res['compile_error']}", file=sys.stderr)
     else: res["compile_note"] = "off" if a.compile == "off" else "off by default on CPU (--compile on forces it)"
     res["step"] = time_step(model, fwd, batch, device, dtype, a.steps, res["flops_per_step"], res["peak_flops"])
-    res["train"] = short_training(model, fwd, device, dtype, a, res["peak_flops"])
+    try: res["train"] = short_training(model, fwd, device, dtype, a, res["peak_flops"])
+    except Exception as e:  # a recompilation for the other lengths failed: the training eager, with the reason
+        if fwd is model or _is_oom(e): raise
+        res["train_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        print(f"bench_gpu: compiled training failed, eager: {res['train_compile_error']}", file=sys.stderr)
+        res["train"] = short_training(model, model, device, dtype, a, res["peak_flops"])
     res["rows"] = [dict(phase=k, batch=a.batch, frames_per_s=round(res[k]["frames_per_s"]),
                         mfu=None if res[k]["mfu"] is None else round(res[k]["mfu"], 3),
                         peak_mem_gib=round(res[k]["peak_mem_bytes"] / 2**30, 2)) for k in ("step", "train")]
@@ -177,10 +193,11 @@ def short_training(model, fwd, device, dtype, a, peak) -> dict:
                        min_frac=0.8) for i in range(a.pool)]
     flops = []
     for b in pool:
-        flops.append(count_flops(lambda: model(b)["loss"].backward())); model.zero_grad(set_to_none=True)
+        flops.append(count_flops(lambda: model(b)["loss"].backward(), device.type, dtype)); model.zero_grad(set_to_none=True)
     tr = Trainer(model, fwd, device, dtype, lr_peak=1e-3, warmup=max(1, a.train_steps // 4))
     for b in pool[:4]: tr.step(b)  # one shape per bucket: compiles outside the timed loop
     sync(device)
+    if device.type == "cuda": torch.cuda.reset_peak_memory_stats(device)
     losses, frames, fl = [], 0, 0
     t0 = time.perf_counter()
     for s in range(a.train_steps):

@@ -55,3 +55,17 @@ def test_mfu_is_counted_flops_over_time_over_peak():
     r = bg.time_step(m, m, b, torch.device("cpu"), None, 3, flops=1e9, peak=1e12)
     assert r["mfu"] == pytest.approx(1e9 / r["median_s"] / 1e12)
     assert r["frames_per_s"] == pytest.approx(int(b.feat_lens.sum()) / r["median_s"])
+
+@pytest.mark.parametrize("limit,want", [(100, 96), (70, 64), (16, 16), (5000, 4096)])
+def test_batch_search_doubles_then_backs_off(monkeypatch, limit, want):
+    "A card that fits batches up to `limit`: doubling from 16, then one 1.5x step between the last fit and the failure."
+    tried = []
+    def fake_fits(make_model, device, dtype, B, T, L, V, log):
+        tried.append(B); return B <= limit
+    monkeypatch.setattr(bg, "_fits", fake_fits)
+    best, _ = bg.find_batch(None, None, None, 100, 5, 10, start=16, cap=4096)
+    assert best == want and all(b <= 4096 for b in tried)
+
+def test_batch_search_nothing_fits(monkeypatch):
+    monkeypatch.setattr(bg, "_fits", lambda *a: False)
+    with pytest.raises(RuntimeError, match="does not fit"): bg.find_batch(None, None, None, 100, 5, 10)
