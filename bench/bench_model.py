@@ -167,16 +167,21 @@ def versus_peer(a, model, batch, device, res) -> dict:
     try:
         for th, dt in itertools.product([int(t) for t in a.threads.split(",")], a.dtypes.split(",")):
             torch.set_num_threads(th)
-            ours, theirs, loads = [], [], []
+            ours, theirs, ocpu, tcpu, loads = [], [], [], [], []
             for rep in range(a.reps):
                 loads.append(os.getloadavg()[0])
                 for side in (("ours", "theirs") if rep % 2 == 0 else ("theirs", "ours")):
-                    if side == "ours": ours += time_steps(model, batch, device, dtypes[dt], 1, a.steps)[0]
-                    else: theirs += peer.run(steps=a.steps, warmup=1, threads=th, dtype=dt)["wall"]
+                    if side == "ours":
+                        w, c = time_steps(model, batch, device, dtypes[dt], 1, a.steps); ours += w; ocpu += c
+                    else:
+                        r = peer.run(steps=a.steps, warmup=1, threads=th, dtype=dt); theirs += r["wall"]; tcpu += r["cpu"]
             o, t = statistics.median(ours), statistics.median(theirs)
+            oc, tc = statistics.median(ocpu), statistics.median(tcpu)
             rows.append(dict(threads=th, dtype=dt, ours_s_per_step=round(o, 3), espnet2_s_per_step=round(t, 3),
                              ours_frames_per_s=round(frames / o), espnet2_frames_per_s=round(frames / t),
-                             ours_over_espnet2=round(t / o, 2), load_1m=f"{min(loads):.1f}-{max(loads):.1f}"))
+                             ours_over_espnet2=round(t / o, 2), main_thread_cpu_ours_s=round(oc, 3),
+                             main_thread_cpu_espnet2_s=round(tc, 3), cpu_ratio=round(tc / oc, 2),
+                             load_1m=f"{min(loads):.1f}-{max(loads):.1f}"))
             print(rows[-1], flush=True)
     finally: peer.close()
     res.update(title=f"Ours vs ESPnet2 {peer.info['espnet']}: the same Conformer ({res['config']}), {a.batch} x {a.frames} "
@@ -186,6 +191,7 @@ def versus_peer(a, model, batch, device, res) -> dict:
                params=dict(ours=res["params"], espnet2=peer.info["params"]), espnet_conf=peer.info["espnet_conf"],
                loadavg_1m_end=os.getloadavg()[0],
                notes="ours_over_espnet2 = our frames/s / ESPnet2's (> 1: ours is faster); medians over reps x steps steps. "
+                     "cpu_ratio = the same ratio of main-thread CPU seconds per step, less sensitive to other processes. "
                      "The machine is shared with other work: load_1m is the 1-minute load average (2 cores) during the "
                      "rounds; alternating rounds spreads that load over both toolkits. Parameter counts differ where the "
                      "two implementations differ (see espnet_conf, built from one key table in bench/peer_espnet.py).")

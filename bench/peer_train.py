@@ -52,8 +52,9 @@ def token_list(train_text: Path) -> list[str]:
         for ch in t: counts["<space>" if ch == " " else ch] = counts.get("<space>" if ch == " " else ch, 0) + 1
     return ["<blank>", "<unk>"] + sorted(counts, key=lambda c: (-counts[c], c)) + ["<sos/eos>"]
 
-def espnet_train_config(ours: dict, conf: dict, epochs: int, stats: Path, tokens: Path) -> dict:
-    "ESPnet2 asr_train keys from our resolved config `ours` (dataclasses.asdict) and the key-table output `conf`."
+def espnet_train_config(ours: dict, conf: dict, epochs: int, tokens: Path) -> dict:
+    """ESPnet2 asr_train keys from our resolved config `ours` (dataclasses.asdict) and the key-table output `conf`.
+    The global CMVN (`--normalize global_mvn`) is given on the training command line: the statistics run makes it."""
     o, t, d = ours["optim"], ours["train"], ours["data"]
     frames = d.get("max_frames_in_batch") or 6000
     sched = {"warmup_decay": ("warmuplr", {"warmup_steps": o.get("warmup_steps", 25000)})}.get(o.get("scheduler"), (None, None))
@@ -64,7 +65,6 @@ def espnet_train_config(ours: dict, conf: dict, epochs: int, stats: Path, tokens
         best_model_criterion=[crit], keep_nbest_models=t.get("keep_n_best", 5), log_interval=20,
         frontend="default", frontend_conf=dict(fs=16000, n_fft=512, win_length=400, hop_length=HOP, n_mels=80),
         specaug="specaug" if conf["specaug_conf"] else None, specaug_conf=conf["specaug_conf"] or {},
-        normalize="global_mvn", normalize_conf=dict(stats_file=str(stats)),
         encoder="conformer", encoder_conf=conf["encoder_conf"], decoder="transformer", decoder_conf=conf["decoder_conf"],
         model_conf={k: v for k, v in conf["model_conf"].items() if k not in ("report_cer", "report_wer")},
         optim="adam", optim_conf=dict(lr=o.get("lr", 1e-3)), scheduler=sched[0], scheduler_conf=sched[1] or {})
@@ -89,7 +89,7 @@ def run(cmd: list[str], log: Path) -> float:
     "Run `cmd`, its output to `log`; wall seconds. One line naming the log on failure."
     t0 = time.perf_counter()
     with open(log, "w") as f: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc: raise SystemExit(f"peer_train: error: {' '.join(cmd[:3])} ... exited {rc}; see {log}")
+    if rc: raise SystemExit(f"peer_train: error: {cmd[cmd.index('-m') + 1]} exited {rc}; see {log}")
     return time.perf_counter() - t0
 
 def main(argv=None):
@@ -114,7 +114,7 @@ def main(argv=None):
          "import peer_espnet as pe; c = load_config(sys.argv[2]); print(json.dumps([dataclasses.asdict(c), pe.espnet_conf(c)]))")
     ours, conf = json.loads(subprocess.run([py, "-c", q, str(ROOT), a.config], capture_output=True, text=True, check=True).stdout)
     stats = out / "stats" / "train" / "feats_stats.npz"
-    cfg = espnet_train_config(ours, conf, a.epochs, stats, out / "tokens.txt")
+    cfg = espnet_train_config(ours, conf, a.epochs, out / "tokens.txt")
     (out / "config.yaml").write_text(json.dumps(cfg, indent=1) + "\n")  # JSON is YAML
     env_threads = ["env", f"OMP_NUM_THREADS={a.threads}", f"MKL_NUM_THREADS={a.threads}"]
     data_args = lambda split, shape: [
@@ -129,7 +129,7 @@ def main(argv=None):
         out / "collect_stats.log")
     # 2. training
     times["train_s"] = run(env_threads + [py, "-m", "espnet2.bin.asr_train", "--config", str(out / "config.yaml"),
-        "--output_dir", str(out / "exp"), "--resume", "false",
+        "--output_dir", str(out / "exp"), "--resume", "false", "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}",
         *data_args("train", lambda s: f"{out}/stats/train/speech_shape"),
         *data_args("valid", lambda s: f"{out}/stats/valid/speech_shape")], out / "train.log")
     # 3. decoding the test set with the best checkpoint (averaged when ESPnet2 wrote one)

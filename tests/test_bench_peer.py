@@ -75,7 +75,7 @@ def test_peer_train_cer(tmp_path):
 def test_peer_train_config_follows_ours():
     import dataclasses
     cfg = load_config(ROOT / "conf" / "tiny.yaml")
-    c = pt.espnet_train_config(dataclasses.asdict(cfg), pe.espnet_conf(cfg), 3, Path("s.npz"), Path("t.txt"))
+    c = pt.espnet_train_config(dataclasses.asdict(cfg), pe.espnet_conf(cfg), 3, Path("t.txt"))
     assert (c["max_epoch"], c["optim_conf"]["lr"], c["scheduler"], c["scheduler_conf"]["warmup_steps"]) == (3, 0.003, "warmuplr", 300)
     assert c["batch_bins"] == 6000 * 160 and c["best_model_criterion"] == [["valid", "loss", "min"]] and c["keep_nbest_models"] == 5
     assert c["encoder_conf"]["num_blocks"] == 4 and c["decoder_conf"]["num_blocks"] == 2
