@@ -63,6 +63,7 @@ def espnet_train_config(ours: dict, conf: dict, epochs: int, tokens: Path) -> di
         token_list=str(tokens), token_type="char", max_epoch=epochs, seed=0, num_workers=0, ngpu=0,
         batch_type="numel", batch_bins=frames * HOP, accum_grad=t.get("accum_grad", 1), grad_clip=t.get("grad_clip", 5.0),
         best_model_criterion=[crit], keep_nbest_models=t.get("keep_n_best", 5), log_interval=20,
+        use_tensorboard=False, num_att_plot=0,  # no tensorboard in the peer venv; no attention pictures
         frontend="default", frontend_conf=dict(fs=16000, n_fft=512, win_length=400, hop_length=HOP, n_mels=80),
         specaug="specaug" if conf["specaug_conf"] else None, specaug_conf=conf["specaug_conf"] or {},
         encoder="conformer", encoder_conf=conf["encoder_conf"], decoder="transformer", decoder_conf=conf["decoder_conf"],
