@@ -15,7 +15,7 @@ one long-lived process in that venv) alternately with ours in one run: `--reps` 
 ours and `--steps` of theirs (the order flips every round), so a change in the machine's load hits both alike.
 """
 from __future__ import annotations
-import argparse, itertools, json, os, platform, statistics, subprocess, time
+import argparse, itertools, json, os, platform, statistics, subprocess, tempfile, time
 from pathlib import Path
 import torch
 from asr_nb.core import Batch, load_config
@@ -139,7 +139,7 @@ class Peer:
     def __init__(self, venv: str, a):
         py = Path(venv) / "bin" / "python"
         if not py.exists(): raise SystemExit(f"bench_model: error: {py} not found; make the peer venv with bench/peer_setup.sh {venv}")
-        self.log = Path(a.out).with_suffix(".peer.log")
+        self.log = Path(tempfile.gettempdir()) / "bench_model_peer.log"  # ESPnet2's own output, kept out of results/
         self.p = subprocess.Popen([str(py), str(ROOT / "bench" / "peer_espnet.py"), "--serve", "--config", a.config,
                                    "--vocab", str(a.vocab), "--batch", str(a.batch), "--frames", str(a.frames),
                                    "--tokens", str(a.tokens)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
