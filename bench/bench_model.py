@@ -8,9 +8,14 @@ main thread) is the least noisy number on a shared machine when run with `--thre
 
     python bench/bench_model.py                    # CPU, 2 threads -> bench/results/model.json
     python bench/bench_model.py --device cuda --threads 0 --out bench/results/model_cuda.json
+    python bench/bench_model.py --peer /work/scratch/peer_venv   # vs ESPnet2 -> bench/results/model_vs_espnet.json
+
+`--peer VENV` (a venv made by bench/peer_setup.sh) times ESPnet2's model of the same config (bench/peer_espnet.py,
+one long-lived process in that venv) alternately with ours in one run: `--reps` rounds, each `--steps` steps of
+ours and `--steps` of theirs (the order flips every round), so a change in the machine's load hits both alike.
 """
 from __future__ import annotations
-import argparse, itertools, json, os, platform, statistics, time
+import argparse, itertools, json, os, platform, statistics, subprocess, tempfile, time
 from pathlib import Path
 import torch
 from asr_nb.core import Batch, load_config
@@ -68,8 +73,15 @@ def main(argv=None):
     ap.add_argument("--no-specaug", action="store_true")
     ap.add_argument("--malloc", default="tuned", choices=["tuned", "default"],
                     help="tuned: glibc mallopt so large tensors reuse heap memory (see tune_glibc_malloc)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "model.json"))
+    ap.add_argument("--out", default=None, help="default bench/results/model.json (model_vs_espnet.json with --peer)")
+    ap.add_argument("--peer", metavar="VENV", help="alternate with ESPnet2 from this venv (bench/peer_setup.sh)")
+    ap.add_argument("--reps", type=int, default=5, help="--peer: rounds of ours/theirs")
     a = ap.parse_args(argv)
+    a.out = a.out or str(ROOT / "bench" / "results" / ("model_vs_espnet.json" if a.peer else "model.json"))
+    if a.peer:
+        if a.impls == "fast,plain": a.impls = "fast"
+        if a.dtypes == "fp32,bf16": a.dtypes = "fp32"
+        if a.threads == "2,1": a.threads = "2"
     malloc_tuned = a.malloc == "tuned" and platform.system() == "Linux" and tune_glibc_malloc()
     device = torch.device(a.device)
     cfg = load_config(a.config)
@@ -85,6 +97,7 @@ def main(argv=None):
                torch=torch.__version__, machine=platform.processor() or platform.machine(),
                date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results={})
     if device.type == "cuda": res["gpu"] = torch.cuda.get_device_name(device)
+    if a.peer: return versus_peer(a, model, batch, device, res)
     dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     for th, dt in itertools.product([int(t) for t in a.threads.split(",")], a.dtypes.split(",")):
         if th: torch.set_num_threads(th)
@@ -119,6 +132,73 @@ def main(argv=None):
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     print(f"params {res['params']['total']/1e6:.2f} M -> {a.out}")
+    return res
+
+class Peer:
+    "ESPnet2's side: bench/peer_espnet.py --serve in the peer venv; `run(cmd)` sends one command, returns its answer."
+    def __init__(self, venv: str, a):
+        py = Path(venv) / "bin" / "python"
+        if not py.exists(): raise SystemExit(f"bench_model: error: {py} not found; make the peer venv with bench/peer_setup.sh {venv}")
+        self.log = Path(tempfile.gettempdir()) / "bench_model_peer.log"  # ESPnet2's own output, kept out of results/
+        self.p = subprocess.Popen([str(py), str(ROOT / "bench" / "peer_espnet.py"), "--serve", "--config", a.config,
+                                   "--vocab", str(a.vocab), "--batch", str(a.batch), "--frames", str(a.frames),
+                                   "--tokens", str(a.tokens)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=open(self.log, "w"), text=True)
+        self.info = self._read()
+    def _read(self) -> dict:
+        for line in self.p.stdout:
+            if line.startswith("PEER_JSON "): return json.loads(line[10:])
+        raise SystemExit(f"bench_model: error: the ESPnet2 peer process ended (exit {self.p.wait()}); see {self.log}")
+    def run(self, **cmd) -> dict:
+        self.p.stdin.write(json.dumps(cmd) + "\n"); self.p.stdin.flush()
+        return self._read()
+    def close(self):
+        try: self.p.stdin.write(json.dumps({"quit": True}) + "\n"); self.p.stdin.close()
+        except BrokenPipeError: pass
+        self.p.wait(timeout=60)
+
+def versus_peer(a, model, batch, device, res) -> dict:
+    "Ours and ESPnet2's step alternately, `a.reps` rounds per (threads, dtype); medians, ratio, parameter counts."
+    if device.type != "cpu": raise SystemExit("bench_model: --peer compares on CPU (the peer venv has torch for CPU)")
+    peer = Peer(a.peer, a)
+    dtypes = {"fp32": None, "bf16": torch.bfloat16}
+    set_impl(model, "sdpa")
+    frames, rows = a.batch * a.frames, []
+    try:
+        for th, dt in itertools.product([int(t) for t in a.threads.split(",")], a.dtypes.split(",")):
+            torch.set_num_threads(th)
+            ours, theirs, ocpu, tcpu, loads = [], [], [], [], []
+            for rep in range(a.reps):
+                loads.append(os.getloadavg()[0])
+                for side in (("ours", "theirs") if rep % 2 == 0 else ("theirs", "ours")):
+                    if side == "ours":
+                        w, c = time_steps(model, batch, device, dtypes[dt], 1, a.steps); ours += w; ocpu += c
+                    else:
+                        r = peer.run(steps=a.steps, warmup=1, threads=th, dtype=dt); theirs += r["wall"]; tcpu += r["cpu"]
+            o, t = statistics.median(ours), statistics.median(theirs)
+            oc, tc = statistics.median(ocpu), statistics.median(tcpu)
+            rows.append(dict(threads=th, dtype=dt, ours_s_per_step=round(o, 3), espnet2_s_per_step=round(t, 3),
+                             ours_frames_per_s=round(frames / o), espnet2_frames_per_s=round(frames / t),
+                             ours_over_espnet2=round(t / o, 2), main_thread_cpu_ours_s=round(oc, 3),
+                             main_thread_cpu_espnet2_s=round(tc, 3), cpu_ratio=round(tc / oc, 2),
+                             load_1m=f"{min(loads):.1f}-{max(loads):.1f}"))
+            print(rows[-1], flush=True)
+    finally: peer.close()
+    res.update(title=f"Ours vs ESPnet2 {peer.info['espnet']}: the same Conformer ({res['config']}), {a.batch} x {a.frames} "
+                     "frames, forward + backward + Adam, alternated in one run",
+               command=f"python bench/bench_model.py --peer VENV --reps {a.reps} --steps {a.steps}",
+               reps=a.reps, rows=rows, espnet=peer.info["espnet"], espnet_torch=peer.info["torch"],
+               params=dict(ours=res["params"], espnet2=peer.info["params"]), espnet_conf=peer.info["espnet_conf"],
+               loadavg_1m_end=os.getloadavg()[0],
+               notes="ours_over_espnet2 = our frames/s / ESPnet2's (> 1: ours is faster); medians over reps x steps steps. "
+                     "cpu_ratio = the same ratio of main-thread CPU seconds per step, less sensitive to other processes. "
+                     "The machine is shared with other work: load_1m is the 1-minute load average (2 cores) during the "
+                     "rounds; alternating rounds spreads that load over both toolkits. Parameter counts differ where the "
+                     "two implementations differ (see espnet_conf, built from one key table in bench/peer_espnet.py).")
+    res.pop("results", None)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    print(f"params ours {res['params']['ours']['total']:,} vs ESPnet2 {res['params']['espnet2']['total']:,} -> {a.out}")
     return res
 
 if __name__ == "__main__":

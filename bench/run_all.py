@@ -13,9 +13,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
+NEEDS_CUDA = {"bench_gpu"}  # run by bench/gpu.sh on a lent card
+
+def _has_cuda() -> bool:
+    r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
+    return r.stdout.strip() == "True"
+
 def run_all(only=None, timeout=1800):
     for script in sorted((ROOT / "bench").glob("bench_*.py")):
         if only and script.stem not in only: continue
+        if script.stem in NEEDS_CUDA and not _has_cuda():
+            print(f"== {script.name}: skipped (needs a CUDA device; see bench/gpu.sh)", flush=True); continue
         print(f"== {script.name}", flush=True)
         t = time.time()
         r = subprocess.run([sys.executable, str(script)], cwd=ROOT, timeout=timeout)
