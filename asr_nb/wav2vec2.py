@@ -273,22 +273,57 @@ def fairseq_arch(m: dict, # fairseq's model config of the wav2vec 2.0 network (p
                 ff_dim=int(g("encoder_ffn_embed_dim", 3072)), pos_conv_kernel=int(g("conv_pos", 128)),
                 pos_conv_groups=int(g("conv_pos_groups", 16)), layer_norm_first=bool(g("layer_norm_first", False)))
 
+# %% ../nbs/32_wav2vec2.ipynb #994a3211
+class _OmegaStandIn:
+    "An inert record of a pickled omegaconf object: the unpickler hands it its state (a dict); no omegaconf code runs."
+    def __setstate__(self, state): self.state = state if isinstance(state, dict) else {}
+
+class _OmegaDict(_OmegaStandIn): "omegaconf.dictconfig.DictConfig: `_content` is {key: node}, None or a string."
+class _OmegaList(_OmegaStandIn): "omegaconf.listconfig.ListConfig: `_content` is [node], None or a string."
+class _OmegaValue(_OmegaStandIn): "A value node of omegaconf.nodes: `_val` is the value."
+class _OmegaMeta(_OmegaStandIn): "omegaconf.base.Metadata / ContainerMetadata: types, key, flags (dropped)."
+
+class _TypeName:
+    "Stands for a type a config's metadata names (typing.Any, builtins.int...): only the name is kept."
+    def __init__(self, name: str): self.name = name
+
+def _resolver_cache(*args) -> dict: return {}   # collections.defaultdict(dict) in the metadata -> an empty dict
+
+_OMEGACONF_NODES = ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode", "EnumNode")
+_OMEGACONF_GLOBALS = [(_OmegaDict, "omegaconf.dictconfig.DictConfig"), (_OmegaList, "omegaconf.listconfig.ListConfig"),
+                      *[(_OmegaValue, f"omegaconf.nodes.{n}") for n in _OMEGACONF_NODES],
+                      (_OmegaMeta, "omegaconf.base.Metadata"), (_OmegaMeta, "omegaconf.base.ContainerMetadata"),
+                      (_resolver_cache, "collections.defaultdict"),
+                      *[(_TypeName(n), n) for n in ("typing.Any", "typing.Dict", "typing.List", "builtins.dict", "builtins.list",
+                                                    "builtins.int", "builtins.float", "builtins.str", "builtins.bool", "builtins.bytes")]]
+
+def _plain(x):
+    "omegaconf stand-ins -> plain dicts, lists and scalars, through `_content` / `_val` (never `_parent`); the rest as it is."
+    if isinstance(x, _OmegaValue): return _plain(x.__dict__.get("state", {}).get("_val"))
+    if isinstance(x, (_OmegaDict, _OmegaList)): return _plain(x.__dict__.get("state", {}).get("_content"))  # None, "${..}" stay
+    if isinstance(x, _OmegaMeta): return None
+    if isinstance(x, _TypeName): return x.name
+    if isinstance(x, dict): return {k: _plain(v) for k, v in x.items()}
+    if type(x) in (list, tuple): return type(x)(_plain(v) for v in x)
+    if isinstance(x, argparse.Namespace): return argparse.Namespace(**_plain(vars(x)))
+    return x
+
 # %% ../nbs/32_wav2vec2.ipynb #1410e955
-_SAFE_GLOBALS = [argparse.Namespace]   # what a fairseq checkpoint may name besides tensors and containers
+_SAFE_GLOBALS = [argparse.Namespace]   # what a fairseq checkpoint may name besides tensors and containers (and omegaconf's)
 
 def safe_torch_load(path: str | Path) -> object:
-    "torch.load with weights_only=True and `_SAFE_GLOBALS`; CheckpointError (one line, naming the refused global) otherwise."
+    "torch.load(weights_only=True), `_SAFE_GLOBALS` and inert omegaconf stand-ins allowed, then `_plain`; CheckpointError (one line, naming a refused global) otherwise."
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
+        with torch.serialization.safe_globals(_SAFE_GLOBALS + _OMEGACONF_GLOBALS), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # torch's note about pickle protocols
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _plain(torch.load(path, map_location="cpu", weights_only=True))
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
         if m: raise CheckpointError(f"{path}: refused to load: the pickle names '{m.group(1)}', which is not on the allow-list "
-                                    f"(tensors, plain containers, argparse.Namespace)") from None
-        why = next((l.strip() for l in str(e).splitlines() if l.strip().startswith(("Unsupported", "invalid load key"))), "")
+                                    f"(tensors, plain containers, argparse.Namespace, omegaconf configs)") from None
+        why = next((l.strip() for l in str(e).splitlines() if l.strip().startswith(("Unsupported", "invalid load key", "Can only"))), "")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the safe unpickler stopped{': ' + why[:100] if why else ''})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError) as e:
+    except (RuntimeError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError, TypeError, AttributeError) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)): raise
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:120]})") from None
 

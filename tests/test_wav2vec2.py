@@ -181,6 +181,90 @@ def test_architecture_mismatch_names_the_overrides(tmp_path):
     assert "model.wav2vec2.embed_dim=32" in str(e.value) and "model.wav2vec2.conv_layers=[[32,10,5]" in str(e.value)
 
 
+
+# ---- fairseq Hydra checkpoints whose `cfg` is a pickled omegaconf DictConfig, read with omegaconf blocked ----------------
+def save_fairseq_hydra(path: Path, sd: dict, large: bool, fine_tuned: bool):
+    "As fairseq's Hydra trainer saves: `cfg` is the DictConfig object itself (struct flag set), the pre-training config nested."
+    from omegaconf import OmegaConf
+    pretrain = {"_name": None, "common": {"fp16": True, "log_interval": 200, "seed": 1},
+                "task": {"_name": "audio_pretraining", "data": "/data/manifest", "normalize": large, "sample_rate": 16000},
+                "optimization": {"max_update": 400000, "lr": [0.0005], "update_freq": [1]}, "model": fairseq_model_args(large)}
+    cfg = pretrain if not fine_tuned else {
+        "_name": None, "common": {"fp16": True}, "optimization": {"max_update": 20000, "lr": [5e-05]},
+        "task": {"_name": "audio_finetuning", "labels": "ltr", "normalize": large},
+        "model": {"_name": "wav2vec_ctc", "w2v_path": "/x/wav2vec_small.pt", "apply_mask": True, "mask_prob": 0.65,
+                  "freeze_finetune_updates": 0, "w2v_args": pretrain}}
+    cfg = OmegaConf.create(cfg)
+    OmegaConf.set_struct(cfg, True)
+    torch.save(dict(args=None, cfg=cfg, model=sd, optimizer_history=[dict(optimizer_name="FairseqAdam", num_updates=20000)],
+                    extra_state={"train_iterator": {"epoch": 57}}, last_optimizer_state=None), path)
+    import zipfile
+    with zipfile.ZipFile(path) as z:   # the config really is pickled omegaconf objects
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"omegaconf.dictconfig" in pkl and b"omegaconf.listconfig" in pkl and b"omegaconf.nodes" in pkl
+
+
+NO_OMEGACONF = r"""
+import sys
+sys.modules["omegaconf"] = None                      # `import omegaconf` fails from here on
+try: import omegaconf; raise SystemExit("omegaconf was importable")
+except ImportError: pass
+import torch
+from asr_nb.core import Wav2Vec2Config
+from asr_nb.wav2vec2 import Wav2Vec2CTC, load_pretrained
+x = torch.load(sys.argv[1])
+out = {}
+for path in sys.argv[3:]:
+    p = load_pretrained(path)
+    m = Wav2Vec2CTC(Wav2Vec2Config(pretrained=path, **p["arch"], dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                   layerdrop=0.0), vocab_size=5)
+    m.init_pretrained(); m.eval()
+    with torch.no_grad(): enc, _ = m.encode(x[..., None], torch.tensor([x.shape[1]]))
+    out[path] = dict(enc=enc, mask_emb=m.mask_emb.detach(), head=p["head"], arch=p["arch"])
+assert sys.modules["omegaconf"] is None
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_hydra_omegaconf_checkpoints_equal_transformers_without_omegaconf(tmp_path):
+    import subprocess, sys
+    pytest.importorskip("omegaconf")
+    x = wave(20000, seed=6)
+    pre, ft = hf_model(large=True, ctc=False, seed=5), hf_model(large=False, ctc=True, seed=7)
+    with torch.no_grad(): ref_pre, ref_ft = pre(x).last_hidden_state, ft(x).logits
+    save_fairseq_hydra(tmp_path/"pre.pt", to_fairseq_state(pre.state_dict(), True, False), large=True, fine_tuned=False)
+    save_fairseq_hydra(tmp_path/"ft.pt", to_fairseq_state(ft.state_dict(), False, True), large=False, fine_tuned=True)
+    torch.save(x, tmp_path/"x.pt")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    r = subprocess.run([sys.executable, "-c", NO_OMEGACONF, str(tmp_path/"x.pt"), str(tmp_path/"out.pt"), str(tmp_path/"pre.pt"),
+                        str(tmp_path/"ft.pt")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = torch.load(tmp_path/"out.pt", weights_only=True)
+    o = out[str(tmp_path/"pre.pt")]
+    assert o["arch"]["layer_norm_first"] and o["arch"]["extractor_mode"] == "layer_norm" and o["arch"]["embed_dim"] == 32
+    assert o["enc"].shape == ref_pre.shape and (o["enc"] - ref_pre).abs().max() < 1e-5, float((o["enc"] - ref_pre).abs().max())
+    torch.testing.assert_close(o["mask_emb"], pre.masked_spec_embed.detach())
+    o = out[str(tmp_path/"ft.pt")]
+    assert not o["arch"]["layer_norm_first"] and o["head"][0].shape == (9, 32)
+    logits = o["enc"] @ o["head"][0].T + o["head"][1]
+    assert logits.shape == ref_ft.shape and (logits - ref_ft).abs().max() < 1e-5, float((logits - ref_ft).abs().max())
+
+
+def test_malicious_global_inside_a_dictconfig_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+    marker = tmp_path/"PWNED"
+
+    class Evil:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    cfg = OmegaConf.create({"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": {"_name": "wav2vec2", "conv_bias": Evil()}}}},
+                           flags={"allow_objects": True})
+    path = tmp_path/"ft.pt"
+    torch.save(dict(args=None, cfg=cfg, model={}), path)
+    with pytest.raises(CheckpointError) as e: load_pretrained(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "posix.system" in msg and str(path) in msg and "weights_only" not in msg
+    assert not marker.exists()
+
 # ---- the CLI end to end: fairseq .tsv/.ltr data, pre-train, fine-tune from it, decode, export, transcribe ----------------
 import json
 from asr_nb.cli import decode_main, export_main, synth_main, train_main, transcribe_main
