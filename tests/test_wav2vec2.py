@@ -344,3 +344,72 @@ def test_pretrain_checks_its_audio_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "t.tsv: none of its 1 utterances is usable" in err and "missing_audio" in err and "Traceback" not in err
     assert not (tmp_path/"e").exists()
+
+
+# ---- asr_nb_pretrain resumes exactly: a run killed with SIGKILL and rerun equals an uninterrupted one, bit for bit --------
+# The runner records every update's losses (full precision) and, when asked, kills itself with SIGKILL as update KILL_AT + 1
+# starts: after the checkpoint of update SAVE but before the next one, so the resumed run must redo updates.
+PRETRAIN_RUNNER = r"""
+import json, os, signal, sys
+import asr_nb.wav2vec2 as W
+kill_at, record = int(sys.argv[1]), open(sys.argv[2], "a")
+forward = W.Wav2Vec2Pretrain.forward
+def recorded(self, *a, **k):
+    if int(self.num_updates) == kill_at: os.kill(os.getpid(), signal.SIGKILL)
+    out = forward(self, *a, **k)
+    record.write(json.dumps([int(self.num_updates) + 1, out["loss"].item(), out["loss_contrastive"].item(), out["temp"].item()]) + "\n")
+    record.flush()
+    return out
+W.Wav2Vec2Pretrain.forward = recorded
+sys.exit(W.pretrain_main(sys.argv[3:]))
+"""
+PT_FAST = ["train.max_steps=8", "optim.total_steps=8", "train.save_interval=3", "train.log_interval=1",
+           "data.max_frames_in_batch=500", "model.wav2vec2.latent_temp=[2.0,0.5,0.9]"]
+
+
+def run_pretrain(data, exp, record, kill_at=-1, extra=()):
+    import subprocess, sys
+    from cli_helpers import train_env
+    argv = ["--config", str(ROOT/"conf"/"wav2vec2_pretrain_tiny.yaml"), "--data", str(data), "--exp", str(exp), *PT_FAST, *extra]
+    return subprocess.run(["nice", "-n", "5", sys.executable, "-c", PRETRAIN_RUNNER, str(kill_at), str(record), *argv],
+                          capture_output=True, text=True, env=train_env(), timeout=300)
+
+
+def records(path):
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    return rows, {r[0]: r[1:] for r in rows}
+
+
+def test_pretrain_killed_and_resumed_equals_uninterrupted(fairseq_data, tmp_path, capsys):
+    data = fairseq_data/"manifest"/"train.tsv"
+    r = run_pretrain(data, tmp_path/"a", tmp_path/"a.jsonl")
+    assert r.returncode == 0, r.stderr
+    r = run_pretrain(data, tmp_path/"b", tmp_path/"b.jsonl", kill_at=5)            # killed as update 6 starts
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert sorted(p.name for p in (tmp_path/"b"/"checkpoints").glob("ckpt-*")) == ["ckpt-3.pt"]
+    r = run_pretrain(data, tmp_path/"b", tmp_path/"b.jsonl")                        # the same command again
+    assert r.returncode == 0, r.stderr
+    log = (tmp_path/"b"/"pretrain.log").read_text()
+    assert "resumed from" in log and "ckpt-3.pt (pass" in log
+    ref, ref_by_step = records(tmp_path/"a.jsonl")
+    got, got_by_step = records(tmp_path/"b.jsonl")
+    assert [s for s, *_ in ref] == list(range(1, 9)) and [s for s, *_ in got] == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]
+    n_batches = torch.load(tmp_path/"a"/"checkpoints"/"ckpt-8.pt", weights_only=True)["n_batches"]
+    assert 1 < n_batches < 8                                                     # the run crosses passes over the data
+    for s, *vals in got: assert vals == ref_by_step[s], (s, vals, ref_by_step[s])  # losses and temperature, bit for bit
+    assert len({v[2] for v in ref_by_step.values()}) == 8                        # the Gumbel temperature anneals every update
+    a = torch.load(tmp_path/"a"/"checkpoints"/"ckpt-8.pt", weights_only=True)
+    b = torch.load(tmp_path/"b"/"checkpoints"/"ckpt-8.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for k in a["optimizer"]["state"] for x, y in
+               zip(a["optimizer"]["state"][k].values(), b["optimizer"]["state"][k].values()))
+    pa, pb = (torch.load(tmp_path/e/"pretrained.pt", weights_only=True)["model"] for e in "ab")
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert sorted(p.name for p in (tmp_path/"b"/"checkpoints").glob("ckpt-*")) == ["ckpt-8.pt"]   # train.keep_last_n=1
+    # a changed config is refused in one line naming the key (and logged); max_steps may grow
+    argv = ["--config", str(ROOT/"conf"/"wav2vec2_pretrain_tiny.yaml"), "--data", str(data), "--exp", str(tmp_path/"b"), *PT_FAST]
+    rc = pretrain_main(argv + ["model.wav2vec2.num_negatives=10"])
+    line = one_line_error(rc, capsys.readouterr()[1], "model.wav2vec2.num_negatives (20 -> 10)", "ckpt-8.pt")
+    assert "model.wav2vec2.num_negatives (20 -> 10)" in (tmp_path/"b"/"pretrain.log").read_text().splitlines()[-1]
+    assert pretrain_main(argv + ["train.max_steps=9", "train.log_interval=100"]) == 0
+    assert json.loads(capsys.readouterr()[0].strip().splitlines()[-1])["step"] == 9
