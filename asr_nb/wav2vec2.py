@@ -581,7 +581,7 @@ def next_batch(pos: dict, # the data order position: epoch, batch_idx (batches d
 def save_pretrain_checkpoint(exp: Path, model: Wav2Vec2Pretrain, opt, sched, g: torch.Generator, pos: dict, n_batches: int,
                              cfg, records: list, # the kept checkpoints' records (updated in place)
                             ) -> tuple[Path, list[int]]: # the checkpoint, the steps kept
-    "Write everything an exact resume needs as `checkpoints/ckpt-<step>.pt` (+ `pretrained.pt`), keep the newest `train.keep_last_n`."
+    "Write everything an exact resume needs as `checkpoints/ckpt-<step>.pt`, keep the newest `train.keep_last_n`."
     from asr_nb import device as D
     from asr_nb.checkpoint import checkpoints_to_keep, ckpt_dir, save_checkpoint, write_index
     step, tc = int(model.num_updates), cfg.train
@@ -594,7 +594,7 @@ def save_pretrain_checkpoint(exp: Path, model: Wav2Vec2Pretrain, opt, sched, g: 
                                 config=config_to_dict(cfg), records=list(records), metrics={}), exp)
     for r in old:
         if r["step"] not in keep: (ckpt_dir(exp)/f"ckpt-{r['step']}.pt").unlink(missing_ok=True)
-    write_index(exp, records); save_pretrained(model, exp/"pretrained.pt")
+    write_index(exp, records)
     return path, sorted(keep)
 
 # %% ../nbs/32_wav2vec2.ipynb #743bb946

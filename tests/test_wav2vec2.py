@@ -387,6 +387,7 @@ def test_pretrain_killed_and_resumed_equals_uninterrupted(fairseq_data, tmp_path
     r = run_pretrain(data, tmp_path/"b", tmp_path/"b.jsonl", kill_at=5)            # killed as update 6 starts
     assert r.returncode == -9, (r.returncode, r.stderr)
     assert sorted(p.name for p in (tmp_path/"b"/"checkpoints").glob("ckpt-*")) == ["ckpt-3.pt"]
+    assert not (tmp_path/"b"/"pretrained.pt").exists()                           # written when the run finishes
     r = run_pretrain(data, tmp_path/"b", tmp_path/"b.jsonl")                        # the same command again
     assert r.returncode == 0, r.stderr
     log = (tmp_path/"b"/"pretrain.log").read_text()
