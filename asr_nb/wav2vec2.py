@@ -21,7 +21,7 @@ __all__ = ['PRETRAINED_FORMAT', 'conv_receptive_field', 'conv_output_lengths', '
            'span_mask', 'apply_masks', 'Wav2Vec2CTC', 'Pretrained', 'map_fairseq_state', 'fairseq_arch',
            'safe_torch_load', 'read_fairseq', 'hf_arch', 'map_hf_state', 'read_hf_dir', 'load_pretrained',
            'GumbelVectorQuantizer', 'sample_negatives', 'contrastive_logits', 'Wav2Vec2Pretrain', 'crop_batches',
-           'save_pretrained', 'pretrain', 'pretrain_main']
+           'save_pretrained', 'next_batch', 'save_pretrain_checkpoint', 'resume_pretrain', 'pretrain', 'pretrain_main']
 
 # %% ../nbs/32_wav2vec2.ipynb #f29e92fa
 def conv_receptive_field(conv_layers: list, # [[channels, kernel, stride], ...] (model.wav2vec2.conv_layers)
@@ -273,22 +273,57 @@ def fairseq_arch(m: dict, # fairseq's model config of the wav2vec 2.0 network (p
                 ff_dim=int(g("encoder_ffn_embed_dim", 3072)), pos_conv_kernel=int(g("conv_pos", 128)),
                 pos_conv_groups=int(g("conv_pos_groups", 16)), layer_norm_first=bool(g("layer_norm_first", False)))
 
+# %% ../nbs/32_wav2vec2.ipynb #994a3211
+class _OmegaStandIn:
+    "An inert record of a pickled omegaconf object: the unpickler hands it its state (a dict); no omegaconf code runs."
+    def __setstate__(self, state): self.state = state if isinstance(state, dict) else {}
+
+class _OmegaDict(_OmegaStandIn): "omegaconf.dictconfig.DictConfig: `_content` is {key: node}, None or a string."
+class _OmegaList(_OmegaStandIn): "omegaconf.listconfig.ListConfig: `_content` is [node], None or a string."
+class _OmegaValue(_OmegaStandIn): "A value node of omegaconf.nodes: `_val` is the value."
+class _OmegaMeta(_OmegaStandIn): "omegaconf.base.Metadata / ContainerMetadata: types, key, flags (dropped)."
+
+class _TypeName:
+    "Stands for a type a config's metadata names (typing.Any, builtins.int...): only the name is kept."
+    def __init__(self, name: str): self.name = name
+
+def _resolver_cache(*args) -> dict: return {}   # collections.defaultdict(dict) in the metadata -> an empty dict
+
+_OMEGACONF_NODES = ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode", "EnumNode")
+_OMEGACONF_GLOBALS = [(_OmegaDict, "omegaconf.dictconfig.DictConfig"), (_OmegaList, "omegaconf.listconfig.ListConfig"),
+                      *[(_OmegaValue, f"omegaconf.nodes.{n}") for n in _OMEGACONF_NODES],
+                      (_OmegaMeta, "omegaconf.base.Metadata"), (_OmegaMeta, "omegaconf.base.ContainerMetadata"),
+                      (_resolver_cache, "collections.defaultdict"),
+                      *[(_TypeName(n), n) for n in ("typing.Any", "typing.Dict", "typing.List", "builtins.dict", "builtins.list",
+                                                    "builtins.int", "builtins.float", "builtins.str", "builtins.bool", "builtins.bytes")]]
+
+def _plain(x):
+    "omegaconf stand-ins -> plain dicts, lists and scalars, through `_content` / `_val` (never `_parent`); the rest as it is."
+    if isinstance(x, _OmegaValue): return _plain(x.__dict__.get("state", {}).get("_val"))
+    if isinstance(x, (_OmegaDict, _OmegaList)): return _plain(x.__dict__.get("state", {}).get("_content"))  # None, "${..}" stay
+    if isinstance(x, _OmegaMeta): return None
+    if isinstance(x, _TypeName): return x.name
+    if isinstance(x, dict): return {k: _plain(v) for k, v in x.items()}
+    if type(x) in (list, tuple): return type(x)(_plain(v) for v in x)
+    if isinstance(x, argparse.Namespace): return argparse.Namespace(**_plain(vars(x)))
+    return x
+
 # %% ../nbs/32_wav2vec2.ipynb #1410e955
-_SAFE_GLOBALS = [argparse.Namespace]   # what a fairseq checkpoint may name besides tensors and containers
+_SAFE_GLOBALS = [argparse.Namespace]   # what a fairseq checkpoint may name besides tensors and containers (and omegaconf's)
 
 def safe_torch_load(path: str | Path) -> object:
-    "torch.load with weights_only=True and `_SAFE_GLOBALS`; CheckpointError (one line, naming the refused global) otherwise."
+    "torch.load(weights_only=True), `_SAFE_GLOBALS` and inert omegaconf stand-ins allowed, then `_plain`; CheckpointError (one line, naming a refused global) otherwise."
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
+        with torch.serialization.safe_globals(_SAFE_GLOBALS + _OMEGACONF_GLOBALS), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # torch's note about pickle protocols
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return _plain(torch.load(path, map_location="cpu", weights_only=True))
     except pickle.UnpicklingError as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
         if m: raise CheckpointError(f"{path}: refused to load: the pickle names '{m.group(1)}', which is not on the allow-list "
-                                    f"(tensors, plain containers, argparse.Namespace)") from None
-        why = next((l.strip() for l in str(e).splitlines() if l.strip().startswith(("Unsupported", "invalid load key"))), "")
+                                    f"(tensors, plain containers, argparse.Namespace, omegaconf configs)") from None
+        why = next((l.strip() for l in str(e).splitlines() if l.strip().startswith(("Unsupported", "invalid load key", "Can only"))), "")
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (the safe unpickler stopped{': ' + why[:100] if why else ''})") from None
-    except (RuntimeError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError) as e:
+    except (RuntimeError, EOFError, ValueError, OSError, struct.error, UnicodeDecodeError, TypeError, AttributeError) as e:
         if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)): raise
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({str(e).splitlines()[0][:120]})") from None
 
@@ -534,14 +569,69 @@ def save_pretrained(model: Wav2Vec2Pretrain, path: str | Path):
         torch.save(dict(format=PRETRAINED_FORMAT, wav2vec2=config_to_dict(model.c), model=model.wav2vec2.state_dict(),
                         mask_emb=model.mask_emb.detach(), num_updates=int(model.num_updates)), f)
 
+# %% ../nbs/32_wav2vec2.ipynb #d46840e3
+def next_batch(pos: dict, # the data order position: epoch, batch_idx (batches done in this pass), order (this pass's permutation)
+               n_batches: int, g: torch.Generator) -> int: # the batch to train on; `pos` is advanced in place
+    "The next batch of the data order; a new pass draws its permutation from `g` when the current one is used up."
+    if pos["batch_idx"] >= len(pos["order"]):
+        pos.update(epoch=pos["epoch"] + 1, batch_idx=0, order=torch.randperm(n_batches, generator=g).tolist())
+    pos["batch_idx"] += 1
+    return pos["order"][pos["batch_idx"] - 1]
+
+def save_pretrain_checkpoint(exp: Path, model: Wav2Vec2Pretrain, opt, sched, g: torch.Generator, pos: dict, n_batches: int,
+                             cfg, records: list, # the kept checkpoints' records (updated in place)
+                            ) -> tuple[Path, list[int]]: # the checkpoint, the steps kept
+    "Write everything an exact resume needs as `checkpoints/ckpt-<step>.pt`, keep the newest `train.keep_last_n`."
+    from asr_nb import device as D
+    from asr_nb.checkpoint import checkpoints_to_keep, ckpt_dir, save_checkpoint, write_index
+    step, tc = int(model.num_updates), cfg.train
+    old = [r for r in records if r["step"] != step] + [dict(step=step, epoch=pos["epoch"], batch_idx=pos["batch_idx"], metrics={})]
+    keep = checkpoints_to_keep(old, tc.keep_n_best, tc.best_metric, tc.keep_last_n)  # no metric: the newest keep_last_n
+    records[:] = [r for r in old if r["step"] in keep]
+    path = save_checkpoint(dict(model=model.state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step,
+                                epoch=pos["epoch"], batch_idx=pos["batch_idx"], order=list(pos["order"]), n_batches=n_batches,
+                                temp=model.quantizer.curr_temp, generator=g.get_state(), rng=D.get_rng_state(),
+                                config=config_to_dict(cfg), records=list(records), metrics={}), exp)
+    for r in old:
+        if r["step"] not in keep: (ckpt_dir(exp)/f"ckpt-{r['step']}.pt").unlink(missing_ok=True)
+    write_index(exp, records)
+    return path, sorted(keep)
+
+# %% ../nbs/32_wav2vec2.ipynb #743bb946
+def resume_pretrain(cfg, exp: Path, n_batches: int, model: Wav2Vec2Pretrain, opt, sched, g: torch.Generator,
+                   ) -> tuple[dict, list, str]: # data order position, checkpoint records, what happened (for the log)
+    "Load the newest checkpoint of `exp` (as asr_nb_train finds it) into the run; ConfigError naming a changed key, CheckpointError for a bad file."
+    from asr_nb import device as D
+    from asr_nb.checkpoint import ckpt_dir, config_changes, latest_checkpoint
+    from asr_nb.train import find_resume
+    path, st = find_resume(cfg.train, exp)
+    if path is None:
+        if latest_checkpoint(exp) is not None:                        # train.resume=false: start afresh, keep the old ones aside
+            ckpt_dir(exp).rename(exp/f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        return dict(epoch=0, batch_idx=0, order=[]), [], "a fresh start"
+    diffs = config_changes(st.get("config"), cfg)                     # asr_nb_train's rule: which keys may change on resume
+    if diffs: raise ConfigError(f"{exp}: config differs from the checkpoint {path} in {', '.join(diffs)}; "
+                                f"use a new --exp, or train.resume=false to start afresh")
+    if st.get("n_batches") != n_batches:
+        raise UserError(f"{exp}: the data gives {n_batches} batches, the checkpoint {path} was written with {st.get('n_batches')}: "
+                        f"not the same data; use a new --exp, or train.resume=false to start afresh")
+    try: model.load_state_dict(st["model"])
+    except RuntimeError as e: raise CheckpointError(f"{path}: weights do not fit the model ({str(e).splitlines()[0]})") from None
+    opt.load_state_dict(st["optimizer"]); sched.load_state_dict(st["scheduler"])
+    model.quantizer.curr_temp = float(st["temp"])
+    g.set_state(st["generator"]); D.set_rng_state(st["rng"])          # last: nothing random may run before the next update
+    pos = dict(epoch=int(st["epoch"]), batch_idx=int(st["batch_idx"]), order=[int(i) for i in st["order"]])
+    return pos, list(st.get("records", [])), f"resumed from {path} (pass {pos['epoch']}, batch {pos['batch_idx']}, update {int(st['step'])})"
+
 # %% ../nbs/32_wav2vec2.ipynb #e9406137
 def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), features, data (batching), optim, train
              data: str | Path, # unlabelled audio: a data dir (text optional), a jsonl manifest or a fairseq .tsv
-             exp_dir: str | Path, # writes config.yaml, pretrain.log, pretrained.pt
+             exp_dir: str | Path, # writes config.yaml, pretrain.log, checkpoints/, pretrained.pt
             ) -> dict: # summary: steps, last losses, perplexities, path
-    "Self-supervised wav2vec 2.0 pre-training on unlabelled audio; `pretrained.pt` feeds `model.wav2vec2.pretrained`."
+    "Self-supervised wav2vec 2.0 pre-training on unlabelled audio, resumed exactly from `exp_dir`'s newest checkpoint; `pretrained.pt` feeds `model.wav2vec2.pretrained`."
     import logging
     from asr_nb.core import get_logger, save_config, seed_everything
+    from asr_nb.checkpoint import ckpt_dir, remove_stale_tmp
     from asr_nb.train import LRSchedule, build_optimizer, format_log_line
     if cfg.features.kind != "raw": raise ConfigError("features.kind: wav2vec 2.0 pre-training reads the waveform: use features.kind: raw")
     from asr_nb.data import validate_utterances
@@ -551,37 +641,44 @@ def pretrain(cfg, # ExpConfig: model.wav2vec2 (sizes, pre-training losses), feat
     exp = Path(exp_dir); exp.mkdir(parents=True, exist_ok=True)
     log = get_logger("asr_nb.pretrain"); fh = logging.FileHandler(exp/"pretrain.log"); log.addHandler(fh)
     try:
-        save_config(cfg, exp/"config.yaml"); seed_everything(cfg.train.seed)
+        seed_everything(cfg.train.seed)
         if cfg.train.num_threads not in (0, "auto"): torch.set_num_threads(cfg.train.num_threads)  # pre-training does not time "auto" (torch default)
-        c = cfg.model.wav2vec2
+        c, tc = cfg.model.wav2vec2, cfg.train
         min_frames = max(cfg.data.min_frames, math.ceil((conv_receptive_field(c.conv_layers)[0] +
                          conv_receptive_field(c.conv_layers)[1] * (c.mask_time_length + 2)) * 100 / cfg.features.sample_rate))
         batches = crop_batches([u.num_frames for u in utts], cfg.data.max_frames_in_batch, cfg.data.max_frames, min_frames)
         if not batches: raise UserError(f"{data}: no utterance of at least {min_frames} frames (10 ms) to pre-train on")
         model = Wav2Vec2Pretrain(c)
         opt = build_optimizer(model, cfg.optim); sched = LRSchedule(opt, cfg.optim, c.embed_dim)
-        steps = cfg.train.max_steps or cfg.train.max_epochs * len(batches)
+        g = torch.Generator().manual_seed(tc.seed)                      # data order, crops, distractors
+        if ckpt_dir(exp).exists(): remove_stale_tmp(ckpt_dir(exp))
+        pos, records, how = resume_pretrain(cfg, exp, len(batches), model, opt, sched, g)
+        save_config(cfg, exp/"config.yaml")
+        steps = tc.max_steps or tc.max_epochs * len(batches)
         log.info(f"pre-training {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters on {sum(map(len, batches))} "
-                 f"utterances ({len(batches)} batches), {steps} updates")
-        g, t0, out = torch.Generator().manual_seed(cfg.train.seed), time.time(), {}
+                 f"utterances ({len(batches)} batches), {steps} updates; {how}")
+        t0, out = time.time(), {}
         while int(model.num_updates) < steps:
-            for bi in torch.randperm(len(batches), generator=g).tolist():
-                model.train()
-                out = model(_load_crops(utts, batches[bi], cfg, g), generator=g)
-                opt.zero_grad(set_to_none=True); out["loss"].backward()
-                gn = nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-                opt.step(); sched.step(); model.num_updates += 1
-                k = int(model.num_updates)
-                if k % cfg.train.log_interval == 0 or k == steps:
-                    log.info(format_log_line("train", dict(step=k, **{n: float(v.detach()) for n, v in out.items()}, lr=sched.get_last_lr(),
-                                                           grad_norm=float(gn), elapsed_s=round(time.time() - t0, 1))))
-                if cfg.train.save_interval and k % cfg.train.save_interval == 0: save_pretrained(model, exp/"pretrained.pt")
-                if k >= steps: break
+            bi = next_batch(pos, len(batches), g)
+            model.train()
+            out = model(_load_crops(utts, batches[bi], cfg, g), generator=g)
+            opt.zero_grad(set_to_none=True); out["loss"].backward()
+            gn = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip or float("inf"))
+            opt.step(); sched.step(); model.num_updates += 1
+            k = int(model.num_updates)
+            if k % tc.log_interval == 0 or k == steps:
+                log.info(format_log_line("train", dict(step=k, **{n: float(v.detach()) for n, v in out.items()}, lr=sched.get_last_lr(),
+                                                       grad_norm=float(gn), elapsed_s=round(time.time() - t0, 1))))
+            if k == steps or (k % tc.save_interval == 0 if tc.save_interval else pos["batch_idx"] == len(batches)):
+                path, kept = save_pretrain_checkpoint(exp, model, opt, sched, g, pos, len(batches), cfg, records)
+                log.info(f"saved {path.name}; kept steps {kept}")
         save_pretrained(model, exp/"pretrained.pt")
         summary = dict(exp_dir=str(exp), pretrained=str(exp/"pretrained.pt"), step=int(model.num_updates),
                        **{n: round(float(v.detach()), 4) for n, v in out.items()}, elapsed_s=round(time.time() - t0, 1))
         log.info(f"finished: {json.dumps(summary)}")
         return summary
+    except UserError as e:                                            # in pretrain.log too (the command line prints it)
+        fh.handle(log.makeRecord(log.name, logging.ERROR, "", 0, f"error: {e}", None, None)); raise
     finally: log.removeHandler(fh); fh.close()
 
 # %% ../nbs/32_wav2vec2.ipynb #2bd45573

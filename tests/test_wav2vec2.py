@@ -181,6 +181,90 @@ def test_architecture_mismatch_names_the_overrides(tmp_path):
     assert "model.wav2vec2.embed_dim=32" in str(e.value) and "model.wav2vec2.conv_layers=[[32,10,5]" in str(e.value)
 
 
+
+# ---- fairseq Hydra checkpoints whose `cfg` is a pickled omegaconf DictConfig, read with omegaconf blocked ----------------
+def save_fairseq_hydra(path: Path, sd: dict, large: bool, fine_tuned: bool):
+    "As fairseq's Hydra trainer saves: `cfg` is the DictConfig object itself (struct flag set), the pre-training config nested."
+    from omegaconf import OmegaConf
+    pretrain = {"_name": None, "common": {"fp16": True, "log_interval": 200, "seed": 1},
+                "task": {"_name": "audio_pretraining", "data": "/data/manifest", "normalize": large, "sample_rate": 16000},
+                "optimization": {"max_update": 400000, "lr": [0.0005], "update_freq": [1]}, "model": fairseq_model_args(large)}
+    cfg = pretrain if not fine_tuned else {
+        "_name": None, "common": {"fp16": True}, "optimization": {"max_update": 20000, "lr": [5e-05]},
+        "task": {"_name": "audio_finetuning", "labels": "ltr", "normalize": large},
+        "model": {"_name": "wav2vec_ctc", "w2v_path": "/x/wav2vec_small.pt", "apply_mask": True, "mask_prob": 0.65,
+                  "freeze_finetune_updates": 0, "w2v_args": pretrain}}
+    cfg = OmegaConf.create(cfg)
+    OmegaConf.set_struct(cfg, True)
+    torch.save(dict(args=None, cfg=cfg, model=sd, optimizer_history=[dict(optimizer_name="FairseqAdam", num_updates=20000)],
+                    extra_state={"train_iterator": {"epoch": 57}}, last_optimizer_state=None), path)
+    import zipfile
+    with zipfile.ZipFile(path) as z:   # the config really is pickled omegaconf objects
+        pkl = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"omegaconf.dictconfig" in pkl and b"omegaconf.listconfig" in pkl and b"omegaconf.nodes" in pkl
+
+
+NO_OMEGACONF = r"""
+import sys
+sys.modules["omegaconf"] = None                      # `import omegaconf` fails from here on
+try: import omegaconf; raise SystemExit("omegaconf was importable")
+except ImportError: pass
+import torch
+from asr_nb.core import Wav2Vec2Config
+from asr_nb.wav2vec2 import Wav2Vec2CTC, load_pretrained
+x = torch.load(sys.argv[1])
+out = {}
+for path in sys.argv[3:]:
+    p = load_pretrained(path)
+    m = Wav2Vec2CTC(Wav2Vec2Config(pretrained=path, **p["arch"], dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                   layerdrop=0.0), vocab_size=5)
+    m.init_pretrained(); m.eval()
+    with torch.no_grad(): enc, _ = m.encode(x[..., None], torch.tensor([x.shape[1]]))
+    out[path] = dict(enc=enc, mask_emb=m.mask_emb.detach(), head=p["head"], arch=p["arch"])
+assert sys.modules["omegaconf"] is None
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_hydra_omegaconf_checkpoints_equal_transformers_without_omegaconf(tmp_path):
+    import subprocess, sys
+    pytest.importorskip("omegaconf")
+    x = wave(20000, seed=6)
+    pre, ft = hf_model(large=True, ctc=False, seed=5), hf_model(large=False, ctc=True, seed=7)
+    with torch.no_grad(): ref_pre, ref_ft = pre(x).last_hidden_state, ft(x).logits
+    save_fairseq_hydra(tmp_path/"pre.pt", to_fairseq_state(pre.state_dict(), True, False), large=True, fine_tuned=False)
+    save_fairseq_hydra(tmp_path/"ft.pt", to_fairseq_state(ft.state_dict(), False, True), large=False, fine_tuned=True)
+    torch.save(x, tmp_path/"x.pt")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    r = subprocess.run([sys.executable, "-c", NO_OMEGACONF, str(tmp_path/"x.pt"), str(tmp_path/"out.pt"), str(tmp_path/"pre.pt"),
+                        str(tmp_path/"ft.pt")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = torch.load(tmp_path/"out.pt", weights_only=True)
+    o = out[str(tmp_path/"pre.pt")]
+    assert o["arch"]["layer_norm_first"] and o["arch"]["extractor_mode"] == "layer_norm" and o["arch"]["embed_dim"] == 32
+    assert o["enc"].shape == ref_pre.shape and (o["enc"] - ref_pre).abs().max() < 1e-5, float((o["enc"] - ref_pre).abs().max())
+    torch.testing.assert_close(o["mask_emb"], pre.masked_spec_embed.detach())
+    o = out[str(tmp_path/"ft.pt")]
+    assert not o["arch"]["layer_norm_first"] and o["head"][0].shape == (9, 32)
+    logits = o["enc"] @ o["head"][0].T + o["head"][1]
+    assert logits.shape == ref_ft.shape and (logits - ref_ft).abs().max() < 1e-5, float((logits - ref_ft).abs().max())
+
+
+def test_malicious_global_inside_a_dictconfig_is_refused(tmp_path):
+    from omegaconf import OmegaConf
+    marker = tmp_path/"PWNED"
+
+    class Evil:
+        def __reduce__(self): return (os.system, (f"touch {marker}",))
+    cfg = OmegaConf.create({"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": {"_name": "wav2vec2", "conv_bias": Evil()}}}},
+                           flags={"allow_objects": True})
+    path = tmp_path/"ft.pt"
+    torch.save(dict(args=None, cfg=cfg, model={}), path)
+    with pytest.raises(CheckpointError) as e: load_pretrained(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "posix.system" in msg and str(path) in msg and "weights_only" not in msg
+    assert not marker.exists()
+
 # ---- the CLI end to end: fairseq .tsv/.ltr data, pre-train, fine-tune from it, decode, export, transcribe ----------------
 import json
 from asr_nb.cli import decode_main, export_main, synth_main, train_main, transcribe_main
@@ -260,3 +344,73 @@ def test_pretrain_checks_its_audio_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "t.tsv: none of its 1 utterances is usable" in err and "missing_audio" in err and "Traceback" not in err
     assert not (tmp_path/"e").exists()
+
+
+# ---- asr_nb_pretrain resumes exactly: a run killed with SIGKILL and rerun equals an uninterrupted one, bit for bit --------
+# The runner records every update's losses (full precision) and, when asked, kills itself with SIGKILL as update KILL_AT + 1
+# starts: after the checkpoint of update SAVE but before the next one, so the resumed run must redo updates.
+PRETRAIN_RUNNER = r"""
+import json, os, signal, sys
+import asr_nb.wav2vec2 as W
+kill_at, record = int(sys.argv[1]), open(sys.argv[2], "a")
+forward = W.Wav2Vec2Pretrain.forward
+def recorded(self, *a, **k):
+    if int(self.num_updates) == kill_at: os.kill(os.getpid(), signal.SIGKILL)
+    out = forward(self, *a, **k)
+    record.write(json.dumps([int(self.num_updates) + 1, out["loss"].item(), out["loss_contrastive"].item(), out["temp"].item()]) + "\n")
+    record.flush()
+    return out
+W.Wav2Vec2Pretrain.forward = recorded
+sys.exit(W.pretrain_main(sys.argv[3:]))
+"""
+PT_FAST = ["train.max_steps=8", "optim.total_steps=8", "train.save_interval=3", "train.log_interval=1",
+           "data.max_frames_in_batch=500", "model.wav2vec2.latent_temp=[2.0,0.5,0.9]"]
+
+
+def run_pretrain(data, exp, record, kill_at=-1, extra=()):
+    import subprocess, sys
+    from cli_helpers import train_env
+    argv = ["--config", str(ROOT/"conf"/"wav2vec2_pretrain_tiny.yaml"), "--data", str(data), "--exp", str(exp), *PT_FAST, *extra]
+    return subprocess.run(["nice", "-n", "5", sys.executable, "-c", PRETRAIN_RUNNER, str(kill_at), str(record), *argv],
+                          capture_output=True, text=True, env=train_env(), timeout=300)
+
+
+def records(path):
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    return rows, {r[0]: r[1:] for r in rows}
+
+
+def test_pretrain_killed_and_resumed_equals_uninterrupted(fairseq_data, tmp_path, capsys):
+    data = fairseq_data/"manifest"/"train.tsv"
+    r = run_pretrain(data, tmp_path/"a", tmp_path/"a.jsonl")
+    assert r.returncode == 0, r.stderr
+    r = run_pretrain(data, tmp_path/"b", tmp_path/"b.jsonl", kill_at=5)            # killed as update 6 starts
+    assert r.returncode == -9, (r.returncode, r.stderr)
+    assert sorted(p.name for p in (tmp_path/"b"/"checkpoints").glob("ckpt-*")) == ["ckpt-3.pt"]
+    assert not (tmp_path/"b"/"pretrained.pt").exists()                           # written when the run finishes
+    r = run_pretrain(data, tmp_path/"b", tmp_path/"b.jsonl")                        # the same command again
+    assert r.returncode == 0, r.stderr
+    log = (tmp_path/"b"/"pretrain.log").read_text()
+    assert "resumed from" in log and "ckpt-3.pt (pass" in log
+    ref, ref_by_step = records(tmp_path/"a.jsonl")
+    got, got_by_step = records(tmp_path/"b.jsonl")
+    assert [s for s, *_ in ref] == list(range(1, 9)) and [s for s, *_ in got] == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8]
+    n_batches = torch.load(tmp_path/"a"/"checkpoints"/"ckpt-8.pt", weights_only=True)["n_batches"]
+    assert 1 < n_batches < 8                                                     # the run crosses passes over the data
+    for s, *vals in got: assert vals == ref_by_step[s], (s, vals, ref_by_step[s])  # losses and temperature, bit for bit
+    assert len({v[2] for v in ref_by_step.values()}) == 8                        # the Gumbel temperature anneals every update
+    a = torch.load(tmp_path/"a"/"checkpoints"/"ckpt-8.pt", weights_only=True)
+    b = torch.load(tmp_path/"b"/"checkpoints"/"ckpt-8.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(x, y) for k in a["optimizer"]["state"] for x, y in
+               zip(a["optimizer"]["state"][k].values(), b["optimizer"]["state"][k].values()))
+    pa, pb = (torch.load(tmp_path/e/"pretrained.pt", weights_only=True)["model"] for e in "ab")
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    assert sorted(p.name for p in (tmp_path/"b"/"checkpoints").glob("ckpt-*")) == ["ckpt-8.pt"]   # train.keep_last_n=1
+    # a changed config is refused in one line naming the key (and logged); max_steps may grow
+    argv = ["--config", str(ROOT/"conf"/"wav2vec2_pretrain_tiny.yaml"), "--data", str(data), "--exp", str(tmp_path/"b"), *PT_FAST]
+    rc = pretrain_main(argv + ["model.wav2vec2.num_negatives=10"])
+    line = one_line_error(rc, capsys.readouterr()[1], "model.wav2vec2.num_negatives (20 -> 10)", "ckpt-8.pt")
+    assert "model.wav2vec2.num_negatives (20 -> 10)" in (tmp_path/"b"/"pretrain.log").read_text().splitlines()[-1]
+    assert pretrain_main(argv + ["train.max_steps=9", "train.log_interval=100"]) == 0
+    assert json.loads(capsys.readouterr()[0].strip().splitlines()[-1])["step"] == 9
