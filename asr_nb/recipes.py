@@ -59,7 +59,7 @@ def aishell_recipe(data_root: str | os.PathLike, # holds data_aishell/ (wav/ and
                    config: str | os.PathLike | None = None, # default: conf/aishell_conformer.yaml
                    overrides: Sequence[str] = (), # e.g. ['train.max_epochs=50']
                   ) -> Recipe:
-    "The AISHELL-1 recipe: character units, speed perturbation 0.9/1.0/1.1, dev for validation, dev+test decoded."
+    "The AISHELL-1 recipe: character units, speed perturbation 0.9/1.0/1.1 then noise/reverb/volume, dev for validation, dev+test decoded."
     return Recipe('aishell', Path(data_root), Path(workdir), Path(config) if config else _find_conf('aishell_conformer.yaml'),
                   ['features.speed_perturb=[0.9,1.0,1.1]', 'tokenizer.kind=char', 'tokenizer.lang=zh', *overrides])
 
