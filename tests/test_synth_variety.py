@@ -47,3 +47,60 @@ def test_basic_corpus_and_fingerprint_unchanged(tmp_path):
     assert got == BASIC_FILES_SHA
     done = json.loads((out/'.done').read_text())
     assert list(done) == BASIC_DONE_KEYS and done['version'] == 1 and done['words'] == 461   # existing corpora are reused
+
+
+def test_synth_cli_style(tmp_path, capsys):
+    from asr_nb.cli import synth_main
+    argv = ['--out', str(tmp_path/'v'), '--n-train', '3', '--n-dev', '1', '--n-test', '2', '--style', 'varied']
+    assert synth_main(argv) == 0
+    done = json.loads((tmp_path/'v'/'.done').read_text())
+    assert done['style'] == 'varied' and 'en-us+Andy' in done['train_voices'] and 'en-us+Alicia' in done['test_voices']
+    assert synth_main(['--out', str(tmp_path/'b'), '--n-train', '1', '--n-dev', '1', '--n-test', '1']) == 0
+    assert 'style' not in json.loads((tmp_path/'b'/'.done').read_text())     # basic: the old fingerprint
+    capsys.readouterr()
+    assert synth_main(['--out', str(tmp_path/'z'), '--style', 'fancy']) == 2
+    err = capsys.readouterr().err
+    assert 'asr_nb_synth: error:' in err and 'fancy' in err and 'Traceback' not in err
+
+
+def test_demo_passes_style(tmp_path, monkeypatch):
+    import asr_nb.recipes
+    from asr_nb.cli import demo_main
+    seen = {}
+    monkeypatch.setattr(asr_nb.recipes, 'run_tiny_recipe', lambda *a, **k: seen.update(k))
+    assert demo_main(['--workdir', str(tmp_path/'d'), '--style', 'varied']) == 0 and seen['style'] == 'varied'
+    assert demo_main(['--workdir', str(tmp_path/'d')]) == 0 and seen['style'] == 'basic'
+
+
+def test_varied_voices_keep_the_accent():
+    "A variant changes the timbre, never the language rules: the number words of the accent stay right."
+    from asr_nb.data import _phonemes, SYNTH_VARIED_TRAIN_VARIANTS, SYNTH_VARIED_TEST_VARIANTS
+    variants = [v for v in SYNTH_VARIED_TRAIN_VARIANTS + SYNTH_VARIED_TEST_VARIANTS if v]
+    ref = _phonemes(['105 tomato'], 'en-gb')
+    assert all(_phonemes(['105 tomato'], f'en-gb+{v}') == ref for v in variants)
+    ref = _phonemes(['105 tomato'], 'en-us')
+    assert all(_phonemes(['105 tomato'], f'en-us+{v}') == ref for v in variants)
+
+
+def test_varied_transcripts_match_speech_and_hold_out_voices():
+    from collections import defaultdict
+    from asr_nb.data import _phonemes, synth_voices
+    specs = {s: _synth_specs(s, 150, 7, style='varied') for s in ('train', 'dev', 'test')}
+    test_voices = set(synth_voices('test', style='varied'))
+    assert all(s.voice not in test_voices for s in specs['train'] + specs['dev'])
+    assert all(s.voice in test_voices for s in specs['test'])
+    by_accent = defaultdict(list)
+    for s in specs['train'][:100]: by_accent[s.voice.split('+')[0]].append(s)
+    for accent, ss in by_accent.items():   # what espeak says for `say` (digits, capitals) == what it says for the transcript
+        assert _phonemes([s.say.replace(',', '').rstrip('?') for s in ss], accent) == _phonemes([s.text for s in ss], accent)
+    assert {c for s in specs['train'] for c in s.text} <= set("abcdefghijklmnopqrstuvwxyz' ")
+
+
+def test_varied_corpus_is_deterministic(tmp_path):
+    import hashlib as h
+    digest = lambda root: {str(f.relative_to(root)): h.sha256(f.read_bytes()).hexdigest() for f in sorted(root.rglob('*')) if f.is_file()}
+    synth_corpus(tmp_path/'a', n_train=8, n_dev=2, n_test=2, seed=5, style='varied', jobs=2)
+    synth_corpus(tmp_path/'b', n_train=8, n_dev=2, n_test=2, seed=5, style='varied', jobs=1)
+    a, b = digest(tmp_path/'a'), digest(tmp_path/'b')
+    strip = lambda d: {k: v for k, v in d.items() if not k.endswith('wav.scp')}   # wav.scp holds the corpus path
+    assert strip(a) == strip(b) and len([k for k in a if k.endswith('.wav')]) == 12
