@@ -1272,7 +1272,7 @@ def number_words(n:int,              # 0-999
 
 def _phonemes(lines:Sequence[str], voice:str) -> list[str]:
     "espeak-ng's phonemes (`-q -x`) for each line, normalised: no stress, pause or linking marks, number-context vowels merged."
-    out = _run(['espeak-ng', '-q', '-x', '-v', voice], '\n'.join(f'{l}.' for l in lines).encode()).decode().splitlines()
+    out = _run(['espeak-ng', '-q', '-x', '-v', voice], '\n'.join(f'{l}.' for l in lines).encode()).decode().rstrip('\n').split('\n')
     if len(out) != len(lines): raise DataError(f"espeak-ng -x gave {len(out)} lines for {len(lines)}")
     return [re.sub(r"[\s',%=_:!#0-9-]", '', p).replace('O@', 'o@').replace('s@v@n', 'sEv@n').replace('and', '@n') for p in out]
 
