@@ -485,10 +485,12 @@ def synth_main(argv: Sequence[str]) -> int:
     p.add_argument('--n-dev', type=int, default=100, help='development utterances')
     p.add_argument('--n-test', type=int, default=100, help='test utterances (held-out voices)')
     p.add_argument('--seed', type=int, default=0, help='the corpus is deterministic for a seed')
+    p.add_argument('--style', default='basic', choices=['basic', 'varied'],
+                   help='basic: word strings; varied: numbers, names, questions, wider prosody, more voices (English)')
     a = p.parse_args(argv)
     if min(a.n_train, a.n_dev, a.n_test) < 0: raise CLIError("utterance counts must be >= 0")
     from asr_nb.data import synth_corpus
-    dirs = synth_corpus(a.out, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed)
+    dirs = synth_corpus(a.out, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed, style=a.style)
     for k, v in dirs.items(): print(f"{k}\t{v}")
     return 0
 
@@ -629,6 +631,7 @@ def demo_main(argv: Sequence[str]) -> int:
     p.add_argument('--n-dev', type=int, default=100, help='development utterances')
     p.add_argument('--n-test', type=int, default=100, help='test utterances (held-out voices)')
     p.add_argument('--seed', type=int, default=0, help='corpus seed')
+    p.add_argument('--style', default='basic', choices=['basic', 'varied'], help='corpus style (see asr_nb_synth --help)')
     p.add_argument('--methods', default='all', metavar='M[,M...]', help='decoding methods, comma-separated, or all')
     p.add_argument('--n-average', type=int, default=5, help='checkpoints to average (best by valid_loss)')
     p.add_argument('--fresh', action='store_true', help='delete the work dir first (otherwise training resumes)')
@@ -638,7 +641,7 @@ def demo_main(argv: Sequence[str]) -> int:
     from asr_nb.core import setup_logging
     from asr_nb.recipes import run_tiny_recipe
     setup_logging()
-    run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed,
+    run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed, style=a.style,
                     methods=None if a.methods == 'all' else parse_methods(a.methods), n_average=a.n_average,
                     overrides=a.overrides, fresh=a.fresh, lm=a.lm,
                     log=lambda m: print(m, flush=True))

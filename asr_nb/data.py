@@ -18,7 +18,9 @@ from .core import UserError, atomic_write, atomic_write_text
 # %% auto #0
 __all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'MAX_URL_BYTES', 'FINGERPRINT_VERSION',
            'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
-           'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'DataError', 'Utterance', 'check_regular_file',
+           'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'SYNTH_STYLES', 'SYNTH_VARIED_VERSION',
+           'SYNTH_VARIED_TRAIN_VARIANTS', 'SYNTH_VARIED_TEST_VARIANTS', 'SYNTH_FIRST_NAMES', 'SYNTH_LAST_NAMES',
+           'SYNTH_QUESTION_STARTS', 'SYNTH_SENTENCE_KINDS', 'DataError', 'Utterance', 'check_regular_file',
            'read_lines', 'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk',
            'read_segments', 'read_data_dir', 'write_data_dir', 'write_jsonl', 'UrlSources', 'is_url', 'read_jsonl',
            'load_utterances', 'write_ppasr_manifest', 'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv',
@@ -28,7 +30,7 @@ __all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'MAX_
            'write_espnet_json', 'fetch_url', 'split_utterances', 'split_data', 'sha256_file', 'sha256_strings',
            'write_fingerprint', 'read_fingerprint', 'fingerprint_changes', 'PreparedCorpus', 'normalize_zh',
            'prepare_aishell', 'prepare_librispeech', 'synth_voices', 'speaker_of_voice', 'SynthSpec', 'synth_wave',
-           'synth_corpus']
+           'synth_corpus', 'number_words']
 
 # %% ../nbs/02_data.ipynb #f5e7ebda
 FRAME_SHIFT_S = 0.01  # one frame = 10 ms; `num_frames` and jsonl `source_len` count these
@@ -1112,9 +1114,10 @@ SYNTH_WORDS_ZH = tuple("""
 """.split())
 SYNTH_ACCENTS_ZH = ('cmn-latn-pinyin',)
 
-def synth_voices(split:str, lang:str='en') -> list[str]:
+def synth_voices(split:str, lang:str='en', style:str='basic') -> list[str]:
     "Voice configs (`accent+variant`, espeak-ng `-v` syntax) used by a split; test voices are held out."
-    vs = SYNTH_TEST_VARIANTS if split == 'test' else SYNTH_TRAIN_VARIANTS
+    if style == 'varied': vs = SYNTH_VARIED_TEST_VARIANTS if split == 'test' else SYNTH_VARIED_TRAIN_VARIANTS
+    else: vs = SYNTH_TEST_VARIANTS if split == 'test' else SYNTH_TRAIN_VARIANTS
     return [a + (f'+{v}' if v else '') for a in (SYNTH_ACCENTS_ZH if lang == 'zh' else SYNTH_ACCENTS) for v in vs]
 
 def speaker_of_voice(voice:str) -> str: return voice.replace('+', '_')
@@ -1126,9 +1129,11 @@ _SPLIT_ID = {'train': 0, 'dev': 1, 'test': 2}
 class SynthSpec:
     "Everything that determines one synthesised utterance."
     key: str; text: str; say: str; voice: str; speed: int; pitch: int; gain_db: float; snr_db: float; noise_seed: tuple
+    gap: int = 0; amplitude: int = 100; kind: str = 'plain'  # espeak-ng -g (10 ms units), -a; sentence style (`style='varied'`)
 
-def _synth_specs(split:str, n:int, seed:int, lang:str='en') -> list[SynthSpec]:
+def _synth_specs(split:str, n:int, seed:int, lang:str='en', style:str='basic') -> list[SynthSpec]:
     "The recipes of a split's utterances (English: 3-8 words; Mandarin: 3-6 words, transcript without spaces)."
+    if style == 'varied': return _varied_specs(split, n, seed)
     voices, out = synth_voices(split, lang), []
     words_, lo, hi = (SYNTH_WORDS_ZH, 3, 6) if lang == 'zh' else (SYNTH_WORDS, 3, 8)
     for i in range(n):
@@ -1150,7 +1155,8 @@ def _run(cmd:list[str], stdin:bytes|None=None) -> bytes:
 
 def synth_wave(spec:SynthSpec, sample_rate:int=16000) -> np.ndarray:
     "Synthesise one utterance: espeak-ng -> sox resample -> gain -> noise at `snr_db`; float32 in [-1, 1]."
-    wav22 = _run(['espeak-ng', '-v', spec.voice, '-s', str(spec.speed), '-p', str(spec.pitch), '--stdout', '--', spec.say])
+    extra = (['-g', str(spec.gap)] if spec.gap else []) + (['-a', str(spec.amplitude)] if spec.amplitude != 100 else [])
+    wav22 = _run(['espeak-ng', '-v', spec.voice, '-s', str(spec.speed), '-p', str(spec.pitch), *extra, '--stdout', '--', spec.say])
     raw = _run(['sox', '-t', 'wav', '-', '-t', 'raw', '-e', 'floating-point', '-b', '32', '-c', '1', '-r', str(sample_rate), '-'], wav22)
     x = np.frombuffer(raw, '<f4').astype(np.float64)
     if x.size == 0 or not np.any(x): raise DataError(f"espeak-ng produced no audio for {spec.key} ({spec.voice}: {spec.say!r})")
@@ -1162,6 +1168,7 @@ def synth_wave(spec:SynthSpec, sample_rate:int=16000) -> np.ndarray:
 
 # %% ../nbs/02_data.ipynb #5335308b
 SYNTH_VERSION = 1  # bump when the recipe changes: existing corpora are then regenerated
+SYNTH_STYLES = ('basic', 'varied')  # see 'A more varied corpus' below
 
 def _synth_one(spec:SynthSpec, tmp_dir:Path, final_dir:Path, split:str, sample_rate:int) -> Utterance:
     x = synth_wave(spec, sample_rate)
@@ -1185,14 +1192,18 @@ def synth_corpus(out_dir:Path|str,     # corpus root: writes out_dir/{train,dev,
                  jobs:int=2,           # parallel espeak-ng/sox pipelines
                  sample_rate:int=16000,
                  lang:str='en',        # 'en' (default) or 'zh' (Mandarin characters, no spaces)
+                 style:str='basic',    # 'basic' (word strings) or 'varied' (numbers, names, questions, wider prosody, more voices)
                 ) -> dict[str, Path]:
     "Synthesise the built-in corpus with espeak-ng (reused when already complete)."
     if lang not in ('en', 'zh'): raise DataError(f"lang must be 'en' or 'zh', got {lang!r}")
+    if style not in SYNTH_STYLES: raise DataError(f"style must be one of {', '.join(SYNTH_STYLES)}, got {style!r}")
+    if style == 'varied' and lang == 'zh': raise DataError("style='varied' is English only: use style='basic' with lang='zh'")
     out = Path(out_dir).absolute()
     espeak = _run(['espeak-ng', '--version']).decode(errors='replace').split('Data at')[0].strip()
     params = dict(version=SYNTH_VERSION, espeak=espeak, n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, sample_rate=sample_rate,
                   lang=lang, words=len(SYNTH_WORDS_ZH if lang == 'zh' else SYNTH_WORDS),
-                  train_voices=synth_voices('train', lang), test_voices=synth_voices('test', lang))
+                  train_voices=synth_voices('train', lang, style), test_voices=synth_voices('test', lang, style))
+    if style != 'basic': params.update(style=style, varied_version=SYNTH_VARIED_VERSION)  # basic keeps its old fingerprint
     dirs = {s: out/s for s in ('train', 'dev', 'test')}
     done = out/'.done'
     if done.exists():
@@ -1211,7 +1222,7 @@ def synth_corpus(out_dir:Path|str,     # corpus root: writes out_dir/{train,dev,
         (tmp/'wav').mkdir(parents=True)
         for split, n in (('train', n_train), ('dev', n_dev), ('test', n_test)):
             (tmp/'wav'/split).mkdir()
-            specs = _synth_specs(split, n, seed, lang)
+            specs = _synth_specs(split, n, seed, lang, style)
             with ThreadPoolExecutor(max(1, jobs)) as ex:
                 utts = list(ex.map(lambda s: _synth_one(s, tmp, out, split, sample_rate), specs))
             write_data_dir(utts, tmp/split)
@@ -1224,3 +1235,72 @@ def synth_corpus(out_dir:Path|str,     # corpus root: writes out_dir/{train,dev,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return dirs
+
+# %% ../nbs/02_data.ipynb #bda57d73
+SYNTH_VARIED_VERSION = 1  # bump when the varied recipe changes
+_NAMED_TRAIN = ('adam', 'Alex', 'Andy', 'Annie', 'antonio', 'aunty', 'belinda', 'benjamin', 'boris', 'caleb', 'david', 'Denis',
+                'Diogo', 'ed', 'edward', 'Gene', 'gustave', 'Hugo', 'iven', 'iven2', 'Jacky', 'john', 'Lee', 'linda', 'marcelo',
+                'Marco', 'max', 'Michael', 'michel', 'miguel', 'Mike', 'pablo', 'paul', 'pedro', 'quincy', 'rob', 'robert',
+                'steph', 'Storm', 'zac', 'anika', 'grandma', 'grandpa', 'norbert', 'sandro', 'shelby', 'travis', 'victor', 'm8', 'klatt6')
+SYNTH_VARIED_TRAIN_VARIANTS = SYNTH_TRAIN_VARIANTS + _NAMED_TRAIN
+SYNTH_VARIED_TEST_VARIANTS = SYNTH_TEST_VARIANTS + ('Alicia', 'Andrea', 'Henrique', 'iven3', 'steph2', 'edward2', 'Gene2', 'Mario')
+
+SYNTH_FIRST_NAMES = tuple("""james john robert michael william david richard joseph thomas charles peter paul george henry jack oliver
+harry daniel matthew andrew kevin brian steven mary patricia jennifer linda elizabeth barbara susan jessica sarah karen emma
+olivia sophia grace lucy anna laura rachel helen alice kate amy ruth""".split())
+SYNTH_LAST_NAMES = tuple("""smith johnson williams brown jones miller davis wilson taylor anderson moore martin jackson thompson
+harris clark lewis walker hall allen wright scott baker adams nelson campbell mitchell roberts carter phillips evans turner
+parker collins edwards stewart morris murphy cook rogers morgan cooper""".split())
+SYNTH_QUESTION_STARTS = ('what', 'where', 'when', 'why', 'how', 'who', 'which', 'how many', 'can you', 'could you', 'do you',
+                         'did you', 'will you', 'would you', 'is it', 'are we', 'are they', 'does she', 'have you', 'shall we')
+SYNTH_SENTENCE_KINDS = {'plain': 4, 'numbers': 2, 'names': 2, 'questions': 2}  # relative weights
+
+# %% ../nbs/02_data.ipynb #8d02b56b
+_ONES = tuple('zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen '
+              'seventeen eighteen nineteen'.split())
+_TENS = tuple('twenty thirty forty fifty sixty seventy eighty ninety'.split())
+
+def number_words(n:int,              # 0-999
+                 accent:str='en-us', # espeak-ng English voice: 'en-us*' omits the 'and' after 'hundred'
+                ) -> str:
+    "The words espeak-ng says for the digits of `n` (verified with `espeak-ng -q -x`); raises ValueError outside 0-999."
+    if not 0 <= n <= 999: raise ValueError(f"number_words covers 0-999, got {n}")
+    if n < 20: return _ONES[n]
+    if n < 100: return _TENS[n // 10 - 2] + (f' {_ONES[n % 10]}' if n % 10 else '')
+    h, rest = divmod(n, 100)
+    return f'{_ONES[h]} hundred' + ('' if not rest else (' ' if accent.startswith('en-us') else ' and ') + number_words(rest, accent))
+
+def _phonemes(lines:Sequence[str], voice:str) -> list[str]:
+    "espeak-ng's phonemes (`-q -x`) for each line, normalised: no stress, pause or linking marks, number-context vowels merged."
+    out = _run(['espeak-ng', '-q', '-x', '-v', voice], '\n'.join(f'{l}.' for l in lines).encode()).decode().rstrip('\n').split('\n')
+    if len(out) != len(lines): raise DataError(f"espeak-ng -x gave {len(out)} lines for {len(lines)}")
+    return [re.sub(r"[\s',%=_:!#0-9-]", '', p).replace('O@', 'o@').replace('s@v@n', 'sEv@n').replace('and', '@n') for p in out]
+
+# %% ../nbs/02_data.ipynb #7aa629c2
+def _varied_sentence(r:random.Random, accent:str) -> tuple[str, str, str]:
+    "(kind, say, text): what espeak-ng reads (digits, capitals, ',' and '?') and the lower-case transcript of what it says."
+    kind = r.choices(list(SYNTH_SENTENCE_KINDS), weights=list(SYNTH_SENTENCE_KINDS.values()))[0]
+    toks = [(w, w) for w in (r.choice(SYNTH_WORDS) for _ in range(r.randint(2, 6)))]       # (said, written)
+    if kind == 'numbers':
+        n = r.choice([r.randint(0, 20), r.randint(21, 99), r.randint(100, 999)])
+        toks.insert(r.randint(0, len(toks)), (str(n), number_words(n, accent)))
+    elif kind == 'names':
+        name = r.choice(SYNTH_FIRST_NAMES) + (f' {r.choice(SYNTH_LAST_NAMES)}' if r.random() < 0.5 else '')
+        toks.insert(r.randint(0, len(toks)), (name.title(), name))
+    elif kind == 'questions':
+        toks.insert(0, (q := r.choice(SYNTH_QUESTION_STARTS), q))
+    said = [s for s, _ in toks]
+    if len(toks) >= 6: said[r.randint(1, len(toks) - 3)] += ','                             # a pause inside long sentences
+    return kind, ' '.join(said) + ('?' if kind == 'questions' else ''), ' '.join(t for _, t in toks)
+
+def _varied_specs(split:str, n:int, seed:int) -> list[SynthSpec]:
+    "The recipes of a varied split: sentence style, voice (held out for test), speed, pitch, word gap, amplitude, level, SNR."
+    voices, out = synth_voices(split, 'en', 'varied'), []
+    for i in range(n):
+        r = random.Random(f"asr_nb-synth-varied:{seed}:{split}:{i}")
+        v = r.choice(voices)
+        kind, say, text = _varied_sentence(r, v.split('+')[0])
+        out.append(SynthSpec(f"{speaker_of_voice(v)}-{split}{i:05d}", text, say, v, r.randint(110, 240), r.randint(5, 95),
+                             r.uniform(-20.0, 0.0), r.uniform(15.0, 40.0), (seed, _SPLIT_ID[split], i),
+                             gap=r.randint(0, 12), amplitude=r.randint(60, 180), kind=kind))
+    return out

@@ -59,7 +59,7 @@ def aishell_recipe(data_root: str | os.PathLike, # holds data_aishell/ (wav/ and
                    config: str | os.PathLike | None = None, # default: conf/aishell_conformer.yaml
                    overrides: Sequence[str] = (), # e.g. ['train.max_epochs=50']
                   ) -> Recipe:
-    "The AISHELL-1 recipe: character units, speed perturbation 0.9/1.0/1.1, dev for validation, dev+test decoded."
+    "The AISHELL-1 recipe: character units, speed perturbation 0.9/1.0/1.1 then noise/reverb/volume, dev for validation, dev+test decoded."
     return Recipe('aishell', Path(data_root), Path(workdir), Path(config) if config else _find_conf('aishell_conformer.yaml'),
                   ['features.speed_perturb=[0.9,1.0,1.1]', 'tokenizer.kind=char', 'tokenizer.lang=zh', *overrides])
 
@@ -223,6 +223,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
                     *, n_train: int = 1600, # corpus sizes (utterances)
                     n_dev: int = 100, n_test: int = 100,
                     seed: int = 0, # corpus seed
+                    style: str = 'basic', # corpus style: 'basic' or 'varied' (`synth_corpus`)
                     methods: Sequence[str] | None = None, # decoding methods for the table (None: every one the model can run)
                     n_average: int = 5, # checkpoints averaged (best by valid_loss)
                     overrides: Sequence[str] = (), # config overrides, e.g. ['train.max_epochs=2']
@@ -239,7 +240,7 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
     exp, timings, results = wd/'exp', {}, {}
     with _Stage('synth', timings, log):
         from asr_nb.data import synth_corpus  # reuses a complete corpus made with the same sizes and seed
-        dirs = synth_corpus(wd/'data', n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed)
+        dirs = synth_corpus(wd/'data', n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, style=style)
     with _Stage('validate', timings, log): test_utts = _validate_splits(dirs, cfg, log)
     with _Stage('train', timings, log):
         from asr_nb.train import train
