@@ -23,7 +23,7 @@ from .augment import AugmentError, Augmenter, make_augmenter
 # %% auto #0
 __all__ = ['BATCH_TYPES', 'log', 'FilterReport', 'filter_utterances', 'batch_budget', 'batch_cost', 'sort_key_lengths',
            'make_batches', 'padding_stats', 'BucketBatchSampler', 'ASRDataset', 'collate', 'check_precomputed',
-           'make_dataloader']
+           'audio_only_settings', 'make_dataloader']
 
 # %% ../nbs/06_dataset.ipynb #743295d4
 @dataclass
@@ -348,12 +348,20 @@ def _precomputed_item(self: ASRDataset, idx: int) -> dict | None:
         info = torch.utils.data.get_worker_info()
         self._skipped[0 if info is None else 1 + info.id % _MAX_WORKERS] += 1
         return None
+    if self.train and self.augment: feats = self.augment.features(feats, u.key, int(self._epoch[0]))   # SpecSub/SpecTrim still apply
     return dict(key=u.key, feats=feats, tokens=torch.tensor(self.tokenizer.encode(u.text), dtype=torch.long))
 
 def check_precomputed(utts: Sequence[Utterance], dim: int) -> None:
     "The first utterance with precomputed features must be `dim` wide (FeatureDimError naming it): checked before training."
     u = next((u for u in utts if getattr(u, "feats", None) is not None), None)
     if u is not None: load_precomputed(u, dim)
+
+def audio_only_settings(cfg: ExpConfig) -> list[str]:
+    "Training settings that act on audio, so precomputed features never get them: speed perturbation and waveform augmentation."
+    from asr_nb.augment import STEPS, resolve_augment
+    aug = resolve_augment(cfg.augment)
+    out = [f"features.speed_perturb={list(cfg.features.speed_perturb)}"] if any(f != 1.0 for f in cfg.features.speed_perturb) else []
+    return out + [f"augment.{n}" for n in STEPS if getattr(aug, n).prob > 0]
 
 # %% ../nbs/06_dataset.ipynb #40e38509
 def _seed_worker(worker_id: int):
@@ -389,6 +397,8 @@ def make_dataloader(utts: Sequence[Utterance], # a data dir's utterances
     if any(u.num_frames is None for u in utts): utts = fill_num_frames(list(utts))
     kept, report = filter_utterances(utts, dc, tokenizer, length_rule=length_rule)
     check_precomputed(kept, fe.dim)   # formats (#16): a wrong feature dimension stops here, naming the utterance
+    if train and rank == 0 and any(getattr(u, "feats", None) is not None for u in kept) and (off := audio_only_settings(cfg)):
+        log.warning(f"training on precomputed features: {', '.join(off)} act on audio and are not applied (augment before dumping, or train from audio)")
     if report.dropped and rank == 0: log.warning(report.summary())
     if dc.strict and report.counts["too_long_for_ctc"]: raise ValueError("strict: " + report.summary(max_keys=20))
     if not kept: raise ValueError("no utterance left after filtering: " + report.summary())
