@@ -108,3 +108,14 @@ def test_tiny_augment_conf_is_tiny_plus_the_pipeline():
     a, t = dataclasses.asdict(load_config(ROOT/"conf"/"tiny_augment.yaml")), dataclasses.asdict(load_config(ROOT/"conf"/"tiny.yaml"))
     aug = a.pop("augment"); assert t.pop("augment") != aug and a == t
     assert all(aug[s]["prob"] > 0 for s in ("speed", "reverb", "noise", "band", "codec", "volume", "shift"))
+
+def test_tiny_augment_light_conf_is_the_full_one_with_rarer_milder_distortions():
+    "conf/tiny_augment_light.yaml differs from conf/tiny_augment.yaml only in the distorting steps' probabilities and the SNR range."
+    import dataclasses
+    from asr_nb.core import load_config
+    f, l = (dataclasses.asdict(load_config(ROOT/"conf"/n)) for n in ("tiny_augment.yaml", "tiny_augment_light.yaml"))
+    fa, la = f.pop("augment"), l.pop("augment")
+    assert f == l
+    for s in ("pitch", "reverb", "noise", "band", "codec"): assert 0 < la[s]["prob"] < fa[s]["prob"], s
+    assert la["noise"]["snr_db"][0] > fa["noise"]["snr_db"][0]
+    for s in ("speed", "volume", "shift"): assert la[s] == fa[s], s

@@ -22,3 +22,12 @@ def test_readme_families_table_is_the_generated_one():
     section = readme.split('## The model families', 1)[1].split('\n## ', 1)[0]
     assert table.strip() in section, table
     assert table.count('\n') >= 7   # the Conformer, DeepSpeech2 (with and without the LM), Paraformer and wav2vec 2.0 rows
+
+def test_readme_augmentation_table_is_the_generated_one():
+    "#19's with/without-augmentation table in README is the one bench/augment_effect.py makes from its result file."
+    import subprocess, sys
+    table = subprocess.run([sys.executable, str(ROOT/'bench'/'augment_effect.py'), '--table'], capture_output=True, text=True, check=True).stdout
+    section = (ROOT/'README.md').read_text().split('## What augmentation buys', 1)[1].split('\n## ', 1)[0]
+    assert table.strip() in section, table
+    res = json.loads((ROOT/'bench'/'results'/'augment_effect.json').read_text())
+    assert len({(b['epochs'], b['updates']) for b in res['budget'].values()}) == 1   # every run had the same budget

@@ -1,0 +1,97 @@
+"""What augmentation buys (#19): two tiny-recipe models trained at the same budget, one with conf/tiny.yaml and one
+with conf/tiny_augment.yaml, decoded on the clean held-out-voice test split and on the new-conditions split
+(`asr_nb_augment_data conditions`: the same utterances through unseen simulated rooms, noise and a telephone band).
+
+    asr_nb_demo --workdir W_AUG --config conf/tiny_augment.yaml        # the baseline is `make demo` (exp/tiny_demo)
+    asr_nb_augment_data conditions --data exp/tiny_demo/data/test --out COND
+    python bench/augment_effect.py --base exp/tiny_demo/exp --aug W_AUG/exp --clean exp/tiny_demo/data/test --cond COND
+    python bench/augment_effect.py --table            # prints the markdown table README and 05_augment show
+"""
+from __future__ import annotations
+import argparse, json, os, platform, re, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT/'bench'/'results'/'augment_effect.json'
+METHODS = ('ctc_greedy', 'joint', 'rescoring')
+
+def _budget(exp: Path) -> dict:
+    "Epochs, updates and training wall time of a finished run, read from its train.log."
+    log = (exp/'train.log').read_text(errors='replace').splitlines()
+    fin = [l for l in log if 'asr_nb.train: finished:' in l]
+    if not fin: raise SystemExit(f"{exp}/train.log: training has not finished")
+    m = re.search(r'step (\d+), (?:epoch (\d+)|(\d+) full epoch)', fin[-1])  # the line's wording changed once
+    stamps = [l[:19] for l in log if ' asr_nb.train: ' in l]
+    t = [time.mktime(time.strptime(s, '%Y-%m-%d %H:%M:%S')) for s in (stamps[0], stamps[-1])]
+    return dict(updates=int(m.group(1)), epochs=int(m.group(2) or m.group(3)), train_minutes=round((t[1] - t[0]) / 60, 1))
+
+def _runs(a) -> list[tuple[str, str]]:
+    "(name, exp dir) per model: 'without' = --base, then each --aug NAME=EXP (or a bare EXP, named 'with')."
+    runs = [('without', a.base)]
+    for s in a.aug: runs.append(tuple(s.split('=', 1)) if '=' in s else ('with', s))
+    return runs
+
+def measure(a) -> dict:
+    import torch
+    from asr_nb.data import decode_utterances
+    from asr_nb.decode import decode_data
+    from asr_nb.export import Recognizer
+    torch.set_num_threads(1)
+    splits = {'clean held-out voices': a.clean, 'new conditions': a.cond}
+    runs = _runs(a)
+    res = dict(command='python bench/augment_effect.py ' + ' '.join([f'--base {a.base}'] + [f'--aug {s}' for s in a.aug] +
+                                                                    [f'--clean {a.clean}', f'--cond {a.cond}']),
+               runs=[n for n, _ in runs], configs={}, budget={}, cer={}, wer={}, machine=platform.processor() or platform.machine(),
+               loadavg_1m_start=round(os.getloadavg()[0], 2), date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    for name, exp in runs:
+        res['budget'][name] = _budget(Path(exp))
+        res['configs'][name] = _augment_summary(Path(exp))
+        rec = Recognizer.from_exp(exp, device='cpu')
+        for split, data in splits.items():
+            out = decode_data(rec, decode_utterances(data), METHODS, name=str(exp))
+            for m, r in out.items():
+                res['cer'].setdefault(split, {}).setdefault(m, {})[name] = round(r['cer'], 2)
+                res['wer'].setdefault(split, {}).setdefault(m, {})[name] = round(r['wer'], 2)
+    res['loadavg_1m_end'] = round(os.getloadavg()[0], 2)
+    return res
+
+def _augment_summary(exp: Path) -> str:
+    "The run's augmentation steps with their probabilities, from its config.yaml ('none' without augmentation)."
+    from asr_nb.core import load_config
+    aug = load_config(exp/'config.yaml').augment
+    steps = [f"{k} {getattr(aug, k).prob:g}" for k in vars(aug) if hasattr(getattr(aug, k), 'prob') and getattr(aug, k).prob > 0]
+    return ', '.join(steps) or 'none'
+
+def table(res: dict) -> str:
+    "Markdown: one row per split and method, CER of each run and each augmented run's ratio to 'without'."
+    runs, b = res.get('runs', ['without', 'with']), res['budget']
+    aug = [r for r in runs if r != 'without']
+    lines = ['| test split | method | ' + ' | '.join(f'CER % {r}' for r in runs) + ' | ' +
+             ' | '.join(f'{r} / without' for r in aug) + ' |', '| --- | --- |' + ' ---: |' * (len(runs) + len(aug))]
+    for split, by in res['cer'].items():
+        for m, d in by.items():
+            lines.append(f"| {split} | {m} | " + ' | '.join(f"{d[r]:.2f}" for r in runs) + ' | ' +
+                         ' | '.join(f"{d[r] / d['without']:.2f}x" for r in aug) + ' |')
+    lines.append('\n' + '; '.join(f"{r}: {res['configs'][r]}" for r in runs if 'configs' in res and r in res['configs']))
+    lines.append(f"Same budget: {b['without']['epochs']} epochs / {b['without']['updates']} updates each (training wall time " +
+                 ', '.join(f"{r} {b[r]['train_minutes']}" for r in runs) + ' min, on a shared CPU).')
+    return '\n'.join(lines)
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--base', help='exp dir trained with conf/tiny.yaml')
+    p.add_argument('--aug', action='append', default=[], metavar='[NAME=]EXP',
+                   help='exp dir trained with augmentation (repeatable; NAME labels its column, default "with")')
+    p.add_argument('--clean', help='clean held-out-voice test data')
+    p.add_argument('--cond', help='the new-conditions test data')
+    p.add_argument('--out', default=str(OUT))
+    p.add_argument('--table', action='store_true', help='print the markdown table of --out and exit')
+    a = p.parse_args()
+    if a.table:
+        print(table(json.loads(Path(a.out).read_text()))); return
+    if not all((a.base, a.aug, a.clean, a.cond)): p.error('--base, --aug, --clean and --cond are required')
+    res = measure(a)
+    Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
+    print(table(res))
+
+if __name__ == '__main__': main()
