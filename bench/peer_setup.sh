@@ -18,7 +18,7 @@ TORCH_INDEX=${PEER_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 PY=${PYTHON:-python3}
 
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$ESPNET" <<'EOF' 2>/dev/null
-import sys, importlib.metadata as md, espnet2, torchaudio, matplotlib  # noqa: F401
+import sys, importlib.metadata as md, espnet2, torchaudio, matplotlib, rapidfuzz  # noqa: F401
 sys.exit(0 if md.version("espnet") == sys.argv[1] else 1)
 EOF
 then
@@ -49,7 +49,8 @@ fi
 rm -rf "$VENV/.torch_wheel"
 # the pin keeps espnet's resolver from replacing the torch installed above
 echo "$TORCH_PIN" > "$VENV/peer_constraints.txt"
-# torchaudio: the peer scripts read our YAML with asr_nb.core, whose decode-method check imports asr_nb.features;
+# torchaudio, rapidfuzz: the peer scripts read our YAML with asr_nb.core, whose decode-method check imports asr_nb.decode
+# (asr_nb.features, asr_nb.metrics);
 # matplotlib: ESPnet2's trainer plots its statistics after every epoch (espnet's `train` extra, without wandb/tensorboard)
-"$VENV/bin/python" -m pip install -q -c "$VENV/peer_constraints.txt" "espnet==$ESPNET" "torchaudio==$TORCH" "matplotlib==3.11.2"
+"$VENV/bin/python" -m pip install -q -c "$VENV/peer_constraints.txt" "espnet==$ESPNET" "torchaudio==$TORCH" "matplotlib==3.11.2" "rapidfuzz==3.14.6"
 "$VENV/bin/python" -c 'import espnet2, torch, torchaudio, importlib.metadata as md; print("peer_setup: ok: espnet", md.version("espnet"), "torch", torch.__version__)'

@@ -69,8 +69,9 @@ def report():
         except Exception as e: parts += [f"## {f.stem}", "", f"(unreadable: {e})", ""]; continue
         parts += [f"## {d.get('title', f.stem)}", ""]
         if d.get("command"): parts += [f"Command: `{d['command']}`", ""]
-        if d.get("rows"): parts += [_table(d["rows"]), ""]
-        parts += _nested({k: v for k, v in d.items() if k not in ("title", "command", "rows", "notes", "date")})
+        table_rows = isinstance(d.get("rows"), list) and d["rows"] and all(isinstance(r, dict) for r in d["rows"])
+        if table_rows: parts += [_table(d["rows"]), ""]
+        parts += _nested({k: v for k, v in d.items() if k not in ("title", "command", "notes", "date") + (("rows",) if table_rows else ())})
         if d.get("notes"): parts += [d["notes"] if isinstance(d["notes"], str) else "\n".join(d["notes"]), ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
