@@ -143,8 +143,10 @@ def available_cores() -> int:
     except AttributeError: return os.cpu_count() or 1
 
 def amp_candidates(device: torch.device) -> list[str]:
-    "`train.amp` values worth timing on `device`, preferred first: 'none' (fp32), then bf16 (or fp16 where bf16 cannot run)."
-    if device.type == "cpu": return ["none", "bf16"]
+    """`train.amp` values worth timing on `device`, preferred first: 'none' (fp32), then bf16 (or fp16 where bf16 cannot
+    run). A CPU without bf16 instructions (`cpu_native_bf16`) emulates bf16 several times slower than fp32, so it only
+    gets 'none': timing a candidate that cannot win would cost minutes of a short run's start-up."""
+    if device.type == "cpu": return ["none", "bf16"] if cpu_native_bf16() else ["none"]
     return ["none", "bf16" if _bf16_supported(device) and device.type != "mps" else "fp16"]
 
 def thread_candidates(ranks_here: int = 1, # training processes sharing this machine's cores
