@@ -138,7 +138,7 @@ def train_parser() -> argparse.ArgumentParser:
 @cli_entry('asr_nb_train')
 def train_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_train`."
-    a = train_parser().parse_args(argv)
+    a = train_parser().parse_intermixed_args(argv)   # options and key=value overrides in any order
     cfg = resolve_config(a.config, a.overrides)
     from asr_nb.core import setup_logging
     from asr_nb.train import train
@@ -342,7 +342,7 @@ def _decode_overrides(a: argparse.Namespace) -> list[str]:
 @cli_entry('asr_nb_decode')
 def decode_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_decode`: argument parsing around `asr_nb.decode.decode_data`."
-    a = decode_parser().parse_args(argv)
+    a = decode_parser().parse_intermixed_args(argv)
     parse_methods(a.method)                                      # unknown names: refused before anything is loaded
     exp = _check_exp(a.exp)
     if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
@@ -637,7 +637,7 @@ def demo_main(argv: Sequence[str]) -> int:
     p.add_argument('--fresh', action='store_true', help='delete the work dir first (otherwise training resumes)')
     p.add_argument('--lm', action='store_true', help='add the LM stage: word 3-gram from the train text, alpha/beta tuned on dev')
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=10')
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     from asr_nb.core import setup_logging
     from asr_nb.recipes import run_tiny_recipe
     setup_logging()
