@@ -636,6 +636,8 @@ def demo_main(argv: Sequence[str]) -> int:
     p.add_argument('--n-average', type=int, default=5, help='checkpoints to average (best by valid_loss)')
     p.add_argument('--fresh', action='store_true', help='delete the work dir first (otherwise training resumes)')
     p.add_argument('--lm', action='store_true', help='add the LM stage: word 3-gram from the train text, alpha/beta tuned on dev')
+    p.add_argument('--nproc', default='auto', metavar='N', help="training processes: 'auto' (one rank per CPU core while each "
+                   "keeps 3000 frames of the update, asr_nb.recipes.cpu_train_ranks) or a number; 1 trains in this process")
     p.add_argument('overrides', nargs='*', metavar='key=value', help='config overrides, e.g. train.max_epochs=10')
     a = p.parse_intermixed_args(argv)
     from asr_nb.core import setup_logging
@@ -643,7 +645,7 @@ def demo_main(argv: Sequence[str]) -> int:
     setup_logging()
     run_tiny_recipe(a.workdir, a.config, n_train=a.n_train, n_dev=a.n_dev, n_test=a.n_test, seed=a.seed, style=a.style,
                     methods=None if a.methods == 'all' else parse_methods(a.methods), n_average=a.n_average,
-                    overrides=a.overrides, fresh=a.fresh, lm=a.lm,
+                    overrides=a.overrides, fresh=a.fresh, lm=a.lm, nproc=a.nproc,
                     log=lambda m: print(m, flush=True))
     return 0
 

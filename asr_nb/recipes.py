@@ -16,7 +16,8 @@ __all__ = ['LIBRISPEECH_OVERRIDES', 'CORPORA', 'STAGES', 'Recipe', 'aishell_reci
            'stage_validate', 'stage_train', 'torchrun_command', 'stage_average', 'stage_decode', 'results_table',
            'word_lm_stage', 'run_tiny_recipe', 'make_mini_aishell', 'make_mini_librispeech', 'CorpusError',
            'corpus_counts', 'verify_corpus', 'stage_is_done', 'mark_stage_done', 'RecipeError', 'lm_path',
-           'train_launch', 'collect_results', 'run_recipe', 'recipe_parser', 'recipe_main']
+           'train_launch', 'collect_results', 'run_recipe', 'recipe_parser', 'recipe_main', 'cpu_train_ranks',
+           'cpu_rank_overrides', 'torchrun_train']
 
 # %% ../nbs/21_recipe_aishell.ipynb #e392059d
 @dataclass
@@ -229,12 +230,15 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
                     overrides: Sequence[str] = (), # config overrides, e.g. ['train.max_epochs=2']
                     fresh: bool = False, # delete `workdir` first
                     lm: bool = False, # the LM stage: a word 3-gram, alpha/beta tuned on dev, test decoded with it (`word_lm_stage`)
+                    nproc: int | str = 'auto', # training processes: 'auto' = `cpu_train_ranks` (one per core on a CPU), or a number
                     log: Callable[[str], None] = print,
                    ) -> dict:
     "The tiny end-to-end recipe: synth -> validate -> train -> average -> decode; returns results, timings and the table."
     from asr_nb.cli import find_conf, format_result_line, resolve_config, summary_line
     wd = Path(workdir)
     cfg = resolve_config(str(config) if config else str(find_conf('tiny.yaml')), overrides)
+    n = cpu_train_ranks(cfg) if nproc == 'auto' else int(nproc) if str(nproc).isdigit() else 0
+    if n < 1: raise RecipeError(f"nproc must be 'auto' or a number of processes (at least 1), got {nproc!r}")
     if fresh and wd.exists(): shutil.rmtree(wd)
     wd.mkdir(parents=True, exist_ok=True)
     exp, timings, results = wd/'exp', {}, {}
@@ -244,7 +248,9 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
     with _Stage('validate', timings, log): test_utts = _validate_splits(dirs, cfg, log)
     with _Stage('train', timings, log):
         from asr_nb.train import train
-        summary = train(cfg, str(dirs['train']), str(dirs['dev']), str(exp))
+        if n == 1: summary = train(cfg, str(dirs['train']), str(dirs['dev']), str(exp))
+        else: summary = torchrun_train(config or find_conf('tiny.yaml'), dirs['train'], dirs['dev'], exp,   # the ranks' shares last
+                                       [*cpu_rank_overrides(cfg, n)[1:], *overrides, cpu_rank_overrides(cfg, n)[0]], n, log)
         log(f"train summary: {summary_line(summary)}")
     with _Stage('average', timings, log):
         from asr_nb.average import average_exp
@@ -602,3 +608,35 @@ def recipe_main(argv: Sequence[str]) -> int:
         except (OSError, ValueError) as e: raise CLIError(f"--expected {a.expected}: {e}") from None
     run_recipe(r, a.stage, a.stop_stage, expected)
     return 0
+
+# %% ../nbs/21_recipe_aishell.ipynb #7eb0dc37
+def cpu_train_ranks(cfg: ExpConfig, # the run's config: its device and batch budget decide
+                    cores: int | None = None, # default: the cores this process may use (`device.available_cores`)
+                    min_frames: int = 3000, # frames every rank keeps per update, at least
+                   ) -> int:
+    """Training processes for a CPU run of `cfg`: one per core, as long as each keeps at least `min_frames` of the
+    update's `data.max_frames_in_batch` frames (`batch_type: length` or `token`); 1 for other devices or batch types.
+    PyTorch's CPU kernels on a small model's tensors gain little from a second thread, while data parallelism (DDP over
+    gloo) splits the work cleanly: on 2 cores, two ranks of one thread each, with the features computed in the rank,
+    train an epoch of the tiny recipe fastest (bench/results/train_layout.json, `bench/bench_train_layout.py`)."""
+    from asr_nb.device import available_cores
+    if cfg.train.device != 'cpu' or cfg.data.batch_type not in ('length', 'token'): return 1
+    return max(1, min(cores or available_cores(), cfg.data.max_frames_in_batch // min_frames))
+
+def cpu_rank_overrides(cfg: ExpConfig, n: int) -> list[str]:
+    "The settings each of `n` CPU ranks gets: its share of the update's frames, one torch thread, features in the rank."
+    return [f'data.max_frames_in_batch={cfg.data.max_frames_in_batch // n}', 'train.num_threads=1', 'data.num_workers=0']
+
+def torchrun_train(config: str | os.PathLike, train: str | os.PathLike, valid: str | os.PathLike, exp: str | os.PathLike,
+                   overrides: Sequence[str], n: int, log: Callable[[str], None] = print) -> dict:
+    """`asr_nb_train` under torchrun (standalone, `n` processes on this machine); returns rank 0's summary (the JSON
+    line it prints). A failed run raises `RecipeError` naming the experiment's train.log."""
+    import subprocess
+    exe = shutil.which('asr_nb_train') or str(Path(sys.executable).parent/'asr_nb_train')
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={n}', exe, '--config', str(config),
+           '--train', str(train), '--valid', str(valid), '--exp', str(exp), *overrides]
+    log(f"training with {n} ranks: {shlex.join(cmd)}")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)     # the log goes to stderr and exp/train.log
+    if p.returncode: raise RecipeError(f"train: torchrun ({n} rank{'s' * (n > 1)}) exited with status {p.returncode} (see {Path(exp)/'train.log'})")
+    summary = [l for l in p.stdout.splitlines() if l.startswith('{')]
+    return json.loads(summary[-1]) if summary else {}

@@ -1,0 +1,89 @@
+"""Time to accuracy of tiny-recipe runs: validation CER against wall time, from the runs' own train.log files.
+
+The headline users care about is how long until the model is good. For every run named on the command line
+(`NAME=EXP_DIR`), this reads `EXP_DIR/train.log` (its first line is the start of the run: tokenizer, CMVN and the
+autotune timing all count) and each `valid epoch=... cer=...` line, and the test-set results of
+`asr_nb_decode --out EXP_DIR/decode_test` (`decode_test/<method>/result.json`, the averaged model). It writes
+`bench/results/time_to_accuracy.json` (the curves, the time each run first reached a given validation CER, the
+training wall time and the test CERs, with the load average where the run logged it) and a small picture
+`bench/results/time_to_accuracy.png` (CER against minutes).
+
+    python bench/time_to_accuracy.py before=exp/tiny_demo/exp after=/path/to/exp --target-cer 10
+"""
+from __future__ import annotations
+import argparse, json, re
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) ")
+_VALID = re.compile(r"valid epoch=(\d+) step=(\d+) .*?cer=([0-9.]+)")
+_CONFIG = re.compile(r"(\d+) rank\(s\)")
+
+def _t(line: str) -> datetime | None:
+    m = _STAMP.match(line)
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") if m else None
+
+def read_run(exp: Path) -> dict:
+    "The validation curve of one run: minutes since the log's first line, epoch, step, CER; and the training wall time."
+    lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
+    stamped = [(t, l) for l in lines if (t := _t(l)) is not None]
+    if not stamped: raise SystemExit(f"{exp/'train.log'}: no time-stamped lines")
+    t0, curve, end, ranks = stamped[0][0], [], None, 1
+    for t, l in stamped:
+        if (m := _VALID.search(l)): curve.append(dict(minutes=round((t - t0).total_seconds() / 60, 2), epoch=int(m.group(1)),
+                                                     step=int(m.group(2)), valid_cer=float(m.group(3))))
+        if "finished: step" in l: end = t
+        if (m := _CONFIG.search(l)): ranks = int(m.group(1))
+    test = {}
+    for res in sorted((exp / "decode_test").glob("*/result.json")):
+        r = json.loads(res.read_text())
+        test[r["method"]] = round(r["cer"], 2)
+    return dict(exp=str(exp), ranks=ranks, train_minutes=round((end - t0).total_seconds() / 60, 2) if end else None,
+                curve=curve, test_cer=test)
+
+def first_below(curve: list[dict], cer: float) -> float | None:
+    "Minutes until the validation CER first reached `cer` or better (None if never)."
+    return next((p["minutes"] for p in curve if p["valid_cer"] <= cer), None)
+
+def plot(runs: dict, out: Path):
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=90)
+    for name, r in runs.items():
+        ax.plot([p["minutes"] for p in r["curve"]], [p["valid_cer"] for p in r["curve"]], marker=".", label=name)
+    ax.set_xlabel("wall time since the run started (min)"); ax.set_ylabel("validation CER (%)"); ax.set_ylim(0, 60)
+    ax.grid(alpha=.3); ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(out); plt.close(fig)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="NAME=EXP_DIR, the first is the reference")
+    ap.add_argument("--target-cer", type=float, default=10.0, help="validation CER whose first arrival is timed")
+    ap.add_argument("--notes", default="", help="free text: the machine's load, what differs between the runs")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "time_to_accuracy.json"))
+    a = ap.parse_args()
+    runs = {}
+    for spec in a.runs:
+        name, _, exp = spec.partition("=")
+        if not exp: raise SystemExit(f"{spec}: expected NAME=EXP_DIR")
+        runs[name] = read_run(Path(exp))
+    ref = next(iter(runs))
+    rows = []
+    for name, r in runs.items():
+        t = first_below(r["curve"], a.target_cer)
+        t_ref = first_below(runs[ref]["curve"], a.target_cer)
+        rows.append(dict(run=name, ranks=r["ranks"], epochs=r["curve"][-1]["epoch"] if r["curve"] else 0,
+                         train_minutes=r["train_minutes"], minutes_to_target=t,
+                         speedup_to_target=round(t_ref / t, 2) if t and t_ref else None,
+                         final_valid_cer=r["curve"][-1]["valid_cer"] if r["curve"] else None,
+                         **{f"test_{k}": v for k, v in r["test_cer"].items()}))
+    out = Path(a.out)
+    res = dict(title="Time to accuracy: the tiny recipe's validation CER against wall time (train.log), test CER of the averaged model",
+               command="python bench/time_to_accuracy.py " + " ".join(a.runs) + f" --target-cer {a.target_cer:g}",
+               target_valid_cer=a.target_cer, reference=ref, rows=rows, notes=a.notes,
+               curves={n: r["curve"] for n, r in runs.items()}, exps={n: r["exp"] for n, r in runs.items()})
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    plot(runs, out.with_suffix(".png"))
+    for r in rows: print(r)
+
+if __name__ == "__main__": main()
