@@ -425,7 +425,7 @@ class OptimConfig:
     scheduler: str = "noam"        # 'noam' | 'warmup_decay' | 'constant' | 'tri_stage' (fairseq's, wav2vec 2.0 fine-tuning)
     noam_factor: float = 1.0       # ESPnet's transformer-lr: lr = factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     warmup_steps: int = 25000
-    total_steps: int = 0           # tri_stage: updates the schedule spans (fairseq's max_update; set it with train.max_steps)
+    total_steps: int = 0           # tri_stage: updates the schedule spans (fairseq's max_update); 0 = the whole run (train.max_steps, else max_epochs' updates)
     phase_ratio: list = field(default_factory=lambda: [0.1, 0.4, 0.5])  # tri_stage: warm-up, hold, decay shares of total_steps
     init_lr_scale: float = 0.01    # tri_stage: lr at step 0 = init_lr_scale * lr
     final_lr_scale: float = 0.05   # tri_stage: lr at the end = final_lr_scale * lr (exponential decay)
@@ -434,8 +434,8 @@ class OptimConfig:
         _check_positive(self, "lr", "eps", "noam_factor"); _check_positive(self, "weight_decay", "warmup_steps", allow_zero=True)
         if len(self.betas) != 2: raise ConfigError(f"betas: expected two numbers, got {self.betas}")
         self.betas = [float(b) for b in self.betas]
-        if self.scheduler == "tri_stage" and (self.total_steps <= 0 or len(self.phase_ratio) != 3 or abs(sum(self.phase_ratio) - 1) > 1e-6):
-            raise ConfigError(f"total_steps/phase_ratio: tri_stage needs total_steps > 0 and three shares summing to 1, got {self.total_steps}, {self.phase_ratio}")
+        if self.scheduler == "tri_stage" and (self.total_steps < 0 or len(self.phase_ratio) != 3 or abs(sum(self.phase_ratio) - 1) > 1e-6):
+            raise ConfigError(f"total_steps/phase_ratio: tri_stage needs total_steps >= 0 (0: the whole run) and three shares summing to 1, got {self.total_steps}, {self.phase_ratio}")
 
 # %% ../nbs/00_core.ipynb #bc565c79
 @dataclass

@@ -5,7 +5,7 @@
 # %% ../nbs/10_train.ipynb #e54fa67d
 from __future__ import annotations
 import contextlib, copy, itertools, json, logging, math, os, re, signal, sys, threading, time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
 import torch
@@ -72,7 +72,9 @@ class LRSchedule:
                  lr_factor: float = 1.0, # multiplies every learning rate (fine-tuning)
                 ):
         if cfg.scheduler not in ("noam", "warmup_decay", "constant", "tri_stage"):
-            raise ValueError(f"optim.scheduler must be 'noam', 'warmup_decay' or 'constant', got '{cfg.scheduler}'")
+            raise ValueError(f"optim.scheduler must be 'noam', 'warmup_decay', 'constant' or 'tri_stage', got '{cfg.scheduler}'")
+        if cfg.scheduler == "tri_stage" and cfg.total_steps <= 0:
+            raise ConfigError("optim.total_steps: the tri_stage schedule needs the number of updates it spans (0 is resolved by train())")
         self.optimizer, self.cfg, self.d_model, self.lr_factor = optimizer, cfg, d_model, lr_factor
         self.step_count = 0  # updates done so far
         self._apply()
@@ -605,7 +607,9 @@ def _build(cfg: ExpConfig, exp: Path, device: torch.device, train_utts, valid_ut
     dtype = D.amp_dtype(device, tc.amp)
     scaler = D.make_grad_scaler(device, dtype)
     optimizer = build_optimizer(model, cfg.optim)
-    schedule = LRSchedule(optimizer, cfg.optim, cfg.model.encoder.d_model, tc.init_lr_factor if tc.init_from else 1.0)
+    oc = cfg.optim   # tri_stage over "the whole run" (total_steps 0): this run's updates, per rank
+    if oc.scheduler == "tri_stage" and not oc.total_steps: oc = replace(oc, total_steps=tc.max_steps or math.ceil(len(sampler) / tc.accum_grad) * tc.max_epochs)
+    schedule = LRSchedule(optimizer, oc, cfg.model.encoder.d_model, tc.init_lr_factor if tc.init_from else 1.0)
     ckpt = Checkpointer(exp, cfg, tok.units, model, optimizer, schedule, scaler, sampler, tlog, device)
     return _Run(cfg, exp, device, dtype, tok, model, model, optimizer, schedule, scaler, train_loader, sampler,
                 valid_loader, tlog, ckpt, Progress(), history=[])

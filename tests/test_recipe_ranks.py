@@ -40,3 +40,20 @@ def test_demo_bad_nproc(tmp_path, capsys, bad):
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and 'nproc' in err[0] and 'Traceback' not in err[0], err
     assert not (tmp_path/'w').exists()                                            # refused before anything is written
+
+
+def test_tri_stage_spans_the_run(tmp_path, capsys):
+    "conf/tiny.yaml's tri_stage with total_steps 0 spans this run's updates: warm-up from 1 %, decay to about 2 % at the end."
+    from asr_nb.cli import synth_main, train_main
+    assert synth_main(['--out', str(tmp_path/'d'), '--n-train', '16', '--n-dev', '2', '--n-test', '2']) == 0
+    argv = ['--config', str(ROOT/'conf'/'tiny.yaml'), '--train', str(tmp_path/'d'/'train'), '--valid', str(tmp_path/'d'/'dev'),
+            '--exp', str(tmp_path/'e'), *TINY, 'train.num_threads=1', 'data.num_workers=0', 'train.max_epochs=4',
+            'data.max_frames_in_batch=3000']
+    assert train_main(argv) == 0, capsys.readouterr().err
+    cfg = load_config(ROOT/'conf'/'tiny.yaml')
+    lrs = [float(l.split(' lr=')[1].split()[0]) for l in (tmp_path/'e'/'train.log').read_text().splitlines() if ' lr=' in l]
+    steps = json.loads(capsys.readouterr().out.strip().splitlines()[-1])['step']
+    assert len(lrs) == steps >= 4
+    peak, first, last = cfg.optim.lr, lrs[0], lrs[-1]
+    assert abs(first - peak * cfg.optim.init_lr_scale) < 1e-9 and max(lrs) <= peak + 1e-12
+    assert peak * cfg.optim.final_lr_scale <= last < peak * 2 * cfg.optim.final_lr_scale, (lrs, steps)
