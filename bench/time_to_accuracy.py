@@ -9,9 +9,10 @@ training wall time and the test CERs, with the load average where the run logged
 `bench/results/time_to_accuracy.png` (CER against minutes).
 
     python bench/time_to_accuracy.py before=exp/tiny_demo/exp after=/path/to/exp --target-cer 10
+    python bench/time_to_accuracy.py --table        # README's table from the result file
 """
 from __future__ import annotations
-import argparse, json, re
+import argparse, json, re, sys
 from datetime import datetime
 from pathlib import Path
 
@@ -55,7 +56,19 @@ def plot(runs: dict, out: Path):
     ax.set_xlabel("wall time since the run started (min)"); ax.set_ylabel("validation CER (%)"); ax.set_ylim(0, 60)
     ax.grid(alpha=.3); ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(out); plt.close(fig)
 
+def table(res: dict) -> str:
+    "README's table: per run, training wall time, minutes to the target validation CER, speed-up, test CER."
+    t = res["target_valid_cer"]
+    out = [f"| run | ranks | training min | min to valid CER <= {t:g} % | speed-up | test CER % greedy / joint |",
+           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in res["rows"]:
+        out.append(f"| {r['run']} | {r['ranks']} | {r['train_minutes']:.1f} | {r['minutes_to_target']:.1f} | {r['speedup_to_target']:.2f}x | "
+                   f"{r.get('test_ctc_greedy', float('nan')):.2f} / {r.get('test_joint', float('nan')):.2f} |")
+    return "\n".join(out)
+
 def main():
+    if sys.argv[1:] == ["--table"]:     # the table README shows, from the result file
+        print(table(json.loads((ROOT / "bench" / "results" / "time_to_accuracy.json").read_text()))); return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="NAME=EXP_DIR, the first is the reference")
     ap.add_argument("--target-cer", type=float, default=10.0, help="validation CER whose first arrival is timed")
