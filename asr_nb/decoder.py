@@ -63,6 +63,35 @@ class DecoderLayer(nn.Module):
         x = x + self.dropout(self._src_attend(self.norm2(x), src_kv, memory_mask))
         return x + self.dropout(self.feed_forward(self.norm3(x))), att_cache
 
+# %% ../nbs/08_decoder.ipynb #e4653c24
+def _fused_qkv(layer: DecoderLayer) -> tuple[torch.Tensor, torch.Tensor]: # weight (3 d, d), bias (3 d,)
+    "The self-attention's q, k, v projections as one weight and bias (what `_qkv` concatenates at every call)."
+    a = layer.self_attn
+    return (torch.cat([a.linear_q.weight, a.linear_k.weight, a.linear_v.weight]),
+            torch.cat([a.linear_q.bias, a.linear_k.bias, a.linear_v.bias]))
+
+def _fast_step(layer: DecoderLayer, x: torch.Tensor, # (N, 1, d) the newest position's input
+               att_cache: torch.Tensor, # (N, H, l, 2*d_k) keys | values of the l earlier positions
+               qkv: tuple[torch.Tensor, torch.Tensor], # `_fused_qkv(layer)`
+               src_kv: tuple[torch.Tensor, torch.Tensor], # `source_kv` of B utterances, N = B x K
+               memory_mask: torch.Tensor, # (B, 1, 1, T)
+              ) -> tuple[torch.Tensor, torch.Tensor]: # (N, 1, d), new cache (N, H, l+1, 2*d_k)
+    "`DecoderLayer.forward_step` for ONE new position at inference (no dropout), with one copy of the cache."
+    N, d, a = x.size(0), x.size(2), layer.self_attn
+    H, dk = a.h, a.d_k
+    y = F.linear(layer.norm1(x), *qkv).view(N, 3, H, dk)                   # (N, 3, H, d_k): q, k, v
+    att_cache = torch.cat([att_cache, y[:, 1:].transpose(1, 2).reshape(N, H, 1, 2 * dk)], 2)  # (N, H, l+1, 2 d_k)
+    o = F.scaled_dot_product_attention(y[:, :1].transpose(1, 2), att_cache[..., :dk], att_cache[..., dk:])  # (N, H, 1, d_k)
+    x = x + a.linear_out(o.transpose(1, 2).reshape(N, 1, d))
+    x = x + layer._src_attend(layer.norm2(x), src_kv, memory_mask)
+    ff = layer.feed_forward
+    return x + ff.w_2(ff.activation(ff.w_1(layer.norm3(x)))), att_cache
+
+def _fast_ok(dec: nn.Module, x: torch.Tensor) -> bool:
+    "Whether `_fast_step` applies: inference, the `sdpa` path, and not CPU half precision (which takes the plain softmax)."
+    return (not dec.training and dec.decoders[0].self_attn.impl == "sdpa"
+            and not (x.device.type == "cpu" and x.dtype != torch.float32))
+
 # %% ../nbs/08_decoder.ipynb #bbb8a3af
 def causal_mask(length: int, # L
                 device: torch.device | None = None,
@@ -120,15 +149,16 @@ class TransformerDecoder(nn.Module):
             a = self.decoders[0].self_attn
             empty = memory.new_zeros(N, a.h, 0, 2 * a.d_k)                        # (N, H, 0, 2 d_k)
             cache = dict(self=[empty] * len(self.decoders), src=[layer.source_kv(memory) for layer in self.decoders])
+            if _fast_ok(self, memory): cache['qkv'] = [_fused_qkv(layer) for layer in self.decoders]   # once per search
         past = cache['self'][0].size(2)                                          # positions already cached
         mask = None if l - past == 1 else torch.ones(l - past, l, dtype=torch.bool, device=ys.device).tril(past)[None, None]
         memory_mask = ~make_pad_mask(memory_lens, memory.size(1))[:, None, None, :]  # (B, 1, 1, T)
         x = self.embed[1](self.embed[0](ys[:, past:]), past)[0]                   # (N, l - past, d) new positions
-        new = []
-        for layer, c, kv in zip(self.decoders, cache['self'], cache['src']):
-            x, c = layer.forward_step(x, c, mask, kv, memory_mask)
+        new, fast = [], mask is None and 'qkv' in cache and _fast_ok(self, x)   # one new position: the lean step
+        for i, (layer, c, kv) in enumerate(zip(self.decoders, cache['self'], cache['src'])):
+            x, c = _fast_step(layer, x, c, cache['qkv'][i], kv, memory_mask) if fast else layer.forward_step(x, c, mask, kv, memory_mask)
             new.append(c)
-        return torch.log_softmax(self.output_layer(self.after_norm(x[:, -1])).float(), dim=-1), dict(self=new, src=cache['src'])
+        return torch.log_softmax(self.output_layer(self.after_norm(x[:, -1])).float(), dim=-1), dict(cache, self=new)
 
     @staticmethod
     def select_cache(cache: dict, idx: torch.Tensor, # (N',) prefixes to continue (rows may repeat), within their blocks
@@ -136,4 +166,4 @@ class TransformerDecoder(nn.Module):
                     ) -> dict:
         "The cache of the prefixes `idx`: self-attention keys/values indexed; the source ones only when utterances leave."
         src = cache['src'] if utt is None else [(k[utt], v[utt]) for k, v in cache['src']]
-        return dict(self=[c.index_select(0, idx) for c in cache['self']], src=src)
+        return dict(cache, self=[c.index_select(0, idx) for c in cache['self']], src=src)

@@ -12,8 +12,9 @@ definition: the wall time a user waits (reading audio, fbank, encoder, search) /
     python bench/bench_decode.py --device cuda --threads 0 --out bench/results/decode_cuda.json
 
 With `--exp DIR --data DATA` it measures a *trained* experiment instead (its config, weights, batch size), every
-plain method at `--beam`, on one thread by default, noting `os.getloadavg()` before and after each method (a shared
-machine's numbers are contended when the load is above the core count):
+plain method at `--beam`, at each of `--exp-threads` (default 1,2: one thread, and the 2 a user of `asr_nb_decode` gets
+by default on a 2-core machine), noting `os.getloadavg()` before and after each method and the process CPU seconds
+(a shared machine's wall times are contended when the load is above the core count; CPU seconds much less so):
 
     python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test   # -> bench/results/decode_tiny.json
 """
@@ -56,18 +57,21 @@ def bench_exp(a):
     rec.decode_cfg = replace(rec.decode_cfg, beam=a.beam)
     utts = read_data_dir(a.data)
     decode_data(rec, utts[:4], [a.methods.split(",")[0]])  # warm-up
-    rows = []
-    for method in a.methods.split(","):
-        load = os.getloadavg()
-        r = decode_data(rec, utts, [method])[method]
-        rows.append(dict(method=method, batch_size=rec.decode_cfg.batch_size, beam=a.beam, rtf=r['rtf'],
-                         wall_seconds=r['wall_seconds'], audio_seconds=r['audio_seconds'], cer=r['cer'],
-                         loadavg_before=[round(x, 2) for x in load], loadavg_after=[round(x, 2) for x in os.getloadavg()]))
-        print(f"{method:16s} RTF {r['rtf']:.4f}  CER {r['cer']:.2f}  load {load[0]:.2f}", flush=True)
-    stages = stage_seconds(rec, utts)
-    print("stages (s):", stages, flush=True)
+    rows, stages = [], {}
+    for th in [int(x) for x in a.exp_threads.split(",")]:
+        torch.set_num_threads(th)
+        for method in a.methods.split(","):
+            load, cpu = os.getloadavg(), time.process_time()
+            r = decode_data(rec, utts, [method])[method]
+            rows.append(dict(method=method, threads=th, batch_size=rec.decode_cfg.batch_size, beam=a.beam, rtf=r['rtf'],
+                             wall_seconds=r['wall_seconds'], cpu_seconds=round(time.process_time() - cpu, 3),
+                             audio_seconds=r['audio_seconds'], cer=r['cer'],
+                             loadavg_before=[round(x, 2) for x in load], loadavg_after=[round(x, 2) for x in os.getloadavg()]))
+            print(f"{method:16s} threads {th} RTF {r['rtf']:.4f}  CER {r['cer']:.2f}  load {load[0]:.2f}", flush=True)
+        stages[th] = stage_seconds(rec, utts)
+        print(f"stages (s), {th} thread(s):", stages[th], flush=True)
     return dict(title=f"Decoding real-time factor of a trained model ({a.exp})", rows=rows, stage_seconds=stages, exp=str(a.exp), data=str(a.data),
-                utts=len(utts), threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__,
+                utts=len(utts), threads=a.exp_threads, cpus=os.cpu_count(), torch=torch.__version__,
                 python=platform.python_version(),
                 notes=("rtf = wall time a user waits (audio reading, fbank, CMVN, encoder, search) / audio seconds; lower "
                        "is faster. loadavg over os.cpu_count() cores: above it the machine was shared and the numbers "
@@ -112,6 +116,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--exp", default=None, help="a trained experiment dir: measure it on --data instead of a random model")
     ap.add_argument("--data", default=None, help="with --exp: the data dir to decode")
+    ap.add_argument("--exp-threads", default="1,2", help="with --exp: thread counts to measure, each in turn")
     a = ap.parse_args(argv)
     if a.exp and not a.data: ap.error("--exp needs --data (the data dir to decode)")
     if a.exp:
