@@ -363,12 +363,20 @@ class ParaformerConfig:
     tail_threshold: float = 0.45     # decoding: a remainder >= 1 - tail_threshold after the last frame still fires
     predictor_weight: float = 1.0    # weight of the quantity loss |sum(alpha) - L|
     sampling_ratio: float = 0.4      # glancing sampler lambda: share of wrong tokens glanced (0 = one training pass)
+    # para (#13): what the parallel decoder's first block sees
+    decoder_input: str = "raw"       # 'raw': the acoustic embeddings as they are (FunASR); 'pos': + sinusoids;
+                                     # 'scaled_pos': x*sqrt(d) + sinusoids + dropout (asr_nb before #13)
+    decoder_fsmn_kernel: int = 0     # > 0: an FSMN memory (depthwise conv over tokens, FunASR SAN-M's) before each block
     def __post_init__(self):
         if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
             raise ConfigError(f"predictor_kernel: must be odd and positive, got {self.predictor_kernel}")
         if not self.threshold > 0: raise ConfigError(f"threshold: must be > 0, got {self.threshold}")
         for k in ("predictor_dropout", "tail_threshold", "sampling_ratio"):
             if not 0 <= getattr(self, k) < 1: raise ConfigError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+        if self.decoder_input not in ("raw", "pos", "scaled_pos"):
+            raise ConfigError(f"decoder_input: must be 'raw', 'pos' or 'scaled_pos', got {self.decoder_input!r}")
+        if self.decoder_fsmn_kernel < 0 or (self.decoder_fsmn_kernel and self.decoder_fsmn_kernel % 2 == 0):
+            raise ConfigError(f"decoder_fsmn_kernel: must be 0 or odd and positive, got {self.decoder_fsmn_kernel}")
         if self.predictor_weight < 0: raise ConfigError(f"predictor_weight: must be >= 0, got {self.predictor_weight}")
 
 # %% ../nbs/00_core.ipynb #98bc9ba5
