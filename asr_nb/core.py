@@ -364,8 +364,9 @@ class ParaformerConfig:
     predictor_weight: float = 1.0    # weight of the quantity loss |sum(alpha) - L|
     sampling_ratio: float = 0.4      # glancing sampler lambda: share of wrong tokens glanced (0 = one training pass)
     # para (#13): what the parallel decoder's first block sees
-    decoder_input: str = "raw"       # 'raw': the acoustic embeddings as they are (FunASR); 'pos': + sinusoids;
-                                     # 'scaled_pos': x*sqrt(d) + sinusoids + dropout (asr_nb before #13)
+    decoder_input: str = "scaled_pos"  # 'raw': the acoustic embeddings as they are (FunASR, conf/paraformer*.yaml);
+                                     # 'pos': + sinusoids; 'scaled_pos': x*sqrt(d) + sinusoids + dropout (the default
+                                     # only so that experiments saved before #13 decode as trained)
     decoder_fsmn_kernel: int = 0     # > 0: an FSMN memory (depthwise conv over tokens, FunASR SAN-M's) before each block
     def __post_init__(self):
         if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
