@@ -368,6 +368,8 @@ class ParaformerConfig:
                                      # 'pos': + sinusoids; 'scaled_pos': x*sqrt(d) + sinusoids + dropout (the default
                                      # only so that experiments saved before #13 decode as trained)
     decoder_fsmn_kernel: int = 0     # > 0: an FSMN memory (depthwise conv over tokens, FunASR SAN-M's) before each block
+    decoder_frame_pos: bool = False  # add sinusoids of the encoder frame index to the decoder's memory and, CIF-weighted,
+                                     # to the acoustic embeddings (a token's time; not in FunASR)
     def __post_init__(self):
         if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
             raise ConfigError(f"predictor_kernel: must be odd and positive, got {self.predictor_kernel}")

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from .core import (IGNORE_ID, Batch, ConfigError, DecoderConfig, ModelConfig, ParaformerConfig, SpecAugConfig, UserError,
                          make_pad_mask)
-from .conformer import AbsPositionalEncoding, build_encoder, subsampled_lengths
+from .conformer import AbsPositionalEncoding, _sinusoids, build_encoder, subsampled_lengths
 from .decoder import DecoderLayer
 from .model import CTCHead, LabelSmoothingLoss, ctc_greedy_search, ctc_loss, frontend_dim, th_accuracy
 
@@ -232,6 +232,11 @@ class Paraformer(nn.Module):
     def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor: # (B, T', d) -> (B, T', V)
         return self.ctc(enc)
 
+    def decoder_memory(self, enc: torch.Tensor) -> torch.Tensor: # (B, T', d) -> (B, T', d)
+        "What CIF integrates and the decoder attends to: the encoder output, + sinusoids of the frame index with `decoder_frame_pos`."
+        if not self.pcfg.decoder_frame_pos: return enc
+        return enc + _sinusoids(torch.arange(enc.size(1), device=enc.device), enc.size(2)).to(enc.dtype)
+
 # %% ../nbs/31_paraformer.ipynb #866b372d
 def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
             enc_lens: torch.Tensor, tokens: torch.Tensor, # (B, L) padded with IGNORE_ID
@@ -241,14 +246,15 @@ def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
     p, w, out = self.pcfg, self.ctc_weight, {}
     alphas = self.predictor(enc, enc_lens)                                   # (B, T')
     loss_pre = quantity_loss(alphas, token_lens, self.cfg.loss.length_normalized_loss)
-    acoustic = cif(enc, scale_alphas(alphas, token_lens), token_lens, p.threshold)[:, :tokens.size(1)]  # (B, L, d)
+    mem = self.decoder_memory(enc)                                           # (B, T', d)
+    acoustic = cif(mem, scale_alphas(alphas, token_lens), token_lens, p.threshold)[:, :tokens.size(1)]  # (B, L, d)
     acoustic = nn.functional.pad(acoustic, (0, 0, 0, tokens.size(1) - acoustic.size(1)))
     semantic = acoustic
     if self.training and p.sampling_ratio > 0:                               # glancing: two passes
-        with torch.no_grad(): first = self.decoder(acoustic, token_lens, enc, enc_lens)
+        with torch.no_grad(): first = self.decoder(acoustic, token_lens, mem, enc_lens)
         semantic, glanced = glance_sampler(acoustic, tokens, token_lens, first, self.decoder.embed, p.sampling_ratio)
         out["glance"] = glanced.sum() / token_lens.sum()
-    logits = self.decoder(semantic, token_lens, enc, enc_lens)               # (B, L, V)
+    logits = self.decoder(semantic, token_lens, mem, enc_lens)               # (B, L, V)
     loss_att = self.criterion_att(logits, tokens)
     loss = (1 - w) * loss_att + p.predictor_weight * loss_pre
     if w > 0:
@@ -273,7 +279,8 @@ def _predict(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor, # (B, 
     num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()   # (B,) tokens to fire
     if enc.size(0) == 0 or int(num.max()) == 0:
         return enc.new_zeros(enc.size(0), 0, self.vocab_size), num, alphas
-    logits = self.decoder(cif(enc, alphas, num, p.threshold), num, enc, enc_lens)
+    mem = self.decoder_memory(enc)
+    logits = self.decoder(cif(mem, alphas, num, p.threshold), num, mem, enc_lens)
     return logits, num, alphas
 
 def _greedy_search(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]:
@@ -317,7 +324,8 @@ class ParaformerOnePass(nn.Module):
         enc, enc_lens = m.encode(feats, feat_lens.long())
         alphas = m.predictor(enc, enc_lens)                                   # (B, T')
         num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()
-        return m.decoder(cif(enc, alphas, num, p.threshold), num, enc, enc_lens), num
+        mem = m.decoder_memory(enc)
+        return m.decoder(cif(mem, alphas, num, p.threshold), num, mem, enc_lens), num
 
 def export_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, opset: int = 17):
     "Trace `ParaformerOnePass` to `path` (dynamic batch, frames and tokens); returns the path."
