@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from .core import (IGNORE_ID, Batch, ConfigError, DecoderConfig, ModelConfig, ParaformerConfig, SpecAugConfig, UserError,
                          make_pad_mask)
-from .conformer import AbsPositionalEncoding, _sinusoids, build_encoder, subsampled_lengths
+from .conformer import AbsPositionalEncoding, build_encoder, subsampled_lengths
 from .decoder import DecoderLayer
 from .model import CTCHead, LabelSmoothingLoss, ctc_greedy_search, ctc_loss, frontend_dim, th_accuracy
 
@@ -235,7 +235,10 @@ class Paraformer(nn.Module):
     def decoder_memory(self, enc: torch.Tensor) -> torch.Tensor: # (B, T', d) -> (B, T', d)
         "What CIF integrates and the decoder attends to: the encoder output, + sinusoids of the frame index with `decoder_frame_pos`."
         if not self.pcfg.decoder_frame_pos: return enc
-        return enc + _sinusoids(torch.arange(enc.size(1), device=enc.device), enc.size(2)).to(enc.dtype)
+        d = enc.size(2)
+        div = torch.exp(torch.arange(0, d, 2, device=enc.device, dtype=torch.float32) * (-math.log(10000.0) / d))  # (d/2,)
+        ang = torch.arange(enc.size(1), device=enc.device, dtype=torch.float32)[:, None] * div         # (T', d/2)
+        return enc + torch.stack([ang.sin(), ang.cos()], -1).flatten(1).to(enc.dtype)  # sin/cos interleaved (T', d); traces
 
 # %% ../nbs/31_paraformer.ipynb #866b372d
 def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
