@@ -356,7 +356,7 @@ class Wav2Vec2Config:
 # %% ../nbs/00_core.ipynb #46d761a0
 @dataclass
 class ParaformerConfig:
-    "Paraformer's predictor and sampler (`model.paraformer`; defaults: FunASR's AISHELL paraformer_conformer recipe)."
+    "Paraformer's predictor, sampler, decoder input (`model.paraformer`; FunASR's AISHELL defaults but `decoder_input`)."
     predictor_kernel: int = 3        # depthwise conv of the predictor (FunASR: l_order=1, r_order=1)
     predictor_dropout: float = 0.1
     threshold: float = 1.0           # CIF firing threshold beta
