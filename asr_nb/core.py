@@ -356,19 +356,30 @@ class Wav2Vec2Config:
 # %% ../nbs/00_core.ipynb #46d761a0
 @dataclass
 class ParaformerConfig:
-    "Paraformer's predictor and sampler (`model.paraformer`; defaults: FunASR's AISHELL paraformer_conformer recipe)."
+    "Paraformer's predictor, sampler, decoder input (`model.paraformer`; FunASR's AISHELL defaults but `decoder_input`)."
     predictor_kernel: int = 3        # depthwise conv of the predictor (FunASR: l_order=1, r_order=1)
     predictor_dropout: float = 0.1
     threshold: float = 1.0           # CIF firing threshold beta
     tail_threshold: float = 0.45     # decoding: a remainder >= 1 - tail_threshold after the last frame still fires
     predictor_weight: float = 1.0    # weight of the quantity loss |sum(alpha) - L|
     sampling_ratio: float = 0.4      # glancing sampler lambda: share of wrong tokens glanced (0 = one training pass)
+    # para (#13): what the parallel decoder's first block sees
+    decoder_input: str = "scaled_pos"  # 'raw': the acoustic embeddings as they are (FunASR, conf/paraformer*.yaml);
+                                     # 'pos': + sinusoids; 'scaled_pos': x*sqrt(d) + sinusoids + dropout (the default
+                                     # only so that experiments saved before #13 decode as trained)
+    decoder_fsmn_kernel: int = 0     # > 0: an FSMN memory (depthwise conv over tokens, FunASR SAN-M's) before each block
+    decoder_frame_pos: bool = False  # add sinusoids of the encoder frame index to the decoder's memory and, CIF-weighted,
+                                     # to the acoustic embeddings (a token's time; not in FunASR)
     def __post_init__(self):
         if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
             raise ConfigError(f"predictor_kernel: must be odd and positive, got {self.predictor_kernel}")
         if not self.threshold > 0: raise ConfigError(f"threshold: must be > 0, got {self.threshold}")
         for k in ("predictor_dropout", "tail_threshold", "sampling_ratio"):
             if not 0 <= getattr(self, k) < 1: raise ConfigError(f"{k}: must be in [0, 1), got {getattr(self, k)}")
+        if self.decoder_input not in ("raw", "pos", "scaled_pos"):
+            raise ConfigError(f"decoder_input: must be 'raw', 'pos' or 'scaled_pos', got {self.decoder_input!r}")
+        if self.decoder_fsmn_kernel < 0 or (self.decoder_fsmn_kernel and self.decoder_fsmn_kernel % 2 == 0):
+            raise ConfigError(f"decoder_fsmn_kernel: must be 0 or odd and positive, got {self.decoder_fsmn_kernel}")
         if self.predictor_weight < 0: raise ConfigError(f"predictor_weight: must be >= 0, got {self.predictor_weight}")
 
 # %% ../nbs/00_core.ipynb #98bc9ba5

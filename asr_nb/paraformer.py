@@ -15,7 +15,7 @@ from .model import CTCHead, LabelSmoothingLoss, ctc_greedy_search, ctc_loss, fro
 
 # %% auto #0
 __all__ = ['paraformer_config', 'cif_weights', 'cif', 'fire_frames', 'CIFPredictor', 'quantity_loss', 'scale_alphas',
-           'ParallelDecoder', 'glance_sampler', 'ParaformerTargetError', 'check_targets', 'Paraformer',
+           'FSMNMemory', 'ParallelDecoder', 'glance_sampler', 'ParaformerTargetError', 'check_targets', 'Paraformer',
            'paraformer_search', 'ParaformerOnePass', 'export_paraformer_onnx', 'check_paraformer_onnx',
            'export_sherpa_onnx']
 
@@ -92,15 +92,34 @@ def scale_alphas(alphas: torch.Tensor, token_lens: torch.Tensor) -> torch.Tensor
     return alphas * (token_lens.to(alphas.dtype) / alphas.sum(1).clamp(min=1e-4))[:, None]
 
 # %% ../nbs/31_paraformer.ipynb #c9f84cf5
+class FSMNMemory(nn.Module):
+    "`x + dropout(dwconv(LN(x)))` over token positions, padding zeroed first: each token sees its k-1 neighbours (FunASR SAN-M)."
+    def __init__(self, d_model: int, kernel_size: int, dropout: float = 0.1):
+        super().__init__()
+        self.norm, self.dropout = nn.LayerNorm(d_model, eps=1e-12), nn.Dropout(dropout)
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size, padding=kernel_size // 2, groups=d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, # (B, N, d)
+                valid: torch.Tensor, # (B, N) bool, True = a token
+               ) -> torch.Tensor: # (B, N, d)
+        h = self.norm(x).masked_fill(~valid[..., None], 0.0)                  # padding contributes nothing
+        return x + self.dropout(self.conv(h.transpose(1, 2)).transpose(1, 2))
+
 class ParallelDecoder(nn.Module):
     "Non-autoregressive decoder: `(acoustic (B, N, d), lens, memory (B, T', d), memory_lens)` -> logits (B, N, V)."
-    def __init__(self, vocab_size: int, cfg: DecoderConfig, d_model: int, attention_heads: int = 4):
+    def __init__(self, vocab_size: int, cfg: DecoderConfig, d_model: int, attention_heads: int = 4,
+                 input_kind: str = "raw", # 'raw' (FunASR), 'pos' (+ sinusoids) or 'scaled_pos' (x*sqrt(d) + sinusoids)
+                 fsmn_kernel: int = 0, # > 0: an `FSMNMemory` of this width before every block
+                ):
         super().__init__()
+        if input_kind not in ("raw", "pos", "scaled_pos"): raise ValueError(f"input_kind: unknown {input_kind!r}")
         heads = cfg.attention_heads or attention_heads
         self.embed = nn.Embedding(vocab_size, d_model)               # target tokens for the glancing sampler
-        self.pos = AbsPositionalEncoding(d_model, cfg.dropout)
+        self.input_kind, self.pos = input_kind, AbsPositionalEncoding(d_model, cfg.dropout)
         self.decoders = nn.ModuleList([DecoderLayer(d_model, heads, cfg.linear_units, cfg.dropout, cfg.attention_dropout)
                                        for _ in range(cfg.num_blocks)])
+        self.fsmn = nn.ModuleList([FSMNMemory(d_model, fsmn_kernel, cfg.dropout) for _ in range(cfg.num_blocks)]
+                                  if fsmn_kernel > 0 else [])
         self.after_norm, self.output_layer = nn.LayerNorm(d_model, eps=1e-12), nn.Linear(d_model, vocab_size)
 
     def forward(self, acoustic: torch.Tensor, # (B, N, d) acoustic (or glanced) embeddings
@@ -109,11 +128,20 @@ class ParallelDecoder(nn.Module):
                 memory_lens: torch.Tensor, # (B,)
                ) -> torch.Tensor: # (B, N, V) logits
         N = acoustic.size(1)
-        tgt_mask = ~make_pad_mask(lens, N)[:, None, None, :]                # (B, 1, 1, N): padding only, no causal mask
+        valid = ~make_pad_mask(lens, N)                                      # (B, N)
+        tgt_mask = valid[:, None, None, :]                                   # (B, 1, 1, N): padding only, no causal mask
         memory_mask = ~make_pad_mask(memory_lens, memory.size(1))[:, None, None, :]  # (B, 1, 1, T')
-        x = self.pos(acoustic)[0]
-        for layer in self.decoders: x = layer(x, tgt_mask, memory, memory_mask)
+        x = self._input(acoustic)                                            # (B, N, d)
+        for i, layer in enumerate(self.decoders):
+            if len(self.fsmn): x = self.fsmn[i](x, valid)
+            x = layer(x, tgt_mask, memory, memory_mask)
         return self.output_layer(self.after_norm(x))
+
+    def _input(self, acoustic: torch.Tensor) -> torch.Tensor: # (B, N, d) -> (B, N, d)
+        "What the first block sees: the embeddings as they are, + sinusoids, or scaled by sqrt(d) + sinusoids + dropout."
+        if self.input_kind == "scaled_pos": return self.pos(acoustic)[0]
+        if self.input_kind == "pos": return acoustic + self.pos.pe[:acoustic.size(1)].to(acoustic.dtype)
+        return acoustic
 
 # %% ../nbs/31_paraformer.ipynb #3666ff46
 def glance_sampler(acoustic: torch.Tensor, # (B, L, d) acoustic embeddings of the target positions
@@ -172,7 +200,8 @@ class Paraformer(nn.Module):
         enc = cfg.encoder
         self.encoder = build_encoder(enc, input_dim)
         self.predictor = CIFPredictor(enc.d_model, self.pcfg.predictor_kernel, self.pcfg.predictor_dropout)
-        self.decoder = ParallelDecoder(vocab_size, cfg.decoder, enc.d_model, enc.attention_heads)
+        self.decoder = ParallelDecoder(vocab_size, cfg.decoder, enc.d_model, enc.attention_heads,
+                                       self.pcfg.decoder_input, self.pcfg.decoder_fsmn_kernel)
         self.ctc = CTCHead(enc.d_model, vocab_size)                # always there (Recognizer.encode asks for it)
         self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, cfg.loss.lsm_weight, cfg.loss.length_normalized_loss)
         self.capabilities = frozenset({"paraformer"} | ({"ctc"} if self.ctc_weight > 0 else set()))
@@ -203,6 +232,14 @@ class Paraformer(nn.Module):
     def ctc_log_probs(self, enc: torch.Tensor) -> torch.Tensor: # (B, T', d) -> (B, T', V)
         return self.ctc(enc)
 
+    def decoder_memory(self, enc: torch.Tensor) -> torch.Tensor: # (B, T', d) -> (B, T', d)
+        "What CIF integrates and the decoder attends to: the encoder output, + sinusoids of the frame index with `decoder_frame_pos`."
+        if not self.pcfg.decoder_frame_pos: return enc
+        d = enc.size(2)
+        div = torch.exp(torch.arange(0, d, 2, device=enc.device, dtype=torch.float32) * (-math.log(10000.0) / d))  # (d/2,)
+        ang = torch.arange(enc.size(1), device=enc.device, dtype=torch.float32)[:, None] * div         # (T', d/2)
+        return enc + torch.stack([ang.sin(), ang.cos()], -1).flatten(1).to(enc.dtype)  # sin/cos interleaved (T', d); traces
+
 # %% ../nbs/31_paraformer.ipynb #866b372d
 def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
             enc_lens: torch.Tensor, tokens: torch.Tensor, # (B, L) padded with IGNORE_ID
@@ -212,14 +249,15 @@ def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
     p, w, out = self.pcfg, self.ctc_weight, {}
     alphas = self.predictor(enc, enc_lens)                                   # (B, T')
     loss_pre = quantity_loss(alphas, token_lens, self.cfg.loss.length_normalized_loss)
-    acoustic = cif(enc, scale_alphas(alphas, token_lens), token_lens, p.threshold)[:, :tokens.size(1)]  # (B, L, d)
+    mem = self.decoder_memory(enc)                                           # (B, T', d)
+    acoustic = cif(mem, scale_alphas(alphas, token_lens), token_lens, p.threshold)[:, :tokens.size(1)]  # (B, L, d)
     acoustic = nn.functional.pad(acoustic, (0, 0, 0, tokens.size(1) - acoustic.size(1)))
     semantic = acoustic
     if self.training and p.sampling_ratio > 0:                               # glancing: two passes
-        with torch.no_grad(): first = self.decoder(acoustic, token_lens, enc, enc_lens)
+        with torch.no_grad(): first = self.decoder(acoustic, token_lens, mem, enc_lens)
         semantic, glanced = glance_sampler(acoustic, tokens, token_lens, first, self.decoder.embed, p.sampling_ratio)
         out["glance"] = glanced.sum() / token_lens.sum()
-    logits = self.decoder(semantic, token_lens, enc, enc_lens)               # (B, L, V)
+    logits = self.decoder(semantic, token_lens, mem, enc_lens)               # (B, L, V)
     loss_att = self.criterion_att(logits, tokens)
     loss = (1 - w) * loss_att + p.predictor_weight * loss_pre
     if w > 0:
@@ -244,7 +282,8 @@ def _predict(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor, # (B, 
     num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()   # (B,) tokens to fire
     if enc.size(0) == 0 or int(num.max()) == 0:
         return enc.new_zeros(enc.size(0), 0, self.vocab_size), num, alphas
-    logits = self.decoder(cif(enc, alphas, num, p.threshold), num, enc, enc_lens)
+    mem = self.decoder_memory(enc)
+    logits = self.decoder(cif(mem, alphas, num, p.threshold), num, mem, enc_lens)
     return logits, num, alphas
 
 def _greedy_search(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]:
@@ -288,7 +327,8 @@ class ParaformerOnePass(nn.Module):
         enc, enc_lens = m.encode(feats, feat_lens.long())
         alphas = m.predictor(enc, enc_lens)                                   # (B, T')
         num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()
-        return m.decoder(cif(enc, alphas, num, p.threshold), num, enc, enc_lens), num
+        mem = m.decoder_memory(enc)
+        return m.decoder(cif(mem, alphas, num, p.threshold), num, mem, enc_lens), num
 
 def export_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, opset: int = 17):
     "Trace `ParaformerOnePass` to `path` (dynamic batch, frames and tokens); returns the path."

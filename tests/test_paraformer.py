@@ -33,10 +33,12 @@ def tiny_model(vocab=8, **over):
     return build_model(cfg, vocab)
 
 
-def test_overfit_one_batch_decodes_its_targets():
-    "A few hundred updates on one batch: the predictor counts the tokens and the one-pass search reads them back."
+@pytest.mark.parametrize('over', [{'model.paraformer.decoder_input': 'scaled_pos'},
+                                  {'model.paraformer.decoder_input': 'raw', 'model.paraformer.decoder_fsmn_kernel': 3}])
+def test_overfit_one_batch_decodes_its_targets(over):
+    "A hundred updates on one batch: the predictor counts the tokens and the one-pass search reads them back."
     torch.manual_seed(0); threads = torch.get_num_threads(); torch.set_num_threads(1)   # tiny ops: one thread is fastest
-    model = tiny_model()
+    model = tiny_model(**over)
     feats, flens = torch.randn(2, 60, 80), torch.tensor([60, 48])
     toks, tlens = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, -1, -1]]), torch.tensor([6, 4])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
