@@ -32,6 +32,7 @@ def test_compiled_equals_eager():
         torch.testing.assert_close(out["loss"], ref["loss"], rtol=1e-5, atol=1e-5)
         g = torch.autograd.grad(out["loss"], list(model.parameters()))
         r = torch.autograd.grad(ref["loss"], list(eager.parameters()))
-        for (n, _), a, e in zip(model.named_parameters(), g, r):
-            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5 * e.abs().max().item() + 1e-7, msg=n)
+        scale = max(e.abs().max().item() for e in r)  # absolute tolerance on the model's gradient scale: some grads are
+        for (n, _), a, e in zip(model.named_parameters(), g, r):  # ~0 by construction (a conv bias before BatchNorm)
+            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-5 * scale, msg=n)
     assert list(model.state_dict()) == list(eager.state_dict())
