@@ -482,6 +482,8 @@ class TrainConfig:
     autotune_steps: int = 3        # timed updates per candidate, after one warm-up update; 0 = no timing (auto: the device's rule)
     autotune_margin: float = 0.05  # a candidate later in the preference order (bf16, more threads) must be this much faster
     autotune_max_share: float = 0.05 # no timing when it would take more than this share of the run's updates (0 = always time)
+    # compile (#15): torch.compile of the layer stacks (asr_nb.train.compile_layers)
+    compile: bool = False          # torch.compile (inductor) every encoder/decoder layer in place; slower on a 2-core CPU (bench/results/step_ablation.json)
     def __post_init__(self):
         _check_choice(self, "amp", ("none", "bf16", "fp16", "auto"))
         if self.num_threads != "auto" and not (isinstance(self.num_threads, int) and self.num_threads >= 0):

@@ -22,8 +22,8 @@ from .checkpoint import (CheckpointError, checkpoints_to_keep, ckpt_dir, config_
 __all__ = ['STEP_STATS', 'MIN_STEPS_FOR_SKIP_RATE', 'AUTOTUNE_FILE', 'noam_lr', 'warmup_decay_lr', 'tri_stage_lr', 'LRSchedule',
            'build_optimizer', 'train_step', 'validate', 'format_log_line', 'parse_log_line', 'read_train_log',
            'plot_curves', 'Meter', 'TrainLog', 'prepare_exp_dir', 'Progress', 'Checkpointer', 'TrainingError',
-           'find_resume', 'check_resume', 'find_resume_everywhere', 'check_skip_rate', 'config_report',
-           'autotune_candidates', 'pick_fastest', 'format_autotune_table', 'autotune', 'train']
+           'find_resume', 'check_resume', 'find_resume_everywhere', 'check_skip_rate', 'compile_layers',
+           'config_report', 'autotune_candidates', 'pick_fastest', 'format_autotune_table', 'autotune', 'train']
 
 # %% ../nbs/10_train.ipynb #a60e7937
 def noam_lr(step: int, # optimiser update, counted from 1
@@ -603,6 +603,7 @@ def _build(cfg: ExpConfig, exp: Path, device: torch.device, train_utts, valid_ut
     train_loader, sampler = _loader(train_utts, tok, cfg, True, names[0])
     valid_loader, _ = _loader(valid_utts, tok, cfg, False, names[1])
     model = D.contiguous_grouped_convs(build_model(cfg, tok.vocab_size, cmvn)).to(device)  # no strided bf16 grouped conv (#15)
+    if tc.compile: compile_layers(model)  # in place: the checkpoints keep plain keys
     seed_everything(tc.seed + D.rank())  # same initial weights everywhere, different dropout per rank
     dtype = D.amp_dtype(device, tc.amp)
     scaler = D.make_grad_scaler(device, dtype)
@@ -613,6 +614,26 @@ def _build(cfg: ExpConfig, exp: Path, device: torch.device, train_utts, valid_ut
     ckpt = Checkpointer(exp, cfg, tok.units, model, optimizer, schedule, scaler, sampler, tlog, device)
     return _Run(cfg, exp, device, dtype, tok, model, model, optimizer, schedule, scaler, train_loader, sampler,
                 valid_loader, tlog, ckpt, Progress(), history=[])
+
+# %% ../nbs/10_train.ipynb #b1465d02
+def _cxx_found() -> bool:
+    "A C++ compiler for inductor's CPU backend ($CXX, g++ or clang++)."
+    import shutil
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "clang++") if c)
+
+def compile_layers(model: nn.Module, # any family; the layers of its outermost `nn.ModuleList`s are compiled
+                   dynamic: bool | None = True, # symbolic shapes: no recompiles when the batch shape changes
+                  ) -> int: # layers compiled
+    """`torch.compile` every layer of the layer stacks of `model` in place (plain state_dict keys).
+    Raises `ConfigError` on a CPU without a C++ compiler."""
+    dev = next(model.parameters()).device
+    if dev.type == "cpu" and not _cxx_found():
+        raise ConfigError("train.compile: torch.compile on a CPU needs a C++ compiler (install g++ or set CXX), or set train.compile=false")
+    done: list[str] = []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.ModuleList) or any(name.startswith(d + ".") for d in done): continue
+        for i, layer in enumerate(m): layer.compile(dynamic=dynamic); done.append(f"{name}.{i}")
+    return len(done)
 
 # %% ../nbs/10_train.ipynb #9b7cef9c
 def _restore(run: _Run, path: Path, st: dict) -> Progress:
