@@ -17,6 +17,8 @@ by default on a 2-core machine), noting `os.getloadavg()` before and after each 
 (a shared machine's wall times are contended when the load is above the core count; CPU seconds much less so):
 
     python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test   # -> bench/results/decode_tiny.json
+    python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test --exp-threads 2 --exp-batch-size 32 \
+        --out bench/results/decode_tiny_b32.json                                            # batches of 32 utterances
 """
 from __future__ import annotations
 import argparse, json, math, os, platform, statistics, tempfile, time
@@ -54,7 +56,7 @@ def bench_exp(a):
     from asr_nb.data import read_data_dir
     from asr_nb.export import Recognizer
     rec = Recognizer.from_exp(a.exp)
-    rec.decode_cfg = replace(rec.decode_cfg, beam=a.beam)
+    rec.decode_cfg = replace(rec.decode_cfg, beam=a.beam, batch_size=a.exp_batch_size or rec.decode_cfg.batch_size)
     utts = read_data_dir(a.data)
     decode_data(rec, utts[:4], [a.methods.split(",")[0]])  # warm-up
     rows, stages = [], {}
@@ -117,6 +119,7 @@ def main(argv=None):
     ap.add_argument("--exp", default=None, help="a trained experiment dir: measure it on --data instead of a random model")
     ap.add_argument("--data", default=None, help="with --exp: the data dir to decode")
     ap.add_argument("--exp-threads", default="1,2", help="with --exp: thread counts to measure, each in turn")
+    ap.add_argument("--exp-batch-size", type=int, default=0, help="with --exp: utterances per batch (default: the experiment's decode.batch_size)")
     a = ap.parse_args(argv)
     if a.exp and not a.data: ap.error("--exp needs --data (the data dir to decode)")
     if a.exp:
