@@ -52,12 +52,31 @@ def token_list(train_text: Path) -> list[str]:
         for ch in t: counts["<space>" if ch == " " else ch] = counts.get("<space>" if ch == " " else ch, 0) + 1
     return ["<blank>", "<unk>"] + sorted(counts, key=lambda c: (-counts[c], c)) + ["<sos/eos>"]
 
-def espnet_train_config(ours: dict, conf: dict, epochs: int, tokens: Path) -> dict:
+def updates_per_epoch(split: Path, ours: dict) -> int:
+    "Our updates per epoch on `split` (wav.scp of PCM wav files), estimated as its 10 ms frames / frames per batch."
+    import wave
+    frames = 0
+    for _, path in read_kv(split / "wav.scp"):
+        with wave.open(path) as w: frames += w.getnframes() * 100 // w.getframerate()
+    return max(1, -(-frames // (ours["data"].get("max_frames_in_batch") or 6000)))
+
+def espnet_train_config(ours: dict, conf: dict, epochs: int, tokens: Path,
+                        steps_per_epoch: int = 0, # updates per epoch, for a tri_stage schedule over the whole run
+                       ) -> dict:
     """ESPnet2 asr_train keys from our resolved config `ours` (dataclasses.asdict) and the key-table output `conf`.
-    The global CMVN (`--normalize global_mvn`) is given on the training command line: the statistics run makes it."""
+    The global CMVN (`--normalize global_mvn`) is given on the training command line: the statistics run makes it.
+    Schedules: our warmup_decay is ESPnet2's warmuplr, our tri_stage its tristagelr (`optim.total_steps` 0, the whole
+    run, becomes `steps_per_epoch` x epochs)."""
     o, t, d = ours["optim"], ours["train"], ours["data"]
     frames = d.get("max_frames_in_batch") or 6000
-    sched = {"warmup_decay": ("warmuplr", {"warmup_steps": o.get("warmup_steps", 25000)})}.get(o.get("scheduler"), (None, None))
+    sched = (None, None)
+    if o.get("scheduler") == "warmup_decay": sched = ("warmuplr", {"warmup_steps": o.get("warmup_steps", 25000)})
+    elif o.get("scheduler") == "tri_stage":
+        steps = o.get("total_steps") or steps_per_epoch * epochs
+        if not steps: raise SystemExit("peer_train: tri_stage over the whole run needs the updates per epoch (steps_per_epoch)")
+        w, h, dcy = o.get("phase_ratio", [0.1, 0.4, 0.5])
+        sched = ("tristagelr", dict(max_steps=steps, warmup_ratio=w, hold_ratio=h, decay_ratio=dcy,
+                                    init_lr_scale=o.get("init_lr_scale", 0.01), final_lr_scale=o.get("final_lr_scale", 0.05)))
     crit = {"valid_loss": ["valid", "loss", "min"], "valid_acc": ["valid", "acc", "max"]}.get(t.get("best_metric"), ["valid", "loss", "min"])
     return dict(
         token_list=str(tokens), token_type="char", max_epoch=epochs, seed=0, num_workers=0, ngpu=0,
@@ -115,7 +134,7 @@ def main(argv=None):
          "import peer_espnet as pe; c = load_config(sys.argv[2]); print(json.dumps([dataclasses.asdict(c), pe.espnet_conf(c)]))")
     ours, conf = json.loads(subprocess.run([py, "-c", q, str(ROOT), a.config], capture_output=True, text=True, check=True).stdout)
     stats = out / "stats" / "train" / "feats_stats.npz"
-    cfg = espnet_train_config(ours, conf, a.epochs, out / "tokens.txt")
+    cfg = espnet_train_config(ours, conf, a.epochs, out / "tokens.txt", steps_per_epoch=updates_per_epoch(out / "data" / "train", ours))
     (out / "config.yaml").write_text(json.dumps(cfg, indent=1) + "\n")  # JSON is YAML
     env_threads = ["env", f"OMP_NUM_THREADS={a.threads}", f"MKL_NUM_THREADS={a.threads}"]
     data_args = lambda split, shape: [

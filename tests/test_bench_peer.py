@@ -75,7 +75,11 @@ def test_peer_train_cer(tmp_path):
 def test_peer_train_config_follows_ours():
     import dataclasses
     cfg = load_config(ROOT / "conf" / "tiny.yaml")
-    c = pt.espnet_train_config(dataclasses.asdict(cfg), pe.espnet_conf(cfg), 3, Path("t.txt"))
-    assert (c["max_epoch"], c["optim_conf"]["lr"], c["scheduler"], c["scheduler_conf"]["warmup_steps"]) == (3, 0.003, "warmuplr", 300)
+    c = pt.espnet_train_config(dataclasses.asdict(cfg), pe.espnet_conf(cfg), 3, Path("t.txt"), steps_per_epoch=56)
+    assert (c["max_epoch"], c["optim_conf"]["lr"], c["scheduler"]) == (3, 0.003, "tristagelr")   # conf/tiny.yaml: tri_stage over the run
+    assert c["scheduler_conf"] == dict(max_steps=168, warmup_ratio=0.15, hold_ratio=0.35, decay_ratio=0.5, init_lr_scale=0.01, final_lr_scale=0.02)
+    with pytest.raises(SystemExit): pt.espnet_train_config(dataclasses.asdict(cfg), pe.espnet_conf(cfg), 3, Path("t.txt"))
+    w = pt.espnet_train_config(dataclasses.asdict(load_config(ROOT / "conf" / "tiny_augment.yaml")), pe.espnet_conf(cfg), 3, Path("t.txt"))
+    assert (w["scheduler"], w["scheduler_conf"]) == ("warmuplr", {"warmup_steps": 300})
     assert c["batch_bins"] == 6000 * 160 and c["best_model_criterion"] == [["valid", "loss", "min"]] and c["keep_nbest_models"] == 5
     assert c["encoder_conf"]["num_blocks"] == 4 and c["decoder_conf"]["num_blocks"] == 2
