@@ -249,8 +249,9 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
     with _Stage('train', timings, log):
         from asr_nb.train import train
         if n == 1: summary = train(cfg, str(dirs['train']), str(dirs['dev']), str(exp))
-        else: summary = torchrun_train(config or find_conf('tiny.yaml'), dirs['train'], dirs['dev'], exp,   # the ranks' shares last
-                                       [*cpu_rank_overrides(cfg, n)[1:], *overrides, cpu_rank_overrides(cfg, n)[0]], n, log)
+        else:   # the user's overrides may change threads and workers; each rank's share of the frames comes last
+            share, *layout = cpu_rank_overrides(cfg, n)
+            summary = torchrun_train(config or find_conf('tiny.yaml'), dirs['train'], dirs['dev'], exp, [*layout, *overrides, share], n, log)
         log(f"train summary: {summary_line(summary)}")
     with _Stage('average', timings, log):
         from asr_nb.average import average_exp
