@@ -116,10 +116,14 @@ class FeatureConfig:
             raise ConfigError(f"speed_perturb: factors must lie in [0.5, 2.0], got {self.speed_perturb}")
         self.speed_perturb = [float(f) for f in self.speed_perturb]
 
+    def window_sizes(self) -> tuple[int, int, int]:
+        "(window, hop, FFT size) in samples; Kaldi pads the window to a power of two (25 / 10 ms at 16 kHz: 400, 160, 512)."
+        win = int(self.sample_rate * self.frame_length_ms / 1000); hop = int(self.sample_rate * self.frame_shift_ms / 1000)
+        return win, hop, 1 << max(win - 1, 1).bit_length()
+
     def _check_mel(self):
         "Mel bins must fit the FFT (Kaldi: a 2^k-point FFT over the window) and the band [low_freq, high_freq]."
-        win = int(self.sample_rate * self.frame_length_ms / 1000)
-        n_fft = 1 << max(win - 1, 1).bit_length(); nyq = self.sample_rate / 2
+        _, _, n_fft = self.window_sizes(); nyq = self.sample_rate / 2
         if self.n_mels > n_fft // 2:
             raise ConfigError(f"n_mels: {self.n_mels} mel bins but a {self.frame_length_ms} ms window at {self.sample_rate} Hz "
                               f"has only {n_fft // 2} FFT bins; use n_mels <= {n_fft // 2}")

@@ -4,7 +4,8 @@
    paths, switched off in the same process, on random small models: identical n-best tokens and scores, bit for bit.
 2. The trained tiny model (/work/main/exp/tiny_demo/exp, read-only; skipped without it or when its weights changed):
    the texts `decode_data` gives for every method at beams 10 and 5 on 24 test utterances equal the texts main
-   decoded before this work (tests/data/decode_tiny_golden.json, made with main's code at ccc936f).
+   decoded before (tests/data/decode_tiny_golden.json; remade with main's code at 1f11dbd, before the fast fbank,
+   by `python tests/test_decode_fast.py --make-golden`: session 6's file was never committed).
 
 Run: .venv/bin/python -m pytest -q tests/test_decode_fast.py
 """
@@ -60,6 +61,20 @@ def test_texts_unchanged_trained():
     rec = Recognizer.from_exp(TINY)
     utts = read_data_dir(TINY.parent / 'data' / 'test')[:g['utts']]
     for key, want in g['texts'].items():
-        method, beam = key.split('@')
-        rec.decode_cfg = replace(rec.decode_cfg, beam=int(beam))
-        assert D.decode_data(rec, utts, [method], batch_size=g['batch_size'])[method]['hyps'] == want, key
+        assert _texts(rec, utts, key, g['batch_size']) == want, key
+
+def _texts(rec, utts, key, batch_size):
+    method, beam = key.split('@')
+    rec.decode_cfg = replace(rec.decode_cfg, beam=int(beam))
+    return D.decode_data(rec, utts, [method], batch_size=batch_size)[method]['hyps']
+
+if __name__ == '__main__':     # python tests/test_decode_fast.py --make-golden: write GOLDEN from this code and TINY
+    import sys
+    from asr_nb.data import read_data_dir
+    from asr_nb.export import Recognizer
+    assert sys.argv[1:] == ['--make-golden'], __doc__
+    rec, utts = Recognizer.from_exp(TINY), read_data_dir(TINY.parent / 'data' / 'test')[:24]
+    keys = [f'{m}@{b}' for b in (10, 5) for m in ('ctc_greedy', 'ctc_prefix_beam', 'attention', 'joint', 'rescoring')]
+    g = dict(model_sha256=hashlib.sha256((TINY / 'model_avg.pt').read_bytes()).hexdigest(), utts=len(utts), batch_size=8,
+             asr_nb=D.__file__, texts={k: _texts(rec, utts, k, 8) for k in keys})
+    GOLDEN.parent.mkdir(exist_ok=True); GOLDEN.write_text(json.dumps(g, indent=1) + '\n'); print('wrote', GOLDEN)
