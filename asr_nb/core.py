@@ -374,6 +374,8 @@ class ParaformerConfig:
     decoder_fsmn_kernel: int = 0     # > 0: an FSMN memory (depthwise conv over tokens, FunASR SAN-M's) before each block
     decoder_frame_pos: bool = False  # add sinusoids of the encoder frame index to the decoder's memory and, CIF-weighted,
                                      # to the acoustic embeddings (a token's time; not in FunASR)
+    predictor: str = "cif"           # 'cif': CIF (Paraformer); 'ctc': each token's embedding is the mean of its run in CTC's
+                                     # alignment (after Paraformer-v2, An et al. 2024; needs loss.ctc_weight > 0)
     def __post_init__(self):
         if self.predictor_kernel < 1 or self.predictor_kernel % 2 == 0:
             raise ConfigError(f"predictor_kernel: must be odd and positive, got {self.predictor_kernel}")

@@ -168,15 +168,6 @@ class FbankFrontend(Frontend):
     dim = property(lambda self: self.cfg.n_mels)
     def _compute(self, wave, dither): return fbank(wave, self.cfg, dither=dither)
 
-    def batch(self, waves: Sequence[torch.Tensor], train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        "As `Frontend.batch`, with every utterance's frames through one FFT and one filter product (fewer, larger ops)."
-        for w in waves: self._check(w)
-        frames = [_fbank_frames(w, self.cfg, self.cfg.dither if train else 0.0) for w in waves]  # the draws of fe(w) in turn
-        lens = torch.tensor([f.shape[0] for f in frames], dtype=torch.long)
-        if not frames: return torch.zeros(0, 0, self.dim), lens
-        feats = _fbank_log_mel(torch.cat(frames), self.cfg).split(lens.tolist())
-        return nn.utils.rnn.pad_sequence(feats, batch_first=True), lens   # (B, T, n_mels)
-
 class MfccFrontend(Frontend):
     "Kaldi MFCC: dim = num_ceps."
     dim = property(lambda self: self.cfg.num_ceps)

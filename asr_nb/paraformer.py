@@ -15,9 +15,9 @@ from .model import CTCHead, LabelSmoothingLoss, ctc_greedy_search, ctc_loss, fro
 
 # %% auto #0
 __all__ = ['paraformer_config', 'cif_weights', 'cif', 'fire_frames', 'CIFPredictor', 'quantity_loss', 'scale_alphas',
-           'FSMNMemory', 'ParallelDecoder', 'glance_sampler', 'ParaformerTargetError', 'check_targets', 'Paraformer',
-           'paraformer_search', 'ParaformerOnePass', 'export_paraformer_onnx', 'check_paraformer_onnx',
-           'export_sherpa_onnx']
+           'FSMNMemory', 'ParallelDecoder', 'glance_sampler', 'ParaformerTargetError', 'check_targets',
+           'ctc_token_index', 'segment_means', 'forced_paths', 'Paraformer', 'paraformer_search', 'ParaformerOnePass',
+           'export_paraformer_onnx', 'check_paraformer_onnx', 'export_sherpa_onnx']
 
 # %% ../nbs/31_paraformer.ipynb #a3e722aa
 def paraformer_config(cfg) -> ParaformerConfig: # cfg: ExpConfig or ModelConfig
@@ -170,15 +170,63 @@ class ParaformerTargetError(UserError):
 def check_targets(token_lens: torch.Tensor, # (B,)
                   enc_lens: torch.Tensor, # (B,) encoder frames
                   keys: list | None = None, # utterance ids (default: the batch index)
+                  tokens: torch.Tensor | None = None, # (B, L) the targets: given, a repeated token needs a frame more
+                                                      # (a blank between; the CTC predictor's forced alignment)
                  ) -> None:
     "Raise `ParaformerTargetError` for the first empty target or target longer than its encoder frames."
-    bad = (token_lens < 1) | (token_lens > enc_lens)
+    need = token_lens.clone()
+    if tokens is not None and tokens.size(1) > 1:
+        pos = torch.arange(1, tokens.size(1), device=tokens.device)[None, :] < token_lens[:, None]   # (B, L-1)
+        need = need + ((tokens[:, 1:] == tokens[:, :-1]) & pos).sum(1)
+    bad = (token_lens < 1) | (need > enc_lens)
     if not bool(bad.any()): return
     i = int(bad.nonzero()[0]); key = keys[i] if keys is not None else f"#{i} of the batch"
-    L, T = int(token_lens[i]), int(enc_lens[i])
+    L, T, R = int(token_lens[i]), int(enc_lens[i]), int(need[i] - token_lens[i])
     if L < 1: raise ParaformerTargetError(f"utterance {key}: empty target; Paraformer's predictor needs at least one token")
+    if tokens is not None:
+        raise ParaformerTargetError(f"utterance {key}: {L} tokens and {R} repeats need {L + R} frames but there are only {T} "
+                                    f"encoder frames; CTC's alignment gives each token a frame and each repeat a blank "
+                                    f"(use a smaller encoder.subsampling, or drop the utterance)")
     raise ParaformerTargetError(f"utterance {key}: {L} tokens but only {T} encoder frames; CIF fires at most one token "
                                 f"per frame (use a smaller encoder.subsampling, or drop the utterance)")
+
+# %% ../nbs/31_paraformer.ipynb #120b62ea
+def ctc_token_index(path: torch.Tensor, # (B, T') a CTC label per frame: the argmax, or a forced alignment
+                    lens: torch.Tensor, # (B,) valid frames
+                    blank: int = 0,
+                   ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T') token index of each frame (-1: blank or padding), (B,) tokens
+    "CTC's collapse as frame -> token: a token is a run of one non-blank label; a blank between two runs of a label makes two."
+    valid = torch.arange(path.size(1), device=path.device)[None, :] < lens[:, None]          # (B, T')
+    keep = (path != blank) & valid
+    prev = nn.functional.pad(path[:, :-1], (1, 0), value=blank)                             # the label of frame t - 1
+    start = keep & (path != prev)                                                            # a run begins
+    idx = (start.long().cumsum(1) - 1).masked_fill(~keep, -1)
+    return idx, start.long().sum(1)
+
+def segment_means(hidden: torch.Tensor, # (B, T', d) frames
+                  idx: torch.Tensor, # (B, T') token index per frame (-1: none), from `ctc_token_index`
+                  num_tokens: torch.Tensor, # (B,) tokens per utterance
+                 ) -> torch.Tensor: # (B, N, d) mean frame of each token, zero past num_tokens; N = num_tokens.max()
+    "Each token's embedding: the mean of its frames (one batched matrix product)."
+    N = num_tokens.max() if num_tokens.numel() else 0            # a 0-d tensor: the width stays symbolic under ONNX tracing
+    k = torch.arange(N, device=hidden.device)[None, :, None]     # (1, N, 1)
+    w = (idx[:, None, :] == k).to(hidden.dtype)                  # (B, N, T') 1 where frame t belongs to token k
+    return torch.bmm(w, hidden) / w.sum(2, keepdim=True).clamp(min=1)
+
+def forced_paths(log_probs: torch.Tensor, # (B, T', V) CTC log-probabilities
+                 enc_lens: torch.Tensor, # (B,)
+                 tokens: torch.Tensor, # (B, L) targets, padded (any pad value)
+                 token_lens: torch.Tensor, # (B,)
+                 blank: int = 0,
+                ) -> torch.Tensor: # (B, T') the Viterbi CTC path of each target (blank on padding)
+    "CTC forced alignment of each utterance's target (`torchaudio.functional.forced_align`, one utterance at a time)."
+    import torchaudio.functional as AF
+    lp = log_probs.detach().float().cpu()
+    out = torch.full(lp.shape[:2], blank, dtype=torch.long)
+    for b, (T, L) in enumerate(zip(enc_lens.tolist(), token_lens.tolist())):
+        path, _ = AF.forced_align(lp[b:b + 1, :T], tokens[b:b + 1, :L].cpu().int(), blank=blank)
+        out[b, :T] = path[0]
+    return out.to(log_probs.device)
 
 # %% ../nbs/31_paraformer.ipynb #3bdafdb3
 class Paraformer(nn.Module):
@@ -199,7 +247,8 @@ class Paraformer(nn.Module):
         self.specaug = SpecAugment(specaug) if specaug is not None and specaug.enable else None
         enc = cfg.encoder
         self.encoder = build_encoder(enc, input_dim)
-        self.predictor = CIFPredictor(enc.d_model, self.pcfg.predictor_kernel, self.pcfg.predictor_dropout)
+        self.predictor = (CIFPredictor(enc.d_model, self.pcfg.predictor_kernel, self.pcfg.predictor_dropout)
+                          if self.pcfg.predictor == "cif" else None)  # 'ctc': the CTC head's runs (no parameters of its own)
         self.decoder = ParallelDecoder(vocab_size, cfg.decoder, enc.d_model, enc.attention_heads,
                                        self.pcfg.decoder_input, self.pcfg.decoder_fsmn_kernel)
         self.ctc = CTCHead(enc.d_model, vocab_size)                # always there (Recognizer.encode asks for it)
@@ -213,6 +262,8 @@ class Paraformer(nn.Module):
             raise ConfigError("features.kind: 'raw' does not fit model.family 'paraformer' (conv2d subsampling needs a spectrogram)")
         if cfg.model.decoder.num_blocks < 1: raise ConfigError("model.decoder.num_blocks: paraformer needs its parallel decoder (>= 1)")
         if cfg.model.loss.ctc_weight >= 1: raise ConfigError("model.loss.ctc_weight: must be < 1 for paraformer (1 leaves the decoder untrained)")
+        if paraformer_config(cfg).predictor == "ctc" and cfg.model.loss.ctc_weight <= 0:
+            raise ConfigError("model.paraformer.predictor: 'ctc' needs model.loss.ctc_weight > 0 (the CTC head finds the tokens)")
         return cls(cfg.model, vocab_size, specaug=cfg.specaug, cmvn=cmvn, input_dim=frontend_dim(cfg))
 
     @staticmethod
@@ -245,12 +296,18 @@ def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
             enc_lens: torch.Tensor, tokens: torch.Tensor, # (B, L) padded with IGNORE_ID
             token_lens: torch.Tensor, keys: list | None = None) -> dict[str, torch.Tensor]:
     "Quantity loss, CIF to exactly L embeddings, (sampler), parallel decoder CE, optional CTC."
-    check_targets(token_lens, enc_lens, keys)
     p, w, out = self.pcfg, self.ctc_weight, {}
-    alphas = self.predictor(enc, enc_lens)                                   # (B, T')
-    loss_pre = quantity_loss(alphas, token_lens, self.cfg.loss.length_normalized_loss)
+    check_targets(token_lens, enc_lens, keys, tokens if p.predictor == "ctc" else None)
     mem = self.decoder_memory(enc)                                           # (B, T', d)
-    acoustic = cif(mem, scale_alphas(alphas, token_lens), token_lens, p.threshold)[:, :tokens.size(1)]  # (B, L, d)
+    lp = self.ctc(enc) if w > 0 else None                                    # (B, T', V)
+    if p.predictor == "ctc":                                                 # the runs of CTC's forced alignment
+        idx, _ = ctc_token_index(forced_paths(lp, enc_lens, tokens, token_lens, self.blank_id), enc_lens, self.blank_id)
+        acoustic, loss_pre = segment_means(mem, idx, token_lens), enc.new_zeros(())
+    else:
+        alphas = self.predictor(enc, enc_lens)                               # (B, T')
+        loss_pre = quantity_loss(alphas, token_lens, self.cfg.loss.length_normalized_loss)
+        acoustic = cif(mem, scale_alphas(alphas, token_lens), token_lens, p.threshold)
+    acoustic = acoustic[:, :tokens.size(1)]                                  # (B, L, d)
     acoustic = nn.functional.pad(acoustic, (0, 0, 0, tokens.size(1) - acoustic.size(1)))
     semantic = acoustic
     if self.training and p.sampling_ratio > 0:                               # glancing: two passes
@@ -261,7 +318,7 @@ def _losses(self: Paraformer, enc: torch.Tensor, # (B, T', d)
     loss_att = self.criterion_att(logits, tokens)
     loss = (1 - w) * loss_att + p.predictor_weight * loss_pre
     if w > 0:
-        loss_ctc, out["num_inf_ctc"] = ctc_loss(self.ctc(enc), enc_lens, tokens, token_lens, self.blank_id)
+        loss_ctc, out["num_inf_ctc"] = ctc_loss(lp, enc_lens, tokens, token_lens, self.blank_id)
         loss = loss + w * loss_ctc; out["loss_ctc"] = loss_ctc.detach()
     return dict(loss=loss, loss_att=loss_att.detach(), loss_pre=loss_pre.detach(),
                 acc=th_accuracy(logits.detach(), tokens).float(), **out)
@@ -275,16 +332,20 @@ Paraformer.losses, Paraformer.forward = _losses, _forward
 
 # %% ../nbs/31_paraformer.ipynb #67261612
 def _predict(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor, # (B, T', d), (B,)
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # logits (B, N, V), num_tokens (B,), alphas (B, T')
-    "Predictor, CIF with the tail, one decoder pass."
-    p = self.pcfg
-    alphas = self.predictor(enc, enc_lens)
-    num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()   # (B,) tokens to fire
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # logits (B, N, V), num_tokens (B,), alphas or token index (B, T')
+    "Predictor (CIF with the tail, or the CTC head's greedy runs), the token embeddings, one decoder pass."
+    p, mem = self.pcfg, self.decoder_memory(enc)
+    if p.predictor == "ctc":
+        idx, num = ctc_token_index(self.ctc(enc).argmax(-1), enc_lens, self.blank_id)   # (B, T'), (B,)
+        embed = lambda: segment_means(mem, idx, num)
+        aux = idx
+    else:
+        aux = self.predictor(enc, enc_lens)                                  # alphas (B, T')
+        num = torch.floor(aux.sum(1) / p.threshold + p.tail_threshold).long()   # (B,) tokens to fire
+        embed = lambda: cif(mem, aux, num, p.threshold)
     if enc.size(0) == 0 or int(num.max()) == 0:
-        return enc.new_zeros(enc.size(0), 0, self.vocab_size), num, alphas
-    mem = self.decoder_memory(enc)
-    logits = self.decoder(cif(mem, alphas, num, p.threshold), num, mem, enc_lens)
-    return logits, num, alphas
+        return enc.new_zeros(enc.size(0), 0, self.vocab_size), num, aux
+    return self.decoder(embed(), num, mem, enc_lens), num, aux
 
 def _greedy_search(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor) -> list[list[int]]:
     "The one-pass argmax: token ids per utterance (blank and <sos/eos> dropped)."
@@ -295,11 +356,24 @@ def _greedy_search(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor) 
 def _token_times(self: Paraformer, enc: torch.Tensor, enc_lens: torch.Tensor, # (B, T', d), (B,)
                  frame_s: float, # seconds per encoder frame (subsampling x frame shift)
                 ) -> list[list[tuple[int, float, float]]]: # per token: (id, start_s, end_s)
-    "Tokens with times from the fire positions (a token spans its first weighted frame to its fire frame)."
-    logits, num, alphas = self.predict(enc, enc_lens)
-    spans, best = fire_frames(alphas, num, self.pcfg.threshold), logits.argmax(-1).tolist()
+    "Tokens with times from the fire positions (a token spans its first weighted frame to its fire frame), or their CTC runs."
+    logits, num, aux = self.predict(enc, enc_lens)
+    spans = fire_frames(aux, num, self.pcfg.threshold) if self.pcfg.predictor == "cif" else _run_spans(aux, num)
+    best = logits.argmax(-1).tolist()
     return [[(t, a * frame_s, b * frame_s) for t, (a, b) in zip(row, sp) if t not in (self.blank_id, self.eos_id)]
             for row, sp in zip(best, spans)]
+
+def _run_spans(idx: torch.Tensor, num: torch.Tensor) -> list[list[tuple[int, int]]]: # (B, T'), (B,) -> per token (first frame, last + 1)
+    "Frame span of every token of the CTC predictor: its run."
+    out = []
+    for row, n in zip(idx.tolist(), num.tolist()):
+        first, last = [0] * n, [0] * n
+        for t in reversed(range(len(row))):
+            if row[t] >= 0: first[row[t]] = t
+        for t, k in enumerate(row):
+            if k >= 0: last[k] = t + 1
+        out.append(list(zip(first, last)))
+    return out
 
 Paraformer.predict, Paraformer.greedy_search, Paraformer.token_times = _predict, _greedy_search, _token_times
 
@@ -325,9 +399,12 @@ class ParaformerOnePass(nn.Module):
                ) -> tuple[torch.Tensor, torch.Tensor]: # logits (B, N, V), token_num (B,) int64
         m, p = self.model, self.model.pcfg
         enc, enc_lens = m.encode(feats, feat_lens.long())
+        mem = m.decoder_memory(enc)
+        if p.predictor == "ctc":                                              # the CTC head's greedy runs
+            idx, num = ctc_token_index(m.ctc(enc).argmax(-1), enc_lens, m.blank_id)
+            return m.decoder(segment_means(mem, idx, num), num, mem, enc_lens), num
         alphas = m.predictor(enc, enc_lens)                                   # (B, T')
         num = torch.floor(alphas.sum(1) / p.threshold + p.tail_threshold).long()
-        mem = m.decoder_memory(enc)
         return m.decoder(cif(mem, alphas, num, p.threshold), num, mem, enc_lens), num
 
 def export_paraformer_onnx(model: Paraformer, path, n_mels: int = 80, opset: int = 17):

@@ -83,8 +83,7 @@ class StreamingFbank:
             raise StreamingError(f"streaming features need kind fbank or mfcc without LFR stacking, got kind {cfg.kind!r}, "
                                  f"lfr ({cfg.lfr_m}, {cfg.lfr_n})")
         self.fe, self.cfg = make_frontend(cfg), cfg
-        self.hop = int(cfg.sample_rate * cfg.frame_shift_ms / 1000)
-        self.win = int(cfg.sample_rate * cfg.frame_length_ms / 1000)
+        self.win, self.hop, _ = cfg.window_sizes()                   # samples (the one window rule)
         self.buf, self.frames, self.samples = torch.zeros(0), 0, 0   # samples not yet consumed; frames/samples so far
 
     def accept(self, piece: torch.Tensor | np.ndarray, # (N,) float samples in [-1, 1] at cfg.sample_rate (N may be 0)

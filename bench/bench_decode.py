@@ -16,7 +16,7 @@ plain method at `--beam`, at each of `--exp-threads` (default 1,2: one thread, a
 by default on a 2-core machine), noting `os.getloadavg()` before and after each method and the process CPU seconds
 (a shared machine's wall times are contended when the load is above the core count; CPU seconds much less so):
 
-    python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test   # -> bench/results/decode_tiny.json
+    python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test --repeats 5   # -> bench/results/decode_tiny.json
     python bench/bench_decode.py --exp exp/tiny_demo/exp --data exp/tiny_demo/data/test --exp-threads 2 --exp-batch-size 32 \
         --out bench/results/decode_tiny_b32.json                                            # batches of 32 utterances
 """
@@ -63,13 +63,17 @@ def bench_exp(a):
     for th in [int(x) for x in a.exp_threads.split(",")]:
         torch.set_num_threads(th)
         for method in a.methods.split(","):
-            load, cpu = os.getloadavg(), time.process_time()
-            r = decode_data(rec, utts, [method])[method]
+            load, runs, cpus = os.getloadavg(), [], []
+            for _ in range(a.repeats):                                   # --repeats runs; the median is the row's value
+                cpu = time.process_time()
+                runs.append(decode_data(rec, utts, [method])[method]); cpus.append(time.process_time() - cpu)
+            r = sorted(runs, key=lambda x: x['rtf'])[(len(runs) - 1) // 2]   # the median run (the lower one of an even count)
             rows.append(dict(method=method, threads=th, batch_size=rec.decode_cfg.batch_size, beam=a.beam, rtf=r['rtf'],
-                             wall_seconds=r['wall_seconds'], cpu_seconds=round(time.process_time() - cpu, 3),
-                             audio_seconds=r['audio_seconds'], cer=r['cer'],
+                             wall_seconds=r['wall_seconds'], cpu_seconds=round(statistics.median(cpus), 3),
+                             audio_seconds=r['audio_seconds'], cer=r['cer'], repeats=a.repeats,
+                             rtf_runs=[round(x['rtf'], 5) for x in runs],
                              loadavg_before=[round(x, 2) for x in load], loadavg_after=[round(x, 2) for x in os.getloadavg()]))
-            print(f"{method:16s} threads {th} RTF {r['rtf']:.4f}  CER {r['cer']:.2f}  load {load[0]:.2f}", flush=True)
+            print(f"{method:16s} threads {th} RTF {r['rtf']:.4f} (median of {a.repeats})  CER {r['cer']:.2f}  load {load[0]:.2f}", flush=True)
         stages[th] = stage_seconds(rec, utts)
         print(f"stages (s), {th} thread(s):", stages[th], flush=True)
     return dict(title=f"Decoding real-time factor of a trained model ({a.exp})", rows=rows, stage_seconds=stages, exp=str(a.exp), data=str(a.data),
@@ -112,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--batch-sizes", default="1,10")
     ap.add_argument("--methods", default=",".join(SEARCHES))
     ap.add_argument("--len-ratio", type=float, default=0.15, help="attention output length / encoder frames")
-    ap.add_argument("--repeats", type=int, default=1, help="runs per cell; the median is reported")
+    ap.add_argument("--repeats", type=int, default=1, help="runs per cell (with --exp: per method and thread count); the median is reported")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (0 = leave torch's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None)

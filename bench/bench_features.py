@@ -5,6 +5,7 @@ Usage: python bench/bench_features.py [--seconds 60] [--runs 5] [--out bench/res
 Synthesises `--seconds` of 16 kHz audio in the script (12 utterances of equal length: linear chirps 100-4000 Hz with
 harmonics, amplitude-modulated, plus white noise), then times, with torch.set_num_threads(1):
   1. fbank           -- asr_nb.features.fbank (Kaldi-compatible, 80 mel, 25/10 ms, dither 1.0), per utterance;
+     beside it, torchaudio.compliance.kaldi.fbank with the same settings (the reference it is tested against);
   2. speed 1.1+fbank -- speed_perturb(factor 1.1) then fbank, the training path with perturbation;
   3. read+fbank      -- load_audio from 16-bit wav files on disk, then fbank (what the data loader does).
 Each figure is the median over `--runs` full passes. Writes JSON and prints one table row per measurement.
@@ -23,6 +24,7 @@ import soundfile as sf
 import torch
 
 from asr_nb.core import FeatureConfig
+import torchaudio.compliance.kaldi as kaldi
 from asr_nb.features import fbank, load_audio, speed_perturb
 
 ROOT = Path(__file__).resolve().parent
@@ -69,6 +71,8 @@ def main():
     torch.manual_seed(0)
     cases = {
         "fbank": lambda: [fbank(w, cfg, dither=1.0) for w in wavs],
+        "torchaudio kaldi.fbank (reference)": lambda: [kaldi.fbank(w.unsqueeze(0) * 32768, num_mel_bins=cfg.n_mels, dither=1.0,
+                                                                 energy_floor=0.0) for w in wavs],
         "speed 1.1 + fbank": lambda: [fbank(speed_perturb(w, cfg.sample_rate, 1.1), cfg, dither=1.0) for w in wavs],
         "read wav + fbank": lambda: [fbank(load_audio(p, sample_rate=cfg.sample_rate), cfg, dither=1.0) for p in paths],
     }
@@ -84,8 +88,9 @@ def main():
            "command": "python bench/bench_features.py",
            "rows": rows,
            "fbank_x_real_time": rows[0]["x_real_time"],
+           "fbank_vs_torchaudio": round(rows[1]["median_s"] / rows[0]["median_s"], 2),
            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-           "notes": ("80-dim Kaldi fbank (torchaudio.compliance.kaldi) with dither, 12 synthetic utterances "
+           "notes": ("80-dim Kaldi fbank (asr_nb.features.fbank; torchaudio.compliance.kaldi.fbank beside it) with dither, 12 synthetic utterances "
                      f"of {audio_s / 12:.1f} s, median of {a.runs} passes after one warm-up, torch.set_num_threads(1). "
                      "x real time = seconds of audio processed per second of compute.")}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

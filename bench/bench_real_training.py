@@ -1,0 +1,136 @@
+"""Real training, side by side (#15): ESPnet2 and asr_nb train the same model on the same corpus for the same epochs.
+
+One run, one machine, one toolkit after the other (never both at once):
+
+1. ESPnet2 (`bench/peer_train.py`: `espnet2.bin.asr_train` driven directly, our config mapped through its key table,
+   the same schedule, batch frames, clipping, epochs and best-5 average; `--peer-threads` torch threads, default the
+   cores) then decodes the test set with joint CTC/attention beam search (`espnet2.bin.asr_inference`, batch 1);
+2. asr_nb with the tiny recipe's defaults: one rank per core where each keeps >= 3000 frames of the update
+   (`asr_nb.recipes.cpu_train_ranks`; 2 ranks of 1 thread on 2 cores), the same epochs, then the best-5 average by
+   validation loss and the joint search of the config (`asr_nb_decode`, batch 8).
+
+Both hypotheses are scored by the same scorer (`asr_nb.decode.score_hyps`, spaces kept), and also with spaces
+dropped (peer_train's own count). Throughput is input frames (10 ms) per second of the training stage:
+frames of the training set x epochs / wall seconds. ESPnet2's statistics pass (shapes and CMVN) is timed apart;
+ours computes CMVN inside its training command, so that time is in ours.
+
+    python bench/bench_real_training.py --epochs 24 --work /tmp/real24        # -> bench/results/real_training.json
+    python bench/bench_real_training.py --epochs 1 --limit 80 --work /tmp/rt  --out /tmp/rt.json   # a smoke run
+    python bench/bench_real_training.py --work /tmp/real24 --rescore     # score the same hypotheses again
+
+Optional, never in CI: it needs the peer venv (bench/peer_setup.sh) and minutes to hours of CPU.
+"""
+from __future__ import annotations
+import argparse, json, os, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+def frames_of(data_dir: Path) -> int:
+    "10 ms frames of a Kaldi-style data dir's audio (utt2num_frames when present, else the wav headers)."
+    import soundfile as sf
+    f = data_dir / "utt2num_frames"
+    if f.exists(): return sum(int(l.split()[1]) for l in f.read_text().splitlines() if l.strip())
+    return sum(sf.info(l.split(maxsplit=1)[1]).frames * 100 // sf.info(l.split(maxsplit=1)[1]).samplerate
+               for l in (data_dir / "wav.scp").read_text().splitlines() if l.strip())
+
+def score(ref_file: Path, hyp_file: Path) -> dict:
+    "CER/WER of a hypothesis `text` file against the reference, our scorer, spaces kept and dropped."
+    from asr_nb.decode import score_hyps
+    kv = lambda p: dict((l.split(maxsplit=1) + [""])[:2] for l in p.read_text(encoding="utf-8").splitlines() if l.strip())
+    refs, hyps = kv(ref_file), kv(hyp_file) if hyp_file.exists() else {}
+    hyps = {k: hyps.get(k, "").replace("<space>", " ") for k in refs}
+    kept, dropped = score_hyps(refs, hyps, lang="en"), score_hyps(refs, hyps, lang="zh")
+    return dict(cer=round(kept["cer"], 2), wer=round(kept["wer"], 2), cer_no_spaces=round(dropped["cer"], 2), n=len(refs))
+
+def _ours_hyps(exp: Path) -> Path:
+    "asr_nb_decode's text file: OUT/text for one method (OUT/METHOD/text for several)."
+    d = exp / "decode_test"
+    return d / "text" if (d / "text").exists() else d / "joint" / "text"
+
+def rescore(out: Path, work: Path, data: Path) -> None:
+    "--rescore: score both toolkits' existing hypotheses again (same work dir) and rewrite the test fields of `out`."
+    res = json.loads(out.read_text())
+    split = (lambda s: data / s) if res["utterances"]["train"] == sum(1 for l in (data / "train" / "wav.scp").read_text().splitlines() if l.strip()) \
+        else (lambda s: work / "espnet" / "data" / s)
+    res["espnet2"]["test"] = score(split("test") / "text", work / "espnet" / "decode_test" / "1best_recog" / "text")
+    res["asr_nb"]["test"] = score(split("test") / "text", _ours_hyps(work / "asr_nb"))
+    res["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    out.write_text(json.dumps(res, indent=1) + "\n"); print(json.dumps({k: res[k]["test"] for k in ("espnet2", "asr_nb")}))
+
+def run(cmd: list[str], log: Path) -> float:
+    t0 = time.perf_counter()
+    with open(log, "w") as f: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if rc: raise SystemExit(f"bench_real_training: error: {Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} exited {rc}; see {log}")
+    return time.perf_counter() - t0
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--peer", default="/work/scratch/peer_venv", help="venv made by bench/peer_setup.sh")
+    ap.add_argument("--data", default=str(ROOT / "exp" / "tiny_demo" / "data"), help="dir with train/, dev/, test/")
+    ap.add_argument("--config", default=str(ROOT / "conf" / "tiny.yaml"))
+    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--limit", type=int, default=0, help="first N utterances of each split (0 = all): smoke runs")
+    ap.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "real_training"), help="scratch dir for both experiments")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "real_training.json"))
+    ap.add_argument("--rescore", action="store_true", help="only score the hypotheses already in --work again, into --out")
+    a = ap.parse_args(argv)
+    if a.rescore: return rescore(Path(a.out), Path(a.work), Path(a.data))
+    import peer_train
+    from asr_nb.core import load_config
+    from asr_nb.recipes import cpu_rank_overrides, cpu_train_ranks
+    work, data, py = Path(a.work), Path(a.data), sys.executable
+    work.mkdir(parents=True, exist_ok=True)
+    load = [os.getloadavg()[0]]
+    # 1. ESPnet2 (it writes the splits it used, `--limit` applied, under work/espnet/data)
+    peer = peer_train.main(["--peer", a.peer, "--data", str(data), "--config", a.config, "--epochs", str(a.epochs),
+                            "--limit", str(a.limit), "--threads", str(a.peer_threads), "--out", str(work / "espnet")])
+    load.append(os.getloadavg()[0])
+    split = lambda s: work / "espnet" / "data" / s                  # the utterances ESPnet2 used (wav.scp, text) ...
+    if not a.limit: split = lambda s: data / s                       # ... which are all of them without --limit
+    peer["test_ours_scorer"] = score(split("test") / "text", work / "espnet" / "decode_test" / "1best_recog" / "text")
+    # 2. asr_nb, the recipe's CPU layout
+    cfg = load_config(a.config, [])
+    n = cpu_train_ranks(cfg)
+    exp = work / "asr_nb"
+    over = [f"train.max_epochs={a.epochs}", *(cpu_rank_overrides(cfg, n) if n > 1 else [])]
+    bin_ = lambda name: str(Path(py).parent / name)
+    train_cmd = ([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else [py]) + [
+        bin_("asr_nb_train"), "--config", a.config, "--train", str(split("train")), "--valid", str(split("dev")), "--exp", str(exp), *over]
+    ours = dict(ranks=n, overrides=over, train_s=run(train_cmd, work / "asr_nb_train.out"))
+    load.append(os.getloadavg()[0])
+    ours["average_s"] = run([bin_("asr_nb_average"), "--exp", str(exp), "--n", "5", "--by", "valid_loss"], work / "asr_nb_average.out")
+    ours["decode_s"] = run([bin_("asr_nb_decode"), "--exp", str(exp), "--data", str(split("test")), "--method", "joint",
+                            "--out", str(exp / "decode_test")], work / "asr_nb_decode.out")
+    ours["test_ours_scorer"] = score(split("test") / "text", _ours_hyps(exp))
+    load.append(os.getloadavg()[0])
+    frames = frames_of(split("train")) * a.epochs
+    fps = lambda s: round(frames / s, 1)
+    res = dict(
+        title=f"Real training side by side: ESPnet2 vs asr_nb, {os.path.relpath(a.config, ROOT)}, {a.epochs} epochs, same data",
+        command="python bench/bench_real_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        utterances={s: sum(1 for l in (split(s) / "wav.scp").read_text().splitlines() if l.strip()) for s in ("train", "dev", "test")},
+        train_frames_per_epoch=frames // a.epochs, epochs=a.epochs, cpus=os.cpu_count(),
+        espnet2=dict(threads=a.peer_threads, collect_stats_s=round(peer["collect_stats_s"], 1), train_s=round(peer["train_s"], 1),
+                     decode_s=round(peer["decode_s"], 1), frames_per_s=fps(peer["train_s"]),
+                     frames_per_s_with_stats=fps(peer["train_s"] + peer["collect_stats_s"]),
+                     model=peer["model"], test=peer["test_ours_scorer"], test_peer_scorer=peer["test"]),
+        asr_nb=dict(ranks=n, overrides=over, train_s=round(ours["train_s"], 1), average_s=round(ours["average_s"], 1),
+                    decode_s=round(ours["decode_s"], 1), frames_per_s=fps(ours["train_s"]), model="model_avg.pt (5 best by valid_loss)",
+                    test=ours["test_ours_scorer"]),
+        loadavg_1m=dict(start=load[0], after_espnet2=load[1], after_asr_nb_train=load[2], end=load[3]),
+        date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    res["speedup_train"] = round(peer["train_s"] / ours["train_s"], 2)
+    res["speedup_train_with_stats"] = round((peer["train_s"] + peer["collect_stats_s"]) / ours["train_s"], 2)
+    res["notes"] = ("speedup_train = ESPnet2's training-stage seconds / ours (ours includes its CMVN pass; "
+                    "speedup_train_with_stats adds ESPnet2's statistics pass). Test: joint CTC/attention beam search, "
+                    "CER/WER by asr_nb.decode.score_hyps with spaces kept (cer_no_spaces drops them). Front ends differ: "
+                    "ESPnet2's STFT log-mel vs our Kaldi fbank.")
+    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res, indent=1)); print(f"wrote {out}")
+
+if __name__ == "__main__":
+    main()
