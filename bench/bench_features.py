@@ -8,7 +8,7 @@ harmonics, amplitude-modulated, plus white noise), then times, with torch.set_nu
      beside it, torchaudio.compliance.kaldi.fbank with the same settings (the reference it is tested against);
   2. speed 1.1+fbank -- speed_perturb(factor 1.1) then fbank, the training path with perturbation;
   3. read+fbank      -- load_audio from 16-bit wav files on disk, then fbank (what the data loader does).
-Each figure is the median over `--runs` full passes. Writes JSON and prints one table row per measurement.
+Each figure is the median over `--runs` full passes, the cases taking turns within each pass. Writes JSON and prints one table row per measurement.
 """
 import argparse
 import json
@@ -46,14 +46,6 @@ def synth(seconds: float, n_utts: int = 12, sr: int = 16000, seed: int = 0) -> l
     return out
 
 
-def median_time(fn, runs: int) -> float:
-    fn()  # warm-up (first call builds torchaudio's cached windows and mel banks)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -76,9 +68,13 @@ def main():
         "speed 1.1 + fbank": lambda: [fbank(speed_perturb(w, cfg.sample_rate, 1.1), cfg, dither=1.0) for w in wavs],
         "read wav + fbank": lambda: [fbank(load_audio(p, sample_rate=cfg.sample_rate), cfg, dither=1.0) for p in paths],
     }
-    rows = []
-    for name, fn in cases.items():
-        med = median_time(fn, a.runs)
+    rows, times = [], {name: [] for name in cases}
+    for fn in cases.values(): fn()                               # warm-up (tables, caches)
+    for _ in range(a.runs):                                      # round robin: each case sees the same machine
+        for name, fn in cases.items():
+            t = time.perf_counter(); fn(); times[name].append(time.perf_counter() - t)
+    for name in cases:
+        med = statistics.median(times[name])
         rows.append({"step": name, "audio_s": round(audio_s, 1), "median_s": round(med, 4),
                      "x_real_time": round(audio_s / med, 1), "threads": torch.get_num_threads(), "runs": a.runs})
         print(f"| {name} | {audio_s:.0f} s audio | {med:.3f} s | {audio_s / med:.0f}x real time | 1 thread |", flush=True)
@@ -91,7 +87,7 @@ def main():
            "fbank_vs_torchaudio": round(rows[1]["median_s"] / rows[0]["median_s"], 2),
            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
            "notes": ("80-dim Kaldi fbank (asr_nb.features.fbank; torchaudio.compliance.kaldi.fbank beside it) with dither, 12 synthetic utterances "
-                     f"of {audio_s / 12:.1f} s, median of {a.runs} passes after one warm-up, torch.set_num_threads(1). "
+                     f"of {audio_s / 12:.1f} s, median of {a.runs} passes (cases in turn) after one warm-up, torch.set_num_threads(1). "
                      "x real time = seconds of audio processed per second of compute.")}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -39,3 +39,16 @@ def test_readme_time_to_accuracy_table_is_the_generated_one():
     assert table.strip() in section, table
     res = json.loads((ROOT/'bench'/'results'/'time_to_accuracy.json').read_text())
     assert res['rows'][0]['run'] == 'before' and all(r['minutes_to_target'] for r in res['rows'])
+
+def test_readme_speed_and_paraformer_figures_come_from_their_files():
+    "#15/#13: the figures README quotes in prose (decoding RTF, real training, the CTC predictor's ratios) are the result files'."
+    readme = (ROOT/'README.md').read_text()
+    res = lambda name: json.loads((ROOT/'bench'/'results'/f'{name}.json').read_text())
+    dec = {r['method']: r['rtf'] for r in res('decode_tiny')['rows'] if r['threads'] == 2}
+    rt, para = res('real_training'), res('paraformer_tiny')['target_cer']['ctc_predictor_s7']
+    quoted = [f"real-time factor {dec['ctc_greedy']:.4f} (CTC greedy)", f"{dec['joint']:.4f} (joint CTC/attention",
+              f"ESPnet2's training took {rt['espnet2']['train_s'] / 60:.1f} min, ours {rt['asr_nb']['train_s'] / 60:.1f} min ({rt['speedup_train']}x",
+              f"ESPnet2 {rt['espnet2']['test']['cer']:.2f} %, asr_nb {rt['asr_nb']['test']['cer']:.2f} %",
+              f"{para['at_epoch_24_vs_greedy']}x the Conformer's CTC greedy and {para['at_epoch_24_vs_joint']}x its joint search"]
+    missing = [q for q in quoted if q not in ' '.join(readme.split())]
+    assert not missing, missing
