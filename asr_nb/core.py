@@ -387,6 +387,7 @@ class ParaformerConfig:
         if self.decoder_fsmn_kernel < 0 or (self.decoder_fsmn_kernel and self.decoder_fsmn_kernel % 2 == 0):
             raise ConfigError(f"decoder_fsmn_kernel: must be 0 or odd and positive, got {self.decoder_fsmn_kernel}")
         if self.predictor_weight < 0: raise ConfigError(f"predictor_weight: must be >= 0, got {self.predictor_weight}")
+        if self.predictor not in ("cif", "ctc"): raise ConfigError(f"predictor: must be 'cif' or 'ctc', got {self.predictor!r}")
 
 # %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass

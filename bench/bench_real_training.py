@@ -21,7 +21,7 @@ ours computes CMVN inside its training command, so that time is in ours.
 Optional, never in CI: it needs the peer venv (bench/peer_setup.sh) and minutes to hours of CPU.
 """
 from __future__ import annotations
-import argparse, json, os, subprocess, sys, time
+import argparse, json, os, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,12 +59,6 @@ def rescore(out: Path, work: Path, data: Path) -> None:
     res["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(res, indent=1) + "\n"); print(json.dumps({k: res[k]["test"] for k in ("espnet2", "asr_nb")}))
 
-def run(cmd: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
-    with open(log, "w") as f: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc: raise SystemExit(f"bench_real_training: error: {Path(cmd[1]).name if len(cmd) > 1 else cmd[0]} exited {rc}; see {log}")
-    return time.perf_counter() - t0
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--peer", default="/work/scratch/peer_venv", help="venv made by bench/peer_setup.sh")
@@ -79,6 +73,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.rescore: return rescore(Path(a.out), Path(a.work), Path(a.data))
     import peer_train
+    run = lambda cmd, log: peer_train.run(cmd, log, who="bench_real_training")
     from asr_nb.core import load_config
     from asr_nb.recipes import cpu_rank_overrides, cpu_train_ranks
     work, data, py = Path(a.work), Path(a.data), sys.executable

@@ -105,11 +105,13 @@ def cer(ref: Path, hyp: Path) -> dict:
     n = sum(len(norm(v)) for v in r.values())
     return dict(cer=100.0 * errs / max(n, 1), errors=errs, chars=n, utterances=len(r), missing=sum(k not in h for k in r))
 
-def run(cmd: list[str], log: Path) -> float:
-    "Run `cmd`, its output to `log`; wall seconds. One line naming the log on failure."
+def run(cmd: list[str], log: Path, who: str = "peer_train") -> float:
+    "Run `cmd`, its output to `log`; wall seconds. One line naming the program and the log on failure."
     t0 = time.perf_counter()
     with open(log, "w") as f: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
-    if rc: raise SystemExit(f"peer_train: error: {cmd[cmd.index('-m') + 1]} exited {rc}; see {log}")
+    name = (cmd[cmd.index('-m') + 1] if '-m' in cmd else
+            Path(cmd[1]).name if Path(cmd[0]).name.startswith('python') and len(cmd) > 1 else Path(cmd[0]).name)
+    if rc: raise SystemExit(f"{who}: error: {name} exited {rc}; see {log}")
     return time.perf_counter() - t0
 
 def main(argv=None):
