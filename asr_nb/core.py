@@ -389,6 +389,11 @@ class ParaformerConfig:
         if self.predictor_weight < 0: raise ConfigError(f"predictor_weight: must be >= 0, got {self.predictor_weight}")
         if self.predictor not in ("cif", "ctc"): raise ConfigError(f"predictor: must be 'cif' or 'ctc', got {self.predictor!r}")
 
+    def check_ctc_weight(self, ctc_weight: float):
+        "The CTC predictor finds the tokens with the CTC head, which then must be trained (`loss.ctc_weight > 0`)."
+        if self.predictor == "ctc" and ctc_weight <= 0:
+            raise ConfigError("paraformer.predictor: 'ctc' needs model.loss.ctc_weight > 0 (the CTC head finds the tokens)")
+
 # %% ../nbs/00_core.ipynb #98bc9ba5
 @dataclass
 class ModelConfig:
@@ -406,6 +411,7 @@ class ModelConfig:
         heads = self.decoder.attention_heads or self.encoder.attention_heads
         if self.decoder.num_blocks and self.encoder.d_model % heads:
             raise ConfigError(f"decoder.attention_heads: d_model {self.encoder.d_model} is not divisible by {heads}")
+        if self.family == "paraformer": self.paraformer.check_ctc_weight(self.loss.ctc_weight)
 
 # The flat model keys of asr_nb 0.1 (and their ESPnet-like names), still read from old configs and checkpoints.
 _FLAT_MODEL_KEYS = {**{k: ("encoder", k) for k in ("d_model", "attention_heads", "linear_units", "num_blocks", "dropout",

@@ -88,27 +88,6 @@ def _fbank_tables(sample_rate: int, n_mels: int, low_freq: float, high_freq: flo
         banks, _ = kaldi.get_mel_banks(n_mels, n_fft, float(sample_rate), low_freq, high_freq, 100.0, -500.0, 1.0)
     return window, F.pad(banks, (0, 1)).T.contiguous()                          # + a zero row for the Nyquist bin
 
-def _fbank_frames(wav: torch.Tensor, cfg: FeatureConfig, dither: float) -> torch.Tensor:
-    "Steps 1-2 on a (N,) signal in [-1, 1]: (T, win) frames, dithered, DC-free, pre-emphasised and windowed."
-    win, hop, n_fft = cfg.window_sizes()
-    T = num_frames(wav.shape[0], cfg)
-    if T == 0: return torch.zeros(0, win)
-    window, _ = _fbank_tables(cfg.sample_rate, cfg.n_mels, cfg.low_freq, cfg.high_freq, win, n_fft)
-    x = (wav.float() * 32768).contiguous()                                       # the int16 scale
-    frames = x.as_strided((T, win), (hop, 1))                                    # (T, win), a view: no copy
-    if dither: frames = frames + dither * torch.randn(T, win)                    # Gaussian noise, in integer units
-    frames = frames - frames.mean(1, keepdim=True)                               # remove each frame's DC offset
-    return (frames - 0.97 * torch.cat((frames[:, :1], frames[:, :-1]), 1)) * window   # pre-emphasis, window
-
-def _fbank_log_mel(frames: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
-    "Steps 3-4: (T, win) windowed frames -> (T, n_mels) log mel energies."
-    win, _, n_fft = cfg.window_sizes()
-    _, banks = _fbank_tables(cfg.sample_rate, cfg.n_mels, cfg.low_freq, cfg.high_freq, win, n_fft)
-    if frames.shape[0] == 0: return torch.zeros(0, cfg.n_mels)                  # (MKL's FFT refuses 0 rows)
-    spec = torch.view_as_real(torch.fft.rfft(frames, n=n_fft))                   # (T, n_fft // 2 + 1, 2), zero-padded
-    power = spec[..., 0].square() + spec[..., 1].square()                        # |X(k)|^2
-    return (power @ banks).clamp_min_(torch.finfo(torch.float32).eps).log_()     # (T, n_mels)
-
 def fbank(wav: torch.Tensor,           # (num_samples,) float signal in [-1, 1] at cfg.sample_rate
           cfg: FeatureConfig = FeatureConfig(), # n_mels, frame length/shift, sample rate, low/high freq, dither
           dither: float | None = None,  # None = cfg.dither; pass 0.0 when decoding
@@ -116,8 +95,19 @@ def fbank(wav: torch.Tensor,           # (num_samples,) float signal in [-1, 1] 
     """Kaldi's `compute-fbank-feats` (the settings above), step by step; equal to `torchaudio.compliance.kaldi.fbank`
     to float rounding, dither included (the same draws from torch's generator), and faster (tables built once)."""
     if wav.dim() != 1: raise ValueError(f"fbank expects a 1-D signal, got shape {tuple(wav.shape)}")
-    if num_frames(wav.shape[0], cfg) == 0: return torch.zeros(0, cfg.n_mels)
-    return _fbank_log_mel(_fbank_frames(wav, cfg, cfg.dither if dither is None else dither), cfg)
+    win, hop, n_fft = cfg.window_sizes()
+    T = num_frames(wav.shape[0], cfg)
+    if T == 0: return torch.zeros(0, cfg.n_mels)
+    window, banks = _fbank_tables(cfg.sample_rate, cfg.n_mels, cfg.low_freq, cfg.high_freq, win, n_fft)
+    x = (wav.float() * 32768).contiguous()                                       # the int16 scale
+    frames = x.as_strided((T, win), (hop, 1))                                    # 1. (T, win), a view: no copy
+    dither = cfg.dither if dither is None else dither
+    if dither: frames = frames + dither * torch.randn(T, win)                    # 2. Gaussian noise, in integer units,
+    frames = frames - frames.mean(1, keepdim=True)                               #    each frame's DC offset removed,
+    frames = (frames - 0.97 * torch.cat((frames[:, :1], frames[:, :-1]), 1)) * window   # pre-emphasis, window
+    spec = torch.view_as_real(torch.fft.rfft(frames, n=n_fft))                   # 3. (T, n_fft // 2 + 1, 2), zero-padded
+    power = spec[..., 0].square() + spec[..., 1].square()                        #    |X(k)|^2
+    return (power @ banks).clamp_min_(torch.finfo(torch.float32).eps).log_()     # 4. (T, n_mels) log mel energies
 
 
 # %% ../nbs/04_features.ipynb #a23db6a6
@@ -148,11 +138,8 @@ class Frontend:
     def __call__(self, wave: torch.Tensor,  # (N,) float signal in [-1, 1] at cfg.sample_rate
                  train: bool = False,        # add cfg.dither (training only)
                 ) -> torch.Tensor:           # (T, dim) float32, T = self.num_frames(N)
-        return self._compute(self._check(wave).float(), self.cfg.dither if train else 0.0)
-
-    def _check(self, wave: torch.Tensor) -> torch.Tensor:
         if wave.dim() != 1: raise ValueError(f"{self.cfg.kind} front end expects a 1-D signal, got shape {tuple(wave.shape)}")
-        return wave
+        return self._compute(wave.float(), self.cfg.dither if train else 0.0)
 
     def batch(self, waves: Sequence[torch.Tensor], train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         "Features of each (N_i,) signal, zero-padded: (B, T, dim), lengths (B,)."

@@ -241,6 +241,7 @@ class Paraformer(nn.Module):
         self.cfg, self.pcfg, self.vocab_size = cfg, paraformer_config(cfg), vocab_size
         self.blank_id, self.sos_id, self.eos_id = 0, vocab_size - 1, vocab_size - 1
         self.ctc_weight = cfg.loss.ctc_weight
+        self.pcfg.check_ctc_weight(self.ctc_weight)              # also checked with the config; here for direct construction
         from asr_nb.features import GlobalCMVN
         from asr_nb.specaug import SpecAugment
         self.cmvn = GlobalCMVN(*cmvn) if cmvn is not None else None
@@ -262,8 +263,6 @@ class Paraformer(nn.Module):
             raise ConfigError("features.kind: 'raw' does not fit model.family 'paraformer' (conv2d subsampling needs a spectrogram)")
         if cfg.model.decoder.num_blocks < 1: raise ConfigError("model.decoder.num_blocks: paraformer needs its parallel decoder (>= 1)")
         if cfg.model.loss.ctc_weight >= 1: raise ConfigError("model.loss.ctc_weight: must be < 1 for paraformer (1 leaves the decoder untrained)")
-        if paraformer_config(cfg).predictor == "ctc" and cfg.model.loss.ctc_weight <= 0:
-            raise ConfigError("model.paraformer.predictor: 'ctc' needs model.loss.ctc_weight > 0 (the CTC head finds the tokens)")
         return cls(cfg.model, vocab_size, specaug=cfg.specaug, cmvn=cmvn, input_dim=frontend_dim(cfg))
 
     @staticmethod

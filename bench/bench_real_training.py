@@ -77,6 +77,8 @@ def main(argv=None):
     from asr_nb.core import load_config
     from asr_nb.recipes import cpu_rank_overrides, cpu_train_ranks
     work, data, py = Path(a.work), Path(a.data), sys.executable
+    if not (Path(a.peer) / "bin" / "python").exists():                # checked before anything is written
+        peer_train.fail(f"bench_real_training: error: {a.peer}/bin/python not found; make it with bench/peer_setup.sh {a.peer}")
     work.mkdir(parents=True, exist_ok=True)
     load = [os.getloadavg()[0]]
     # 1. ESPnet2 (it writes the splits it used, `--limit` applied, under work/espnet/data)

@@ -73,7 +73,7 @@ def espnet_train_config(ours: dict, conf: dict, epochs: int, tokens: Path,
     if o.get("scheduler") == "warmup_decay": sched = ("warmuplr", {"warmup_steps": o.get("warmup_steps", 25000)})
     elif o.get("scheduler") == "tri_stage":
         steps = o.get("total_steps") or steps_per_epoch * epochs
-        if not steps: raise SystemExit("peer_train: tri_stage over the whole run needs the updates per epoch (steps_per_epoch)")
+        if not steps: fail("peer_train: error: tri_stage over the whole run needs the updates per epoch (steps_per_epoch)")
         w, h, dcy = o.get("phase_ratio", [0.1, 0.4, 0.5])
         sched = ("tristagelr", dict(max_steps=steps, warmup_ratio=w, hold_ratio=h, decay_ratio=dcy,
                                     init_lr_scale=o.get("init_lr_scale", 0.01), final_lr_scale=o.get("final_lr_scale", 0.05)))
@@ -105,13 +105,17 @@ def cer(ref: Path, hyp: Path) -> dict:
     n = sum(len(norm(v)) for v in r.values())
     return dict(cer=100.0 * errs / max(n, 1), errors=errs, chars=n, utterances=len(r), missing=sum(k not in h for k in r))
 
+def fail(msg: str):
+    "One error line on stderr, exit status 2 (bad input or a failed stage)."
+    print(msg, file=sys.stderr); raise SystemExit(2)
+
 def run(cmd: list[str], log: Path, who: str = "peer_train") -> float:
     "Run `cmd`, its output to `log`; wall seconds. One line naming the program and the log on failure."
     t0 = time.perf_counter()
     with open(log, "w") as f: rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT).returncode
     name = (cmd[cmd.index('-m') + 1] if '-m' in cmd else
             Path(cmd[1]).name if Path(cmd[0]).name.startswith('python') and len(cmd) > 1 else Path(cmd[0]).name)
-    if rc: raise SystemExit(f"{who}: error: {name} exited {rc}; see {log}")
+    if rc: fail(f"{who}: error: {name} exited {rc}; see {log}")
     return time.perf_counter() - t0
 
 def main(argv=None):
@@ -125,9 +129,9 @@ def main(argv=None):
     ap.add_argument("--out", default=str(ROOT / "exp" / "peer_tiny"))
     a = ap.parse_args(argv)
     py, out, data = str(Path(a.peer) / "bin" / "python"), Path(a.out), Path(a.data)
-    if not Path(py).exists(): raise SystemExit(f"peer_train: error: {py} not found; make it with bench/peer_setup.sh {a.peer}")
+    if not Path(py).exists(): fail(f"peer_train: error: {py} not found; make it with bench/peer_setup.sh {a.peer}")
     for s in ("train", "dev", "test"):
-        if not (data / s / "wav.scp").exists(): raise SystemExit(f"peer_train: error: {data / s / 'wav.scp'} not found")
+        if not (data / s / "wav.scp").exists(): fail(f"peer_train: error: {data / s / 'wav.scp'} not found")
     out.mkdir(parents=True, exist_ok=True)
     n = {s: len(prepare_split(data / s, out / "data" / s, a.limit)) for s in ("train", "dev", "test")}
     (out / "tokens.txt").write_text("\n".join(token_list(out / "data" / "train" / "text")) + "\n", encoding="utf-8")

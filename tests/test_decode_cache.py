@@ -60,13 +60,17 @@ def _step_close(dec, enc, lens, K=3, steps=6, seed=0):
         b, c2 = dec.forward_one_step(ys[:, :l], enc[rep], lens[rep], c2)
         assert (a - b).abs().max() <= 1e-5
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_cached_equals_plain_random(seed):
+def small_model(seed: int) -> ASRModel:
+    "A 2-block d32 CTC/attention model (12 units, no dropout) in eval mode, initialised from `seed`; tests/test_decode_fast.py uses it too."
     torch.manual_seed(seed)
     cfg = config_from_dict(dict(d_model=32, attention_heads=4, linear_units=64, num_blocks=2, decoder_blocks=2,
                                 decoder_linear_units=64, cnn_kernel=3, dropout=0.0, positional_dropout=0.0,
                                 decoder_dropout=0.0), ModelConfig)
-    model = ASRModel(cfg, 12).eval()
+    return ASRModel(cfg, 12).eval()
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cached_equals_plain_random(seed):
+    model = small_model(seed)
     g = torch.Generator().manual_seed(seed)
     lens = torch.tensor([90, 61, 40])
     feats = torch.randn(3, 90, 80, generator=g)

@@ -17,8 +17,7 @@ import torch
 
 import asr_nb.decode as D
 import asr_nb.decoder as De
-from asr_nb.core import ModelConfig, config_from_dict
-from asr_nb.model import ASRModel
+from test_decode_cache import small_model
 
 torch.set_num_threads(1)
 TINY = Path('/work/main/exp/tiny_demo/exp')
@@ -31,11 +30,7 @@ def _search_all(model, enc, lens, beam):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fast_paths_equal_reference(seed, monkeypatch):
-    torch.manual_seed(seed)
-    cfg = config_from_dict(dict(d_model=32, attention_heads=4, linear_units=64, num_blocks=2, decoder_blocks=2,
-                                decoder_linear_units=64, cnn_kernel=3, dropout=0.0, positional_dropout=0.0,
-                                decoder_dropout=0.0), ModelConfig)
-    model = ASRModel(cfg, 12).eval()
+    model = small_model(seed)
     g = torch.Generator().manual_seed(seed)
     lens = torch.tensor([90, 61, 40])
     with torch.inference_mode():
