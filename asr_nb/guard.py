@@ -23,45 +23,58 @@ class ExpLockedError(UserError):
 _HOLDER = re.compile(r"pid (\d+) on (\S+) since ")
 
 def _describe_holder(text: str) -> str:
-    "'pid N on HOST since TIME' from the lock file's text, plus a note when that process has ended."
+    "'pid N on HOST since TIME' from the lock file's text, plus a note when that text is stale (its process has ended)."
     text = text.strip()
     if not text: return "holder unknown: the lock file is empty"
     m = _HOLDER.match(text)
     if m and m.group(2) == socket.gethostname():
         try: os.kill(int(m.group(1)), 0)
-        except ProcessLookupError: return f"{text}; that process has ended, a child of it (a data worker?) still holds the lock"
+        except ProcessLookupError: return f"{text}; that process has ended: the lock was taken just now by one that has not written its name yet"
         except PermissionError: pass  # alive, owned by another user
     return text
 
 # %% ../nbs/10_guard.ipynb #65a29a90
+_HELD: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) of the .lock files this process holds -> the holder's text
+_HELD_LOCK = threading.Lock()
+if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_HELD.clear)  # a forked child holds no lock
+
 class ExpLock:
-    """An exclusive lock on `exp_dir` for one training run: `flock(LOCK_EX | LOCK_NB)` on `exp_dir/.lock`.
-    Use as `with ExpLock(exp): ...` or `.acquire()` / `.release()`. Raises `ExpLockedError` at once when another
-    process (or another `ExpLock` in this process) holds it. Released on exit and by the kernel when the process dies."""
+    """An exclusive lock on `exp_dir` for one training run: a POSIX record lock (`fcntl.lockf(LOCK_EX | LOCK_NB)`) on
+    `exp_dir/.lock`, owned by this process and not by children forked from it. Use as `with ExpLock(exp): ...` or
+    `.acquire()` / `.release()`. Raises `ExpLockedError` at once when another process (or another `ExpLock` in this
+    process) holds it. Released on exit and by the kernel when the process dies."""
     filename = ".lock"
     def __init__(self, exp_dir: str | os.PathLike): # the experiment dir (created if missing)
-        self.exp_dir = Path(exp_dir); self.path = self.exp_dir/self.filename; self._fd = None
+        self.exp_dir = Path(exp_dir); self.path = self.exp_dir/self.filename; self._fd = self._key = None
 
     @property
     def locked(self) -> bool: return self._fd is not None
 
+    def _refuse(self, holder: str):
+        raise ExpLockedError(f"{self.exp_dir}: in use by another training ({holder}); wait for it or use another --exp")
+
     def acquire(self) -> "ExpLock":
         if self._fd is not None or fcntl is None: return self
         self.exp_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace")); os.close(fd)
-            raise ExpLockedError(f"{self.exp_dir}: in use by another training ({holder}); "
-                                 f"wait for it or use another --exp") from None
-        except OSError as e:  # ENOLCK / EOPNOTSUPP: this filesystem cannot lock
-            os.close(fd)
-            get_logger("guard").warning(f"{self.path}: cannot lock ({e.strerror}); nothing stops a second training "
-                                        f"from writing into {self.exp_dir}")
-            return self
-        info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
-        os.ftruncate(fd, 0); os.pwrite(fd, info.encode(), 0)  # in place: the lock is on this inode
-        self._fd = fd
+        with _HELD_LOCK:
+            try: st = os.stat(self.path)
+            except FileNotFoundError: st = None
+            if st is not None and (st.st_dev, st.st_ino) in _HELD:  # ours: opening it again would drop the lock on close
+                self._refuse(_HELD[st.st_dev, st.st_ino].strip())
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try: fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except (BlockingIOError, PermissionError):  # EAGAIN / EACCES: held by another process
+                holder = _describe_holder(os.pread(fd, 4096, 0).decode("utf-8", "replace")); os.close(fd)
+                self._refuse(holder)
+            except OSError as e:  # ENOLCK / EOPNOTSUPP: this filesystem cannot lock
+                os.close(fd)
+                get_logger("guard").warning(f"{self.path}: cannot lock ({e.strerror}); nothing stops a second training "
+                                            f"from writing into {self.exp_dir}")
+                return self
+            info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+            os.ftruncate(fd, 0); os.pwrite(fd, info.encode(), 0)  # in place: the lock is on this inode
+            st = os.fstat(fd); self._key = (st.st_dev, st.st_ino); _HELD[self._key] = info
+            self._fd = fd
         return self
 
     def release(self):
@@ -69,8 +82,8 @@ class ExpLock:
         fd, self._fd = self._fd, None
         try: os.ftruncate(fd, 0)  # an empty file reads as "free"
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)  # explicit: forked data workers may share this open file
-            os.close(fd)
+            _HELD.pop(self._key, None)
+            os.close(fd)  # closing drops the record lock
 
     def __enter__(self) -> "ExpLock": return self.acquire()
     def __exit__(self, *exc): self.release()

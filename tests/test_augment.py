@@ -47,7 +47,8 @@ def test_kill9_resume_is_exact_with_augmentation(corpus, tmp_path):
     err_a.close()
     assert "augmentation: Augmenter(speed:0.5, tempo:0.3" in (a/"train.log").read_text()   # the pipeline was on
     assert max(_losses(b)) < 8
-    subprocess.run(cmd(b), check=True, env=_env(), capture_output=True, timeout=300)
+    r = subprocess.run(cmd(b), env=_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
     resumed = [l for l in (b/"train.log").read_text().splitlines() if "resumed from" in l][-1]
     assert "batch 0," not in resumed, f"expected a mid-epoch resume: {resumed}"
     la, lb = _losses(a), _losses(b)

@@ -55,6 +55,32 @@ def test_second_run_refused_and_lock_freed_by_sigkill(tmp_path):
     assert third.returncode == 0 and third.stdout.strip() == "locked", third.stderr  # ... does not block
     assert (exp/".lock").read_text() == ""  # a clean exit empties it
 
+FORKING_LOCKER = r'''
+import os, sys, time
+from asr_nb.guard import ExpLock
+lk = ExpLock(sys.argv[1]).acquire()
+child = os.fork()  # what a DataLoader worker is: a child forked while the lock is held
+if child == 0: time.sleep(60); os._exit(0)
+print(f"locked {child}", flush=True)
+time.sleep(120)
+'''
+
+def test_lock_is_free_at_once_after_sigkill_while_a_forked_child_lives(tmp_path):
+    "The CI failure of session 7: kill -9 of a trainer whose data worker outlives it; the resume must not be refused."
+    exp = tmp_path/"exp"
+    holder = subprocess.Popen([PY, _script(tmp_path, "forker.py", FORKING_LOCKER), str(exp)], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = int(_wait_line(holder, "locked").split()[1])
+    try:
+        holder.send_signal(signal.SIGKILL); holder.wait(10)
+        os.kill(child, 0)  # the orphan is still alive ...
+        again = subprocess.run([PY, _script(tmp_path, "locker.py", LOCKER), str(exp), "0"], env=_env(),
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and again.stdout.strip() == "locked", again.stderr  # ... and holds nothing
+        os.kill(child, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError): os.kill(child, signal.SIGKILL)
+
 # --- kind 13: hangs ---------------------------------------------------------------------------------------------
 HANGER = r'''
 import sys, time
