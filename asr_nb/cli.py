@@ -420,31 +420,52 @@ def score_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='print the totals as JSON (null where nothing could be scored)')
     p.add_argument('--lowercase', action='store_true', help='fold case on both sides before scoring')
     p.add_argument('--remove-punct', action='store_true', help="drop punctuation on both sides (apostrophes inside words stay)")
+    p.add_argument('--baseline', default=None, metavar='TEXT',
+                   help="another system's hypotheses for the same references: also print --hyp's CER minus the baseline's "
+                        "with a paired-bootstrap 95 %% interval (Bisani & Ney 2004; asr_nb.metrics.bootstrap_diff)")
     return p
 
 @cli_entry('asr_nb_score')
 def score_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_score`."
     a = score_parser().parse_args(argv)
-    refs, hyps = _read_text(a.ref, 'reference'), _read_text(a.hyp, 'hypothesis')
+    refs = _read_text(a.ref, 'reference')
+    norm = lambda t: t
     if a.lowercase or a.remove_punct:
         from asr_nb.metrics import normalize_text
-        refs, hyps = ({k: normalize_text(v, a.lowercase, a.remove_punct) for k, v in t.items()} for t in (refs, hyps))
-    missing = [k for k in refs if k not in hyps]
-    extra = [k for k in hyps if k not in refs]
-    if extra: raise CLIError(f"{len(extra)} hypothesis id(s) not in the references, e.g. {extra[0]!r}")
+        norm = lambda t: {k: normalize_text(v, a.lowercase, a.remove_punct) for k, v in t.items()}
+    refs = norm(refs)
     if not refs: raise CLIError(f"no references in {a.ref}")
-    if missing: print(f"warning: {len(missing)} reference(s) without hypothesis scored as deletions, e.g. {missing[0]!r}", file=sys.stderr)
+    def hyps_of(path, what):
+        "The hypothesis file, checked against the references (ids it adds are refused; ids it lacks score as deletions)."
+        h = norm(_read_text(path, what))
+        extra = [k for k in h if k not in refs]
+        if extra: raise CLIError(f"{path}: {len(extra)} {what} id(s) not in the references, e.g. {extra[0]!r}")
+        missing = [k for k in refs if k not in h]
+        if missing: print(f"warning: {path}: {len(missing)} reference(s) without {what} scored as deletions, e.g. {missing[0]!r}", file=sys.stderr)
+        return {k: h.get(k, '') for k in refs}
+    hyps = hyps_of(a.hyp, 'hypothesis')
+    base = hyps_of(a.baseline, 'baseline hypothesis') if a.baseline else None
     from asr_nb.decode import score_hyps
-    r = score_hyps(refs, {k: hyps.get(k, '') for k in refs}, lang=a.lang)
+    r = score_hyps(refs, hyps, lang=a.lang)
     if a.report:
         from asr_nb.core import atomic_write_text
         atomic_write_text(a.report, r['report'])
     keep = {k: v for k, v in r.items() if k != 'report'}
+    if base is not None and r['cer'] is not None:
+        from asr_nb.metrics import bootstrap_diff
+        d = bootstrap_diff(refs, base, hyps, 'char', remove_space={'zh': True, 'en': False}.get(a.lang))
+        keep['vs_baseline'] = dict(cer_baseline=d.a, cer_diff=d.diff, low=d.low, high=d.high, level=d.level,
+                                   p_better=d.p_b_better, beyond_noise=d.significant, n_resamples=d.n_resamples)
     pct = lambda x: 'n/a' if x is None else f"{x:.2f} %"
     print(json.dumps(_jsonable(keep), indent=1) if a.json else
           f"CER {pct(r['cer'])}  WER {pct(r['wer'])}  ({r['scored']} utterances scored"
           + (f", {r['unscored']} with an empty reference left out)" if r['unscored'] else ")"))
+    if 'vs_baseline' in keep and not a.json:
+        v = keep['vs_baseline']
+        print(f"vs baseline: CER {r['cer']:.2f} - {v['cer_baseline']:.2f} = {v['cer_diff']:+.2f} points, "
+              f"{100 * v['level']:g} % interval [{v['low']:+.2f}, {v['high']:+.2f}] "
+              f"({'beyond' if v['beyond_noise'] else 'within'} the test set's noise), P(better) {v['p_better']:.3f}")
     return 0
 
 # %% ../nbs/16_cli.ipynb #6cdd4233

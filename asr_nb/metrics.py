@@ -5,6 +5,7 @@
 # %% ../nbs/12_metrics.ipynb #0e95b11a
 from __future__ import annotations
 import re, unicodedata
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -13,7 +14,7 @@ from rapidfuzz.distance import Levenshtein
 # %% auto #0
 __all__ = ['EditOp', 'align', 'edit_counts', 'fast_align', 'EditStats', 'edit_stats', 'normalize_text', 'space_rule', 'to_units',
            'error_rate', 'wer', 'cer', 'read_text', 'write_text', 'format_alignment', 'UttScore', 'ScoreReport',
-           'score_texts', 'score_files']
+           'score_texts', 'score_files', 'BootstrapDiff', 'bootstrap_diff']
 
 # %% ../nbs/12_metrics.ipynb #ac4288e1
 @dataclass
@@ -243,3 +244,54 @@ def score_texts(refs:dict[str, str], hyps:dict[str, str],
 def score_files(ref_text_path:str|Path, hyp_text_path:str|Path, unit:str='char', **kw) -> ScoreReport:
     "Score two Kaldi `text` files (what `asr_nb_score` prints)."
     return score_texts(read_text(ref_text_path), read_text(hyp_text_path), unit, **kw)
+
+# %% ../nbs/12_metrics.ipynb #0132e461
+@dataclass(frozen=True)
+class BootstrapDiff:
+    "B's corpus error rate minus A's with its paired-bootstrap interval (percentage points); see `bootstrap_diff`."
+    a: float           # A's error rate, %
+    b: float           # B's error rate, %
+    diff: float        # b - a, points
+    low: float         # the interval's lower end, points
+    high: float        # ... and upper end
+    level: float       # the interval's coverage, e.g. 0.95
+    p_b_better: float  # share of resamples in which B makes fewer errors than A (probability of improvement)
+    n_utts: int        # scored utterances
+    n_resamples: int
+
+    @property
+    def significant(self) -> bool: return self.low > 0 or self.high < 0   # the interval excludes 0
+
+    def __str__(self) -> str:
+        return (f"{self.b:.2f} - {self.a:.2f} = {self.diff:+.2f} points, {100 * self.level:g} % interval "
+                f"[{self.low:+.2f}, {self.high:+.2f}], P(B better) {self.p_b_better:.3f} ({self.n_utts} utts)")
+
+def bootstrap_diff(refs:dict[str, str],   # utt-id -> reference
+                   hyps_a:dict[str, str], # utt-id -> system A's hypothesis (a missing id counts as empty)
+                   hyps_b:dict[str, str], # utt-id -> system B's hypothesis
+                   unit:str='char',       # 'char' or 'word'
+                   n_resamples:int=1000,  # bootstrap draws
+                   level:float=0.95,      # interval coverage
+                   seed:int=0,            # the draws are a function of the seed
+                   **kw,                  # `score_texts`'s normalisation: lowercase, remove_punct, remove_space
+                  ) -> BootstrapDiff:
+    """Paired bootstrap of `ER(B) - ER(A)` over utterances (Bisani & Ney, 2004): both systems are scored by
+    `score_texts` against the same references (units, space rule and normalisation shared); the scored utterances
+    are drawn with replacement `n_resamples` times and both corpus rates recomputed on each draw. Returns the point
+    difference, the percentile interval at `level` and the probability of improvement. Raises `ValueError` when no
+    reference can be scored or `level` is not in (0, 1)."""
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
+    if n_resamples < 1: raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    ra, rb = score_texts(refs, hyps_a, unit, **kw), score_texts(refs, hyps_b, unit, **kw)
+    if not ra.utts: raise ValueError("bootstrap_diff: no reference can be scored (all empty or none given)")
+    ea, eb = (np.array([u.stats.errors for u in r.utts], dtype=np.int64) for r in (ra, rb))
+    n = np.array([u.stats.ref_len for u in ra.utts], dtype=np.int64)
+    rng, diffs, better = np.random.default_rng(seed), [], []
+    for k in range(0, n_resamples, 256):                                  # bounded memory on large test sets
+        idx = rng.integers(0, len(n), size=(min(256, n_resamples - k), len(n)))
+        sa, sb, sn = ea[idx].sum(1), eb[idx].sum(1), n[idx].sum(1)
+        diffs.append(100.0 * (sb - sa) / sn); better.append(sb < sa)
+    d = np.concatenate(diffs)
+    low, high = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
+    a, b = ra.total.rate, rb.total.rate
+    return BootstrapDiff(a, b, b - a, float(low), float(high), level, float(np.concatenate(better).mean()), len(n), n_resamples)

@@ -36,6 +36,7 @@ def measure(a) -> dict:
     from asr_nb.data import decode_utterances
     from asr_nb.decode import decode_data
     from asr_nb.export import Recognizer
+    from asr_nb.metrics import bootstrap_diff
     torch.set_num_threads(1)
     splits = {'clean held-out voices': a.clean, 'new conditions': a.cond}
     runs = _runs(a)
@@ -43,6 +44,7 @@ def measure(a) -> dict:
                                                                     [f'--clean {a.clean}', f'--cond {a.cond}']),
                runs=[n for n, _ in runs], configs={}, budget={}, cer={}, wer={}, machine=platform.processor() or platform.machine(),
                loadavg_1m_start=round(os.getloadavg()[0], 2), date=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()))
+    hyps, refs = {}, {split: {u.key: u.text for u in decode_utterances(data)} for split, data in splits.items()}
     for name, exp in runs:
         res['budget'][name] = _budget(Path(exp))
         res['configs'][name] = _augment_summary(Path(exp))
@@ -52,8 +54,17 @@ def measure(a) -> dict:
             for m, r in out.items():
                 res['cer'].setdefault(split, {}).setdefault(m, {})[name] = round(r['cer'], 2)
                 res['wer'].setdefault(split, {}).setdefault(m, {})[name] = round(r['wer'], 2)
+                hyps[name, split, m] = r['hyps']
+    # each augmented run against 'without': the paired bootstrap's 95 % interval of the CER difference (points)
+    res['cer_diff_vs_without'] = {split: {m: {name: _interval(bootstrap_diff(refs[split], hyps['without', split, m], hyps[name, split, m]))
+                                              for name, _ in runs if name != 'without'} for m in METHODS} for split in splits}
     res['loadavg_1m_end'] = round(os.getloadavg()[0], 2)
     return res
+
+def _interval(d) -> dict:
+    "A `BootstrapDiff` as JSON: the difference, its interval and the probability that the augmented run is better."
+    return dict(diff=round(d.diff, 2), low=round(d.low, 2), high=round(d.high, 2), level=d.level,
+                p_better=round(d.p_b_better, 3), n_utts=d.n_utts, n_resamples=d.n_resamples, beyond_noise=d.significant)
 
 def _augment_summary(exp: Path) -> str:
     "The run's augmentation steps with their probabilities, from its config.yaml ('none' without augmentation)."
@@ -66,12 +77,16 @@ def table(res: dict) -> str:
     "Markdown: one row per split and method, CER of each run and each augmented run's ratio to 'without'."
     runs, b = res.get('runs', ['without', 'with']), res['budget']
     aug = [r for r in runs if r != 'without']
+    ci = res.get('cer_diff_vs_without')   # the paired bootstrap (measurements from session 8 on)
     lines = ['| test split | method | ' + ' | '.join(f'CER % {r}' for r in runs) + ' | ' +
-             ' | '.join(f'{r} / without' for r in aug) + ' |', '| --- | --- |' + ' ---: |' * (len(runs) + len(aug))]
+             ' | '.join(f'{r} / without' for r in aug) + ''.join(f' | {r} - without, 95 % interval' for r in aug if ci) + ' |',
+             '| --- | --- |' + ' ---: |' * (len(runs) + len(aug) * (2 if ci else 1))]
     for split, by in res['cer'].items():
         for m, d in by.items():
             lines.append(f"| {split} | {m} | " + ' | '.join(f"{d[r]:.2f}" for r in runs) + ' | ' +
-                         ' | '.join(f"{d[r] / d['without']:.2f}x" for r in aug) + ' |')
+                         ' | '.join(f"{d[r] / d['without']:.2f}x" for r in aug) +
+                         ''.join(f" | {c['diff']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]" for c in
+                                 (ci[split][m][r] for r in aug if ci)) + ' |')
     lines.append('\n' + '; '.join(f"{r}: {res['configs'][r]}" for r in runs if 'configs' in res and r in res['configs']))
     lines.append(f"Same budget: {b['without']['epochs']} epochs / {b['without']['updates']} updates each (training wall time " +
                  ', '.join(f"{r} {b[r]['train_minutes']}" for r in runs) + ' min, on a shared CPU).')
