@@ -5,10 +5,12 @@ The headline users care about is how long until the model is good. For every run
 autotune timing all count) and each `valid epoch=... cer=...` line, and the test-set results of
 `asr_nb_decode --out EXP_DIR/decode_test` (`decode_test/<method>/result.json`, the averaged model). It writes
 `bench/results/time_to_accuracy.json` (the curves, the time each run first reached a given validation CER, the
-training wall time and the test CERs, with the load average where the run logged it) and a small picture
+training wall time and the test CERs, with the load average where the run logged it; with `--ref-text`, each run's
+test CER minus the reference run's with its paired-bootstrap 95 % interval, so "the same CER" is judged against
+the test set's noise) and a small picture
 `bench/results/time_to_accuracy.png` (CER against minutes).
 
-    python bench/time_to_accuracy.py before=exp/tiny_demo/exp after=/path/to/exp --target-cer 10
+    python bench/time_to_accuracy.py before=exp/tiny_demo/exp after=/path/to/exp --target-cer 10 --ref-text exp/tiny_demo/data/test/text
     python bench/time_to_accuracy.py --table        # README's table from the result file
 """
 from __future__ import annotations
@@ -43,6 +45,18 @@ def read_run(exp: Path) -> dict:
     return dict(exp=str(exp), ranks=ranks, train_minutes=round((end - t0).total_seconds() / 60, 2) if end else None,
                 curve=curve, test_cer=test)
 
+def _vs_reference(ref_text: Path, ref_exp: Path, exp: Path) -> dict:
+    "Per method decoded in both runs: this run's test CER minus the reference run's, with its paired-bootstrap 95 % interval."
+    sys.path.insert(0, str(ROOT))
+    from asr_nb.metrics import bootstrap_diff, read_text
+    refs, out = read_text(ref_text), {}
+    for hyp in sorted((exp / "decode_test").glob("*/text")):
+        base = ref_exp / "decode_test" / hyp.parent.name / "text"
+        if base.exists():
+            d = bootstrap_diff(refs, read_text(base), read_text(hyp))
+            out[hyp.parent.name] = dict(diff=round(d.diff, 2), low=round(d.low, 2), high=round(d.high, 2), beyond_noise=d.significant)
+    return out
+
 def first_below(curve: list[dict], cer: float) -> float | None:
     "Minutes until the validation CER first reached `cer` or better (None if never)."
     return next((p["minutes"] for p in curve if p["valid_cer"] <= cer), None)
@@ -59,11 +73,15 @@ def plot(runs: dict, out: Path):
 def table(res: dict) -> str:
     "README's table: per run, training wall time, minutes to the target validation CER, speed-up, test CER."
     t = res["target_valid_cer"]
-    out = [f"| run | ranks | training min | min to valid CER <= {t:g} % | speed-up | test CER % greedy / joint |",
-           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    ci = any("test_vs_reference" in r for r in res["rows"])
+    out = [f"| run | ranks | training min | min to valid CER <= {t:g} % | speed-up | test CER % greedy / joint |"
+           + (" joint minus the reference's, 95 % interval |" if ci else ""),
+           "| --- | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if ci else "")]
     for r in res["rows"]:
+        j = r.get("test_vs_reference", {}).get("joint")
         out.append(f"| {r['run']} | {r['ranks']} | {r['train_minutes']:.1f} | {r['minutes_to_target']:.1f} | {r['speedup_to_target']:.2f}x | "
-                   f"{r.get('test_ctc_greedy', float('nan')):.2f} / {r.get('test_joint', float('nan')):.2f} |")
+                   f"{r.get('test_ctc_greedy', float('nan')):.2f} / {r.get('test_joint', float('nan')):.2f} |"
+                   + ((f" {j['diff']:+.2f} [{j['low']:+.2f}, {j['high']:+.2f}] |" if j else " (reference) |") if ci else ""))
     return "\n".join(out)
 
 def main():
@@ -73,6 +91,8 @@ def main():
     ap.add_argument("runs", nargs="+", help="NAME=EXP_DIR, the first is the reference")
     ap.add_argument("--target-cer", type=float, default=10.0, help="validation CER whose first arrival is timed")
     ap.add_argument("--notes", default="", help="free text: the machine's load, what differs between the runs")
+    ap.add_argument("--ref-text", default=None, help="the test set's reference text: adds each run's CER difference to the "
+                    "reference run with its paired-bootstrap interval (asr_nb.metrics.bootstrap_diff)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "time_to_accuracy.json"))
     a = ap.parse_args()
     runs = {}
@@ -90,9 +110,11 @@ def main():
                          speedup_to_target=round(t_ref / t, 2) if t and t_ref else None,
                          final_valid_cer=r["curve"][-1]["valid_cer"] if r["curve"] else None,
                          **{f"test_{k}": v for k, v in r["test_cer"].items()}))
+        if a.ref_text and name != ref: rows[-1]["test_vs_reference"] = _vs_reference(Path(a.ref_text), Path(runs[ref]["exp"]), Path(r["exp"]))
     out = Path(a.out)
     res = dict(title="Time to accuracy: the tiny recipe's validation CER against wall time (train.log), test CER of the averaged model",
-               command="python bench/time_to_accuracy.py " + " ".join(a.runs) + f" --target-cer {a.target_cer:g}",
+               command="python bench/time_to_accuracy.py " + " ".join(a.runs) + f" --target-cer {a.target_cer:g}"
+                       + (f" --ref-text {a.ref_text}" if a.ref_text else ""),
                target_valid_cer=a.target_cer, reference=ref, rows=rows, notes=a.notes,
                curves={n: r["curve"] for n, r in runs.items()}, exps={n: r["exp"] for n, r in runs.items()})
     out.write_text(json.dumps(res, indent=1) + "\n")

@@ -39,6 +39,11 @@ def test_readme_time_to_accuracy_table_is_the_generated_one():
     assert table.strip() in section, table
     res = json.loads((ROOT/'bench'/'results'/'time_to_accuracy.json').read_text())
     assert res['rows'][0]['run'] == 'before' and all(r['minutes_to_target'] for r in res['rows'])
+    q = {r['run']: r for r in res['rows']}['quiet']   # the prose under the table quotes the quiet run's figures
+    g = q['test_vs_reference']['ctc_greedy']
+    for quoted in (f"{q['speedup_to_target']:.2f}x alone on the machine", f"({g['diff']:+.2f} points, interval [{g['low']:+.2f}, {g['high']:+.2f}])"):
+        assert quoted in ' '.join(section.split()), quoted
+    assert not any(r['test_vs_reference']['joint']['beyond_noise'] for r in res['rows'][1:])   # "within the test set's noise"
 
 def test_readme_speed_and_paraformer_figures_come_from_their_files():
     "#15/#13: the figures README quotes in prose (decoding RTF, real training, the CTC predictor's ratios) are the result files'."
