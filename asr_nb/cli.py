@@ -442,6 +442,8 @@ def score_main(argv: Sequence[str]) -> int:
         extra = [k for k in h if k not in refs]
         if extra: raise CLIError(f"{path}: {len(extra)} {what} id(s) not in the references, e.g. {extra[0]!r}")
         missing = [k for k in refs if k not in h]
+        if a.baseline and len(missing) == len(refs):     # a comparison with nothing to compare is a wrong file
+            raise CLIError(f"{path}: none of the {len(refs)} reference ids has a {what}")
         if missing: print(f"warning: {path}: {len(missing)} reference(s) without {what} scored as deletions, e.g. {missing[0]!r}", file=sys.stderr)
         return {k: h.get(k, '') for k in refs}
     hyps = hyps_of(a.hyp, 'hypothesis')
@@ -452,11 +454,13 @@ def score_main(argv: Sequence[str]) -> int:
         from asr_nb.core import atomic_write_text
         atomic_write_text(a.report, r['report'])
     keep = {k: v for k, v in r.items() if k != 'report'}
-    if base is not None and r['cer'] is not None:
+    if base is not None:
         from asr_nb.metrics import bootstrap_diff
-        d = bootstrap_diff(refs, base, hyps, 'char', remove_space={'zh': True, 'en': False}.get(a.lang))
+        try: d = bootstrap_diff(refs, base, hyps, 'char', remove_space={'zh': True, 'en': False}.get(a.lang))
+        except ValueError as e: raise CLIError(f"--baseline {a.baseline}: {e}") from None
         keep['vs_baseline'] = dict(cer_baseline=d.a, cer_diff=d.diff, low=d.low, high=d.high, level=d.level,
-                                   p_better=d.p_b_better, beyond_noise=d.significant, n_resamples=d.n_resamples)
+                                   p_better=d.p_b_better, p_baseline_better=d.p_a_better, beyond_noise=d.significant,
+                                   n_resamples=d.n_resamples)
     pct = lambda x: 'n/a' if x is None else f"{x:.2f} %"
     print(json.dumps(_jsonable(keep), indent=1) if a.json else
           f"CER {pct(r['cer'])}  WER {pct(r['wer'])}  ({r['scored']} utterances scored"
@@ -465,7 +469,8 @@ def score_main(argv: Sequence[str]) -> int:
         v = keep['vs_baseline']
         print(f"vs baseline: CER {r['cer']:.2f} - {v['cer_baseline']:.2f} = {v['cer_diff']:+.2f} points, "
               f"{100 * v['level']:g} % interval [{v['low']:+.2f}, {v['high']:+.2f}] "
-              f"({'beyond' if v['beyond_noise'] else 'within'} the test set's noise), P(better) {v['p_better']:.3f}")
+              f"({'beyond' if v['beyond_noise'] else 'within'} the test set's noise), P(better) {v['p_better']:.3f}, "
+              f"P(baseline better) {v['p_baseline_better']:.3f}")
     return 0
 
 # %% ../nbs/16_cli.ipynb #6cdd4233

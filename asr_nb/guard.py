@@ -36,25 +36,36 @@ def _describe_holder(text: str) -> str:
 # %% ../nbs/10_guard.ipynb #65a29a90
 _HELD: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) of the .lock files this process holds -> the holder's text
 _HELD_LOCK = threading.Lock()
-if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_HELD.clear)  # a forked child holds no lock
+
+def _forget_locks_after_fork():
+    "A forked child holds no lock: an empty table, and a fresh mutex (another thread may have held it at the fork)."
+    global _HELD_LOCK
+    _HELD.clear(); _HELD_LOCK = threading.Lock()
+
+if hasattr(os, "register_at_fork"): os.register_at_fork(after_in_child=_forget_locks_after_fork)
 
 class ExpLock:
     """An exclusive lock on `exp_dir` for one training run: a POSIX record lock (`fcntl.lockf(LOCK_EX | LOCK_NB)`) on
     `exp_dir/.lock`, owned by this process and not by children forked from it. Use as `with ExpLock(exp): ...` or
     `.acquire()` / `.release()`. Raises `ExpLockedError` at once when another process (or another `ExpLock` in this
-    process) holds it. Released on exit and by the kernel when the process dies."""
+    process) holds it. Released on exit and by the kernel when the process dies. `with` blocks may nest (released when
+    the outermost ends). A POSIX lock is dropped when its process closes *any* descriptor of the file: do not open
+    `exp_dir/.lock` in the holding process (read the holder from another process, or from `ExpLockedError`)."""
     filename = ".lock"
     def __init__(self, exp_dir: str | os.PathLike): # the experiment dir (created if missing)
-        self.exp_dir = Path(exp_dir); self.path = self.exp_dir/self.filename; self._fd = self._key = None
+        self.exp_dir = Path(exp_dir); self.path = self.exp_dir/self.filename
+        self._fd = self._key = self._pid = None; self._depth = 0
 
     @property
-    def locked(self) -> bool: return self._fd is not None
+    def locked(self) -> bool: return self._fd is not None and self._pid == os.getpid()   # a forked copy holds nothing
 
     def _refuse(self, holder: str):
         raise ExpLockedError(f"{self.exp_dir}: in use by another training ({holder}); wait for it or use another --exp")
 
     def acquire(self) -> "ExpLock":
-        if self._fd is not None or fcntl is None: return self
+        if self.locked: self._depth += 1; return self      # nested: released when the outermost block ends
+        if fcntl is None: return self
+        if self._fd is not None: os.close(self._fd); self._fd = None   # a forked child's copy of the parent's descriptor
         self.exp_dir.mkdir(parents=True, exist_ok=True)
         with _HELD_LOCK:
             try: st = os.stat(self.path)
@@ -74,16 +85,21 @@ class ExpLock:
             info = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
             os.ftruncate(fd, 0); os.pwrite(fd, info.encode(), 0)  # in place: the lock is on this inode
             st = os.fstat(fd); self._key = (st.st_dev, st.st_ino); _HELD[self._key] = info
-            self._fd = fd
+            self._fd, self._pid, self._depth = fd, os.getpid(), 1
         return self
 
     def release(self):
         if self._fd is None: return
-        fd, self._fd = self._fd, None
-        try: os.ftruncate(fd, 0)  # an empty file reads as "free"
-        finally:
-            _HELD.pop(self._key, None)
-            os.close(fd)  # closing drops the record lock
+        if self._pid != os.getpid():  # a forked child's copy: the lock and the file's text are the parent's
+            fd, self._fd = self._fd, None; os.close(fd); return
+        self._depth -= 1
+        if self._depth > 0: return
+        with _HELD_LOCK:  # close before forgetting: nothing may take it in this process while it is still ours
+            fd, self._fd = self._fd, None
+            try: os.ftruncate(fd, 0)  # an empty file reads as "free"
+            finally:
+                os.close(fd)  # closing drops the record lock
+                _HELD.pop(self._key, None)
 
     def __enter__(self) -> "ExpLock": return self.acquire()
     def __exit__(self, *exc): self.release()

@@ -256,6 +256,7 @@ class BootstrapDiff:
     high: float        # ... and upper end
     level: float       # the interval's coverage, e.g. 0.95
     p_b_better: float  # share of resamples in which B makes fewer errors than A (probability of improvement)
+    p_a_better: float  # ... in which A makes fewer (the rest are ties)
     n_utts: int        # scored utterances
     n_resamples: int
 
@@ -264,13 +265,14 @@ class BootstrapDiff:
 
     def __str__(self) -> str:
         return (f"{self.b:.2f} - {self.a:.2f} = {self.diff:+.2f} points, {100 * self.level:g} % interval "
-                f"[{self.low:+.2f}, {self.high:+.2f}], P(B better) {self.p_b_better:.3f} ({self.n_utts} utts)")
+                f"[{self.low:+.2f}, {self.high:+.2f}], P(B better) {self.p_b_better:.3f}, P(A better) {self.p_a_better:.3f} "
+                f"({self.n_utts} utts)")
 
 def bootstrap_diff(refs:dict[str, str],   # utt-id -> reference
                    hyps_a:dict[str, str], # utt-id -> system A's hypothesis (a missing id counts as empty)
                    hyps_b:dict[str, str], # utt-id -> system B's hypothesis
                    unit:str='char',       # 'char' or 'word'
-                   n_resamples:int=1000,  # bootstrap draws
+                   n_resamples:int=1000,  # bootstrap draws, at least 100
                    level:float=0.95,      # interval coverage
                    seed:int=0,            # the draws are a function of the seed
                    **kw,                  # `score_texts`'s normalisation: lowercase, remove_punct, remove_space
@@ -278,20 +280,26 @@ def bootstrap_diff(refs:dict[str, str],   # utt-id -> reference
     """Paired bootstrap of `ER(B) - ER(A)` over utterances (Bisani & Ney, 2004): both systems are scored by
     `score_texts` against the same references (units, space rule and normalisation shared); the scored utterances
     are drawn with replacement `n_resamples` times and both corpus rates recomputed on each draw. Returns the point
-    difference, the percentile interval at `level` and the probability of improvement. Raises `ValueError` when no
-    reference can be scored or `level` is not in (0, 1)."""
+    difference, the percentile interval at `level` and the probabilities that B, or A, makes fewer errors. Raises
+    `ValueError` when fewer than 2 references can be scored (one utterance has no spread to resample), `level` is
+    not in (0, 1) or `n_resamples` is not an integer >= 100. Memory: about 32 MB per draw chunk, whatever the sizes."""
     if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_resamples < 1: raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    if not isinstance(n_resamples, (int, np.integer)) or n_resamples < 100:
+        raise ValueError(f"n_resamples must be an integer >= 100, got {n_resamples!r}")
     ra, rb = score_texts(refs, hyps_a, unit, **kw), score_texts(refs, hyps_b, unit, **kw)
-    if not ra.utts: raise ValueError("bootstrap_diff: no reference can be scored (all empty or none given)")
+    if len(ra.utts) < 2:
+        raise ValueError(f"bootstrap_diff: needs at least 2 scored utterances to resample, got {len(ra.utts)} "
+                         "(empty references are not scored)")
     ea, eb = (np.array([u.stats.errors for u in r.utts], dtype=np.int64) for r in (ra, rb))
     n = np.array([u.stats.ref_len for u in ra.utts], dtype=np.int64)
-    rng, diffs, better = np.random.default_rng(seed), [], []
-    for k in range(0, n_resamples, 256):                                  # bounded memory on large test sets
-        idx = rng.integers(0, len(n), size=(min(256, n_resamples - k), len(n)))
+    rng, diffs, b_wins, a_wins = np.random.default_rng(seed), [], [], []
+    chunk = max(1, min(256, (1 << 20) // len(n)))                        # draws per chunk: ~1 M indices, whatever the test set
+    for k in range(0, n_resamples, chunk):
+        idx = rng.integers(0, len(n), size=(min(chunk, n_resamples - k), len(n)))
         sa, sb, sn = ea[idx].sum(1), eb[idx].sum(1), n[idx].sum(1)
-        diffs.append(100.0 * (sb - sa) / sn); better.append(sb < sa)
+        diffs.append(100.0 * (sb - sa) / sn); b_wins.append(sb < sa); a_wins.append(sa < sb)
     d = np.concatenate(diffs)
     low, high = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
     a, b = ra.total.rate, rb.total.rate
-    return BootstrapDiff(a, b, b - a, float(low), float(high), level, float(np.concatenate(better).mean()), len(n), n_resamples)
+    return BootstrapDiff(a, b, b - a, float(low), float(high), level, float(np.concatenate(b_wins).mean()),
+                         float(np.concatenate(a_wins).mean()), len(n), n_resamples)

@@ -239,7 +239,11 @@ def run_tiny_recipe(workdir: str | os.PathLike = 'exp/tiny_demo', # holds data/,
     cfg = resolve_config(str(config) if config else str(find_conf('tiny.yaml')), overrides)
     n = cpu_train_ranks(cfg) if nproc == 'auto' else int(nproc) if str(nproc).isdigit() else 0
     if n < 1: raise RecipeError(f"nproc must be 'auto' or a number of processes (at least 1), got {nproc!r}")
-    if fresh and wd.exists(): shutil.rmtree(wd)
+    if fresh and wd.exists():
+        if (wd/'exp').is_dir():                  # a training still running there: refused in one line, nothing deleted
+            from asr_nb.guard import ExpLock
+            with ExpLock(wd/'exp'): pass
+        shutil.rmtree(wd)
     wd.mkdir(parents=True, exist_ok=True)
     exp, timings, results = wd/'exp', {}, {}
     with _Stage('synth', timings, log):

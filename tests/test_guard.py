@@ -232,3 +232,18 @@ def test_any_rank_agrees_across_two_gloo_ranks(tmp_path):
         assert p.returncode == 0, err[-2000:]
         outs.append(out.strip().splitlines()[-1])
     assert outs == ["ANY 1 0", "ANY 1 0"]  # rank 0 saw no signal, rank 1 did: both stop
+
+def test_fresh_recipe_refuses_to_delete_a_running_training(tmp_path):
+    "run_tiny_recipe(fresh=True) into a work dir whose exp/ another process trains in: refused in one line, nothing deleted."
+    from asr_nb.guard import ExpLockedError
+    from asr_nb.recipes import run_tiny_recipe
+    wd = tmp_path/"wd"; (wd/"data").mkdir(parents=True); (wd/"data"/"keep.txt").write_text("x")
+    holder = subprocess.Popen([PY, _script(tmp_path, "locker.py", LOCKER), str(wd/"exp"), "120"], env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_line(holder, "locked")
+        with pytest.raises(ExpLockedError, match=rf"in use by another training \(pid {holder.pid} on "):
+            run_tiny_recipe(wd, fresh=True, log=lambda *_: None)
+        assert (wd/"data"/"keep.txt").read_text() == "x"
+    finally:
+        holder.kill(); holder.wait(10)
