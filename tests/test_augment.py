@@ -104,8 +104,8 @@ def test_bad_noise_file_is_one_error_line(corpus, tmp_path, capsys):
 
 def test_tiny_augment_conf_is_tiny_plus_the_pipeline():
     """conf/tiny_augment.yaml = conf/tiny.yaml + an augment section, except the schedule: the augmentation table
-    (bench/results/augment_effect.json) was measured with the warmup_decay schedule conf/tiny.yaml had until #15 part 5,
-    so the augment configs keep it and the table stays reproducible."""
+    of session 5 (bench/results/augment_effect_s5.json) was measured with the warmup_decay schedule conf/tiny.yaml had
+    until #15 part 5, so this config keeps it and that table stays reproducible."""
     import dataclasses
     from asr_nb.core import load_config
     a, t = dataclasses.asdict(load_config(ROOT/"conf"/"tiny_augment.yaml")), dataclasses.asdict(load_config(ROOT/"conf"/"tiny.yaml"))
@@ -126,3 +126,17 @@ def test_tiny_augment_light_conf_is_tiny_plus_rarer_milder_distortions():
     for s in ("pitch", "reverb", "noise", "band", "codec"): assert 0 < la[s]["prob"] < fa[s]["prob"], s
     assert la["noise"]["snr_db"][0] > fa["noise"]["snr_db"][0]
     for s in ("speed", "volume", "shift"): assert la[s] == fa[s], s
+
+def test_tiny_augment_channel_conf_is_tiny_plus_the_channel_steps():
+    """conf/tiny_augment_channel.yaml = conf/tiny.yaml + the light pipeline without speed or pitch change and with rooms and
+    the telephone band at 0.25: the 'channel' run of bench/results/augment_effect.json, which names it."""
+    import dataclasses
+    from asr_nb.core import load_config
+    t, l, c = (dataclasses.asdict(load_config(ROOT/"conf"/n)) for n in ("tiny.yaml", "tiny_augment_light.yaml", "tiny_augment_channel.yaml"))
+    la, ca = l.pop("augment"), c.pop("augment"); t.pop("augment")
+    assert c == t
+    assert (ca["speed"]["prob"], ca["pitch"]["prob"], ca["reverb"]["prob"], ca["band"]["prob"]) == (0, 0, 0.25, 0.25)
+    for s in ("noise", "codec", "volume", "shift"): assert ca[s] == la[s], s
+    res = json.loads((ROOT/"bench"/"results"/"augment_effect.json").read_text())
+    assert res["config_files"]["channel"] == "conf/tiny_augment_channel.yaml"
+    assert res["configs"]["channel"] == "reverb 0.25, noise 0.3, band 0.25, codec 0.05, volume 0.5, shift 0.5"
