@@ -1,10 +1,12 @@
-"""What augmentation buys (#19): two tiny-recipe models trained at the same budget, one with conf/tiny.yaml and one
-with conf/tiny_augment.yaml, decoded on the clean held-out-voice test split and on the new-conditions split
-(`asr_nb_augment_data conditions`: the same utterances through unseen simulated rooms, noise and a telephone band).
+"""What augmentation buys (#19): tiny-recipe models trained at the same budget, one with conf/tiny.yaml and others with
+an augmentation pipeline (conf/tiny_augment_light.yaml, conf/tiny_augment_channel.yaml, ...), decoded on the clean
+held-out-voice test split and on the new-conditions split (`asr_nb_augment_data conditions`: the same utterances through
+unseen simulated rooms, noise and a telephone band). Each augmented run's CER difference to the run without carries
+its paired-bootstrap 95 % interval (`asr_nb.metrics.bootstrap_diff`).
 
-    asr_nb_demo --workdir W_AUG --config conf/tiny_augment.yaml        # the baseline is `make demo` (exp/tiny_demo)
+    asr_nb_demo --workdir W_AUG --config conf/tiny_augment_channel.yaml   # the baseline: `make demo` (exp/tiny_demo)
     asr_nb_augment_data conditions --data exp/tiny_demo/data/test --out COND
-    python bench/augment_effect.py --base exp/tiny_demo/exp --aug W_AUG/exp --clean exp/tiny_demo/data/test --cond COND
+    python bench/augment_effect.py --base exp/tiny_demo/exp --aug channel=W_AUG/exp --clean exp/tiny_demo/data/test --cond COND
     python bench/augment_effect.py --table            # prints the markdown table README and 05_augment show
 """
 from __future__ import annotations
@@ -89,7 +91,7 @@ def table(res: dict) -> str:
                                  (ci[split][m][r] for r in aug if ci)) + ' |')
     lines.append('\n' + '; '.join(f"{r}: {res['configs'][r]}" for r in runs if 'configs' in res and r in res['configs']))
     lines.append(f"Same budget: {b['without']['epochs']} epochs / {b['without']['updates']} updates each (training wall time " +
-                 ', '.join(f"{r} {b[r]['train_minutes']}" for r in runs) + ' min, on a shared CPU).')
+                 ', '.join(f"{r} {b[r]['train_minutes']}" for r in runs) + ' min; the machine\'s load differed, see the file).')
     return '\n'.join(lines)
 
 def main():
