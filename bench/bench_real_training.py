@@ -60,19 +60,14 @@ def rescore(out: Path, work: Path, data: Path) -> None:
     out.write_text(json.dumps(res, indent=1) + "\n"); print(json.dumps({k: res[k]["test"] for k in ("espnet2", "asr_nb")}))
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--peer", default="/work/scratch/peer_venv", help="venv made by bench/peer_setup.sh")
-    ap.add_argument("--data", default=str(ROOT / "exp" / "tiny_demo" / "data"), help="dir with train/, dev/, test/")
-    ap.add_argument("--config", default=str(ROOT / "conf" / "tiny.yaml"))
-    ap.add_argument("--epochs", type=int, default=24)
-    ap.add_argument("--limit", type=int, default=0, help="first N utterances of each split (0 = all): smoke runs")
+    import peer_train                                                     # bench/ is on the path when run as a script
+    ap = peer_train.common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "real_training"), help="scratch dir for both experiments")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "real_training.json"))
     ap.add_argument("--rescore", action="store_true", help="only score the hypotheses already in --work again, into --out")
     a = ap.parse_args(argv)
     if a.rescore: return rescore(Path(a.out), Path(a.work), Path(a.data))
-    import peer_train
     run = lambda cmd, log: peer_train.run(cmd, log, who="bench_real_training")
     from asr_nb.core import load_config
     from asr_nb.recipes import cpu_rank_overrides, cpu_train_ranks

@@ -118,13 +118,17 @@ def run(cmd: list[str], log: Path, who: str = "peer_train") -> float:
     if rc: fail(f"{who}: error: {name} exited {rc}; see {log}")
     return time.perf_counter() - t0
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "The options this script shares with bench/bench_real_training.py: the peer venv, the data, the config, epochs, --limit."
     ap.add_argument("--peer", default="/work/scratch/peer_venv", help="venv made by bench/peer_setup.sh")
     ap.add_argument("--data", default=str(ROOT / "exp" / "tiny_demo" / "data"), help="dir with train/, dev/, test/ (Kaldi style)")
     ap.add_argument("--config", default=str(ROOT / "conf" / "tiny.yaml"))
     ap.add_argument("--epochs", type=int, default=24)
-    ap.add_argument("--limit", type=int, default=0, help="first N utterances of each split (0 = all)")
+    ap.add_argument("--limit", type=int, default=0, help="first N utterances of each split (0 = all): smoke runs")
+    return ap
+
+def main(argv=None):
+    ap = common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "exp" / "peer_tiny"))
     a = ap.parse_args(argv)
