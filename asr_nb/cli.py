@@ -455,8 +455,8 @@ def score_main(argv: Sequence[str]) -> int:
         atomic_write_text(a.report, r['report'])
     keep = {k: v for k, v in r.items() if k != 'report'}
     if base is not None:
-        from asr_nb.metrics import bootstrap_diff
-        try: d = bootstrap_diff(refs, base, hyps, 'char', remove_space={'zh': True, 'en': False}.get(a.lang))
+        from asr_nb.metrics import bootstrap_diff, lang_space_rule
+        try: d = bootstrap_diff(refs, base, hyps, 'char', remove_space=lang_space_rule(a.lang))
         except ValueError as e: raise CLIError(f"--baseline {a.baseline}: {e}") from None
         keep['vs_baseline'] = dict(cer_baseline=d.a, cer_diff=d.diff, low=d.low, high=d.high, level=d.level,
                                    p_better=d.p_b_better, p_baseline_better=d.p_a_better, beyond_noise=d.significant,

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch import nn
 from .core import ConfigError, DecodeConfig, FeatureConfig, UserError, make_pad_mask
 from .device import synchronize
-from .metrics import score_texts
+from .metrics import lang_space_rule, score_texts
 from .model import ctc_greedy_search
 from .tokenizer import Tokenizer
 
@@ -779,9 +779,9 @@ def score_hyps(refs:dict[str, str|None], # utt-id -> reference (None or '' : no 
                lang:str='auto',          # CER space rule: 'zh' drops spaces, 'en' keeps them, 'auto' decides once from the references
               ) -> dict:
     "CER and WER in percent (None when nothing can be scored) with S/D/I counts, the count left unscored, and the report."
-    if lang not in ('auto', 'en', 'zh'): raise ValueError(f"lang must be 'auto', 'en' or 'zh', got {lang!r}")
+    remove_space = lang_space_rule(lang)
     refs = {k: ('' if v is None else v) for k, v in refs.items()}
-    c = score_texts(refs, hyps, unit='char', remove_space={'zh': True, 'en': False}.get(lang))
+    c = score_texts(refs, hyps, unit='char', remove_space=remove_space)
     w = score_texts(refs, hyps, unit='word')
     counts = lambda t: dict(n=t.ref_len, sub=t.sub, dele=t.dele, ins=t.ins)
     return dict(cer=c.rate, wer=w.rate, scored=c.total.sent, unscored=len(c.unscored), cer_counts=counts(c.total),

@@ -12,9 +12,9 @@ from typing import Sequence
 from rapidfuzz.distance import Levenshtein
 
 # %% auto #0
-__all__ = ['EditOp', 'align', 'edit_counts', 'fast_align', 'EditStats', 'edit_stats', 'normalize_text', 'space_rule', 'to_units',
-           'error_rate', 'wer', 'cer', 'read_text', 'write_text', 'format_alignment', 'UttScore', 'ScoreReport',
-           'score_texts', 'score_files', 'BootstrapDiff', 'bootstrap_diff']
+__all__ = ['EditOp', 'align', 'edit_counts', 'fast_align', 'EditStats', 'edit_stats', 'normalize_text', 'space_rule',
+           'lang_space_rule', 'to_units', 'error_rate', 'wer', 'cer', 'read_text', 'write_text', 'format_alignment',
+           'UttScore', 'ScoreReport', 'score_texts', 'score_files', 'BootstrapDiff', 'bootstrap_diff']
 
 # %% ../nbs/12_metrics.ipynb #ac4288e1
 @dataclass
@@ -123,6 +123,11 @@ def normalize_text(text:str,
 def space_rule(refs:Sequence[str]) -> bool:
     "The CER space rule of a corpus, decided once from its references: drop spaces iff any reference has CJK characters."
     return any(_CJK.search(r) for r in refs)
+
+def lang_space_rule(lang:str) -> bool|None:
+    "The space rule a `--lang` names: 'zh' drops spaces, 'en' keeps them, 'auto' is None (`space_rule` decides)."
+    if lang not in ('auto', 'en', 'zh'): raise ValueError(f"lang must be 'auto', 'en' or 'zh', got {lang!r}")
+    return {'zh': True, 'en': False}.get(lang)
 
 def to_units(text:str,
              unit:str='char',               # 'char' or 'word'
