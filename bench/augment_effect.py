@@ -10,18 +10,22 @@ its paired-bootstrap 95 % interval (`asr_nb.metrics.bootstrap_diff`).
     python bench/augment_effect.py --table            # prints the markdown table README and 05_augment show
 """
 from __future__ import annotations
-import argparse, json, os, platform, re, time
+import argparse, json, os, platform, re, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT/'bench'/'results'/'augment_effect.json'
 METHODS = ('ctc_greedy', 'joint', 'rescoring')
 
+def fail(msg: str):
+    "One error line on stderr, exit status 2 (checked before anything is decoded or written)."
+    print(f"augment_effect: error: {msg}", file=sys.stderr); raise SystemExit(2)
+
 def _budget(exp: Path) -> dict:
     "Epochs, updates and training wall time of a finished run, read from its train.log."
     log = (exp/'train.log').read_text(errors='replace').splitlines()
     fin = [l for l in log if 'asr_nb.train: finished:' in l]
-    if not fin: raise SystemExit(f"{exp}/train.log: training has not finished")
+    if not fin: fail(f"{exp}/train.log: training has not finished")
     m = re.search(r'step (\d+), (?:epoch (\d+)|(\d+) full epoch)', fin[-1])  # the line's wording changed once
     stamps = [l[:19] for l in log if ' asr_nb.train: ' in l]
     t = [time.mktime(time.strptime(s, '%Y-%m-%d %H:%M:%S')) for s in (stamps[0], stamps[-1])]
@@ -107,6 +111,11 @@ def main():
     if a.table:
         print(table(json.loads(Path(a.out).read_text()))); return
     if not all((a.base, a.aug, a.clean, a.cond)): p.error('--base, --aug, --clean and --cond are required')
+    for name, exp in _runs(a):              # every input checked before the first (slow) decode
+        if not (Path(exp)/'train.log').is_file(): fail(f"{name}: {exp}/train.log not found (not a training's exp dir)")
+        _budget(Path(exp))
+    for opt, d in (('--clean', a.clean), ('--cond', a.cond)):
+        if not Path(d).exists(): fail(f"{opt} {d}: not found")
     res = measure(a)
     Path(a.out).write_text(json.dumps(res, indent=1) + '\n')
     print(table(res))

@@ -27,11 +27,16 @@ def _t(line: str) -> datetime | None:
     m = _STAMP.match(line)
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S") if m else None
 
+def fail(msg: str):
+    "One error line on stderr, exit status 2 (checked before anything is written)."
+    print(f"time_to_accuracy: error: {msg}", file=sys.stderr); raise SystemExit(2)
+
 def read_run(exp: Path) -> dict:
     "The validation curve of one run: minutes since the log's first line, epoch, step, CER; and the training wall time."
+    if not (exp / "train.log").is_file(): fail(f"{exp / 'train.log'}: not found (NAME=EXP_DIR names a training's exp dir)")
     lines = (exp / "train.log").read_text(encoding="utf-8").splitlines()
     stamped = [(t, l) for l in lines if (t := _t(l)) is not None]
-    if not stamped: raise SystemExit(f"{exp/'train.log'}: no time-stamped lines")
+    if not stamped: fail(f"{exp/'train.log'}: no time-stamped lines")
     t0, curve, end, ranks = stamped[0][0], [], None, 1
     for t, l in stamped:
         if (m := _VALID.search(l)): curve.append(dict(minutes=round((t - t0).total_seconds() / 60, 2), epoch=int(m.group(1)),
@@ -95,10 +100,11 @@ def main():
                     "reference run with its paired-bootstrap interval (asr_nb.metrics.bootstrap_diff)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "time_to_accuracy.json"))
     a = ap.parse_args()
+    if a.ref_text and not Path(a.ref_text).is_file(): fail(f"--ref-text {a.ref_text}: not found")
     runs = {}
     for spec in a.runs:
         name, _, exp = spec.partition("=")
-        if not exp: raise SystemExit(f"{spec}: expected NAME=EXP_DIR")
+        if not exp: fail(f"{spec}: expected NAME=EXP_DIR")
         runs[name] = read_run(Path(exp))
     ref = next(iter(runs))
     rows = []
