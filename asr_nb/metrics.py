@@ -264,6 +264,7 @@ class BootstrapDiff:
     p_a_better: float  # ... in which A makes fewer (the rest are ties)
     n_utts: int        # scored utterances
     n_resamples: int
+    draws: np.ndarray | None = field(default=None, repr=False, compare=False)  # (n_resamples,) each draw's difference, points
 
     @property
     def significant(self) -> bool: return self.low > 0 or self.high < 0   # the interval excludes 0
@@ -285,7 +286,8 @@ def bootstrap_diff(refs:dict[str, str],   # utt-id -> reference
     """Paired bootstrap of `ER(B) - ER(A)` over utterances (Bisani & Ney, 2004): both systems are scored by
     `score_texts` against the same references (units, space rule and normalisation shared); the scored utterances
     are drawn with replacement `n_resamples` times and both corpus rates recomputed on each draw. Returns the point
-    difference, the percentile interval at `level` and the probabilities that B, or A, makes fewer errors. Raises
+    difference, the percentile interval at `level`, the probabilities that B, or A, makes fewer errors, and the
+    draws' differences (`draws`, for a histogram). Raises
     `ValueError` when fewer than 2 references can be scored (one utterance has no spread to resample), `level` is
     not in (0, 1) or `n_resamples` is not an integer >= 100. Memory: about 32 MB per draw chunk, whatever the sizes."""
     if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
@@ -307,4 +309,4 @@ def bootstrap_diff(refs:dict[str, str],   # utt-id -> reference
     low, high = np.quantile(d, [(1 - level) / 2, (1 + level) / 2])
     a, b = ra.total.rate, rb.total.rate
     return BootstrapDiff(a, b, b - a, float(low), float(high), level, float(np.concatenate(b_wins).mean()),
-                         float(np.concatenate(a_wins).mean()), len(n), n_resamples)
+                         float(np.concatenate(a_wins).mean()), len(n), n_resamples, d)
