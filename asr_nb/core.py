@@ -99,14 +99,17 @@ class FeatureConfig:
     frame_shift_ms: float = 10.0   # hop
     dither: float = 1.0        # Kaldi dither in training (decoding always uses 0)
     speed_perturb: list = field(default_factory=lambda: [1.0])  # speed factors drawn per utterance in training, e.g. [0.9, 1.0, 1.1]
-    cmvn: str = "global"       # 'global' (stats from the training set) or 'none'
+    cmvn: str = "global"       # 'global' (stats from the training set), 'utterance' (each utterance's own mean, ESPnet2's
+                               # UtteranceMVN; not for streaming models) or 'none'
     cmvn_file: str = ""        # global: take these statistics instead of computing them (a cmvn.npz or PPASR's mean_std.npz)
     lfr_m: int = 1             # low frame rate (FunASR's front end): frames stacked into one (Paraformer-large: 7) ...
     lfr_n: int = 1             # ... and the hop between stacks (Paraformer-large: 6); 1 and 1 = off
     def __post_init__(self):
         _check_positive(self, "sample_rate", "n_mels", "frame_length_ms", "frame_shift_ms")
         _check_positive(self, "dither", allow_zero=True)
-        _check_choice(self, "cmvn", ("global", "none"))
+        _check_choice(self, "cmvn", ("global", "utterance", "none"))
+        if self.cmvn_file and self.cmvn != "global":
+            raise ConfigError(f"cmvn_file: global statistics, but cmvn is {self.cmvn!r} (set cmvn: global, or drop cmvn_file)")
         _check_choice(self, "kind", ("fbank", "mfcc", "raw"))
         if self.kind != "raw": self._check_mel()
         _check_positive(self, "lfr_m", "lfr_n")
@@ -679,6 +682,10 @@ class ExpConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     def __post_init__(self):
         for f in fields(self): _check_section(getattr(self, f.name), f.name)
+        e = self.model.encoder
+        if self.features.cmvn == "utterance" and (e.causal or e.dynamic_chunk or e.static_chunk_size > 0):
+            raise ConfigError("features.cmvn: 'utterance' needs the whole utterance before its first frame, which a streaming "
+                              "encoder (causal, dynamic_chunk or static_chunk_size) never has: use features.cmvn: global")
         if self.data.batch_type == "memory" and not self.data.bytes_per_frame:  # shards (#17): padded frames x model width
             self.data.bytes_per_frame = activation_bytes_per_frame(self)
 

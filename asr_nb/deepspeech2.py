@@ -158,15 +158,15 @@ class DeepSpeech2(nn.Module):
     def __init__(self, cfg: DeepSpeech2Config, vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
                  input_dim: int = 80, # feature dimension D (the front end's `dim`)
                  specaug=None, # SpecAugConfig (None or enable=False: no augmentation)
-                 cmvn: tuple[torch.Tensor, torch.Tensor] | None = None): # (mean (D,), istd (D,)) global CMVN
+                 cmvn: tuple[torch.Tensor, torch.Tensor] | nn.Module | None = None): # (mean (D,), istd (D,)) global CMVN, or a normaliser (`make_cmvn`)
         super().__init__()
         if vocab_size < 3: raise ValueError(f"vocab_size must be at least 3 (<blank>, a unit, <sos/eos>), got {vocab_size}")
-        from asr_nb.features import GlobalCMVN
+        from asr_nb.features import make_cmvn
         from asr_nb.specaug import SpecAugment
         self.cfg, self.vocab_size, self.capabilities = cfg, vocab_size, frozenset({"ctc"})
         self.blank_id, self.sos_id, self.eos_id = 0, vocab_size - 1, vocab_size - 1
         self.subsampling = cfg.conv_stride[0] ** cfg.conv_layers             # input frames per encoder frame
-        self.cmvn = GlobalCMVN(*cmvn) if cmvn is not None else None
+        self.cmvn = make_cmvn(cmvn)
         self.specaug = SpecAugment(specaug) if specaug is not None and specaug.enable else None
         self.encoder = DeepSpeech2Encoder(input_dim, cfg)
         self.dropout, self.ctc = nn.Dropout(cfg.dropout), CTCHead(self.encoder.output_size, vocab_size)
@@ -184,7 +184,7 @@ class DeepSpeech2(nn.Module):
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, D), (B,) -> (B, T', d), (B,)
         "CMVN (then SpecAugment when training) and the encoder; encoder frames are zero on padding."
-        x = self.cmvn(feats) if self.cmvn is not None else feats
+        x = self.cmvn(feats, feat_lens) if self.cmvn is not None else feats
         if self.specaug is not None and self.training: x = self.specaug(x, feat_lens)
         return self.encoder(x, feat_lens)
 

@@ -133,7 +133,7 @@ class _ASRModelParts(nn.Module):
     def __init__(self, cfg: ModelConfig, # model config (encoder, decoder and loss sections)
                  vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
                  specaug: SpecAugConfig | None = None, # SpecAugment settings (None: no augmentation)
-                 cmvn: tuple[torch.Tensor, torch.Tensor] | None = None, # (mean (D,), istd (D,)) global CMVN
+                 cmvn: tuple[torch.Tensor, torch.Tensor] | nn.Module | None = None, # (mean (D,), istd (D,)) global CMVN, or a normaliser (`make_cmvn`)
                  input_dim: int = 80, # feature dimension D (the front end's `dim`)
                 ):
         super().__init__()
@@ -141,10 +141,8 @@ class _ASRModelParts(nn.Module):
         self.cfg, self.vocab_size = cfg, vocab_size
         self.blank_id, self.sos_id, self.eos_id = 0, vocab_size - 1, vocab_size - 1
         self.ctc_weight = cfg.loss.ctc_weight
-        if cmvn is not None:
-            from asr_nb.features import GlobalCMVN
-            self.cmvn = GlobalCMVN(*cmvn)
-        else: self.cmvn = None
+        from asr_nb.features import make_cmvn
+        self.cmvn = make_cmvn(cmvn)
         if specaug is not None and specaug.enable:
             from asr_nb.specaug import SpecAugment
             self.specaug = SpecAugment(specaug)
@@ -184,7 +182,7 @@ class ASRModel(_ASRModelParts):
                feat_lens: torch.Tensor, # (B,)
               ) -> tuple[torch.Tensor, torch.Tensor]: # (B, T', d), (B,)
         "CMVN then the encoder (SpecAugment too when training)."
-        x = self.cmvn(feats) if self.cmvn is not None else feats
+        x = self.cmvn(feats, feat_lens) if self.cmvn is not None else feats
         if self.specaug is not None and self.training: x = self.specaug(x, feat_lens)
         return self.encoder(x, feat_lens)
 
@@ -253,9 +251,12 @@ def model_class(family: str) -> type:
 
 def build_model(cfg, # ExpConfig (the family reads model, specaug, features)
                 vocab_size: int, # units including <blank> and <sos/eos>
-                cmvn: tuple[torch.Tensor, torch.Tensor] | None = None, # (mean (D,), istd (D,)) front-end statistics
+                cmvn: tuple[torch.Tensor, torch.Tensor] | None = None, # (mean (D,), istd (D,)) global statistics (features.cmvn global)
                ) -> nn.Module:
     "Build the model of `cfg.model.family`; used by training, `load_model` and export."
+    if getattr(cfg.features, "cmvn", "global") == "utterance":             # no statistics: each utterance's own mean
+        from asr_nb.features import UtteranceMVN
+        cmvn = UtteranceMVN()
     return model_class(getattr(cfg.model, "family", "ctc_attention")).from_config(cfg, vocab_size, cmvn)
 
 def model_length_rule(cfg) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -233,7 +233,7 @@ class Paraformer(nn.Module):
     "Paraformer (Gao et al., 2022): Conformer encoder, CIF predictor, parallel decoder, optional CTC head; the `paraformer` family."
     def __init__(self, cfg: ModelConfig, # encoder, decoder, loss (and paraformer) sections
                  vocab_size: int, # units, <blank>=0 ... <sos/eos>=V-1
-                 specaug: SpecAugConfig | None = None, cmvn: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 specaug: SpecAugConfig | None = None, cmvn: tuple[torch.Tensor, torch.Tensor] | nn.Module | None = None,
                  input_dim: int = 80, # the front end's `dim`
                 ):
         super().__init__()
@@ -242,9 +242,9 @@ class Paraformer(nn.Module):
         self.blank_id, self.sos_id, self.eos_id = 0, vocab_size - 1, vocab_size - 1
         self.ctc_weight = cfg.loss.ctc_weight
         self.pcfg.check_ctc_weight(self.ctc_weight)              # also checked with the config; here for direct construction
-        from asr_nb.features import GlobalCMVN
+        from asr_nb.features import make_cmvn
         from asr_nb.specaug import SpecAugment
-        self.cmvn = GlobalCMVN(*cmvn) if cmvn is not None else None
+        self.cmvn = make_cmvn(cmvn)
         self.specaug = SpecAugment(specaug) if specaug is not None and specaug.enable else None
         enc = cfg.encoder
         self.encoder = build_encoder(enc, input_dim)
@@ -275,7 +275,7 @@ class Paraformer(nn.Module):
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: # (B, T, D) -> (B, T', d), (B,)
         "CMVN, SpecAugment (training), the Conformer."
-        x = self.cmvn(feats) if self.cmvn is not None else feats
+        x = self.cmvn(feats, feat_lens) if self.cmvn is not None else feats
         if self.specaug is not None and self.training: x = self.specaug(x, feat_lens)
         return self.encoder(x, feat_lens)
 

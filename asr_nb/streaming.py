@@ -46,8 +46,12 @@ def init_caches(enc: ConformerEncoder, # the model's encoder
     return (torch.zeros(len(enc.encoders), H, cache_frames, 2 * dk, dtype=p.dtype, device=p.device),
             torch.zeros(len(enc.encoders), 1, enc.output_size, lorder, dtype=p.dtype, device=p.device))
 
-def check_streamable(enc: ConformerEncoder) -> None:
-    "A `StreamingError` unless chunks of this encoder can be computed from caches (causal conv, rel_pos/abs_pos)."
+def check_streamable(enc: ConformerEncoder, cmvn: nn.Module | None = None) -> None: # and the model's normaliser
+    "A `StreamingError` unless chunks of this encoder can be computed from caches (causal conv, rel_pos/abs_pos, no per-utterance CMVN)."
+    from asr_nb.features import UtteranceMVN
+    if isinstance(cmvn, UtteranceMVN):
+        raise StreamingError("this model normalises each utterance by its own mean (features.cmvn: utterance), which needs the "
+                             "whole utterance: decode it offline, or train the streaming model with features.cmvn: global")
     cfg = enc.cfg
     if cfg.pos_enc == 'rope': raise StreamingError("streaming needs pos_enc rel_pos or abs_pos, not rope")
     if cfg.kind == 'conformer' and cfg.cnn_module and not cfg.causal:
@@ -104,7 +108,7 @@ class TorchChunkEngine:
                 ):
         enc = getattr(model, 'encoder', None)
         if not isinstance(enc, ConformerEncoder): raise StreamingError(f"streaming needs a Conformer/Transformer encoder, not {type(enc).__name__}")
-        check_streamable(enc)
+        check_streamable(enc, getattr(model, 'cmvn', None))
         self.model, self.enc, self.chunk_size = model, enc, chunk_size
         self.required = chunk_size * num_left_chunks if num_left_chunks >= 0 else -1   # cache frames kept (-1: all)
         self.att, self.cnn = init_caches(enc)
@@ -289,7 +293,7 @@ def export_chunk_onnx(model: nn.Module, # an ASRModel with a streamable encoder 
                      ) -> Path:
     "Trace `EncoderChunkCTC` (dynamic W, L) and add the metadata; raises `StreamingError` for a non-streamable model."
     from asr_nb.sherpa import _add_metadata
-    check_streamable(model.encoder)
+    check_streamable(model.encoder, getattr(model, 'cmvn', None))
     if model.encoder.cfg.pos_enc != 'rel_pos': raise StreamingError("the ONNX chunk graph needs pos_enc rel_pos")
     m = set_impl(copy.deepcopy(model).float().eval(), 'plain')
     W = chunk_window(chunk_size, m.encoder.embed.factor)[0]

@@ -121,6 +121,29 @@ def test_export_and_onnx_transcribe(exp, corpus, tmp_path, capsys):
     assert_one_line_error(*run(transcribe_main, ['--onnx', tmp_path, wavs[0]], capsys)[::2], 'meta.json')
 
 
+def test_utterance_cmvn_trains_exports_and_transcribes(corpus, tmp_path, capsys):
+    "features.cmvn=utterance (ESPnet2's UtteranceMVN): no statistics file; the layer travels in the checkpoint and ONNX."
+    from asr_nb.export import Recognizer
+    from asr_nb.features import UtteranceMVN
+    e = tmp_path/'umvn'
+    over = [o for o in TINY_OVERRIDES if not o.startswith('train.max_epochs')] + ['train.max_epochs=1', 'features.cmvn=utterance']
+    rc, _, err = run(train_main, ['--config', TINY, '--train', corpus['train'], '--valid', corpus['dev'], '--exp', e, *over], capsys)
+    assert rc == 0, err
+    assert not (e/'cmvn.npz').exists() and (e/'config.yaml').is_file()
+    rec = Recognizer.from_exp(e)
+    assert isinstance(rec.model.cmvn, UtteranceMVN)
+    rc, out, err = run(export_main, ['--exp', e, '--out', tmp_path/'onnx'], capsys)
+    assert rc == 0, err
+    assert json.loads(out)['encoder_max_abs_diff'] < 1e-4
+    wavs = [l.split(maxsplit=1)[1] for l in (corpus['test']/'wav.scp').read_text().splitlines()][:3]
+    assert Recognizer.from_onnx(tmp_path/'onnx').transcribe(wavs) == rec.transcribe(wavs)
+    # a streaming encoder cannot normalise by a mean it has not heard yet: one line, before anything is written
+    rc, _, err = run(train_main, ['--config', TINY, '--train', corpus['train'], '--valid', corpus['dev'], '--exp', tmp_path/'s',
+                                  *over, 'model.encoder.causal=true'], capsys)
+    assert_one_line_error(rc, err, "features.cmvn: 'utterance'", 'streaming encoder')
+    assert not (tmp_path/'s').exists()
+
+
 def test_data_verbs_round_trip(corpus, tmp_path, capsys):
     j = tmp_path/'test.jsonl'
     assert run(scp2jsonl_main, [corpus['test'], j], capsys)[0] == 0
