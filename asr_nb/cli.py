@@ -12,12 +12,12 @@ from .model import ctc_length_rule
 from .data import check_data, decode_utterances
 
 # %% auto #0
-__all__ = ['VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances', 'train_parser', 'train_main',
-           'summary_line', 'parse_range', 'checkpoints_by', 'average_parser', 'average_main', 'add_stream_args',
-           'streaming_engine', 'stream_files', 'decode_parser', 'parse_methods', 'decode_main', 'format_result_line',
-           'decode_ctm', 'score_parser', 'score_main', 'scp2jsonl_main', 'jsonl2scp_main', 'synth_main',
-           'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main', 'lm_parser', 'lm_main',
-           'tune_lm_main', 'augment_data_main', 'main', 'dump_main', 'split_main']
+__all__ = ['WEIGHTS_HELP', 'VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances',
+           'train_parser', 'train_main', 'summary_line', 'parse_range', 'checkpoints_by', 'average_parser',
+           'average_main', 'add_stream_args', 'streaming_engine', 'stream_files', 'decode_parser', 'parse_methods',
+           'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main', 'scp2jsonl_main',
+           'jsonl2scp_main', 'synth_main', 'validate_main', 'export_main', 'transcribe_main', 'find_conf', 'demo_main',
+           'lm_parser', 'lm_main', 'tune_lm_main', 'augment_data_main', 'main', 'dump_main', 'split_main']
 
 # %% ../nbs/16_cli.ipynb #d41543b0
 class CLIError(UserError):
@@ -119,6 +119,23 @@ def _check_exp(exp: str | os.PathLike) -> Path:
     if not p.is_dir(): raise CLIError(f"experiment dir not found: {p}")
     if not (p/'config.yaml').is_file(): raise CLIError(f"{p} is not an experiment dir (no config.yaml)")
     return p
+
+WEIGHTS_HELP = ("weights: a file (also looked for in the exp dir and its checkpoints/), or avg, best or last "
+                "(default: model_avg.pt if present, else the best checkpoint by train.best_metric, else the last)")
+
+def _check_weights(exp: Path, weights: str | None) -> None:
+    "`--weights` names something `asr_nb.checkpoint.resolve_weights` finds (a path, a checkpoint name, avg/best/last)."
+    if weights is None: return
+    from asr_nb.checkpoint import resolve_weights
+    try: resolve_weights(exp, weights)
+    except FileNotFoundError as e: raise CLIError(f"--weights {weights}: {e}") from None
+
+def _count(s: str) -> int:
+    "argparse type of --threads: an integer >= 0 (0: PyTorch's default)."
+    try: n = int(s)
+    except ValueError: n = -1
+    if n < 0: raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}")
+    return n
 
 # %% ../nbs/16_cli.ipynb #7cb35f55
 _TRAIN_EPILOG = """examples:
@@ -299,10 +316,10 @@ def decode_parser() -> argparse.ArgumentParser:
     p.add_argument('--lang', default=None, choices=['auto', 'en', 'zh'],
                    help="CER space rule: zh drops spaces, en keeps them, auto decides once from the references "
                         "(default: zh for a zh tokenizer, else auto)")
-    p.add_argument('--weights', default=None, help='weights file (default: model_avg.pt if present, else the last checkpoint)')
+    p.add_argument('--weights', default=None, help=WEIGHTS_HELP)
     p.add_argument('--device', default='cpu', help="device: cpu, cuda, npu, mps or auto")
     p.add_argument('--strict', action='store_true', help='stop when any utterance is unreadable instead of skipping it')
-    p.add_argument('--threads', type=int, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
+    p.add_argument('--threads', type=_count, default=0, help='CPU threads for PyTorch (0: its default; 1 on a busy machine)')
     p.add_argument('--nbest', type=int, default=None, metavar='N', help='also write OUT[/method]/text.1 .. text.N: the N best hypotheses of each utterance (at most --beam)')
     p.add_argument('--ctm', action='store_true', help='also write OUT[/method]/ctm: word times by CTC forced alignment of each hypothesis')
     _add_hotword_args(p)
@@ -345,7 +362,9 @@ def decode_main(argv: Sequence[str]) -> int:
     a = decode_parser().parse_intermixed_args(argv)
     parse_methods(a.method)                                      # unknown names: refused before anything is loaded
     exp = _check_exp(a.exp)
-    if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
+    _check_weights(exp, a.weights)
+    if Path(a.data).is_dir() and Path(a.out).resolve() == Path(a.data).resolve():   # its text would become the hypotheses
+        raise CLIError(f"--out {a.out} is the data dir: decoding would overwrite its reference text; choose another dir")
     overrides = _decode_overrides(a)
     from asr_nb.data import UrlSources   # formats (#16): URL sources only with --allow-url
     utts = decode_utterances(a.data, urls=UrlSources(allow=a.allow_url))
@@ -429,6 +448,9 @@ def score_parser() -> argparse.ArgumentParser:
 def score_main(argv: Sequence[str]) -> int:
     "Console script `asr_nb_score`."
     a = score_parser().parse_args(argv)
+    if a.report:                                                          # the report must not replace an input
+        same = [f"--{k}" for k in ('ref', 'hyp', 'baseline') if getattr(a, k) and Path(getattr(a, k)).resolve() == Path(a.report).resolve()]
+        if same: raise CLIError(f"--report {a.report} is the {same[0]} file: writing the report would replace it")
     refs = _read_text(a.ref, 'reference')
     norm = lambda t: t
     if a.lowercase or a.remove_punct:
@@ -565,8 +587,8 @@ def export_main(argv: Sequence[str]) -> int:
                 'example:\n  asr_nb_export --exp exp/tiny --out exp/tiny/onnx')
     p.add_argument('--exp', required=True, metavar='DIR', help='experiment dir')
     p.add_argument('--out', required=True, metavar='DIR', help='output dir (encoder.onnx, decoder_step.onnx, tokenizer, meta.json)')
-    p.add_argument('--weights', default=None, help='weights file (default: model_avg.pt if present, else the last checkpoint)')
-    p.add_argument('--opset', type=int, default=17, help='ONNX opset')
+    p.add_argument('--weights', default=None, help=WEIGHTS_HELP)
+    p.add_argument('--opset', type=int, default=17, help='ONNX opset (14 .. 20: the graphs need 14, the exporter writes up to 20)')
     p.add_argument('--no-check', action='store_true', help='skip the onnxruntime comparison')
     p.add_argument('--format', choices=('asr_nb', 'sherpa-onnx'), default='asr_nb',
                    help="sherpa-onnx: model.onnx (CMVN inside), model.int8.onnx and tokens.txt for sherpa-onnx's CTC recognizer")
@@ -575,14 +597,18 @@ def export_main(argv: Sequence[str]) -> int:
     p.add_argument('--num-left-chunks', type=int, default=4, help='with --stream: left chunks recorded for sherpa-onnx')
     a = p.parse_args(argv)
     exp = _check_exp(a.exp)
-    if a.weights is not None and not Path(a.weights).is_file(): raise CLIError(f"weights file not found: {a.weights}")
-    from asr_nb.export import export_onnx
+    _check_weights(exp, a.weights)
+    from asr_nb.export import check_opset, export_onnx
+    check_opset(a.opset)
     from asr_nb.sherpa import export_sherpa_ctc
-    if a.format == 'sherpa-onnx': info = export_sherpa_ctc(exp, a.out, weights=a.weights, opset=a.opset)
-    else: info = export_onnx(exp, a.out, weights=a.weights, opset=a.opset, check=not a.no_check)
-    if a.stream:
-        from asr_nb.streaming import export_streaming
-        info.update(export_streaming(exp, a.out, weights=a.weights, chunk_size=a.chunk_size, num_left_chunks=a.num_left_chunks))
+    from asr_nb.core import staged_dir
+    with staged_dir(a.out) as out:     # built aside, swapped in whole: an interrupted re-export leaves the old dir as it was
+        if a.format == 'sherpa-onnx': info = export_sherpa_ctc(exp, out, weights=a.weights, opset=a.opset)
+        else: info = export_onnx(exp, out, weights=a.weights, opset=a.opset, check=not a.no_check)
+        if a.stream:
+            from asr_nb.streaming import export_streaming
+            info.update(export_streaming(exp, out, weights=a.weights, chunk_size=a.chunk_size, num_left_chunks=a.num_left_chunks))
+    info = {k: v.replace(str(out), str(a.out)) if isinstance(v, str) else v for k, v in info.items()}
     print(json.dumps(_jsonable(info), indent=1))
     return 0
 
@@ -605,6 +631,7 @@ def transcribe_main(argv: Sequence[str]) -> int:
     src.add_argument('--exp', metavar='DIR', help='experiment dir (PyTorch)')
     src.add_argument('--onnx', metavar='DIR', help='exported dir (onnxruntime; ctc_greedy and ctc_prefix_beam)')
     p.add_argument('audio', nargs='+', help='audio files (wav, flac, ...)')
+    p.add_argument('--weights', default=None, help=WEIGHTS_HELP + ' (with --exp)')
     p.add_argument('--method', default=None, choices=list(_methods()),
                    help='decoding method (asr_nb.decode.SEARCHES; default ctc_greedy, with --stream rescoring when the model has a decoder)')
     p.add_argument('--timestamps', action='store_true', help='also print CTC token times (seconds)')
@@ -618,7 +645,10 @@ def transcribe_main(argv: Sequence[str]) -> int:
     if a.max_segment_s is not None and not a.max_segment_s > 0: raise CLIError(f"--max-segment-s must be > 0, got {a.max_segment_s}")
     from asr_nb.export import Recognizer
     ov = _hotword_overrides(a)
-    rec = Recognizer.from_exp(_check_exp(a.exp), overrides=ov) if a.exp else Recognizer.from_onnx(a.onnx, overrides=ov)
+    if a.weights is not None and not a.exp: raise CLIError("--weights needs --exp (an ONNX dir holds its own weights)")
+    if a.exp: _check_weights(_check_exp(a.exp), a.weights)
+    rec = (Recognizer.from_exp(_check_exp(a.exp), weights=a.weights, overrides=ov) if a.exp
+           else Recognizer.from_onnx(a.onnx, overrides=ov))
     if a.stream: return stream_files(rec, a)
     a.method = a.method or 'ctc_greedy'
     bad = 0
@@ -761,7 +791,7 @@ def tune_lm_main(argv: Sequence[str]) -> int:
     p.add_argument('--beam', type=int, default=100); p.add_argument('--cutoff-top-n', type=int, default=40)
     p.add_argument('--python', action='store_true', help='the readable search instead of the C++ backend (slow)')
     p.add_argument('--out', default=None, metavar='JSON', help='write the table and the best pair here')
-    p.add_argument('--threads', type=int, default=1, help='CPU threads for PyTorch')
+    p.add_argument('--threads', type=_count, default=1, help='CPU threads for PyTorch')
     a = p.parse_args(argv)
     exp = _check_exp(a.exp)
     utts = [u for u in decode_utterances(a.data) if u.text]

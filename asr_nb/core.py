@@ -19,7 +19,8 @@ __all__ = ['IGNORE_ID', 'make_pad_mask', 'Batch', 'UserError', 'ConfigError', 'F
            'TempoAugConfig', 'PitchAugConfig', 'ReverbAugConfig', 'NoiseAugConfig', 'BandAugConfig', 'CodecAugConfig',
            'GainAugConfig', 'ShiftAugConfig', 'SpecSubConfig', 'SpecTrimConfig', 'AugmentConfig', 'ExpConfig',
            'activation_bytes_per_frame', 'config_to_dict', 'config_from_dict', 'apply_overrides', 'atomic_write',
-           'atomic_write_text', 'load_config', 'save_config', 'seed_everything', 'get_logger', 'setup_logging']
+           'atomic_write_text', 'staged_dir', 'load_config', 'save_config', 'seed_everything', 'get_logger',
+           'setup_logging']
 
 # %% ../nbs/00_core.ipynb #0dfbaa45
 IGNORE_ID = -1  # padding value of token targets (ESPnet's ignore_id)
@@ -850,6 +851,35 @@ def atomic_write(path: str | os.PathLike, # final file; its folder is created
 def atomic_write_text(path: str | os.PathLike, text: str):
     "Write `text` to `path` atomically (see `atomic_write`)."
     with atomic_write(path, "w") as f: f.write(text)
+
+# %% ../nbs/00_core.ipynb #81bef574
+_EXPORT_SUFFIXES = (".onnx", ".json", ".txt", ".model", ".vocab", ".data")   # what the export writers put in a dir
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike, # the dir to (re)write as a whole
+               replaceable: tuple[str, ...] = _EXPORT_SUFFIXES, # an existing dir is replaced only if it holds nothing else
+              ):
+    """Yield an empty sibling temp dir to build `out` in; when the block finishes, it is renamed to `out` (an old `out`
+    is moved aside first and then deleted). An interrupted or failed build leaves the old `out` whole (or none) and
+    removes the temp dir, so a re-export never mixes old and new files. An existing `out` that holds subfolders or
+    files other than `replaceable` suffixes is refused (`UserError` naming one), so that a wrong `--out` never deletes
+    an experiment or data dir."""
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise UserError(f"{out} exists and is not a directory")
+    if out.is_dir():
+        other = sorted(p.name for p in out.iterdir() if p.is_dir() or not p.name.endswith(replaceable))
+        if other: raise UserError(f"{out}: holds {other[0]!r}, which an export does not write; choose a new or empty dir "
+                                  "(it is replaced as a whole)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try: yield tmp
+    except BaseException:
+        import shutil; shutil.rmtree(tmp, ignore_errors=True); raise
+    old = out.with_name(f".{out.name}.{os.getpid()}.old") if out.exists() else None
+    if old is not None: os.replace(out, old)
+    os.replace(tmp, out); _fsync_dir(out.parent)
+    if old is not None:
+        import shutil; shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/00_core.ipynb #efaeb8e6
 def load_config(path: str | os.PathLike | None = None, # YAML file; None = defaults

@@ -794,7 +794,7 @@ def _jsonable(x):
     return str(x)
 
 def _write_decode(res:dict, out:Path) -> None:
-    "text, report.txt and result.json of one method (atomic writes); with n-best lists also text.1 .. text.N."
+    "text, report.txt and result.json of one method (atomic writes); with n-best lists also text.1 .. text.N; stale text.K and ctm removed."
     import json
     from asr_nb.core import atomic_write_text
     atomic_write_text(out/'text', ''.join(f"{k} {v}".rstrip() + '\n' for k, v in sorted(res['hyps'].items())))
@@ -804,6 +804,10 @@ def _write_decode(res:dict, out:Path) -> None:
     atomic_write_text(out/'report.txt', res.get('report', ''))
     keep = {k: v for k, v in res.items() if k not in ('hyps', 'report', 'nbest_hyps')}
     atomic_write_text(out/'result.json', json.dumps(_jsonable(keep), indent=1) + '\n')
+    n = res.get('nbest', 1) if 'nbest_hyps' in res else 0                   # what an earlier decode here left and this one
+    for f in out.glob('text.*'):                                           # did not rewrite would sit beside the new text
+        if f.suffix[1:].isdigit() and int(f.suffix[1:]) > n: f.unlink()
+    (out/'ctm').unlink(missing_ok=True)                                    # asr_nb_decode --ctm writes it again
 
 # %% ../nbs/13_decode.ipynb #f5558223
 def _read_batch(batch:Sequence, sample_rate:int, skipped:dict, strict:bool,

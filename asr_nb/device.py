@@ -20,8 +20,8 @@ __all__ = ['DeviceError', 'available_devices', 'local_rank', 'pick_device', 'cpu
            'memory_stats', 'reset_peak_memory', 'tune_cpu_allocator']
 
 # %% ../nbs/01_device.ipynb #227982ea
-class DeviceError(RuntimeError):
-    "A requested device is not usable; the message says why."
+class DeviceError(UserError, RuntimeError):
+    "A requested device is not usable; the message says why (a `UserError`: the CLIs print it as one line)."
 
 def _npu():
     "The `torch.npu` namespace if `torch_npu` is installed (imported lazily), else None."

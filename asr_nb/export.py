@@ -13,8 +13,8 @@ import torch.nn as nn
 from .core import DecodeConfig, FeatureConfig, ConfigError, UserError, config_to_dict, config_from_dict, load_config, apply_overrides, ExpConfig, get_logger
 
 # %% auto #0
-__all__ = ['EncoderCTC', 'DecoderStep', 'export_model_onnx', 'check_onnx', 'InputTooLongError', 'onnx_length_limits',
-           'ctc_greedy_ids', 'ctc_force_align', 'export_onnx', 'Recognizer']
+__all__ = ['ONNX_OPSETS', 'EncoderCTC', 'DecoderStep', 'export_model_onnx', 'check_onnx', 'InputTooLongError',
+           'onnx_length_limits', 'ctc_greedy_ids', 'ctc_force_align', 'export_onnx', 'check_opset', 'Recognizer']
 
 # %% ../nbs/15_export.ipynb #e3903550
 class EncoderCTC(nn.Module):
@@ -181,13 +181,30 @@ def export_onnx(exp_dir: str | os.PathLike, # experiment dir
                 opset: int = 17, # ONNX opset
                 check: bool = True, # compare with PyTorch through onnxruntime
                ) -> dict:
-    "Export encoder+CTC and the decoder step of an experiment, with tokenizer and meta.json; return paths and max diffs."
+    """Export encoder+CTC and the decoder step of an experiment, with tokenizer and meta.json; return paths and max diffs.
+    The dir is built aside and swapped in whole (`asr_nb.core.staged_dir`): an interrupted re-export leaves the old one."""
     from asr_nb.checkpoint import load_model
-    from asr_nb.core import atomic_write_text
-    from asr_nb.model import frontend_dim
-    exp, out = Path(exp_dir), Path(out_dir)
+    from asr_nb.core import staged_dir
+    check_opset(opset)
+    exp, final = Path(exp_dir), Path(out_dir)
     model, tok, cfg = load_model(str(exp), weights)
     model = model.float().eval()
+    with staged_dir(final) as out:
+        info = _export_into(model, tok, cfg, out, opset, check)
+    return {k: v.replace(str(out), str(final)) if isinstance(v, str) else v for k, v in info.items()}
+
+ONNX_OPSETS = range(14, 21)   # the graphs need 14 (aten::tril); torch's TorchScript exporter writes up to 20
+
+def check_opset(opset: int) -> int:
+    "`UserError` unless `opset` is one the export can write (`ONNX_OPSETS`)."
+    if opset not in ONNX_OPSETS:
+        raise UserError(f"ONNX opset {opset} is not supported: use {ONNX_OPSETS.start} .. {ONNX_OPSETS.stop - 1} (default 17)")
+    return opset
+
+def _export_into(model: nn.Module, tok, cfg, out: Path, opset: int, check: bool) -> dict:
+    "`export_onnx`'s files written into `out`."
+    from asr_nb.core import atomic_write_text
+    from asr_nb.model import frontend_dim
     paths = export_model_onnx(model, out, n_mels=frontend_dim(cfg), opset=opset)
     tok.save(out)
     if hasattr(model, 'export_family_onnx'): paths.update(model.export_family_onnx(out, cfg, tok))  # a family's own graphs (Paraformer)
@@ -509,18 +526,33 @@ def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signal
     return out
 
 # %% ../nbs/15_export.ipynb #8ac8e497
+def _word_gap_id(tok) -> int | None:
+    "The unit that separates words in `tok`'s output, when words are separated by a unit of their own (char units of 'en')."
+    space = getattr(tok, 'space_token', None) if getattr(tok, 'lang', None) == 'en' else None
+    return getattr(tok, 'token2id', {}).get(space) if space else None
+
 def _decode_long(rec: Recognizer, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
                  read: Callable[[int, int], torch.Tensor], # read(a, b) -> (b - a,) signal of one piece
                  method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
-    "Decode the pieces of one long input in batches and stitch their tokens on the original time line."
+    """Decode the pieces of one long input in batches and stitch their tokens on the original time line. Pieces that do
+    not overlap were cut at a pause, i.e. between words, and a model trained on whole utterances emits no word gap at a
+    piece's edges: where the kept tokens pass from one such piece to the next, one word-gap unit joins them (none is
+    added beside one, and of two the second is dropped), for tokenizers whose words are separated by a unit
+    (`_word_gap_id`). Overlapping pieces (a long stretch without a pause) are joined as they are."""
     from asr_nb.segment import stitch_tokens
     sr, toks = rec.sample_rate, []
     for s in range(0, len(pieces), batch_size):
         part = pieces[s:s + batch_size]
         for (a, _), (ids, times) in zip(part, _decode_waves(rec, [read(a, b) for a, b in part], method, True)):
-            toks.append([(t, a / sr + t0, a / sr + t1) for t, (t0, t1) in zip(ids, times)])
-    kept = stitch_tokens([(a / sr, b / sr) for a, b in pieces], toks)
-    return [t for t, *_ in kept], [(t0, t1) for _, t0, t1 in kept]
+            k = len(toks)
+            toks.append([(t, a / sr + t0, a / sr + t1, k) for t, (t0, t1) in zip(ids, times)])
+    gap, ids, spans = _word_gap_id(rec.tokenizer), [], []
+    for t, t0, t1, k in stitch_tokens([(a / sr, b / sr) for a, b in pieces], toks):
+        if gap is not None and ids and k != piece and pieces[piece][1] <= pieces[k][0]:   # a join at a pause
+            if ids[-1] == gap and t == gap: continue
+            if gap not in (ids[-1], t): ids.append(gap); spans.append((spans[-1][1], t0))
+        ids.append(t); spans.append((t0, t1)); piece = k
+    return ids, spans
 
 # %% ../nbs/15_export.ipynb #0a90c49a
 def _transcribe_batch(rec: Recognizer, batch: list, # paths / arrays

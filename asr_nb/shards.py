@@ -4,7 +4,7 @@
 
 # %% ../nbs/18_shards.ipynb #11d74d0e
 from __future__ import annotations
-import atexit, contextlib, dataclasses, io, json, math, os, random, shutil, subprocess, tarfile, tempfile, time
+import atexit, contextlib, dataclasses, io, json, math, os, random, re, shutil, subprocess, tarfile, tempfile, time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,33 +134,54 @@ def _split_name(name: str) -> tuple[str, str]:
     k, _, ext = name.rpartition(".")
     return k, ext
 
+def _ended_early(src: str, n: int, count: int | None, e: Exception | None = None, member: str | None = None,
+                 partial: str = "") -> dict:
+    "The last record of a shard that ends early: `error` names the records read and expected, `lost` counts the utterances missing."
+    if e is None:                      # a clean end of the tar (a cut at a member boundary looks like one)
+        return dict(key="", shard=src, lost=count - n,
+                    error=f"truncated_shard: the tar ends after {n} of the {count} records index.json lists")
+    code = "truncated_shard" if n or partial else "unreadable_shard"
+    where = f"{e} in member {member}" if partial else str(e)
+    if count is None: return dict(key=partial, shard=src, lost=1,
+                                  error=f"{code}: {where}, after {n} records (no index.json: how many are lost is unknown)")
+    return dict(key=partial, shard=src, lost=max(count - n, 1),
+                error=f"{code}: {where}, after {n} of the {count} records index.json lists")
+
 def iter_shard(src: str,            # a shard path or `pipe:CMD`
                audio: bool = True,  # False: skip the audio bytes (transcripts only)
+               count: int | None = None, # records index.json lists for this shard (None: not checked)
               ) -> Iterator[dict]:
-    "Records of one shard in file order: dict(key, shard, audio bytes, ext, text, meta); a broken tar ends with an `error` record."
-    f, proc = _open_shard(src); cur = None
+    """Records of one shard in file order: dict(key, shard, audio bytes, ext, text, meta), `problem` for a .txt member that
+    is not UTF-8; a shard that ends early (a broken tar, or fewer records than `count`) ends with one `error` record with `lost`."""
+    f, proc = _open_shard(src); cur, n, member = None, 0, None
     try:
         with tarfile.open(fileobj=f, mode="r|") as tf:   # a stream: one sequential read, no seeks
             for ti in tf:
                 if not ti.isfile(): continue
-                key, ext = _split_name(ti.name)
-                if cur is not None and cur["key"] != key: yield cur; cur = None
+                key, ext = _split_name(ti.name); member = ti.name
+                if cur is not None and cur["key"] != key: yield cur; cur = None; n += 1
                 if cur is None: cur = dict(key=key, shard=src)
                 if ext in AUDIO_EXTS:
                     cur["ext"] = ext
                     cur["audio"] = tf.extractfile(ti).read() if audio else b""
-                elif ext == "txt": cur["text"] = tf.extractfile(ti).read().decode("utf-8", "replace")
+                elif ext == "txt":
+                    raw = tf.extractfile(ti).read()
+                    try: cur["text"] = raw.decode("utf-8")
+                    except UnicodeDecodeError as e:   # named, never replaced by U+FFFD
+                        cur["problem"] = f"bad_transcript: {Path(src).name}:{ti.name}: invalid UTF-8 ({e.reason} at byte {e.start})"
                 elif ext == "json":
                     try: cur["meta"] = json.loads(tf.extractfile(ti).read())
                     except ValueError: cur["meta"] = None
     except GeneratorExit: raise        # closed early (a consumer stopped): matched first, even at interpreter exit
-    except (tarfile.TarError, OSError, EOFError) as e:
-        if cur is not None: yield cur; cur = None
-        yield dict(key="", shard=src, error=f"unreadable_shard: {src}: {e}")
+    except (tarfile.TarError, OSError, EOFError) as e:   # the member being read is cut: its record is lost with the rest
+        if cur is not None and {"audio", "meta"} <= cur.keys() and ("text" in cur or "problem" in cur):
+            yield cur; cur = None; n += 1                  # every member of it was read: only the padding after it is cut
+        yield _ended_early(src, n, count, e, member, cur["key"] if cur is not None else ""); return
     finally:
         f.close()
         if proc is not None: proc.wait()
-    if cur is not None: yield cur
+    if cur is not None: yield cur; n += 1
+    if count is not None and n < count: yield _ended_early(src, n, count)
 
 # %% ../nbs/18_shards.ipynb #41548a47
 def decode_record(r: dict,                # from `iter_shard`
@@ -168,6 +189,7 @@ def decode_record(r: dict,                # from `iter_shard`
                  ) -> tuple[torch.Tensor | None, str | None]: # (wave (N,) float32, None) or (None, 'reason: detail')
     "Check and decode one member: missing transcript, bad duration, unreadable or multi-channel audio are reasons to skip."
     if "error" in r: return None, r["error"]
+    if r.get("problem"): return None, r["problem"]
     if "audio" not in r: return None, "missing_audio: no audio member"
     if not r.get("text"): return None, "missing_transcript: no .txt member"
     meta = r.get("meta") or {}
@@ -212,15 +234,22 @@ def _sibling_index(shard: str) -> dict | None:
     p = Path(shard).parent/INDEX_NAME
     return None if shard.startswith("pipe:") or not p.is_file() else _read_index(p)
 
+def _index_counts(shards: Sequence[str]) -> list[int | None]:
+    "Utterances of each shard from the index.json beside it (None: a `pipe:` entry, or no index there)."
+    cache, out = {}, []
+    for s in shards:
+        if s.startswith("pipe:"): out.append(None); continue
+        d = Path(s).parent
+        if d not in cache: cache[d] = _sibling_index(s)          # each dir's index is read once
+        idx = cache[d]
+        c = {e["name"]: e["count"] for e in idx["shards"]}.get(Path(s).name) if idx else None
+        out.append(None if c is None else int(c))
+    return out
+
 def _sibling_counts(shards: Sequence[str]) -> list[int] | None:
     "Utterances per shard from the indexes beside them; None when any shard has none."
-    out = []
-    for s in shards:
-        idx = _sibling_index(s)
-        c = {e["name"]: e["count"] for e in idx["shards"]}.get(Path(s).name) if idx else None
-        if c is None: return None
-        out.append(int(c))
-    return out
+    out = _index_counts(shards)
+    return None if any(c is None for c in out) else out
 
 def _sibling_text(shard: str, cache: dict) -> list[str] | None:
     "The `key transcript` lines of one shard, sliced from its dir's `text` (written in shard order), or None."
@@ -228,6 +257,7 @@ def _sibling_text(shard: str, cache: dict) -> list[str] | None:
     if d not in cache:                                   # each dir's index and text are read once
         idx, t = _sibling_index(shard), d/TEXT_NAME
         cache[d] = (idx, t.read_text(encoding="utf-8").splitlines()) if idx is not None and t.is_file() else (None, None)
+        if cache[d][0] is not None and len(cache[d][1]) != sum(e["count"] for e in idx["shards"]): cache[d] = (None, None)  # text and index disagree: not sliced
     idx, lines = cache[d]
     names = [e["name"] for e in idx["shards"]] if idx else []
     if Path(shard).name not in names: return None
@@ -268,13 +298,25 @@ class ShardSource:
         cache = {}
         for s in self.shards:
             lines = _sibling_text(s, cache)
-            if lines is None: yield from ((r["key"], r.get("text")) for r in iter_shard(s, audio=False)); continue
+            if lines is None: yield from ((r["key"], r.get("text")) for r in iter_shard(s, audio=False) if "error" not in r); continue
             for line in lines:
                 k, _, txt = line.partition(" ")
                 if k: yield k, txt
 
 # %% ../nbs/18_shards.ipynb #73c9ad1d
 _UNPACKED: dict = {}   # resolved source path -> utterances already unpacked by this process
+
+def _member_file(d: Path, shard: str, key: str, ext: str) -> Path:
+    "Where an unpacked member goes, `d/shard-000001.tar:KEY.wav`: a read error names shard and member (odd characters: _)."
+    safe = lambda x: re.sub(r"[^\w.+=-]", "_", x)[:120]
+    p, i = d/f"{safe(Path(shard).name)}:{safe(key)}.{ext}", 0
+    while p.exists(): i += 1; p = d/f"{safe(Path(shard).name)}:{safe(key)}~{i}.{ext}"   # a repeated key
+    return p
+
+def _not_unpacked(shard: str, key: str, why: str, text: str | None = None) -> Utterance:
+    """An utterance the shard could not give: its audio path, `SHARD:KEY (reason, not unpacked)`, never exists, so validate
+    reports it (missing_audio) and decode and the training filter skip and count it, as for any missing file."""
+    return Utterance(key, f"{shard}:{key} ({why.split(':', 1)[0]}, not unpacked)", text or None)
 
 def unpack_utterances(path: str | os.PathLike, # a shard dir or list file
                       allow_pipe: bool = False,
@@ -284,12 +326,21 @@ def unpack_utterances(path: str | os.PathLike, # a shard dir or list file
     src, key = ShardSource(path, allow_pipe), str(Path(path).resolve())
     if key not in _UNPACKED:
         out = Path(tempfile.mkdtemp(prefix="asr_nb_shards.")); atexit.register(shutil.rmtree, str(out), True)
-        utts = []
-        for s in src.shards:
-            for r in iter_shard(s):
-                if "error" in r or "audio" not in r:
-                    log.warning(f"shard {s}: skipping {r['key'] or '(tar)'}: {r.get('error', 'missing_audio: no audio member')}"); continue
-                a = out/f"{len(utts):08d}.{r['ext']}"; a.write_bytes(r["audio"])
+        utts, counts, cache = [], _index_counts(src.shards), {}
+        for j, s in enumerate(src.shards):
+            d, seen = out/f"{j:06d}", set(); d.mkdir()
+            for r in iter_shard(s, count=counts[j]):
+                why = r.get("error") or r.get("problem") or (None if "audio" in r else "missing_audio: no audio member")
+                if "lost" in r:          # the shard ended early: the utterances `text` lists for it and not read are lost
+                    texts = dict(l.partition(" ")[::2] for l in _sibling_text(s, cache) or [])
+                    lost = [k for k in texts if k not in seen] or ([r["key"]] if r["key"] else [])
+                    lost += [f"{s}#{len(seen) + i}" for i in range(len(lost), r["lost"])]   # keys unknown (not in `text`): record numbers
+                    log.warning(f"shard {s}: skipping {len(lost)} utterance(s) ({', '.join(lost[:3])}{' ...' if len(lost) > 3 else ''}): {why}")
+                    utts += [_not_unpacked(s, k, why, texts.get(k)) for k in lost]; continue
+                seen.add(r["key"])
+                if why is not None:
+                    log.warning(f"shard {s}: skipping {r['key']}: {why}"); utts.append(_not_unpacked(s, r["key"], why)); continue
+                a = _member_file(d, s, r["key"], r["ext"]); a.write_bytes(r["audio"])
                 n = (r.get("meta") or {}).get("num_frames")
                 utts.append(Utterance(r["key"], str(a), r.get("text") or None, speaker=(r.get("meta") or {}).get("speaker"),
                                       num_frames=n if isinstance(n, int) and n > 0 else None))
@@ -324,11 +375,13 @@ class ShardStream(IterableDataset):
                  *, train: bool,               # shuffle, speed perturbation, dither
                  rank: int = 0, world_size: int = 1, seed: int = 0,
                  length_rule: Callable[[int], int] | None = None, # the CTC check of `dataset.filter_utterances`
+                 counts: Sequence[int | None] | None = None, # utterances per shard (None: from the index.json beside each)
                 ):
         from asr_nb.features import make_frontend
         self.shards, self.tok, self.cfg, self.train = list(shards), tokenizer, cfg, train
         self.rank, self.world_size, self.seed, self.length_rule = rank, world_size, seed, length_rule
         self.frontend = make_frontend(cfg.features)
+        self.counts = list(counts) if counts is not None else _index_counts(self.shards)   # a shard that ends early is reported
         self.epoch, self.done = 0, set()      # set by the loader before each iter(); copied into the workers
 
     def __iter__(self) -> Iterator[tuple]: return self._stream()   # the pipeline is `_stream`, below
@@ -357,7 +410,7 @@ def _records(self: ShardStream, order: list[int], g: random.Random, left: Counte
     size = self.cfg.data.shard_shuffle_buffer if self.train and self.cfg.data.shuffle else 0
     buf = []
     for s in order:
-        for r in iter_shard(self.shards[s]):
+        for r in iter_shard(self.shards[s], count=self.counts[s]):
             r["shard_idx"] = s; left[s] += 1
             if size <= 1: yield r; continue
             buf.append(r)
@@ -413,9 +466,10 @@ def _iter(self: ShardStream) -> Iterator[tuple]:
     for r in self._records(order, g, left):
         if "end_of_shard" in r: ended.add(r["end_of_shard"]); continue
         it, why = self._check_item(r)
-        if why is not None:
-            left[r["shard_idx"]] -= 1; bad.append((self.shards[r["shard_idx"]], r["key"], why))
-            log.warning(f"shard {self.shards[r['shard_idx']]}: skipping {r['key'] or '(tar)'}: {why}"); continue
+        if why is not None:             # a shard that ended early: one warning, each utterance lost is counted
+            s, n = self.shards[r["shard_idx"]], r.get("lost", 1)
+            left[r["shard_idx"]] -= 1; bad += [(s, r["key"], why)] * n
+            log.warning(f"shard {s}: skipping {f'{n} utterance(s)' if 'lost' in r else r['key']}: {why}"); continue
         buf.append(it)
         if len(buf) >= size: yield from emit(buf); buf = []
     if buf: yield from emit(buf)
@@ -490,7 +544,8 @@ def make_shard_loader(src: ShardSource | str, # shard source
     from asr_nb.dataset import _pin_memory
     check_config(cfg)
     if not isinstance(src, ShardSource): src = ShardSource(src, cfg.data.shard_allow_pipe)
-    stream = ShardStream(src.shards, tokenizer, cfg, train=train, rank=rank, world_size=world_size, seed=seed, length_rule=length_rule)
+    stream = ShardStream(src.shards, tokenizer, cfg, train=train, rank=rank, world_size=world_size, seed=seed, length_rule=length_rule,
+                         counts=src.counts)
     ld = ShardLoader(stream, cfg.data.num_workers, _pin_memory(cfg), src.counts, worker_init)
     return ld, ld
 

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 from .core import TokenizerConfig, UserError, atomic_write, atomic_write_text, get_logger
-from .data import check_regular_file, fingerprint_changes, read_fingerprint, read_lines, sha256_strings, write_fingerprint
+from .data import check_regular_file, fingerprint_changes, read_fingerprint, read_lines, sha256_file, sha256_strings, write_fingerprint
 
 # %% auto #0
 __all__ = ['BLANK', 'UNK', 'SOS_EOS', 'TokenizerError', 'check_units', 'write_units', 'read_units', 'Tokenizer', 'CharTokenizer',
@@ -232,8 +232,14 @@ def _is_char_unit(u: str, space_token: str) -> bool:
 
 def load_tokenizer(tok_dir: str | os.PathLike,      # a dir with units.txt (and bpe.model for sentencepiece)
                    space_token: str = "<space>") -> Tokenizer:
-    "Load the tokenizer saved in `tok_dir`; a BPE tokenizer missing its bpe.model is an error, never characters."
+    """Load the tokenizer saved in `tok_dir`; a BPE tokenizer missing its bpe.model is an error, never characters, and
+    a units.txt that differs from the hash its `tokenizer.json` recorded (edited, or copied from another run) too."""
     d = Path(tok_dir); units = read_units(d/"units.txt")
+    fp = read_fingerprint(d/"tokenizer.json") or {}
+    want = fp.get("files", {}).get("units.txt")
+    if want and sha256_file(d/"units.txt") != want:              # ids would silently map to other units
+        raise TokenizerError(f"{d/'units.txt'}: does not match {d/'tokenizer.json'} (edited, or copied from another run?); "
+                             "the model's ids would decode as the wrong units")
     if (d/"bpe.model").exists():
         check_regular_file(d/"bpe.model", "sentencepiece model", TokenizerError)
         try: tok = BpeTokenizer((d/"bpe.model").read_bytes())
@@ -245,7 +251,6 @@ def load_tokenizer(tok_dir: str | os.PathLike,      # a dir with units.txt (and 
             raise TokenizerError(f"{d/'units.txt'} line {bad+1}: does not match {d/'bpe.model'} "
                                  f"({len(units)} units vs {tok.vocab_size} from the model)")
         return tok
-    fp = read_fingerprint(d/"tokenizer.json") or {}
     multi = next((i for i, u in enumerate(units) if not _is_char_unit(u, space_token)), None)
     if fp.get("tokenizer", {}).get("kind") == "bpe" or multi is not None:
         where = f"{d/'units.txt'}" + (f" line {multi + 1}: multi-character unit '{units[multi]}'" if multi is not None else "")

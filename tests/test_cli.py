@@ -174,6 +174,69 @@ def test_bad_config_key(corpus, tmp_path, capsys):
     assert not (tmp_path/'e').exists()  # nothing was started
 
 
+def test_outputs_never_replace_inputs(exp, corpus, tmp_path, capsys):
+    "--out onto the data dir, --report onto an input, --out onto an experiment: refused in one line, nothing changed."
+    data = tmp_path/'data'; shutil.copytree(corpus['test'], data)
+    ref = (data/'text').read_text()
+    assert_one_line_error(*run(decode_main, ['--exp', exp, '--data', data, '--out', data, '--method', 'ctc_greedy'], capsys)[::2],
+                          'is the data dir')
+    assert (data/'text').read_text() == ref
+    rc, _, err = run(decode_main, ['--exp', exp, '--data', data, '--out', tmp_path/'hyp', '--method', 'ctc_greedy'], capsys)
+    assert rc == 0, err
+    assert_one_line_error(*run(score_main, ['--ref', data/'text', '--hyp', tmp_path/'hyp'/'text', '--report', data/'text'], capsys)[::2],
+                          'is the --ref file')
+    assert (data/'text').read_text() == ref
+    before = sorted(p.name for p in exp.iterdir())
+    assert_one_line_error(*run(export_main, ['--exp', exp, '--out', exp], capsys)[::2], 'which an export does not write')
+    assert sorted(p.name for p in exp.iterdir()) == before
+
+
+def test_reexport_is_whole_or_not_at_all(exp, tmp_path, capsys, monkeypatch):
+    "A re-export replaces the dir as a whole (no stale file); an interrupted one leaves the old export as it was."
+    import asr_nb.export as E
+    out = tmp_path/'onnx'
+    assert run(export_main, ['--exp', exp, '--out', out, '--no-check'], capsys)[0] == 0
+    (out/'encoder_chunk.onnx').write_bytes(b'from an earlier --stream export')
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    def interrupted(*args, **kw): raise KeyboardInterrupt
+    monkeypatch.setattr(E, 'export_model_onnx', interrupted)
+    rc, _, err = run(export_main, ['--exp', exp, '--out', out, '--no-check'], capsys)
+    assert rc == 130 and 'interrupted' in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old                       # the old export, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['onnx']                        # no temp dir left beside it
+    monkeypatch.undo()
+    assert run(export_main, ['--exp', exp, '--out', out, '--no-check'], capsys)[0] == 0
+    assert not (out/'encoder_chunk.onnx').exists() and (out/'meta.json').is_file()        # replaced as a whole
+
+
+def test_decode_options_are_checked_in_one_line(exp, corpus, tmp_path, capsys):
+    "--threads, --device, --opset and --weights: bad values are one line (no traceback); avg/best/last are accepted."
+    base = ['--exp', exp, '--data', corpus['test'], '--method', 'ctc_greedy']
+    rc, _, err = run(decode_main, base + ['--out', tmp_path/'a', '--threads', '-1'], capsys)
+    assert rc == 2 and 'expected an integer >= 0' in err and 'Traceback' not in err
+    assert_one_line_error(*run(decode_main, base + ['--out', tmp_path/'a', '--device', 'tpu'], capsys)[::2], 'tpu')
+    assert_one_line_error(*run(export_main, ['--exp', exp, '--out', tmp_path/'o5', '--opset', '5'], capsys)[::2], 'opset 5', '14 .. 20')
+    assert not (tmp_path/'o5').exists()
+    assert_one_line_error(*run(decode_main, base + ['--out', tmp_path/'a', '--weights', 'nope.pt'], capsys)[::2], '--weights nope.pt')
+    for w in ('best', 'last'):
+        rc, _, err = run(decode_main, base + ['--out', tmp_path/w, '--weights', w], capsys)
+        assert rc == 0, err
+    wav = (corpus['test']/'wav.scp').read_text().split()[1]
+    rc, out, err = run(transcribe_main, ['--exp', exp, '--weights', 'last', wav], capsys)
+    assert rc == 0 and out.startswith(wav), err
+    assert_one_line_error(*run(transcribe_main, ['--onnx', tmp_path, '--weights', 'last', wav], capsys)[::2], '--weights needs --exp')
+
+
+def test_decode_into_an_old_dir_leaves_no_stale_nbest_or_ctm(exp, corpus, tmp_path, capsys):
+    out = tmp_path/'d'
+    rc, _, err = run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'ctc_prefix_beam', '--nbest', '2', '--ctm',
+                                   '--out', out], capsys)
+    assert rc == 0 and (out/'text.2').is_file() and (out/'ctm').is_file(), err
+    rc, _, err = run(decode_main, ['--exp', exp, '--data', corpus['test'], '--method', 'ctc_greedy', '--out', out], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ['report.txt', 'result.json', 'text']
+
+
 def test_missing_or_unusable_data_dir(corpus, exp, tmp_path, capsys):
     base = ['--config', TINY, '--valid', corpus['dev'], '--exp', tmp_path/'e']
     assert_one_line_error(*run(train_main, base + ['--train', tmp_path/'nope'], capsys)[::2], 'training data not found')

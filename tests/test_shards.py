@@ -1,6 +1,8 @@
 """Sharded streaming data (#17): each utterance once per epoch across 2 ranks x 2 workers, resume at the shard
 boundary, bad members reported by shard and key, and `asr_nb_train --train SHARD_DIR` trains a few steps and saves."""
 import json
+import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +104,76 @@ def test_bad_members_reported_by_shard_and_key(corpus, tmp_path, caplog):
     assert ld.bad_reasons == {'missing_transcript': 1, 'unreadable_audio': 1, 'bad_duration': 1}
     assert any('shard-000000.tar' in r.message and 'garbage' in r.message for r in caplog.records)
 
+
+
+def _damaged_copy(shards: Path, dst: Path, cut=None, count=None) -> Path:
+    "A copy of the shard dir with shard-000001.tar (keys u0004..u0007) cut by `cut(members) -> byte offset`, or its index count set."
+    shutil.copytree(shards, dst)
+    p = dst/'shard-000001.tar'
+    if cut is not None:
+        with tarfile.open(p) as tf: ms = tf.getmembers()                 # 3 members per record: wav, txt, json
+        p.write_bytes(p.read_bytes()[:cut(ms)])
+    if count is not None:
+        idx = json.loads((dst/'index.json').read_text()); idx['shards'][1]['count'] = count
+        (dst/'index.json').write_text(json.dumps(idx))
+    return dst
+
+
+@pytest.mark.parametrize('how, kept, lost, detail', [
+    ('mid_member', ['u0004'], 3, 'unexpected end of data in member u0005.wav, after 1 of the 4 records'),
+    ('boundary', ['u0004', 'u0005'], 2, 'the tar ends after 2 of the 4 records'),
+    ('index_count', ['u0004', 'u0005', 'u0006', 'u0007'], 2, 'the tar ends after 4 of the 6 records')])
+def test_a_shard_that_ends_early_is_reported_skipped_and_counted(corpus, tmp_path, caplog, capsys, how, kept, lost, detail):
+    "Cut inside a member, cut at a record boundary (a clean end for tarfile), or fewer records than index.json lists."
+    from asr_nb.cli import validate_main
+    from asr_nb.data import load_utterances
+    _, _, shards = corpus
+    d = _damaged_copy(shards, tmp_path/how, cut={'mid_member': lambda ms: ms[3].offset_data + 100,
+                                                  'boundary': lambda ms: ms[6].offset}.get(how),
+                      count=6 if how == 'index_count' else None)
+    recs = list(iter_shard(str(d/'shard-000001.tar'), count=6 if how == 'index_count' else 4))
+    assert recs[-1]['lost'] == lost and recs[-1]['error'] == f'truncated_shard: {detail} index.json lists'
+    # streaming (training and validation): one warning for the shard, each lost utterance counted, the epoch goes on
+    ld, sampler = make_shard_loader(d, TOK, _cfg(num_workers=0), train=True, seed=5)
+    for epoch in (0, 1):
+        caplog.clear(); sampler.set_epoch(epoch)
+        with caplog.at_level('WARNING', logger='asr_nb.shards'): keys = [k for b in ld for k in b.keys]
+        assert sorted(k for k in keys if 'u0004' <= k <= 'u0007') == kept and len(keys) == 44 + len(kept)
+        warns = [r.getMessage() for r in caplog.records if 'truncated_shard' in r.getMessage()]
+        assert len(warns) == 1 and str(d/'shard-000001.tar') in warns[0] and detail in warns[0], warns
+    assert ld.num_bad == 2 * lost and ld.bad_reasons == {'truncated_shard': 2 * lost}
+    # map-style (validate, decode): the lost utterances are listed, bad; validate exits 1
+    utts = load_utterances(d)
+    bad = [u for u in utts if not Path(u.audio).exists()]
+    assert len(bad) == lost and all(f'shard-000001.tar:' in u.audio and 'truncated_shard' in u.audio for u in bad)
+    capsys.readouterr()
+    assert validate_main([str(d), '--no-read']) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f'{len(utts)} utterances: {len(utts) - lost} good, {lost} bad'), out
+
+
+def test_a_transcript_that_is_not_utf8_is_named_and_skipped(corpus, tmp_path, caplog):
+    "A .txt member with invalid UTF-8: skipped and counted, named shard:member (it was decoded with U+FFFD before)."
+    from asr_nb.data import load_utterances
+    from asr_nb.features import load_audio
+    from asr_nb.core import UserError
+    _, _, shards = corpus
+    good = next(iter_shard(ShardSource(shards).shards[0]))
+    w = ShardWriter(tmp_path/'enc', 10)
+    w.add('fine', good['audio'], 'wav', 'ab', good['meta']['num_frames'])
+    w.add('latin', good['audio'], 'wav', 'QXQXQ', good['meta']['num_frames'])
+    w.add('garbage', b'RIFF....', 'wav', 'ab', 50)
+    w.close()
+    p = tmp_path/'enc'/'shard-000000.tar'; p.write_bytes(p.read_bytes().replace(b'QXQXQ', b'caf\xe9!'))
+    why = 'bad_transcript: shard-000000.tar:latin.txt: invalid UTF-8 (invalid continuation byte at byte 3)'
+    ld, _ = make_shard_loader(tmp_path/'enc', TOK, _cfg(), train=False)
+    with caplog.at_level('WARNING'): keys = [k for b in ld for k in b.keys]
+    assert keys == ['fine'] and ld.bad_reasons == {'bad_transcript': 1, 'unreadable_audio': 1}
+    assert any('latin' in r.getMessage() and why in r.getMessage() for r in caplog.records)
+    utts = {u.key: u for u in load_utterances(tmp_path/'enc')}
+    assert not Path(utts['latin'].audio).exists() and 'bad_transcript' in utts['latin'].audio
+    assert Path(utts['garbage'].audio).name == 'shard-000000.tar:garbage.wav'   # read errors name shard and member
+    with pytest.raises(UserError, match='shard-000000.tar:garbage.wav'): load_audio(utts['garbage'].audio)
 
 def test_shard_cli_errors(corpus, tmp_path, capsys):
     _, data, _ = corpus
