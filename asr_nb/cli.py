@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_cli.ipynb #69cb13bf
 from __future__ import annotations
-import argparse, errno, functools, json, os, shutil, sys, time
+import argparse, contextlib, errno, functools, json, os, shutil, sys, time
 from pathlib import Path
 from typing import Callable, Sequence
 from .core import ConfigError, UserError, load_config
@@ -12,7 +12,7 @@ from .model import ctc_length_rule
 from .data import check_data, decode_utterances
 
 # %% auto #0
-__all__ = ['WEIGHTS_HELP', 'VERBS', 'CLIError', 'is_user_error', 'cli_entry', 'resolve_config', 'usable_utterances',
+__all__ = ['WEIGHTS_HELP', 'VERBS', 'CLIError', 'is_user_error', 'Terminated', 'cli_entry', 'resolve_config', 'usable_utterances',
            'train_parser', 'train_main', 'summary_line', 'parse_range', 'checkpoints_by', 'average_parser',
            'average_main', 'add_stream_args', 'streaming_engine', 'stream_files', 'decode_parser', 'parse_methods',
            'decode_main', 'format_result_line', 'decode_ctm', 'score_parser', 'score_main', 'scp2jsonl_main',
@@ -49,14 +49,30 @@ def _one_line(e: BaseException) -> str:
     return " ".join(msg.split())
 
 # %% ../nbs/16_cli.ipynb #97b7a4bb
+class Terminated(BaseException):
+    "SIGTERM reached a console script: raised in the main thread so that `finally` blocks and atexit handlers run."
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    "While a console script runs, SIGTERM unwinds it like Ctrl-C (temp dirs go, exit 143) unless a handler is already set."
+    import signal, threading
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield; return
+    def _term(signum, frame): raise Terminated()
+    signal.signal(signal.SIGTERM, _term)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 def cli_entry(prog: str # the script name printed before the error
              ) -> Callable:
-    "Decorator: turn `fn(argv) -> int|None` into a console-script main that reports user errors as one line (exit 2)."
+    """Decorator: turn `fn(argv) -> int|None` into a console-script main that reports user errors as one line (exit 2),
+    Ctrl-C as `interrupted` (130) and SIGTERM as `terminated` (143), both after unwinding (temp files removed)."""
     def deco(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def main(argv: Sequence[str] | None = None) -> int:
             args = list(sys.argv[1:] if argv is None else argv)
-            try: return int(fn(args) or 0)
+            try:
+                with _sigterm_unwinds(): return int(fn(args) or 0)
             except SystemExit as e:  # argparse: --help (0) and usage errors (2)
                 return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
             except Exception as e:
@@ -66,6 +82,9 @@ def cli_entry(prog: str # the script name printed before the error
             except KeyboardInterrupt:
                 print(f"{prog}: interrupted", file=sys.stderr)
                 return 130
+            except Terminated:
+                print(f"{prog}: terminated", file=sys.stderr)
+                return 143
         main.prog = prog
         return main
     return deco
@@ -391,6 +410,7 @@ def format_result_line(r: dict) -> str:
     "One line per method: CER, WER ('n/a' when nothing was scored), RTF, counts."
     pct = lambda x: '   n/a' if x is None else f"{x:6.2f}"
     extra = ''.join(f"  {k.replace('_', ' ')}={r[k]}" for k in ('unscored', 'too_short') if r.get(k))
+    if r.get('skipped'): extra += f"  skipped={len(r['skipped'])} (unreadable: not scored; asr_nb_score counts them as deletions)"
     return f"{r['method']:<16s} CER {pct(r['cer'])} %  WER {pct(r['wer'])} %  RTF {r['rtf']:.4f}  n={r['n']}{extra}"
 
 # %% ../nbs/16_cli.ipynb #7810009f

@@ -144,6 +144,23 @@ def test_utterance_cmvn_trains_exports_and_transcribes(corpus, tmp_path, capsys)
     assert not (tmp_path/'s').exists()
 
 
+def test_sigterm_unwinds_a_console_script(tmp_path):
+    "SIGTERM ends a console script like Ctrl-C: `terminated`, exit 143, and atexit cleanup (unpacked shards) still runs."
+    import signal
+    code = ("import atexit, shutil, sys, tempfile, time\n"
+            "from asr_nb.cli import cli_entry\n"
+            f"d = tempfile.mkdtemp(dir={str(tmp_path)!r}); atexit.register(shutil.rmtree, d)\n"
+            "def slow(argv): print(d, flush=True); time.sleep(60)\n"
+            "sys.exit(cli_entry('asr_nb_x')(slow)([]))\n")
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d = p.stdout.readline().strip()
+    assert Path(d).is_dir()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 143 and err.strip() == 'asr_nb_x: terminated', (p.returncode, err)
+    assert not Path(d).exists()
+
+
 def test_data_verbs_round_trip(corpus, tmp_path, capsys):
     j = tmp_path/'test.jsonl'
     assert run(scp2jsonl_main, [corpus['test'], j], capsys)[0] == 0
@@ -266,6 +283,7 @@ def test_corrupt_audio(corpus, exp, tmp_path, capsys):
     # default: the unreadable utterance is reported and skipped, the rest is decoded
     rc, out, err = run(decode_main, ['--exp', exp, '--data', d, '--out', tmp_path/'o'], capsys)
     assert rc == 0 and key in err and 'skipped 1' in err, err
+    assert 'skipped=1 (unreadable: not scored' in out, out                  # the summary line says what its CER leaves out
     res = json.loads((tmp_path/'o'/'result.json').read_text())
     assert res['n'] == len(lines) - 1 and key in res['skipped']
     # --strict: one error line naming the utterance
