@@ -382,7 +382,8 @@ def decode_main(argv: Sequence[str]) -> int:
     parse_methods(a.method)                                      # unknown names: refused before anything is loaded
     exp = _check_exp(a.exp)
     _check_weights(exp, a.weights)
-    if Path(a.data).is_dir() and Path(a.out).resolve() == Path(a.data).resolve():   # its text would become the hypotheses
+    if (len(parse_methods(a.method)) == 1 and Path(a.data).is_dir()            # one method writes OUT/text (several: OUT/<method>/)
+            and Path(a.out).resolve() == Path(a.data).resolve()):                # the data's text would become the hypotheses
         raise CLIError(f"--out {a.out} is the data dir: decoding would overwrite its reference text; choose another dir")
     overrides = _decode_overrides(a)
     from asr_nb.data import UrlSources   # formats (#16): URL sources only with --allow-url

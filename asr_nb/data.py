@@ -16,14 +16,14 @@ import soundfile as sf
 from .core import UserError, atomic_write, atomic_write_text
 
 # %% auto #0
-__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'MAX_URL_BYTES', 'FINGERPRINT_VERSION',
-           'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS', 'SYNTH_TEST_VARIANTS',
-           'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'SYNTH_STYLES', 'SYNTH_VARIED_VERSION',
-           'SYNTH_VARIED_TRAIN_VARIANTS', 'SYNTH_VARIED_TEST_VARIANTS', 'SYNTH_FIRST_NAMES', 'SYNTH_LAST_NAMES',
-           'SYNTH_QUESTION_STARTS', 'SYNTH_SENTENCE_KINDS', 'DataError', 'Utterance', 'check_regular_file',
-           'read_lines', 'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp', 'read_utt2spk',
-           'read_segments', 'read_data_dir', 'write_data_dir', 'write_jsonl', 'UrlSources', 'is_url', 'read_jsonl',
-           'load_utterances', 'write_ppasr_manifest', 'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv',
+__all__ = ['FRAME_SHIFT_S', 'MAX_LINE_BYTES', 'KALDI_FILES', 'PPASR_KEYS', 'MAX_SEGMENT_OVERSHOOT_S', 'MAX_URL_BYTES',
+           'FINGERPRINT_VERSION', 'LIBRISPEECH_SPLITS', 'SYNTH_WORDS', 'SYNTH_ACCENTS', 'SYNTH_TRAIN_VARIANTS',
+           'SYNTH_TEST_VARIANTS', 'SYNTH_WORDS_ZH', 'SYNTH_ACCENTS_ZH', 'SYNTH_VERSION', 'SYNTH_STYLES',
+           'SYNTH_VARIED_VERSION', 'SYNTH_VARIED_TRAIN_VARIANTS', 'SYNTH_VARIED_TEST_VARIANTS', 'SYNTH_FIRST_NAMES',
+           'SYNTH_LAST_NAMES', 'SYNTH_QUESTION_STARTS', 'SYNTH_SENTENCE_KINDS', 'DataError', 'Utterance',
+           'check_regular_file', 'read_lines', 'read_kv_file', 'read_kaldi_file', 'read_text_file', 'read_wav_scp',
+           'read_utt2spk', 'read_segments', 'read_data_dir', 'write_data_dir', 'write_jsonl', 'UrlSources', 'is_url',
+           'read_jsonl', 'load_utterances', 'write_ppasr_manifest', 'ltr_to_text', 'text_to_ltr', 'read_fairseq_tsv',
            'write_fairseq_manifest', 'nonfinite_message', 'fill_num_frames', 'scp2jsonl', 'jsonl2scp',
            'ValidationReport', 'ctc_min_frames', 'ctc_length_check', 'validate_utterances', 'validate_data_dir',
            'check_data', 'usable_utterances', 'decode_utterances', 'read_feats', 'read_feats_dir', 'read_espnet_json',
@@ -311,6 +311,10 @@ def write_jsonl(utts:Sequence[Utterance], path:Path|str) -> Path:
     return p
 
 # %% ../nbs/02_data.ipynb #27925416
+def _one_line_text(text:str|None, field:str, where:str):
+    "A manifest transcript is one line: a line break would split it in every Kaldi-style text file written from it."
+    if text is not None and ('\n' in text or '\r' in text): raise DataError(f"{where}: field '{field}' holds a line break")
+
 def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
     if not isinstance(obj, dict): raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     for k in ('key', 'source', 'target'):
@@ -318,6 +322,7 @@ def _json2utt(obj, where:str, text_optional:bool=False) -> Utterance:
         if k not in obj: raise DataError(f"{where}: missing field '{k}'")
         if not isinstance(obj[k], str): raise DataError(f"{where}: field '{k}' must be a string")
     if not obj['key'] or any(c.isspace() for c in obj['key']): raise DataError(f"{where}: bad key {obj['key']!r}")
+    _one_line_text(obj.get('target'), 'target', where)
     n = obj.get('source_len')
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
         raise DataError(f"{where}: source_len must be a non-negative integer (10 ms frames), got {n!r}")
@@ -400,6 +405,7 @@ def _ppasr2utt(obj, where:str, text_optional:bool=False) -> Utterance:
     if not isinstance(dur, (int, float)) or isinstance(dur, bool) or not math.isfinite(dur) or dur < 0:
         raise DataError(f"{where}: duration must be a non-negative number of seconds, got {dur!r}")
     if text is not None and not isinstance(text, str): raise DataError(f"{where}: field 'text' must be a string")
+    _one_line_text(text, 'text', where)
     return Utterance(Path(path).stem or path, path, text, num_frames=int(round(dur / FRAME_SHIFT_S)))
 
 def write_ppasr_manifest(utts:Sequence[Utterance], path:Path|str) -> Path:
@@ -443,8 +449,8 @@ def read_fairseq_tsv(path:Path|str, text_optional:bool=False, # pre-training / d
         if not line.strip(): continue
         rel, _, n = line.partition('\t')
         if not rel or not n.strip().isdigit(): raise DataError(f"{p}:{lineno}: expected relative_path<TAB>num_samples, got {line[:80]!r}")
-        key = str(Path(rel).with_suffix(''))
-        if key in seen: raise DataError(f"{p}:{lineno}: duplicate path '{rel}' (first on line {seen[key]})")
+        key = re.sub(r'\s', '_', str(Path(rel).with_suffix('')))   # the id is the path: Kaldi-style files cannot hold whitespace in it
+        if key in seen: raise DataError(f"{p}:{lineno}: duplicate path '{rel}' (its id {key!r} is first on line {seen[key]})")
         seen[key] = lineno
         utts.append(Utterance(key, str(root/rel), None, num_frames=int(n) * 100 // sample_rate))
     labels = _fairseq_labels(p)
@@ -474,12 +480,17 @@ def write_fairseq_manifest(utts:Sequence[Utterance], out_dir:Path|str, split:str
     return out/f'{split}.tsv'
 
 # %% ../nbs/02_data.ipynb #c6b05b30
-def _audio_info(path:str) -> tuple[int, int, int]|None:
-    "(frames, samplerate, channels) from the header, or None when missing, not a regular file, or unreadable."
+def _audio_info(path:str) -> tuple[int, int, int, str|None]|None:
+    """(frames, samplerate, channels, truncation) from the header, or None when missing, not a regular file, or
+    unreadable. `truncation` is a reason when the header promises more sample bytes than the file holds (libsndfile
+    reads what is there: a cut-off download or copy would pass as a shorter recording), else None."""
     if _audio_problem(path, check_header=False) is not None: return None
     try: i = sf.info(path)
     except Exception: return None
-    return i.frames, i.samplerate, i.channels
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", i.extra_info or '', re.M)   # libsndfile's note on a short data chunk
+    cut = (f"truncated_audio: {path}: its header declares {int(m[1])} bytes of samples, the file holds {int(m[2])}"
+           if m and int(m[2]) < int(m[1]) else None)
+    return i.frames, i.samplerate, i.channels, cut
 
 def _audio_problem(path:str, check_header:bool=True) -> str|None:
     "Why the validator rejects an audio file before decoding it ('reason: detail'), or None."
@@ -502,7 +513,7 @@ def _decode_problem(path:str, block:int=1 << 20) -> str|None:
 
 def _frames_10ms(u:Utterance, info:tuple[int, int, int]) -> int:
     "Duration of the samples `load_audio` returns for `u`, in whole 10 ms units (rounded down: a lower bound)."
-    n, sr, _ = info
+    n, sr = info[0], info[1]
     first = 0 if u.start is None else int(round(u.start * sr))
     last = n if u.end is None else min(int(round(u.end * sr)), n)
     return max(0, last - first) * 100 // sr
@@ -592,18 +603,23 @@ def _rate_note(rates:Counter, sample_rate:int) -> str:
 def _space_ok(units:set[str]) -> bool: return ' ' in units or '<space>' in units or '▁' in units
 
 # %% ../nbs/02_data.ipynb #2fe6de4c
-def _check_utt_audio(u:Utterance, info:tuple[int, int, int]|None, # (samples, rate, channels) from `_audio_info`; None: unreadable
+MAX_SEGMENT_OVERSHOOT_S = 0.5   # a segment may end this far past its recording (cut to it), as Kaldi's extract-segments allows
+
+def _check_utt_audio(u:Utterance, info:tuple|None, # (samples, rate, channels, truncation) from `_audio_info`; None: unreadable
                      corrupt:dict, sample_rate:int|None, channels:int|None,
                      rs:list[str], rates:Counter) -> int|None:
     "Append the audio reasons of `u` to `rs`, count a resampled rate in `rates`; its length in 10 ms units (`u.num_frames` if unreadable)."
     if info is None:
         rs.append(_audio_problem(u.audio) or f"unreadable_audio: soundfile cannot open {u.audio}"); return u.num_frames
-    n, sr, ch = info
+    n, sr, ch = info[:3]
+    if len(info) > 3 and info[3]: rs.append(info[3])       # the header promises more than the file holds
     if corrupt.get(u.audio): rs.append(corrupt[u.audio])   # empty unless read_audio
     if sample_rate is not None and sr != sample_rate: rates[sr] += 1
     if channels is not None and ch != channels: rs.append(f"bad_channels: {ch} channels, expected {channels}")
     if u.start is not None and n > 0 and u.start >= n / sr:
         rs.append(f"segment_out_of_range: starts at {u.start}s but {u.audio} lasts {n / sr:.3f}s")
+    elif u.end is not None and n > 0 and u.end > n / sr + MAX_SEGMENT_OVERSHOOT_S:
+        rs.append(f"segment_out_of_range: ends at {u.end}s but {u.audio} lasts {n / sr:.3f}s")
     if u.num_frames is not None and abs(u.num_frames - _frames_10ms(u, info)) > 1:
         rs.append(f"num_frames_mismatch: recorded {u.num_frames} frames, audio has {_frames_10ms(u, info)} (stale utt2num_frames/source_len?)")
     frames = _frames_10ms(u, info)
@@ -812,7 +828,13 @@ def _espnet_entry(key:str, e, where:str, base:Path, text_optional:bool) -> Utter
 def read_espnet_json(path:Path|str, text_optional:bool=False) -> list[Utterance]:
     "An ESPnet1 `data.json` (`{'utts': {id: {'input': [...], 'output': [...], 'utt2spk': ...}}}`); DataError names file and id."
     p = check_regular_file(path, 'ESPnet data.json')
-    try: obj = json.loads(p.read_text(encoding='utf-8'))
+    def unique(pairs):                                   # json keeps only the last of two equal keys: an utterance would vanish
+        d = {}
+        for k, v in pairs:
+            if k in d: raise DataError(f"{p}: duplicate key {k!r} (JSON keeps only the last one)")
+            d[k] = v
+        return d
+    try: obj = json.loads(p.read_text(encoding='utf-8'), object_pairs_hook=unique)
     except UnicodeDecodeError as e: raise DataError(f"{p}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e: raise DataError(f"{p}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get('utts'), dict): raise DataError(f"{p}: not an ESPnet1 data.json (no 'utts' object)")

@@ -297,3 +297,42 @@ def test_writers_use_atomic_write():
         src = inspect.getsource(fn)
         assert "os.replace(" not in src and "mkstemp(" not in src, fn.__name__
     assert "atomic_write" in inspect.getsource(F._save_npz_atomic)
+
+
+# ---------------------------------------------------------------- a break-it review (session 9): what readers let through
+def test_manifest_inputs_that_would_lose_or_split_utterances(tmp_path):
+    "ESPnet1 json with a repeated id, a jsonl/PPASR transcript with a line break: one error naming the file (and line)."
+    a = tone(tmp_path/"a.wav")
+    dup = tmp_path/"data.json"
+    dup.write_text('{"utts": {"u1": {"input": [], "output": []}, "u1": {"input": [], "output": []}}}')
+    with pytest.raises(DataError, match=r"data.json: duplicate key 'u1'"): D.read_espnet_json(dup)
+    man = tmp_path/"m.jsonl"
+    man.write_text(json.dumps(dict(key="u1", source=a, target="ok")) + "\n" + json.dumps(dict(key="u2", source=a, target="two\nlines")) + "\n")
+    with pytest.raises(DataError, match=r"m.jsonl:2: field 'target' holds a line break"): read_jsonl(man)
+    pp = tmp_path/"pp.jsonl"
+    pp.write_text(json.dumps(dict(audio_filepath=a, duration=1.0, text="a\r\nb")) + "\n")
+    with pytest.raises(DataError, match=r"pp.jsonl:1: field 'text' holds a line break"): read_jsonl(pp)
+
+
+def test_fairseq_path_with_spaces_gets_an_id_without_whitespace(tmp_path):
+    (tmp_path/"sub dir").mkdir(); tone(tmp_path/"sub dir"/"a b.wav"); tone(tmp_path/"sub dir"/"a_b.wav", seed=1)
+    tsv = tmp_path/"train.tsv"
+    tsv.write_text(f"{tmp_path}\nsub dir/a b.wav\t16000\n")
+    (tmp_path/"train.wrd").write_text("hello\n")
+    u, = D.read_fairseq_tsv(tsv)
+    assert u.key == "sub_dir/a_b" and Path(u.audio).is_file() and u.text == "hello"
+    tsv.write_text(f"{tmp_path}\nsub dir/a b.wav\t16000\nsub_dir/a_b.wav\t16000\n"); (tmp_path/"train.wrd").write_text("x\ny\n")
+    with pytest.raises(DataError, match=r"train.tsv:3: duplicate path 'sub_dir/a_b.wav' \(its id 'sub_dir/a_b' is first on line 2\)"):
+        D.read_fairseq_tsv(tsv)
+
+
+def test_validate_reports_a_cut_off_wav_and_a_segment_past_its_recording(tmp_path):
+    w = tmp_path/"w.wav"; sf.write(w, np.zeros(SR, dtype="int16"), SR, subtype="PCM_16")
+    cut = tmp_path/"cut.wav"; cut.write_bytes(w.read_bytes()[:SR])                   # half the sample bytes
+    utts = [Utterance("full", str(w), "a"), Utterance("cut", str(cut), "a"),
+            Utterance("seg_ok", str(w), "a", start=0.2, end=1.3),                     # 0.3 s over: cut to the file, as Kaldi does
+            Utterance("seg_past", str(w), "a", start=0.2, end=1.6)]
+    rep = validate_utterances(utts, log=False)
+    assert set(rep.bad) == {"cut", "seg_past"}, rep.bad
+    assert any(r.startswith("truncated_audio:") and "declares 32000 bytes of samples, the file holds" in r for r in rep.bad["cut"]), rep.bad
+    assert any("segment_out_of_range: ends at 1.6s" in r for r in rep.bad["seg_past"]), rep.bad
