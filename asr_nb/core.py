@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fba98908
 from __future__ import annotations
-import contextlib, dataclasses, difflib, errno, logging, math, os, random, sys, tempfile
+import contextlib, dataclasses, difflib, errno, logging, math, os, random, stat, sys, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
@@ -828,6 +828,11 @@ def _fsync_dir(path: Path):
     except OSError: pass
     finally: os.close(fd)
 
+def _process_umask() -> int:
+    "The process umask (read once at import: setting it to read it is not thread-safe)."
+    m = os.umask(0o022); os.umask(m); return m
+_UMASK = _process_umask()
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, # final file; its folder is created
                  mode: str = "wb", # 'wb' or 'w' (text, UTF-8)
@@ -838,7 +843,8 @@ def atomic_write(path: str | os.PathLike, # final file; its folder is created
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir(): raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
+    try:                 # mkstemp makes the file 0600: give it the mode a plain open() would (an old file's, else umask's)
+        os.fchmod(fd, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
@@ -882,6 +888,16 @@ def staged_dir(out: str | os.PathLike, # the dir to (re)write as a whole
         import shutil; shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/00_core.ipynb #efaeb8e6
+class _UniqueKeyLoader(yaml.SafeLoader):
+    "YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last one silently)."
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=deep)
+            if key in seen: raise ConfigError(f"line {k.start_mark.line + 1}: duplicate key {key!r} (YAML would keep only this last one)")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 def load_config(path: str | os.PathLike | None = None, # YAML file; None = defaults
                 overrides: list[str] | None = None,     # `section.key=value` strings
                ) -> ExpConfig:
@@ -890,11 +906,12 @@ def load_config(path: str | os.PathLike | None = None, # YAML file; None = defau
     if path is not None:
         p = Path(path)
         if not p.is_file(): raise ConfigError(f"config {p} is a directory, not a YAML file" if p.is_dir() else f"config file not found: {p}")
-        try: d = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        try: d = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{p}:{where} is not valid YAML: {getattr(e, 'problem', e)}") from None
+        except ConfigError as e: raise ConfigError(f"{p}: {e}") from None      # a duplicate key
         if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of sections at the top level")
         try: cfg = config_from_dict(d)
         except ConfigError as e: raise ConfigError(f"{p}: {e}") from None

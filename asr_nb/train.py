@@ -509,7 +509,8 @@ def check_resume(cfg: ExpConfig, exp: Path, path: Path, st: dict):
     if st.get("units") and units.is_file() and list(read_units(units)) != list(st["units"]):
         diffs.append(f"units ({units} holds other units than the checkpoint's {len(st['units'])})")
     if diffs: raise ConfigError(f"{exp}: config differs from the checkpoint {path} in {', '.join(diffs)}; "
-                                f"use a new --exp, or train.init_from={path} to fine-tune")
+                                f"to resume as it was, pass --config {exp/'config.yaml'}; else use a new --exp, or "
+                                f"train.init_from={path} to fine-tune")
 
 # %% ../nbs/10_train.ipynb #b29049cf
 def find_resume_everywhere(tc, # cfg.train: resume, resume_from

@@ -138,7 +138,8 @@ def test_changed_model_config_is_refused_before_writing(capsys, corpus, base_exp
     before = digest(exp)
     rc, err = run_train(capsys, corpus, exp, "train.max_steps=5", "model.encoder.d_model=48", "optim.lr=0.001")
     msg = assert_one_line_error(rc, err, exp, f"{exp}: config differs from the checkpoint", "model.encoder.d_model (32 -> 48)",
-                                "optim.lr (0.005 -> 0.001)", "use a new --exp, or train.init_from=")
+                                "optim.lr (0.005 -> 0.001)", "use a new --exp, or train.init_from=",
+                                f"to resume as it was, pass --config {exp/'config.yaml'}")
     assert "max_steps" not in msg  # may change on resume
     assert digest(exp) == before  # config.yaml, units, cmvn, checkpoints: untouched
     units = (exp/"units.txt").read_text().splitlines(); units[2], units[3] = units[3], units[2]
