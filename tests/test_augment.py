@@ -128,13 +128,19 @@ def test_tiny_augment_light_conf_is_tiny_plus_rarer_milder_distortions():
     for s in ("speed", "volume", "shift"): assert la[s] == fa[s], s
 
 def test_tiny_augment_channel_conf_is_tiny_plus_the_channel_steps():
-    """conf/tiny_augment_channel.yaml = conf/tiny.yaml + the light pipeline without speed or pitch change and with rooms and
-    the telephone band at 0.25: the 'channel' run of bench/results/augment_effect.json, which names it."""
+    """conf/tiny_augment_channel.yaml = conf/tiny.yaml at 48 epochs + the light pipeline without speed or pitch change and
+    with rooms and the telephone band at 0.25: the 'channel' run of bench/results/augment_effect_48.json (and, at 24
+    epochs, of augment_effect.json), which name it."""
     import dataclasses
     from asr_nb.core import load_config
     t, l, c = (dataclasses.asdict(load_config(ROOT/"conf"/n)) for n in ("tiny.yaml", "tiny_augment_light.yaml", "tiny_augment_channel.yaml"))
     la, ca = l.pop("augment"), c.pop("augment"); t.pop("augment")
+    assert (t["train"].pop("max_epochs"), c["train"].pop("max_epochs")) == (24, 48)
     assert c == t
+    r48 = json.loads((ROOT/"bench"/"results"/"augment_effect_48.json").read_text())
+    assert r48["config_files"]["channel"].startswith("conf/tiny_augment_channel.yaml") and r48["configs"]["channel"] == \
+        "reverb 0.25, noise 0.3, band 0.25, codec 0.05, volume 0.5, shift 0.5"
+    assert {b["epochs"] for b in r48["budget"].values()} == {48}
     assert (ca["speed"]["prob"], ca["pitch"]["prob"], ca["reverb"]["prob"], ca["band"]["prob"]) == (0, 0, 0.25, 0.25)
     for s in ("noise", "codec", "volume", "shift"): assert ca[s] == la[s], s
     res = json.loads((ROOT/"bench"/"results"/"augment_effect.json").read_text())
