@@ -89,15 +89,18 @@ def test_resume_continues_at_the_shard_boundary(corpus):
     assert len(after) == len(set(after))
 
 
-def test_bad_members_reported_by_shard_and_key(corpus, tmp_path, caplog):
-    root, _, shards = corpus
-    good = next(iter_shard(ShardSource(shards).shards[0]))
-    w = ShardWriter(tmp_path/'bad', 10)
-    w.add('fine', good['audio'], 'wav', 'ab', good['meta']['num_frames'])
-    w.add('notext', good['audio'], 'wav', '', good['meta']['num_frames'])
-    w.add('garbage', b'RIFF....', 'wav', 'ab', 50)
-    w.add('baddur', good['audio'], 'wav', 'ab', 5000)
+def _write_shard(corpus, out: Path, members: list[tuple]) -> None:
+    "One shard in `out` of (key, text[, audio bytes, num_frames]) members; the audio and length default to a good utterance's."
+    good = next(iter_shard(ShardSource(corpus[2]).shards[0]))
+    w = ShardWriter(out, 10)
+    for key, text, *rest in members:
+        audio, frames = (rest + [None, None])[:2]
+        w.add(key, audio if audio is not None else good['audio'], 'wav', text, frames or good['meta']['num_frames'])
     w.close()
+
+
+def test_bad_members_reported_by_shard_and_key(corpus, tmp_path, caplog):
+    _write_shard(corpus, tmp_path/'bad', [('fine', 'ab'), ('notext', ''), ('garbage', 'ab', b'RIFF....', 50), ('baddur', 'ab', None, 5000)])
     ld, _ = make_shard_loader(tmp_path/'bad', TOK, _cfg(), train=False)
     with caplog.at_level('WARNING'): keys = [k for b in ld for k in b.keys]
     assert keys == ['fine'] and ld.num_bad == 3
@@ -157,13 +160,7 @@ def test_a_transcript_that_is_not_utf8_is_named_and_skipped(corpus, tmp_path, ca
     from asr_nb.data import load_utterances
     from asr_nb.features import load_audio
     from asr_nb.core import UserError
-    _, _, shards = corpus
-    good = next(iter_shard(ShardSource(shards).shards[0]))
-    w = ShardWriter(tmp_path/'enc', 10)
-    w.add('fine', good['audio'], 'wav', 'ab', good['meta']['num_frames'])
-    w.add('latin', good['audio'], 'wav', 'QXQXQ', good['meta']['num_frames'])
-    w.add('garbage', b'RIFF....', 'wav', 'ab', 50)
-    w.close()
+    _write_shard(corpus, tmp_path/'enc', [('fine', 'ab'), ('latin', 'QXQXQ'), ('garbage', 'ab', b'RIFF....', 50)])
     p = tmp_path/'enc'/'shard-000000.tar'; p.write_bytes(p.read_bytes().replace(b'QXQXQ', b'caf\xe9!'))
     why = 'bad_transcript: shard-000000.tar:latin.txt: invalid UTF-8 (invalid continuation byte at byte 3)'
     ld, _ = make_shard_loader(tmp_path/'enc', TOK, _cfg(), train=False)
