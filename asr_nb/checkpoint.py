@@ -241,11 +241,14 @@ def load_model(exp_dir: str | os.PathLike, # experiment dir written by `train`
     "(model in eval mode, tokenizer, cfg) ready for decoding."
     from asr_nb.tokenizer import load_tokenizer
     from asr_nb.features import load_cmvn
-    from asr_nb.model import build_model
+    from asr_nb.model import build_model, frontend_dim
     exp = Path(exp_dir)
     cfg = load_config(exp/"config.yaml")
     tok = load_tokenizer(exp, cfg.tokenizer.space_token)
-    cmvn = load_cmvn(exp/"cmvn.npz") if (exp/"cmvn.npz").exists() else None
+    if (exp/"cmvn.npz").exists(): cmvn = load_cmvn(exp/"cmvn.npz")
+    elif cfg.features.cmvn == "global":      # the statistics are buffers in the weights: placeholders that they overwrite
+        d = frontend_dim(cfg); cmvn = (torch.zeros(d), torch.ones(d))
+    else: cmvn = None
     model = build_model(cfg, tok.vocab_size, cmvn)
     try: load_weights(model, resolve_weights(exp, weights), f"the model of {exp/'config.yaml'}")
     except RuntimeError as e: raise CheckpointError(f"{exp}: weights do not fit the model ({str(e).splitlines()[0]})") from None

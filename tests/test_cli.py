@@ -161,6 +161,16 @@ def test_sigterm_unwinds_a_console_script(tmp_path):
     assert not Path(d).exists()
 
 
+def test_a_checkpoint_decodes_without_its_cmvn_file(exp, corpus, tmp_path, capsys):
+    "Global CMVN statistics are buffers in the weights: an exp dir without cmvn.npz decodes the same (it said 'weights do not fit')."
+    e = tmp_path/'nocmvn'; shutil.copytree(exp, e); (e/'cmvn.npz').unlink()
+    wavs = [l.split(maxsplit=1)[1] for l in (corpus['test']/'wav.scp').read_text().splitlines()][:3]
+    rc, out, err = run(transcribe_main, ['--exp', e, *wavs], capsys)
+    assert rc == 0, err
+    rc, want, err = run(transcribe_main, ['--exp', exp, *wavs], capsys)
+    assert out == want
+
+
 def test_data_verbs_round_trip(corpus, tmp_path, capsys):
     j = tmp_path/'test.jsonl'
     assert run(scp2jsonl_main, [corpus['test'], j], capsys)[0] == 0
