@@ -234,6 +234,12 @@ def load_weights(model: nn.Module, # built from the experiment's config
     bad = [f"missing {k}" for k in res.missing_keys[:3]] + [f"unexpected {k}" for k in res.unexpected_keys[:3]]
     if bad: raise CheckpointError(f"{path}: weights do not fit {what} ({', '.join(bad)})")
 
+def _has_cmvn(path: Path) -> bool:
+    "Whether a weights file holds global CMVN buffers (an exp dir that lost its cmvn.npz still decodes from them)."
+    st = read_checkpoint(path)
+    sd = st["model"] if isinstance(st.get("model"), dict) else st
+    return any(k.startswith("cmvn.") for k in sd)
+
 def load_model(exp_dir: str | os.PathLike, # experiment dir written by `train`
                weights: str | None = None, # see `resolve_weights`
                device: str | torch.device = "cpu",
@@ -245,12 +251,13 @@ def load_model(exp_dir: str | os.PathLike, # experiment dir written by `train`
     exp = Path(exp_dir)
     cfg = load_config(exp/"config.yaml")
     tok = load_tokenizer(exp, cfg.tokenizer.space_token)
+    path = resolve_weights(exp, weights)
     if (exp/"cmvn.npz").exists(): cmvn = load_cmvn(exp/"cmvn.npz")
-    elif cfg.features.cmvn == "global":      # the statistics are buffers in the weights: placeholders that they overwrite
-        d = frontend_dim(cfg); cmvn = (torch.zeros(d), torch.ones(d))
+    elif cfg.features.cmvn == "global" and _has_cmvn(path):   # the statistics are buffers in the weights: placeholders
+        d = frontend_dim(cfg); cmvn = (torch.zeros(d), torch.ones(d))   # that the weights overwrite
     else: cmvn = None
     model = build_model(cfg, tok.vocab_size, cmvn)
-    try: load_weights(model, resolve_weights(exp, weights), f"the model of {exp/'config.yaml'}")
+    try: load_weights(model, path, f"the model of {exp/'config.yaml'}")
     except RuntimeError as e: raise CheckpointError(f"{exp}: weights do not fit the model ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), tok, cfg
 
