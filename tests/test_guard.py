@@ -200,7 +200,10 @@ def test_signal_to_process_group_with_data_workers(tmp_path, sig):
                          start_new_session=True)
     try:
         _wait_line(p, "step 3 begins"); os.killpg(p.pid, sig)
-        rc = p.wait(60)
+        try: rc = p.wait(60)
+        except subprocess.TimeoutExpired:    # seen once in six CI runs (SIGINT): keep what the process said for the next reader
+            os.killpg(p.pid, signal.SIGKILL); p.wait()
+            raise AssertionError(f"no exit 60 s after {signal.Signals(sig).name}; stderr:\n{p.stderr.read()[-3000:]}") from None
     finally:
         with contextlib.suppress(ProcessLookupError): os.killpg(p.pid, signal.SIGKILL)
     err = p.stderr.read()
