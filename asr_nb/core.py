@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #fba98908
 from __future__ import annotations
-import contextlib, dataclasses, difflib, errno, logging, math, os, random, stat, sys, tempfile
+import contextlib, dataclasses, difflib, errno, logging, math, os, random, shutil, stat, sys, tempfile
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
@@ -880,12 +880,11 @@ def staged_dir(out: str | os.PathLike, # the dir to (re)write as a whole
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try: yield tmp
     except BaseException:
-        import shutil; shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True); raise
     old = out.with_name(f".{out.name}.{os.getpid()}.old") if out.exists() else None
     if old is not None: os.replace(out, old)
     os.replace(tmp, out); _fsync_dir(out.parent)
-    if old is not None:
-        import shutil; shutil.rmtree(old, ignore_errors=True)
+    if old is not None: shutil.rmtree(old, ignore_errors=True)
 
 # %% ../nbs/00_core.ipynb #efaeb8e6
 class _UniqueKeyLoader(yaml.SafeLoader):
