@@ -294,6 +294,7 @@ def stream_files(rec, a: argparse.Namespace) -> int:
     from asr_nb.export import _as_wave
     from asr_nb.streaming import stream_pieces
     _check_stream_args(a)
+    rec.stream(chunk_size=a.chunk_size, num_left_chunks=a.num_left_chunks, method=a.method)  # a model that cannot stream: one line, not one per file
     bad = 0
     for f in a.audio:
         try:
@@ -398,13 +399,14 @@ def decode_main(argv: Sequence[str]) -> int:
     if rec.decode_cfg.nbest > rec.decode_cfg.beam:              # the beam searches keep at most `beam` hypotheses
         raise CLIError(f"--nbest {rec.decode_cfg.nbest} is more than the beam ({rec.decode_cfg.beam}): raise --beam")
     rec = streaming_engine(rec, a)   # --chunk-size: every utterance streamed in 100 ms pieces
-    res = decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
-                      log=lambda m: print(m, file=sys.stderr))
-    for r in res.values():
+    def report(r: dict):
+        "A method's line (and ctm) as soon as it is done: an interrupt during the next method keeps it."
         if a.ctm:                                                   # word times of this method's hypotheses
             from asr_nb.core import atomic_write_text
             atomic_write_text(Path(r['out_dir'])/'ctm', ''.join(l + '\n' for l in decode_ctm(rec, utts, r['hyps'])))
-        print(format_result_line(r) + f"  -> {r['out_dir']}")
+        print(format_result_line(r) + f"  -> {r['out_dir']}", flush=True)
+    decode_data(rec, utts, methods, a.out, strict=a.strict, lang=a.lang, name=str(exp),
+                log=lambda m: print(m, file=sys.stderr), on_result=report)
     return 0
 
 def format_result_line(r: dict) -> str:
@@ -474,8 +476,8 @@ def score_main(argv: Sequence[str]) -> int:
         if same: raise CLIError(f"--report {a.report} is the {same[0]} file: writing the report would replace it")
     refs = _read_text(a.ref, 'reference')
     norm = lambda t: t
+    from asr_nb.metrics import normalize_text
     if a.lowercase or a.remove_punct:
-        from asr_nb.metrics import normalize_text
         norm = lambda t: {k: normalize_text(v, a.lowercase, a.remove_punct) for k, v in t.items()}
     refs = norm(refs)
     if not refs: raise CLIError(f"no references in {a.ref}")
@@ -487,7 +489,8 @@ def score_main(argv: Sequence[str]) -> int:
         missing = [k for k in refs if k not in h]
         if a.baseline and len(missing) == len(refs):     # a comparison with nothing to compare is a wrong file
             raise CLIError(f"{path}: none of the {len(refs)} reference ids has a {what}")
-        if missing: print(f"warning: {path}: {len(missing)} reference(s) without {what} scored as deletions, e.g. {missing[0]!r}", file=sys.stderr)
+        lost = [k for k in missing if normalize_text(refs[k])]      # an empty reference is left out, not scored (score_texts' rule)
+        if lost: print(f"warning: {path}: {len(lost)} reference(s) without {what} scored as deletions, e.g. {lost[0]!r}", file=sys.stderr)
         return {k: h.get(k, '') for k in refs}
     hyps = hyps_of(a.hyp, 'hypothesis')
     base = hyps_of(a.baseline, 'baseline hypothesis') if a.baseline else None

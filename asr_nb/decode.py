@@ -886,6 +886,7 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
                 log:Callable[[str], None]|None=None, # warning lines (too short, skipped)
                 context:ContextBias|None=None,  # for a bare model: hotwords (asr_nb.context.context_for); a Recognizer has its own
                 nbest:int|None=None,            # hypotheses per utterance (default decode.nbest); > 1 writes text.1 .. text.N
+                on_result:Callable[[dict], None]|None=None, # called with each method's result as soon as it is written
                ) -> dict[str, dict]:
     "Decode `utts` with each method: {method: dict(hyps, cer, wer, rtf, n, skipped, too_short, unscored, ...)} (+ nbest, nbest_hyps)."
     if not hasattr(engine, 'transcribe'):
@@ -916,6 +917,7 @@ def decode_data(engine,                         # a `Recognizer`, or a model (`A
             res['out_dir'] = str(Path(out_dir)/m if (subdirs if subdirs is not None else len(methods) > 1) else Path(out_dir))
             _write_decode(res, Path(res['out_dir']))
         results[m] = res
+        if on_result: on_result(res)                              # an interrupt later keeps what this method reported
     if log and skipped: log(f"warning: skipped {len(skipped)} unreadable utterance(s): " +
                             "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + (" ..." if len(skipped) > 3 else ""))
     return results

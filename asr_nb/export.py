@@ -369,7 +369,7 @@ def _transcribe(self, inputs, # a path / array, or a list of them
     _context_kw(method, getattr(self, 'context', None))   # hotwords given to a method that cannot take them: one line, before any audio
     bs, limit = batch_size or self.decode_cfg.batch_size, self.segment_limit_s(max_segment_s)
     outs = [r for s in range(0, len(items), bs)
-            for r in _transcribe_batch(self, items[s:s + bs], method, sample_rate, timestamps, bs, limit, channel)]
+            for r in _transcribe_batch(self, items[s:s + bs], method, sample_rate, timestamps, bs, limit, channel, s)]
     return outs[0] if single else outs
 
 def _result(self, ids: list[int], times: list[tuple[float, float]] | None, timestamps: bool):
@@ -496,14 +496,16 @@ def _decode_ids(rec: Recognizer, feats: torch.Tensor, lens: torch.Tensor, # (B, 
 # %% ../nbs/15_export.ipynb #68ce4258
 def _decode_waves(rec: Recognizer, waves: Sequence[torch.Tensor], # short signals (N,) at the model's rate
                   method: str, timed: bool, # timed: also token (start_s, end_s) from a CTC forced alignment
+                  names: Sequence[str] | None = None, # what the warning calls each signal (file names); default 'input i'
                  ) -> list[tuple[list[int], list[tuple[float, float]] | None]]:
-    "Token ids (and times) of one batch of signals; those too short for the subsampling give no tokens."
+    "Token ids (and times) of one batch of signals; those too short for the subsampling give no tokens (one warning names them)."
     if not waves: return []
     feats, lens = _features(waves, rec.feat_cfg)
     ok = torch.nonzero(rec._encoder_lengths(lens) >= 1).flatten().tolist()   # the model's own length rule
     out = [([], [] if timed else None) for _ in waves]
     if len(ok) < len(waves):
-        short = [f"{len(w) / rec.sample_rate:.3f} s" for i, w in enumerate(waves) if i not in set(ok)]
+        names = names or [f"input {i}" for i in range(len(waves))]
+        short = [f"{names[i]} ({len(w) / rec.sample_rate:.3f} s)" for i, w in enumerate(waves) if i not in set(ok)]
         get_logger("export").warning(f"{len(short)} input(s) too short for the model (under one encoder frame: "
                                      f"{', '.join(short[:5])}); transcribed as empty")
     if not ok: return out
@@ -533,7 +535,9 @@ def _word_gap_id(tok) -> int | None:
 
 def _decode_long(rec: Recognizer, pieces: list[tuple[int, int]], # [a, b) in samples, from `asr_nb.segment.plan_segments`
                  read: Callable[[int, int], torch.Tensor], # read(a, b) -> (b - a,) signal of one piece
-                 method: str, batch_size: int) -> tuple[list[int], list[tuple[float, float]]]:
+                 method: str, batch_size: int,
+                 name: str = 'input', # what warnings call the input (its file name)
+                ) -> tuple[list[int], list[tuple[float, float]]]:
     """Decode the pieces of one long input in batches and stitch their tokens on the original time line. Pieces that do
     not overlap were cut at a pause, i.e. between words, and a model trained on whole utterances emits no word gap at a
     piece's edges: where the kept tokens pass from one such piece to the next, one word-gap unit joins them (none is
@@ -543,7 +547,8 @@ def _decode_long(rec: Recognizer, pieces: list[tuple[int, int]], # [a, b) in sam
     sr, toks = rec.sample_rate, []
     for s in range(0, len(pieces), batch_size):
         part = pieces[s:s + batch_size]
-        for (a, _), (ids, times) in zip(part, _decode_waves(rec, [read(a, b) for a, b in part], method, True)):
+        names = [f"{name} [{a / sr:.2f}-{b / sr:.2f} s]" for a, b in part]
+        for (a, _), (ids, times) in zip(part, _decode_waves(rec, [read(a, b) for a, b in part], method, True, names=names)):
             k = len(toks)
             toks.append([(t, a / sr + t0, a / sr + t1, k) for t, (t0, t1) in zip(ids, times)])
     gap, ids, spans = _word_gap_id(rec.tokenizer), [], []
@@ -558,18 +563,21 @@ def _decode_long(rec: Recognizer, pieces: list[tuple[int, int]], # [a, b) in sam
 def _transcribe_batch(rec: Recognizer, batch: list, # paths / arrays
                       method: str, sample_rate: int | None, timestamps: bool, batch_size: int,
                       limit: float, # inputs longer than this (seconds) are decoded in pieces
-                      channel: int | str | None) -> list:
+                      channel: int | str | None,
+                      first: int = 0, # index of batch[0] among the caller's inputs (warnings name arrays 'input i')
+                     ) -> list:
     "`Recognizer.transcribe`'s results for one batch: long files in pieces read block by block, long arrays in pieces, the rest together."
     from asr_nb.segment import plan_segments
     res = {}
     for i, x in enumerate(batch):          # a long file is never read whole: energies block by block, then pieces
         if isinstance(x, (str, os.PathLike)) and _file_seconds(x) > limit:
-            res[i] = _decode_long(rec, *_file_pieces(x, rec.sample_rate, channel, limit), method, batch_size)
+            res[i] = _decode_long(rec, *_file_pieces(x, rec.sample_rate, channel, limit), method, batch_size, str(x))
+    name = lambda i: str(batch[i]) if isinstance(batch[i], (str, os.PathLike)) else f"input {first + i}"
     waves = {i: _as_wave(x, sample_rate, rec.sample_rate, channel) for i, x in enumerate(batch) if i not in res}
     long = [i for i, w in waves.items() if len(w) > limit * rec.sample_rate]     # long arrays
     short = [i for i in waves if i not in long]
-    res.update(zip(short, _decode_waves(rec, [waves[i] for i in short], method, timestamps)))
+    res.update(zip(short, _decode_waves(rec, [waves[i] for i in short], method, timestamps, [name(i) for i in short])))
     for i in long:
         pieces = plan_segments(waves[i].numpy(), rec.sample_rate, limit)
-        res[i] = _decode_long(rec, pieces, lambda a, b, w=waves[i]: w[a:b], method, batch_size)
+        res[i] = _decode_long(rec, pieces, lambda a, b, w=waves[i]: w[a:b], method, batch_size, name(i))
     return [rec._result(*res[i], timestamps) for i in range(len(batch))]

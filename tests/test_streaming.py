@@ -101,6 +101,9 @@ def test_non_causal_model_is_one_line_error(tmp_path, data, capsys):
     one_line_error(rc, err, 'causal')
     rc, out, err = run(decode_main, ['--exp', e, '--data', data, '--out', tmp_path/'y', '--chunk-size', '0'], capsys)
     assert rc == 0, err                                                  # full context streams any model
+    rc, out, err = run(transcribe_main, ['--exp', e, '--stream', data/'u0.wav', data/'u1.wav'], capsys)
+    one_line_error(rc, err, 'causal')                                    # once, not once per file
+    assert out == ''
 
 
 def test_transcribe_stream_prints_partials(exp, data, capsys):
