@@ -17,6 +17,7 @@ ours computes CMVN inside its training command, so that time is in ours.
     python bench/bench_real_training.py --epochs 24 --work /tmp/real24        # -> bench/results/real_training.json
     python bench/bench_real_training.py --epochs 1 --limit 80 --work /tmp/rt  --out /tmp/rt.json   # a smoke run
     python bench/bench_real_training.py --work /tmp/real24 --rescore     # score the same hypotheses again
+    python bench/bench_real_training.py --alternate 3 --epochs 2 --work /tmp/alt   # throughput, the two alternated
 
 Optional, never in CI: it needs the peer venv (bench/peer_setup.sh) and minutes to hours of CPU.
 """
@@ -59,18 +60,76 @@ def rescore(out: Path, work: Path, data: Path) -> None:
     res["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.write_text(json.dumps(res, indent=1) + "\n"); print(json.dumps({k: res[k]["test"] for k in ("espnet2", "asr_nb")}))
 
+def _ours_train_cmd(a, exp: Path, split) -> tuple[list[str], int, list[str]]:
+    "asr_nb_train with the recipe's CPU layout (one rank per core where each keeps >= 3000 frames of the update)."
+    from asr_nb.core import load_config
+    from asr_nb.recipes import cpu_rank_overrides, cpu_train_ranks
+    py = sys.executable
+    cfg = load_config(a.config, [])
+    n = cpu_train_ranks(cfg)
+    over = [f"train.max_epochs={a.epochs}", *(cpu_rank_overrides(cfg, n) if n > 1 else [])]
+    cmd = ([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else [py]) + [
+        str(Path(py).parent / "asr_nb_train"), "--config", a.config, "--train", str(split("train")), "--valid", str(split("dev")),
+        "--exp", str(exp), *over]
+    return cmd, n, over
+
+def alternate(a, argv) -> dict:
+    """Training throughput with the machine's drift shared: `--alternate R` rounds, each a fresh `--epochs`-epoch run of
+    ESPnet2 and of asr_nb (no decoding), the order flipping every round. Both times include process start-up (and
+    our CMVN pass; ESPnet2's statistics pass is timed apart), as in the full comparison. The ratio is the median of the
+    rounds' ratios."""
+    import statistics, peer_train
+    run = lambda cmd, log: peer_train.run(cmd, log, who="bench_real_training")
+    work, data = Path(a.work), Path(a.data)
+    if not (Path(a.peer) / "bin" / "python").exists():
+        peer_train.fail(f"bench_real_training: error: {a.peer}/bin/python not found; make it with bench/peer_setup.sh {a.peer}")
+    work.mkdir(parents=True, exist_ok=True)
+    split = (lambda s: data / s) if not a.limit else (lambda s: work / "espnet_r0" / "data" / s)
+    rows = []
+    for r in range(a.alternate):
+        row = dict(round=r, order="espnet2 first" if r % 2 == 0 else "asr_nb first", load_1m_start=round(os.getloadavg()[0], 2))
+        def espnet2():
+            p = peer_train.main(["--peer", a.peer, "--data", str(data), "--config", a.config, "--epochs", str(a.epochs), "--limit",
+                                 str(a.limit), "--threads", str(a.peer_threads), "--out", str(work / f"espnet_r{r}"), "--no-decode"])
+            row.update(espnet2_train_s=round(p["train_s"], 1), espnet2_collect_stats_s=round(p["collect_stats_s"], 1))
+        def ours():
+            cmd, n, over = _ours_train_cmd(a, work / f"asr_nb_r{r}", split)
+            row.update(asr_nb_train_s=round(run(cmd, work / f"asr_nb_train_r{r}.out"), 1), asr_nb_ranks=n)
+        for f in ((espnet2, ours) if r % 2 == 0 else (ours, espnet2)): f()
+        row["speedup_train"] = round(row["espnet2_train_s"] / row["asr_nb_train_s"], 3)
+        rows.append(row); print(json.dumps(row), flush=True)
+    frames = frames_of(split("train")) * a.epochs
+    ratios = [r["speedup_train"] for r in rows]
+    res = dict(title=f"Training throughput, ESPnet2 vs asr_nb alternated: {a.alternate} rounds of {a.epochs} epoch(s) each, "
+                     f"{os.path.relpath(a.config, ROOT)}, same data",
+               command="python bench/bench_real_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+               train_frames_per_round=frames, cpus=os.cpu_count(), espnet2_threads=a.peer_threads, rows=rows,
+               espnet2_frames_per_s_median=round(frames / statistics.median(r["espnet2_train_s"] for r in rows), 1),
+               asr_nb_frames_per_s_median=round(frames / statistics.median(r["asr_nb_train_s"] for r in rows), 1),
+               speedup_train_median=round(statistics.median(ratios), 2), speedup_train_range=[min(ratios), max(ratios)],
+               date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               notes=alternate.__doc__.replace("\n    ", " ").replace("\n", " "))
+    out = Path(a.out if a.out != ap_default_out() else ROOT / "bench" / "results" / "real_training_alternated.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n"); print(f"wrote {out}")
+    return res
+
+def ap_default_out() -> str: return str(ROOT / "bench" / "results" / "real_training.json")
+
 def main(argv=None):
     import peer_train                                                     # bench/ is on the path when run as a script
     ap = peer_train.common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "real_training"), help="scratch dir for both experiments")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "real_training.json"))
+    ap.add_argument("--out", default=ap_default_out())
     ap.add_argument("--rescore", action="store_true", help="only score the hypotheses already in --work again, into --out")
+    ap.add_argument("--alternate", type=int, default=0, metavar="R",
+                    help="throughput only: R rounds of --epochs epochs per toolkit, alternated (order flips each round), "
+                         "fresh runs without decoding; default out bench/results/real_training_alternated.json")
     a = ap.parse_args(argv)
     if a.rescore: return rescore(Path(a.out), Path(a.work), Path(a.data))
+    if a.alternate: return alternate(a, argv)
     run = lambda cmd, log: peer_train.run(cmd, log, who="bench_real_training")
-    from asr_nb.core import load_config
-    from asr_nb.recipes import cpu_rank_overrides, cpu_train_ranks
     work, data, py = Path(a.work), Path(a.data), sys.executable
     if not (Path(a.peer) / "bin" / "python").exists():                # checked before anything is written
         peer_train.fail(f"bench_real_training: error: {a.peer}/bin/python not found; make it with bench/peer_setup.sh {a.peer}")
@@ -84,13 +143,9 @@ def main(argv=None):
     if not a.limit: split = lambda s: data / s                       # ... which are all of them without --limit
     peer["test_ours_scorer"] = score(split("test") / "text", work / "espnet" / "decode_test" / "1best_recog" / "text")
     # 2. asr_nb, the recipe's CPU layout
-    cfg = load_config(a.config, [])
-    n = cpu_train_ranks(cfg)
     exp = work / "asr_nb"
-    over = [f"train.max_epochs={a.epochs}", *(cpu_rank_overrides(cfg, n) if n > 1 else [])]
     bin_ = lambda name: str(Path(py).parent / name)
-    train_cmd = ([py, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else [py]) + [
-        bin_("asr_nb_train"), "--config", a.config, "--train", str(split("train")), "--valid", str(split("dev")), "--exp", str(exp), *over]
+    train_cmd, n, over = _ours_train_cmd(a, exp, split)
     ours = dict(ranks=n, overrides=over, train_s=run(train_cmd, work / "asr_nb_train.out"))
     load.append(os.getloadavg()[0])
     ours["average_s"] = run([bin_("asr_nb_average"), "--exp", str(exp), "--n", "5", "--by", "valid_loss"], work / "asr_nb_average.out")

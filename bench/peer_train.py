@@ -131,6 +131,7 @@ def main(argv=None):
     ap = common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "exp" / "peer_tiny"))
+    ap.add_argument("--no-decode", action="store_true", help="train only (throughput rounds of bench_real_training.py --alternate)")
     a = ap.parse_args(argv)
     py, out, data = str(Path(a.peer) / "bin" / "python"), Path(a.out), Path(a.data)
     if not Path(py).exists(): fail(f"peer_train: error: {py} not found; make it with bench/peer_setup.sh {a.peer}")
@@ -162,6 +163,10 @@ def main(argv=None):
         "--output_dir", str(out / "exp"), "--resume", "false", "--normalize", "global_mvn", "--normalize_conf", f"stats_file={stats}",
         *data_args("train", lambda s: f"{out}/stats/train/speech_shape"),
         *data_args("valid", lambda s: f"{out}/stats/valid/speech_shape")], out / "train.log")
+    if a.no_decode:
+        res = dict(toolkit="espnet2", utterances=n, epochs=a.epochs, threads=a.threads, **times)
+        (out / "peer_train.json").write_text(json.dumps(res, indent=1) + "\n")
+        return res
     # 3. decoding the test set with the best checkpoint (averaged when ESPnet2 wrote one)
     exp = out / "exp"
     model = next((p for p in sorted(exp.glob("valid.*.ave*.pth")) if p.exists()), None) or next(iter(sorted(exp.glob("valid.*.best.pth"))), exp / "latest.pth")
