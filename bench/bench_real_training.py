@@ -58,7 +58,21 @@ def rescore(out: Path, work: Path, data: Path) -> None:
     res["espnet2"]["test"] = score(split("test") / "text", work / "espnet" / "decode_test" / "1best_recog" / "text")
     res["asr_nb"]["test"] = score(split("test") / "text", _ours_hyps(work / "asr_nb"))
     res["rescored"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    out.write_text(json.dumps(res, indent=1) + "\n"); print(json.dumps({k: res[k]["test"] for k in ("espnet2", "asr_nb")}))
+    _write_result(out, res); print(json.dumps({k: res[k]["test"] for k in ("espnet2", "asr_nb")}))
+
+def _check_inputs(a, work: Path, names: list[str]) -> None:
+    "Before anything runs or is written: the peer venv exists, and `work` holds no run of an earlier invocation (asr_nb_train would resume it)."
+    import peer_train
+    if not (Path(a.peer) / "bin" / "python").exists():
+        peer_train.fail(f"bench_real_training: error: {a.peer}/bin/python not found; make it with bench/peer_setup.sh {a.peer}")
+    taken = [n for n in names if (work / n).exists()]
+    if taken: peer_train.fail(f"bench_real_training: error: {work / taken[0]} exists from an earlier run "
+                              "(asr_nb_train would resume it instead of training): use a new --work")
+
+def _write_result(out: Path, res: dict) -> None:
+    from asr_nb.core import atomic_write_text
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(res, indent=1) + "\n")
 
 def _ours_train_cmd(a, exp: Path, split) -> tuple[list[str], int, list[str]]:
     "asr_nb_train with the recipe's CPU layout (one rank per core where each keeps >= 3000 frames of the update)."
@@ -81,8 +95,7 @@ def alternate(a, argv) -> dict:
     import statistics, peer_train
     run = lambda cmd, log: peer_train.run(cmd, log, who="bench_real_training")
     work, data = Path(a.work), Path(a.data)
-    if not (Path(a.peer) / "bin" / "python").exists():
-        peer_train.fail(f"bench_real_training: error: {a.peer}/bin/python not found; make it with bench/peer_setup.sh {a.peer}")
+    _check_inputs(a, work, [f"{t}_r{r}" for r in range(a.alternate) for t in ("asr_nb", "espnet")])
     work.mkdir(parents=True, exist_ok=True)
     split = (lambda s: data / s) if not a.limit else (lambda s: work / "espnet_r0" / "data" / s)
     rows = []
@@ -109,30 +122,28 @@ def alternate(a, argv) -> dict:
                speedup_train_median=round(statistics.median(ratios), 2), speedup_train_range=[min(ratios), max(ratios)],
                date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                notes=alternate.__doc__.replace("\n    ", " ").replace("\n", " "))
-    out = Path(a.out if a.out != ap_default_out() else ROOT / "bench" / "results" / "real_training_alternated.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n"); print(f"wrote {out}")
+    out = Path(a.out or ROOT / "bench" / "results" / "real_training_alternated.json")
+    _write_result(out, res); print(f"wrote {out}")
     return res
-
-def ap_default_out() -> str: return str(ROOT / "bench" / "results" / "real_training.json")
 
 def main(argv=None):
     import peer_train                                                     # bench/ is on the path when run as a script
     ap = peer_train.common_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     ap.add_argument("--peer-threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "real_training"), help="scratch dir for both experiments")
-    ap.add_argument("--out", default=ap_default_out())
+    ap.add_argument("--out", help="default bench/results/real_training.json (real_training_alternated.json with --alternate)")
     ap.add_argument("--rescore", action="store_true", help="only score the hypotheses already in --work again, into --out")
     ap.add_argument("--alternate", type=int, default=0, metavar="R",
                     help="throughput only: R rounds of --epochs epochs per toolkit, alternated (order flips each round), "
                          "fresh runs without decoding; default out bench/results/real_training_alternated.json")
     a = ap.parse_args(argv)
-    if a.rescore: return rescore(Path(a.out), Path(a.work), Path(a.data))
+    if a.alternate < 0: ap.error(f"--alternate must be >= 0 (0 = the full comparison), got {a.alternate}")
     if a.alternate: return alternate(a, argv)
+    a.out = a.out or str(ROOT / "bench" / "results" / "real_training.json")
+    if a.rescore: return rescore(Path(a.out), Path(a.work), Path(a.data))
     run = lambda cmd, log: peer_train.run(cmd, log, who="bench_real_training")
     work, data, py = Path(a.work), Path(a.data), sys.executable
-    if not (Path(a.peer) / "bin" / "python").exists():                # checked before anything is written
-        peer_train.fail(f"bench_real_training: error: {a.peer}/bin/python not found; make it with bench/peer_setup.sh {a.peer}")
+    _check_inputs(a, work, ["asr_nb", "espnet"])                      # checked before anything is written
     work.mkdir(parents=True, exist_ok=True)
     load = [os.getloadavg()[0]]
     # 1. ESPnet2 (it writes the splits it used, `--limit` applied, under work/espnet/data)
@@ -175,8 +186,8 @@ def main(argv=None):
                     "speedup_train_with_stats adds ESPnet2's statistics pass). Test: joint CTC/attention beam search, "
                     "CER/WER by asr_nb.decode.score_hyps with spaces kept (cer_no_spaces drops them). Front ends differ: "
                     "ESPnet2's STFT log-mel vs our Kaldi fbank.")
-    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    out = Path(a.out)
+    _write_result(out, res)
     print(json.dumps(res, indent=1)); print(f"wrote {out}")
 
 if __name__ == "__main__":
