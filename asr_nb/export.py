@@ -576,7 +576,7 @@ def _transcribe_batch(rec: Recognizer, batch: list, # paths / arrays
     waves = {i: _as_wave(x, sample_rate, rec.sample_rate, channel) for i, x in enumerate(batch) if i not in res}
     long = [i for i, w in waves.items() if len(w) > limit * rec.sample_rate]     # long arrays
     short = [i for i in waves if i not in long]
-    res.update(zip(short, _decode_waves(rec, [waves[i] for i in short], method, timestamps, [name(i) for i in short])))
+    res.update(zip(short, _decode_waves(rec, [waves[i] for i in short], method, timestamps, names=[name(i) for i in short])))
     for i in long:
         pieces = plan_segments(waves[i].numpy(), rec.sample_rate, limit)
         res[i] = _decode_long(rec, pieces, lambda a, b, w=waves[i]: w[a:b], method, batch_size, name(i))
